@@ -1,6 +1,25 @@
-//! entourage: a Kubernetes mutating admission webhook (tour written with the spine).
+//! entourage gives annotated Pods their entourage — log-streaming sidecars, JSON log adapters and proxy
+//! ambassadors — and gives Jobs and CronJobs safe defaults, as a Kubernetes mutating admission webhook.
+//!
+//! # The path of one request
+//! 1. [`server`] accepts a TLS connection (rustls, HTTP/1.1 or h2) and reads `POST /mutate` (body ≤ 8 MiB).
+//! 2. [`admission::decode`] turns the body into a [`admission::Review`]; a body that is not one is a 400.
+//! 3. [`mutate::mutate`] — pure and synchronous — dispatches by kind: [`mutate::pod`] parses the
+//!    [`annotations`] and plans containers, volumes, mounts and env; [`mutate::job`] applies defaults.
+//!    [`patch::PatchBuilder`] turns the plan into RFC 6902 operations that apply to exactly that object.
+//! 4. [`admission::AdmissionResponse`] carries the verdict, the base64 patch and warnings back, in the
+//!    review's own version; one log line records the decision.
+//!
+//! # Modules, dependencies pointing down
+//! [`config`] → [`annotations`] → [`patch`] → [`mutate`] → [`admission`] → [`server`] (with [`tls`] and
+//! [`certs`]); the container runtimes [`adapt`] and [`proxy`] stand apart.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod adapt;
+pub mod admission;
+pub mod annotations;
+pub mod config;
+pub mod mutate;
+pub mod patch;
 pub mod proxy;

@@ -1,0 +1,193 @@
+//! The ambassador pattern: a local proxy per upstream, and the app told where to find it.
+//!
+//! The app gets `AMBASSADOR_URL` (or `AMBASSADOR_<NAME>_URL` per named upstream) pointing at a loopback port;
+//! the ambassador container (`entourage ambassador`) forwards to the upstream. The auth Secret is mounted
+//! read-only into the ambassador only, never into the app.
+
+use k8s_openapi::{
+    api::core::v1::{
+        Container, EnvVar, HTTPGetAction, KeyToPath, Probe, SecretVolumeSource, Volume, VolumeMount,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use serde_json::Value;
+
+use super::{
+    harden,
+    names::label,
+    pod::{Plan, PodView},
+    Pattern,
+};
+use crate::{
+    annotations::{self, AnnotationError, Upstream},
+    config::Config,
+};
+
+/// Where auth Secrets are mounted in the ambassador.
+const AUTH_DIR: &str = "/var/run/secrets/entourage";
+
+/// Plans one ambassador per upstream; a port the Pod already declares is refused.
+pub(crate) fn plan(
+    upstreams: &[Upstream],
+    view: &PodView<'_>,
+    config: &Config,
+    plan: &mut Plan,
+) -> Result<(), Vec<AnnotationError>> {
+    let declared: Vec<(i64, &str)> = view
+        .all_containers()
+        .flat_map(|c| {
+            let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+            c.get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(move |p| Some((p.get("containerPort")?.as_i64()?, name)))
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for (i, upstream) in upstreams.iter().enumerate() {
+        let admin =
+            u16::try_from(usize::from(config.ambassador.admin_port) + i).unwrap_or(u16::MAX);
+        let local_ports: Vec<u16> = upstreams.iter().map(|u| u.port).collect();
+        if let Some((_, owner)) = declared
+            .iter()
+            .find(|(p, _)| *p == i64::from(upstream.port))
+        {
+            errors.push(AnnotationError {
+                key: annotations::AMBASSADOR_PORT,
+                value: upstream.port.to_string(),
+                rule: format!("is already declared by container {owner:?}; choose a free port"),
+            });
+        }
+        if local_ports.contains(&admin) || declared.iter().any(|(p, _)| *p == i64::from(admin)) {
+            errors.push(AnnotationError {
+                key: annotations::AMBASSADOR_PORT,
+                value: upstream.port.to_string(),
+                rule: format!("leaves no room for the ambassador's admin port {admin} (config ambassador.adminPort), which the Pod uses"),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    for (i, upstream) in upstreams.iter().enumerate() {
+        let admin = config.ambassador.admin_port + u16::try_from(i).unwrap_or(0);
+        add_one(upstream, admin, view, config, plan);
+    }
+    Ok(())
+}
+
+fn add_one(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &Config, plan: &mut Plan) {
+    let env_name = match &upstream.name {
+        None => config.ambassador.url_env.clone(),
+        Some(name) => format!(
+            "AMBASSADOR_{}_URL",
+            name.to_ascii_uppercase().replace('-', "_")
+        ),
+    };
+    let url = format!("http://127.0.0.1:{}", upstream.port);
+    let app_has_env = view
+        .target()
+        .get("env")
+        .and_then(Value::as_array)
+        .is_some_and(|env| {
+            env.iter()
+                .any(|e| e.get("name").and_then(Value::as_str) == Some(env_name.as_str()))
+        });
+    if app_has_env {
+        plan.warnings.push(format!(
+            "entourage: container {:?} keeps its own {env_name}; the ambassador listens on {url}",
+            view.target_name()
+        ));
+    } else {
+        plan.app_env.push(EnvVar {
+            name: env_name,
+            value: Some(url),
+            value_from: None,
+        });
+    }
+
+    let mut args: Vec<String> = vec![
+        "ambassador".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{}", upstream.port),
+        "--upstream".into(),
+        upstream.url.clone(),
+        // The kubelet probes the Pod IP, so the admin port listens on every address; it serves /healthz only.
+        "--admin".into(),
+        format!("0.0.0.0:{admin}"),
+        "--timeout".into(),
+        config.ambassador.timeout.clone(),
+    ];
+    let mut mounts = Vec::new();
+    if let Some(secret) = &upstream.auth_secret {
+        let volume = auth_volume(secret, config, plan);
+        let dir = format!("{AUTH_DIR}/{volume}");
+        args.push("--auth-file".into());
+        args.push(format!("{dir}/{}", config.ambassador.auth_secret_key));
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: dir,
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let probe = |period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz".into()),
+            port: IntOrString::Int(admin.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+    let base = match &upstream.name {
+        None => "ambassador".to_string(),
+        Some(name) => format!("ambassador-{}", label(name, 40, "upstream")),
+    };
+    let native = plan.native;
+    plan.add_container(view, Pattern::Ambassador, &base, |name| Container {
+        name: name.to_string(),
+        image: Some(config.images.entourage.clone()),
+        image_pull_policy: Some(config.images.pull_policy.as_str().to_string()),
+        args: Some(args.clone()),
+        volume_mounts: (!mounts.is_empty()).then(|| mounts.clone()),
+        readiness_probe: Some(probe(5, 3)),
+        // A native sidecar's startup probe holds the app back until the proxy is listening.
+        startup_probe: native.then(|| probe(1, 30)),
+        security_context: Some(harden::security_context(config)),
+        resources: Some(harden::resources(config)),
+        restart_policy: native.then(|| "Always".to_string()),
+        ..Container::default()
+    });
+}
+
+/// The volume holding `secret` (one per Secret, however many upstreams share it).
+fn auth_volume(secret: &str, config: &Config, plan: &mut Plan) -> String {
+    if let Some(existing) = plan
+        .volumes
+        .iter()
+        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret))
+    {
+        return existing.name.clone();
+    }
+    let name = plan
+        .volume_names
+        .claim(&format!("entourage-auth-{}", label(secret, 40, "secret")));
+    let key = config.ambassador.auth_secret_key.clone();
+    plan.volumes.push(Volume {
+        name: name.clone(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            items: Some(vec![KeyToPath {
+                key: key.clone(),
+                path: key,
+                mode: None,
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    name
+}

@@ -1,0 +1,235 @@
+//! The pure core: an admission request and the config in; a verdict, a patch and warnings out.
+//!
+//! No I/O, no clock, no environment: the webhook, `entourage inject` and the tests all call [`mutate`].
+//! Pods go to [`pod`], Jobs and CronJobs to [`job`]; every other kind and operation is allowed unchanged.
+
+mod ambassador;
+mod harden;
+pub mod job;
+mod logs;
+mod names;
+pub mod pod;
+
+use kube::core::admission::Operation;
+use serde_json::Value;
+
+use crate::{admission::AdmissionRequest, config::Config};
+
+/// Allow or deny.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admit the object, with the patch (possibly empty).
+    Allow,
+    /// Refuse the object; the message names the annotation, the value and the rule.
+    Deny(String),
+}
+
+/// Why the core decided what it did: a log field and a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Containers were injected.
+    Injected,
+    /// Job or CronJob defaults were applied.
+    Defaulted,
+    /// The Pod carries `entourage.dev/status`: it was injected before (a reinvocation).
+    AlreadyInjected,
+    /// `entourage.dev/inject: "false"`.
+    OptedOut,
+    /// No entourage annotation asks for anything.
+    NotRequested,
+    /// `entourage.dev/defaults: "off"`.
+    DefaultsOff,
+    /// Every default was already in place or kept.
+    NothingToDefault,
+    /// An annotation value breaks a rule.
+    InvalidAnnotations,
+    /// The object is not of a shape entourage can patch (the apiserver's validation will speak for it).
+    MalformedObject,
+    /// A kind entourage does not handle.
+    KindNotHandled,
+    /// An operation entourage does not handle (only CREATE is mutated).
+    OperationNotHandled,
+    /// A subresource request (`status`, `exec`…).
+    SubresourceNotHandled,
+    /// The request carries no object.
+    NoObject,
+    /// `object.kind` disagrees with `request.kind`.
+    ObjectKindMismatch,
+}
+
+impl Reason {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Injected => "injected",
+            Reason::Defaulted => "defaulted",
+            Reason::AlreadyInjected => "already-injected",
+            Reason::OptedOut => "opted-out",
+            Reason::NotRequested => "not-requested",
+            Reason::DefaultsOff => "defaults-off",
+            Reason::NothingToDefault => "nothing-to-default",
+            Reason::InvalidAnnotations => "invalid-annotations",
+            Reason::MalformedObject => "malformed-object",
+            Reason::KindNotHandled => "kind-not-handled",
+            Reason::OperationNotHandled => "operation-not-handled",
+            Reason::SubresourceNotHandled => "subresource-not-handled",
+            Reason::NoObject => "no-object",
+            Reason::ObjectKindMismatch => "object-kind-mismatch",
+        }
+    }
+}
+
+/// The patterns entourage injects, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    /// A log-streaming sidecar.
+    Sidecar,
+    /// A JSON log adapter.
+    Adapter,
+    /// A proxy ambassador.
+    Ambassador,
+}
+
+impl Pattern {
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::Sidecar => "sidecar",
+            Pattern::Adapter => "adapter",
+            Pattern::Ambassador => "ambassador",
+        }
+    }
+}
+
+/// What the core decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Reason,
+    /// RFC 6902 operations against the request's object; empty when nothing changes.
+    pub patch: json_patch::Patch,
+    /// Messages for the kubectl user.
+    pub warnings: Vec<String>,
+    /// Containers injected, by pattern.
+    pub injected: Vec<Pattern>,
+}
+
+impl Outcome {
+    /// Allowed, unchanged.
+    pub fn unchanged(reason: Reason) -> Self {
+        Outcome {
+            verdict: Verdict::Allow,
+            reason,
+            patch: json_patch::Patch(Vec::new()),
+            warnings: Vec::new(),
+            injected: Vec::new(),
+        }
+    }
+
+    /// Allowed unchanged, with warnings.
+    pub fn unchanged_with(reason: Reason, warnings: Vec<String>) -> Self {
+        Outcome {
+            warnings,
+            ..Outcome::unchanged(reason)
+        }
+    }
+
+    /// Denied.
+    pub fn deny(message: String, warnings: Vec<String>) -> Self {
+        Outcome {
+            verdict: Verdict::Deny(message),
+            warnings,
+            ..Outcome::unchanged(Reason::InvalidAnnotations)
+        }
+    }
+}
+
+/// Decides what to do with one admission request.
+pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
+    if request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Outcome::unchanged(Reason::SubresourceNotHandled);
+    }
+    let kind = (request.kind.group.as_str(), request.kind.kind.as_str());
+    if !matches!(kind, ("", "Pod") | ("batch", "Job") | ("batch", "CronJob")) {
+        return Outcome::unchanged(Reason::KindNotHandled);
+    }
+    // Pod specs are immutable after creation, and Job/CronJob defaults are a creation-time policy.
+    if request.operation != Operation::Create {
+        return Outcome::unchanged(Reason::OperationNotHandled);
+    }
+    let Some(object) = request.object.as_ref() else {
+        return Outcome::unchanged(Reason::NoObject);
+    };
+    if let Some(object_kind) = object.get("kind").and_then(Value::as_str) {
+        if object_kind != kind.1 {
+            return Outcome::unchanged(Reason::ObjectKindMismatch);
+        }
+    }
+    if !object.is_object() {
+        return Outcome::unchanged(Reason::MalformedObject);
+    }
+    let namespace = request.namespace.as_deref().unwrap_or("");
+    match kind {
+        ("", "Pod") => pod::mutate_pod(object, config),
+        ("batch", "Job") => job::mutate_job(object, namespace, config),
+        _ => job::mutate_cronjob(object, namespace, config),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(kind: (&str, &str), operation: &str, object: Value) -> AdmissionRequest {
+        serde_json::from_value(json!({
+            "uid": "u", "kind": {"group": kind.0, "version": "v1", "kind": kind.1},
+            "operation": operation, "namespace": "default", "object": object,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn other_kinds_are_allowed_unchanged() {
+        let out = mutate(
+            &request(("apps", "Deployment"), "CREATE", json!({})),
+            &Config::default(),
+        );
+        assert_eq!(
+            (out.verdict, out.reason, out.patch.0.len()),
+            (Verdict::Allow, Reason::KindNotHandled, 0)
+        );
+    }
+
+    #[test]
+    fn delete_and_connect_are_allowed_unchanged() {
+        for op in ["DELETE", "CONNECT", "UPDATE"] {
+            let out = mutate(
+                &request(("", "Pod"), op, json!({"kind": "Pod"})),
+                &Config::default(),
+            );
+            assert_eq!(out.reason, Reason::OperationNotHandled, "{op}");
+        }
+    }
+
+    #[test]
+    fn object_of_the_wrong_kind_is_not_touched() {
+        let job = json!({"kind": "Job", "metadata": {"annotations": {"entourage.dev/sidecar-logs": "/var/log/a.log"}}});
+        let out = mutate(&request(("", "Pod"), "CREATE", job), &Config::default());
+        assert_eq!(out.reason, Reason::ObjectKindMismatch);
+        assert!(out.patch.0.is_empty());
+    }
+
+    #[test]
+    fn a_request_without_object_is_allowed_unchanged() {
+        let mut r = request(("", "Pod"), "CREATE", json!(null));
+        r.object = None;
+        assert_eq!(mutate(&r, &Config::default()).reason, Reason::NoObject);
+    }
+}

@@ -1,0 +1,305 @@
+//! Pods: reads the annotations, plans the injected containers, volumes, mounts and env, and emits the patch.
+//!
+//! The plan is built with typed k8s-openapi structs (readable, and every field spelled right) but only *added*
+//! to the Pod: the Pod itself is read as raw JSON and never round-tripped, so fields this build does not know
+//! survive untouched.
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, Volume, VolumeMount};
+use serde_json::{json, Value};
+
+use super::{ambassador, logs, names::Taken, Outcome, Pattern, Reason, Verdict};
+use crate::{
+    annotations::{self, AnnotationError},
+    config::{Config, SidecarMode},
+    patch::{key, PatchBuilder, Step},
+};
+
+/// What the Pod looks like, read once.
+pub(crate) struct PodView<'a> {
+    /// `spec.containers`.
+    pub containers: &'a [Value],
+    /// `spec.initContainers`.
+    pub init_containers: &'a [Value],
+    /// Index of the app container in `containers`.
+    pub target_index: usize,
+}
+
+impl<'a> PodView<'a> {
+    /// The app container.
+    pub fn target(&self) -> &'a Value {
+        &self.containers[self.target_index]
+    }
+
+    /// The app container's name.
+    pub fn target_name(&self) -> &'a str {
+        self.target()
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Every container, init container included, with its name.
+    pub fn all_containers(&self) -> impl Iterator<Item = &'a Value> {
+        self.containers.iter().chain(self.init_containers.iter())
+    }
+}
+
+/// What will be added to the Pod.
+pub(crate) struct Plan {
+    /// Whether injected containers are native sidecars.
+    pub native: bool,
+    /// Containers to inject, in order.
+    pub containers: Vec<(Pattern, Container)>,
+    /// Containers that are already there, identical (a Pod injected before whose status annotation was lost).
+    pub present: Vec<String>,
+    /// Volumes to add.
+    pub volumes: Vec<Volume>,
+    /// Mounts to add to the app container.
+    pub app_mounts: Vec<VolumeMount>,
+    /// Env to add to the app container.
+    pub app_env: Vec<EnvVar>,
+    /// Container names in use.
+    pub container_names: Taken,
+    /// Volume names in use.
+    pub volume_names: Taken,
+    /// Messages for the user.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Adds a container under `base` (or `base-2`…), unless an identical container of that name is there.
+    pub fn add_container(
+        &mut self,
+        view: &PodView<'_>,
+        pattern: Pattern,
+        base: &str,
+        build: impl Fn(&str) -> Container,
+    ) {
+        let candidate = build(base);
+        let identical = view.all_containers().any(|c| {
+            c.get("name").and_then(Value::as_str) == Some(base)
+                && c.get("image").and_then(Value::as_str) == candidate.image.as_deref()
+                && c.get("command")
+                    == serde_json::to_value(&candidate.command)
+                        .ok()
+                        .filter(|v| !v.is_null())
+                        .as_ref()
+                && c.get("args")
+                    == serde_json::to_value(&candidate.args)
+                        .ok()
+                        .filter(|v| !v.is_null())
+                        .as_ref()
+        });
+        if identical {
+            self.present.push(base.to_string());
+            return;
+        }
+        let name = self.container_names.claim(base);
+        self.containers.push((
+            pattern,
+            if name == base {
+                candidate
+            } else {
+                build(&name)
+            },
+        ));
+    }
+}
+
+/// Injects what a Pod's annotations ask for.
+pub fn mutate_pod(pod: &Value, config: &Config) -> Outcome {
+    let annotations = pod
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
+    if annotations
+        .and_then(|a| a.get(annotations::INJECT))
+        .and_then(Value::as_str)
+        == Some("false")
+    {
+        return Outcome::unchanged(Reason::OptedOut);
+    }
+    let parsed = match annotations::parse_pod(annotations, config) {
+        Ok(parsed) => parsed,
+        Err(errors) => return Outcome::deny(join(&errors), Vec::new()),
+    };
+    let mut warnings = parsed.warnings;
+    let request = parsed.request;
+    if request.status.is_some() {
+        return Outcome::unchanged(Reason::AlreadyInjected);
+    }
+    if !request.wants_injection() {
+        return Outcome::unchanged_with(Reason::NotRequested, warnings);
+    }
+    let array = |p: &str| {
+        pod.pointer(p)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let containers = array("/spec/containers");
+    if containers.is_empty() || containers.iter().any(|c| !c.is_object()) {
+        warnings.push("entourage: the Pod has no valid spec.containers; nothing injected".into());
+        return Outcome::unchanged_with(Reason::MalformedObject, warnings);
+    }
+    let target_index = match &request.target_container {
+        None => 0,
+        Some(name) => match containers
+            .iter()
+            .position(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        {
+            Some(i) => i,
+            None => {
+                let known: Vec<&str> = containers
+                    .iter()
+                    .filter_map(|c| c.get("name")?.as_str())
+                    .collect();
+                let rule = format!(
+                    "names no container of this Pod (containers: {})",
+                    known.join(", ")
+                );
+                return Outcome::deny(
+                    join(&[AnnotationError {
+                        key: annotations::TARGET_CONTAINER,
+                        value: name.clone(),
+                        rule,
+                    }]),
+                    warnings,
+                );
+            }
+        },
+    };
+    let view = PodView {
+        containers,
+        init_containers: array("/spec/initContainers"),
+        target_index,
+    };
+    let job_owned = is_job_owned(pod);
+    let native = match config.sidecars.mode {
+        SidecarMode::Native => true,
+        SidecarMode::Classic => false,
+        SidecarMode::Auto => job_owned || config.native_everywhere(),
+    };
+    let container_names = Taken::new(
+        view.all_containers()
+            .chain(array("/spec/ephemeralContainers"))
+            .filter_map(|c| c.get("name").and_then(Value::as_str)),
+    );
+    let volume_names = Taken::new(
+        array("/spec/volumes")
+            .iter()
+            .filter_map(|v| v.get("name").and_then(Value::as_str)),
+    );
+    let mut plan = Plan {
+        native,
+        containers: Vec::new(),
+        present: Vec::new(),
+        volumes: Vec::new(),
+        app_mounts: Vec::new(),
+        app_env: Vec::new(),
+        container_names,
+        volume_names,
+        warnings,
+    };
+
+    let mut mounts = logs::LogMounts::default();
+    logs::plan_sidecars(&request.sidecar_logs, &view, config, &mut mounts, &mut plan);
+    if let Some(adapter) = &request.adapter {
+        logs::plan_adapters(adapter, &view, config, &mut mounts, &mut plan);
+    }
+    if let Err(errors) = ambassador::plan(&request.ambassadors, &view, config, &mut plan) {
+        return Outcome::deny(join(&errors), plan.warnings);
+    }
+    if !native && job_owned && !plan.containers.is_empty() {
+        plan.warnings.push(
+            "entourage: sidecars.mode is classic, so this Job's Pod keeps running after the app exits and the Job will not complete"
+                .into(),
+        );
+    }
+    emit(pod, &view, plan)
+}
+
+/// A Pod created by a Job: a controller ownerReference of kind Job, or the Job controller's label.
+fn is_job_owned(pod: &Value) -> bool {
+    let owned = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter().any(|r| {
+                r.get("kind").and_then(Value::as_str) == Some("Job")
+                    && r.get("controller").and_then(Value::as_bool) == Some(true)
+            })
+        });
+    let labels = pod.pointer("/metadata/labels").and_then(Value::as_object);
+    owned
+        || labels.is_some_and(|l| {
+            l.contains_key("batch.kubernetes.io/job-name") || l.contains_key("job-name")
+        })
+}
+
+fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
+    let mut b = PatchBuilder::new(pod);
+    for volume in &plan.volumes {
+        b.add(&[key("spec"), key("volumes"), Step::End], to_value(volume));
+    }
+    let app = [
+        key("spec"),
+        key("containers"),
+        Step::Index(view.target_index),
+    ];
+    for mount in &plan.app_mounts {
+        b.add(
+            &[app[0], app[1], app[2], key("volumeMounts"), Step::End],
+            to_value(mount),
+        );
+    }
+    for env in &plan.app_env {
+        b.add(
+            &[app[0], app[1], app[2], key("env"), Step::End],
+            to_value(env),
+        );
+    }
+    for (i, (_, container)) in plan.containers.iter().enumerate() {
+        if plan.native {
+            // Native sidecars go first: appended after the user's init containers they would wait for each of them.
+            b.add(
+                &[key("spec"), key("initContainers"), Step::Index(i)],
+                to_value(container),
+            );
+        } else {
+            b.add(
+                &[key("spec"), key("containers"), Step::End],
+                to_value(container),
+            );
+        }
+    }
+    if plan.containers.is_empty() {
+        return Outcome::unchanged_with(Reason::AlreadyInjected, plan.warnings);
+    }
+    let status = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": if plan.native { "native" } else { "classic" },
+        "containers": plan.containers.iter().map(|(_, c)| c.name.as_str()).collect::<Vec<_>>(),
+        "volumes": plan.volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+    });
+    b.set_annotation(&[key("metadata")], annotations::STATUS, &status.to_string());
+    Outcome {
+        verdict: Verdict::Allow,
+        reason: Reason::Injected,
+        patch: b.finish(),
+        warnings: plan.warnings,
+        injected: plan.containers.iter().map(|(p, _)| *p).collect(),
+    }
+}
+
+fn join(errors: &[AnnotationError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Serialises one of the plan's typed structs.
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("k8s-openapi structs always serialise")
+}

@@ -1,0 +1,378 @@
+//! Building RFC 6902 patches that the apiserver will apply.
+//!
+//! Every operation is computed against the object exactly as the apiserver sent it, and the apiserver applies
+//! them in order with evanphx/json-patch: an `add` whose parent does not exist fails the user's request with a
+//! 500, whatever the webhook's failurePolicy. So [`PatchBuilder`] knows what exists: a missing parent is created
+//! by one `add` of the whole missing subtree, and later additions under it are folded into that same value.
+//! Pointers are built from tokens (annotation keys contain `/` and `~`), never by formatting strings.
+//!
+//! The builder only adds or replaces values at paths it is given: it never removes or rewrites anything else,
+//! so fields this build does not know survive untouched.
+
+use json_patch::{
+    jsonptr::{PointerBuf, Token},
+    AddOperation, PatchOperation, ReplaceOperation,
+};
+use serde_json::{Map, Value};
+
+/// One step of a path: an object key, an array index, or the end of an array (`-`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// An object member.
+    Key(&'a str),
+    /// An array element (insert before it when adding).
+    Index(usize),
+    /// After the last element of an array.
+    End,
+}
+
+/// Short-hand for an object key step.
+pub fn key(k: &str) -> Step<'_> {
+    Step::Key(k)
+}
+
+/// Accumulates patch operations against one document.
+#[derive(Debug)]
+pub struct PatchBuilder<'d> {
+    doc: &'d Value,
+    ops: Vec<PatchOperation>,
+    /// Subtrees this patch creates: the path of each, and the index of the op that adds it.
+    created: Vec<(Vec<String>, usize)>,
+}
+
+impl<'d> PatchBuilder<'d> {
+    /// A builder for patches against `doc`.
+    pub fn new(doc: &'d Value) -> Self {
+        PatchBuilder {
+            doc,
+            ops: Vec::new(),
+            created: Vec::new(),
+        }
+    }
+
+    /// The document the patch is computed against.
+    pub fn doc(&self) -> &'d Value {
+        self.doc
+    }
+
+    /// Whether no operation has been added.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The operations, in order.
+    pub fn finish(self) -> json_patch::Patch {
+        json_patch::Patch(self.ops)
+    }
+
+    /// Adds `value` at `path`, creating missing parents. The parent of an [`Step::Index`] or [`Step::End`] step is
+    /// an array; of a [`Step::Key`] step, an object. Adding at an existing key replaces its value (RFC 6902).
+    pub fn add(&mut self, path: &[Step<'_>], value: Value) {
+        let Some((last, parents)) = path.split_last() else {
+            return;
+        };
+        // Walk the original document as far as it goes.
+        let mut node = self.doc;
+        let mut depth = 0;
+        for step in parents {
+            match lookup(node, *step) {
+                Some(child) => {
+                    node = child;
+                    depth += 1;
+                }
+                None => break,
+            }
+        }
+        let tokens: Vec<String> = path.iter().map(step_token).collect();
+        if depth == parents.len() {
+            let fits = matches!(
+                (node, last),
+                (Value::Object(_), Step::Key(_)) | (Value::Array(_), Step::Index(_) | Step::End)
+            );
+            if fits {
+                self.push_add(&tokens, value);
+            }
+            // A parent of the wrong type (a string where an object belongs) is left alone: the apiserver's
+            // validation reports that object as invalid on its own, and a patch must never make it worse.
+            return;
+        }
+        // Part of the path is missing. If an earlier op of ours creates that part, add into its value.
+        let missing_from = depth;
+        if let Some(&(ref created_path, op_index)) = self
+            .created
+            .iter()
+            .filter(|(p, _)| p.len() <= tokens.len() - 1 && tokens.starts_with(p))
+            .max_by_key(|(p, _)| p.len())
+        {
+            let rel = &path[created_path.len()..];
+            if let PatchOperation::Add(AddOperation { value: root, .. }) = &mut self.ops[op_index] {
+                insert_nested(root, rel, value);
+            }
+            return;
+        }
+        // Otherwise create the whole missing subtree with one op at the first missing step.
+        let subtree = nest(&path[missing_from + 1..], value);
+        let create_at = &tokens[..=missing_from];
+        self.created.push((create_at.to_vec(), self.ops.len()));
+        self.push_add(create_at, subtree);
+    }
+
+    /// Sets `value` at `path`: `replace` when the path exists in the document, `add` (creating parents) otherwise.
+    pub fn set(&mut self, path: &[Step<'_>], value: Value) {
+        if get(self.doc, path).is_some() {
+            let tokens: Vec<String> = path.iter().map(step_token).collect();
+            self.ops.push(PatchOperation::Replace(ReplaceOperation {
+                path: pointer(&tokens),
+                value,
+            }));
+        } else {
+            self.add(path, value);
+        }
+    }
+
+    /// Sets an annotation, creating `metadata.annotations` when the object has none.
+    pub fn set_annotation(&mut self, meta_path: &[Step<'_>], name: &str, value: &str) {
+        let mut path = meta_path.to_vec();
+        path.push(key("annotations"));
+        path.push(key(name));
+        self.set(&path, Value::String(value.to_string()));
+    }
+
+    fn push_add(&mut self, tokens: &[String], value: Value) {
+        self.ops.push(PatchOperation::Add(AddOperation {
+            path: pointer(tokens),
+            value,
+        }));
+    }
+}
+
+/// Looks a path up in a document.
+pub fn get<'v>(doc: &'v Value, path: &[Step<'_>]) -> Option<&'v Value> {
+    path.iter().try_fold(doc, |node, step| lookup(node, *step))
+}
+
+fn lookup<'v>(node: &'v Value, step: Step<'_>) -> Option<&'v Value> {
+    match (node, step) {
+        (Value::Object(map), Step::Key(k)) => map.get(k),
+        (Value::Array(items), Step::Index(i)) => items.get(i),
+        _ => None,
+    }
+}
+
+fn step_token(step: &Step<'_>) -> String {
+    match step {
+        Step::Key(k) => (*k).to_string(),
+        Step::Index(i) => i.to_string(),
+        Step::End => "-".to_string(),
+    }
+}
+
+fn pointer(tokens: &[String]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().map(|t| Token::new(t.as_str())))
+}
+
+/// Wraps `value` in the containers `rest` describes: `[Key("a"), End]` gives `{"a": [value]}`.
+fn nest(rest: &[Step<'_>], value: Value) -> Value {
+    rest.iter().rev().fold(value, |inner, step| match step {
+        Step::Key(k) => {
+            let mut map = Map::new();
+            map.insert((*k).to_string(), inner);
+            Value::Object(map)
+        }
+        Step::Index(_) | Step::End => Value::Array(vec![inner]),
+    })
+}
+
+/// Inserts `value` at `rel` inside a value this patch creates, making containers on the way.
+fn insert_nested(root: &mut Value, rel: &[Step<'_>], value: Value) {
+    let Some((last, parents)) = rel.split_last() else {
+        *root = value;
+        return;
+    };
+    let mut node = root;
+    for (i, step) in parents.iter().enumerate() {
+        let next_is_array = matches!(rel[i + 1], Step::Index(_) | Step::End);
+        let empty = if next_is_array {
+            Value::Array(Vec::new())
+        } else {
+            Value::Object(Map::new())
+        };
+        node = match (node, step) {
+            (Value::Object(map), Step::Key(k)) => map.entry((*k).to_string()).or_insert(empty),
+            (Value::Array(items), step) => {
+                let index = match step {
+                    Step::Index(i) if *i < items.len() => *i,
+                    _ => {
+                        items.push(empty);
+                        items.len() - 1
+                    }
+                };
+                &mut items[index]
+            }
+            _ => return,
+        };
+    }
+    match (node, last) {
+        (Value::Object(map), Step::Key(k)) => {
+            map.insert((*k).to_string(), value);
+        }
+        (Value::Array(items), Step::Index(i)) => items.insert((*i).min(items.len()), value),
+        (Value::Array(items), Step::End) => items.push(value),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn apply(doc: &Value, patch: &json_patch::Patch) -> Value {
+        let mut out = doc.clone();
+        json_patch::patch(&mut out, patch).expect("patch applies");
+        out
+    }
+
+    #[test]
+    fn creates_missing_annotations_map_in_one_add() {
+        let doc = json!({"metadata": {"name": "p"}});
+        let mut b = PatchBuilder::new(&doc);
+        b.set_annotation(&[key("metadata")], "entourage.dev/status", "x");
+        b.set_annotation(&[key("metadata")], "entourage.dev/defaulted", "y");
+        let patch = b.finish();
+        assert_eq!(patch.0.len(), 1);
+        let out = apply(&doc, &patch);
+        assert_eq!(
+            out["metadata"]["annotations"],
+            json!({"entourage.dev/status": "x", "entourage.dev/defaulted": "y"})
+        );
+    }
+
+    #[test]
+    fn escapes_slash_and_tilde_in_keys() {
+        let doc = json!({"metadata": {"annotations": {}}});
+        let mut b = PatchBuilder::new(&doc);
+        b.set_annotation(&[key("metadata")], "a~b/c", "v");
+        let patch = b.finish();
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap()[0]["path"],
+            json!("/metadata/annotations/a~0b~1c")
+        );
+        assert_eq!(
+            apply(&doc, &patch)["metadata"]["annotations"]["a~b/c"],
+            json!("v")
+        );
+    }
+
+    #[test]
+    fn appends_to_existing_array_and_creates_missing_one() {
+        let doc = json!({"spec": {"containers": [{"name": "app"}]}});
+        let mut b = PatchBuilder::new(&doc);
+        b.add(
+            &[key("spec"), key("containers"), Step::End],
+            json!({"name": "s1"}),
+        );
+        b.add(
+            &[key("spec"), key("volumes"), Step::End],
+            json!({"name": "v1"}),
+        );
+        b.add(
+            &[key("spec"), key("volumes"), Step::End],
+            json!({"name": "v2"}),
+        );
+        let patch = b.finish();
+        assert_eq!(patch.0.len(), 2);
+        let out = apply(&doc, &patch);
+        assert_eq!(out["spec"]["containers"][1]["name"], "s1");
+        assert_eq!(
+            out["spec"]["volumes"],
+            json!([{"name": "v1"}, {"name": "v2"}])
+        );
+    }
+
+    #[test]
+    fn inserts_at_the_front_in_order() {
+        let doc = json!({"spec": {"initContainers": [{"name": "user-init"}]}});
+        let mut b = PatchBuilder::new(&doc);
+        b.add(
+            &[key("spec"), key("initContainers"), Step::Index(0)],
+            json!({"name": "a"}),
+        );
+        b.add(
+            &[key("spec"), key("initContainers"), Step::Index(1)],
+            json!({"name": "b"}),
+        );
+        let out = apply(&doc, &b.finish());
+        let names: Vec<_> = out["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect();
+        assert_eq!(names, vec![json!("a"), json!("b"), json!("user-init")]);
+    }
+
+    #[test]
+    fn adds_under_a_created_array_element() {
+        let doc = json!({"spec": {"containers": [{"name": "app"}]}});
+        let mut b = PatchBuilder::new(&doc);
+        b.add(
+            &[
+                key("spec"),
+                key("containers"),
+                Step::Index(0),
+                key("volumeMounts"),
+                Step::End,
+            ],
+            json!({"name": "m1"}),
+        );
+        b.add(
+            &[
+                key("spec"),
+                key("containers"),
+                Step::Index(0),
+                key("volumeMounts"),
+                Step::End,
+            ],
+            json!({"name": "m2"}),
+        );
+        let patch = b.finish();
+        assert_eq!(patch.0.len(), 1);
+        assert_eq!(
+            apply(&doc, &patch)["spec"]["containers"][0]["volumeMounts"],
+            json!([{"name": "m1"}, {"name": "m2"}])
+        );
+    }
+
+    #[test]
+    fn set_replaces_existing_value_and_leaves_neighbours_alone() {
+        let doc = json!({"spec": {"backoffLimit": 6, "futureField": {"x": 1}}});
+        let mut b = PatchBuilder::new(&doc);
+        b.set(&[key("spec"), key("backoffLimit")], json!(3));
+        let patch = b.finish();
+        assert_eq!(serde_json::to_value(&patch).unwrap()[0]["op"], "replace");
+        assert_eq!(
+            apply(&doc, &patch),
+            json!({"spec": {"backoffLimit": 3, "futureField": {"x": 1}}})
+        );
+    }
+
+    #[test]
+    fn never_adds_under_a_parent_of_the_wrong_type() {
+        let doc = json!({"metadata": {"annotations": "not-a-map"}});
+        let mut b = PatchBuilder::new(&doc);
+        b.set_annotation(&[key("metadata")], "k", "v");
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn creates_metadata_when_absent() {
+        let doc = json!({"spec": {}});
+        let mut b = PatchBuilder::new(&doc);
+        b.set_annotation(&[key("metadata")], "k", "v");
+        assert_eq!(
+            apply(&doc, &b.finish())["metadata"],
+            json!({"annotations": {"k": "v"}})
+        );
+    }
+}
