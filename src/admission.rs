@@ -53,11 +53,7 @@ pub struct AdmissionRequest {
 impl AdmissionRequest {
     /// The object's `metadata.generateName`, for logs when `name` is empty.
     pub fn generate_name(&self) -> Option<&str> {
-        self.object
-            .as_ref()?
-            .get("metadata")?
-            .get("generateName")?
-            .as_str()
+        self.object.as_ref()?.get("metadata")?.get("generateName")?.as_str()
     }
 }
 
@@ -91,9 +87,7 @@ pub enum DecodeError {
     #[error("kind is {0:?}, expected \"AdmissionReview\"")]
     WrongKind(String),
     /// `apiVersion` is not one we speak.
-    #[error(
-        "apiVersion is {0:?}, expected \"admission.k8s.io/v1\" or \"admission.k8s.io/v1beta1\""
-    )]
+    #[error("apiVersion is {0:?}, expected \"admission.k8s.io/v1\" or \"admission.k8s.io/v1beta1\"")]
     WrongVersion(String),
     /// No `request` member.
     #[error("AdmissionReview has no request")]
@@ -117,22 +111,14 @@ pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
     let api_version = match review.api_version.as_deref() {
         Some(V1) => V1,
         Some(V1BETA1) => V1BETA1,
-        other => {
-            return Err(DecodeError::WrongVersion(
-                other.unwrap_or_default().to_string(),
-            ))
-        }
+        other => return Err(DecodeError::WrongVersion(other.unwrap_or_default().to_string())),
     };
     let request: AdmissionRequest =
-        serde_json::from_value(review.request.ok_or(DecodeError::MissingRequest)?)
-            .map_err(DecodeError::BadRequest)?;
+        serde_json::from_value(review.request.ok_or(DecodeError::MissingRequest)?).map_err(DecodeError::BadRequest)?;
     if request.uid.is_empty() {
         return Err(DecodeError::EmptyUid);
     }
-    Ok(Review {
-        api_version,
-        request,
-    })
+    Ok(Review { api_version, request })
 }
 
 /// A denial's status, as metav1.Status.
@@ -269,10 +255,7 @@ mod tests {
         let cases = [
             (b"{not json".to_vec(), "not valid JSON"),
             (body(json!([1, 2])), "not an AdmissionReview"),
-            (
-                body(json!({"apiVersion": V1, "kind": "Pod"})),
-                "kind is \"Pod\"",
-            ),
+            (body(json!({"apiVersion": V1, "kind": "Pod"})), "kind is \"Pod\""),
             (
                 body(json!({"apiVersion": "admission.k8s.io/v2", "kind": "AdmissionReview"})),
                 "apiVersion is",
@@ -295,21 +278,14 @@ mod tests {
     #[test]
     fn deeply_nested_json_is_an_error_not_a_stack_overflow() {
         let deep = "[".repeat(100_000) + &"]".repeat(100_000);
-        assert!(matches!(
-            decode(deep.as_bytes()),
-            Err(DecodeError::NotJson(_))
-        ));
+        assert!(matches!(decode(deep.as_bytes()), Err(DecodeError::NotJson(_))));
     }
 
     #[test]
     fn patch_is_a_base64_string_and_only_present_when_non_empty() {
         let patch: json_patch::Patch =
             serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}])).unwrap();
-        let out = serde_json::to_value(ReviewOut::new(
-            V1,
-            AdmissionResponse::allow("u", &patch, vec![]),
-        ))
-        .unwrap();
+        let out = serde_json::to_value(ReviewOut::new(V1, AdmissionResponse::allow("u", &patch, vec![]))).unwrap();
         assert_eq!(out["response"]["patchType"], "JSONPatch");
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(out["response"]["patch"].as_str().unwrap())
@@ -318,12 +294,7 @@ mod tests {
             serde_json::from_slice::<Value>(&decoded).unwrap(),
             json!([{"op": "add", "path": "/a", "value": 1}])
         );
-        let empty = serde_json::to_value(AdmissionResponse::allow(
-            "u",
-            &json_patch::Patch(vec![]),
-            vec![],
-        ))
-        .unwrap();
+        let empty = serde_json::to_value(AdmissionResponse::allow("u", &json_patch::Patch(vec![]), vec![])).unwrap();
         assert_eq!(empty, json!({"uid": "u", "allowed": true}));
     }
 }

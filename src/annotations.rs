@@ -56,20 +56,90 @@ pub struct KeyDoc {
 
 /// Every annotation entourage reads or writes; the README's table lists the same.
 pub const KEYS: &[KeyDoc] = &[
-    KeyDoc { key: SIDECAR_LOGS, on: "Pod", values: "comma-separated absolute file paths (at most `sidecars.maxLogFiles`)", default: "no log sidecars" },
-    KeyDoc { key: ADAPTER_LOGS, on: "Pod", values: "comma-separated absolute file paths", default: "no adapters" },
-    KeyDoc { key: ADAPTER_FORMAT, on: "Pod", values: "`nginx`, `apache-combined`, `apache-common`, `syslog`, `logfmt`, `json`, `plain`, `regex:<pattern>`", default: "`plain`" },
-    KeyDoc { key: ADAPTER_FIELDS, on: "Pod", values: "`key=value,key=value` added to every JSON line", default: "none" },
-    KeyDoc { key: AMBASSADOR_UPSTREAM, on: "Pod", values: "one `http://` or `https://` URL", default: "no ambassador" },
-    KeyDoc { key: AMBASSADOR_UPSTREAMS, on: "Pod", values: "`name=url,name=url` (one ambassador and one `AMBASSADOR_<NAME>_URL` each)", default: "no ambassador" },
-    KeyDoc { key: AMBASSADOR_PORT, on: "Pod", values: "1–65535: the first local port", default: "`ambassador.port` (9000)" },
-    KeyDoc { key: AMBASSADOR_AUTH_SECRET, on: "Pod", values: "a Secret name, or `name=secret,…` per upstream", default: "no auth header" },
-    KeyDoc { key: TARGET_CONTAINER, on: "Pod", values: "a container name", default: "the first container" },
-    KeyDoc { key: INJECT, on: "Pod", values: "`true`, `false`", default: "`true`" },
-    KeyDoc { key: STATUS, on: "Pod", values: "written by entourage", default: "—" },
-    KeyDoc { key: DEFAULTS, on: "Job, CronJob", values: "`on`, `off`", default: "`on`" },
-    KeyDoc { key: KEEP, on: "Job, CronJob", values: "comma-separated field names (`backoffLimit,concurrencyPolicy`)", default: "none" },
-    KeyDoc { key: DEFAULTED, on: "Job, CronJob", values: "written by entourage", default: "—" },
+    KeyDoc {
+        key: SIDECAR_LOGS,
+        on: "Pod",
+        values: "comma-separated absolute file paths (at most `sidecars.maxLogFiles`)",
+        default: "no log sidecars",
+    },
+    KeyDoc {
+        key: ADAPTER_LOGS,
+        on: "Pod",
+        values: "comma-separated absolute file paths",
+        default: "no adapters",
+    },
+    KeyDoc {
+        key: ADAPTER_FORMAT,
+        on: "Pod",
+        values: "`nginx`, `apache-combined`, `apache-common`, `syslog`, `logfmt`, `json`, `plain`, `regex:<pattern>`",
+        default: "`plain`",
+    },
+    KeyDoc {
+        key: ADAPTER_FIELDS,
+        on: "Pod",
+        values: "`key=value,key=value` added to every JSON line",
+        default: "none",
+    },
+    KeyDoc {
+        key: AMBASSADOR_UPSTREAM,
+        on: "Pod",
+        values: "one `http://` or `https://` URL",
+        default: "no ambassador",
+    },
+    KeyDoc {
+        key: AMBASSADOR_UPSTREAMS,
+        on: "Pod",
+        values: "`name=url,name=url` (one ambassador and one `AMBASSADOR_<NAME>_URL` each)",
+        default: "no ambassador",
+    },
+    KeyDoc {
+        key: AMBASSADOR_PORT,
+        on: "Pod",
+        values: "1–65535: the first local port",
+        default: "`ambassador.port` (9000)",
+    },
+    KeyDoc {
+        key: AMBASSADOR_AUTH_SECRET,
+        on: "Pod",
+        values: "a Secret name, or `name=secret,…` per upstream",
+        default: "no auth header",
+    },
+    KeyDoc {
+        key: TARGET_CONTAINER,
+        on: "Pod",
+        values: "a container name",
+        default: "the first container",
+    },
+    KeyDoc {
+        key: INJECT,
+        on: "Pod",
+        values: "`true`, `false`",
+        default: "`true`",
+    },
+    KeyDoc {
+        key: STATUS,
+        on: "Pod",
+        values: "written by entourage",
+        default: "—",
+    },
+    KeyDoc {
+        key: DEFAULTS,
+        on: "Job, CronJob",
+        values: "`on`, `off`",
+        default: "`on`",
+    },
+    KeyDoc {
+        key: KEEP,
+        on: "Job, CronJob",
+        values: "comma-separated field names (`backoffLimit,concurrencyPolicy`)",
+        default: "none",
+    },
+    KeyDoc {
+        key: DEFAULTED,
+        on: "Job, CronJob",
+        values: "written by entourage",
+        default: "—",
+    },
 ];
 
 /// One bad annotation value: names the annotation, the value and the rule.
@@ -155,10 +225,7 @@ pub struct Parsed {
 }
 
 /// Parses a Pod's annotations (`metadata.annotations`, possibly absent).
-pub fn parse_pod(
-    annotations: Option<&Map<String, Value>>,
-    config: &Config,
-) -> Result<Parsed, Vec<AnnotationError>> {
+pub fn parse_pod(annotations: Option<&Map<String, Value>>, config: &Config) -> Result<Parsed, Vec<AnnotationError>> {
     let empty = Map::new();
     let annotations = annotations.unwrap_or(&empty);
     let get = Lookup(annotations);
@@ -261,8 +328,7 @@ pub fn unknown_key_warnings(annotations: &Map<String, Value>) -> Vec<String> {
 
 /// Directories an emptyDir must never be mounted over in the app container: it would hide the image's own files.
 const SYSTEM_DIRS: &[&str] = &[
-    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr",
-    "/var", "/tmp",
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var", "/tmp",
 ];
 
 /// Parses a comma-separated list of log file paths.
@@ -272,9 +338,7 @@ fn parse_paths(key: &'static str, value: &str, errors: &mut Vec<AnnotationError>
         let path = raw.trim();
         match check_path(path) {
             Err(rule) => errors.push(err(key, path, rule)),
-            Ok(()) if paths.iter().any(|p| p == path) => {
-                errors.push(err(key, path, "is listed twice"))
-            }
+            Ok(()) if paths.iter().any(|p| p == path) => errors.push(err(key, path, "is listed twice")),
             Ok(()) => paths.push(path.to_string()),
         }
     }
@@ -309,9 +373,7 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     }
     let dir = parent_dir(path);
     if SYSTEM_DIRS.contains(&dir) {
-        return Err(
-            "is in a system directory; an emptyDir mounted there would hide the image's files",
-        );
+        return Err("is in a system directory; an emptyDir mounted there would hide the image's files");
     }
     Ok(())
 }
@@ -366,10 +428,7 @@ fn parse_fields(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, 
             continue;
         };
         let (k, v) = (k.trim(), v.trim());
-        let key_ok = k
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let key_ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && k.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
             && k.len() <= 63;
@@ -383,10 +442,7 @@ fn parse_fields(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, 
             errors.push(err(
                 ADAPTER_FIELDS,
                 k,
-                format!(
-                    "is a field the adapter writes itself ({})",
-                    RESERVED_FIELDS.join(", ")
-                ),
+                format!("is a field the adapter writes itself ({})", RESERVED_FIELDS.join(", ")),
             ));
         } else if fields.iter().any(|(existing, _)| existing == k) {
             errors.push(err(ADAPTER_FIELDS, k, "is given twice"));
@@ -403,37 +459,32 @@ fn parse_fields(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, 
     fields
 }
 
-fn parse_ambassadors(
-    lookup: Lookup<'_>,
-    config: &Config,
-    errors: &mut Vec<AnnotationError>,
-) -> Vec<Upstream> {
+fn parse_ambassadors(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<AnnotationError>) -> Vec<Upstream> {
     let get = |k: &str| lookup.text(k);
-    let named: Vec<(Option<String>, String)> =
-        match (get(AMBASSADOR_UPSTREAM), get(AMBASSADOR_UPSTREAMS)) {
-            (Some(_), Some(many)) => {
-                errors.push(err(
-                    AMBASSADOR_UPSTREAMS,
-                    many,
-                    format!("cannot be combined with {AMBASSADOR_UPSTREAM}; use one of them"),
-                ));
-                return Vec::new();
-            }
-            (Some(url), None) => vec![(None, url.trim().to_string())],
-            (None, Some(many)) => parse_named_upstreams(many, errors),
-            (None, None) => {
-                for orphan in [AMBASSADOR_PORT, AMBASSADOR_AUTH_SECRET] {
-                    if let Some(v) = get(orphan) {
-                        errors.push(err(
-                            orphan,
-                            v,
-                            format!("needs {AMBASSADOR_UPSTREAM} or {AMBASSADOR_UPSTREAMS}"),
-                        ));
-                    }
+    let named: Vec<(Option<String>, String)> = match (get(AMBASSADOR_UPSTREAM), get(AMBASSADOR_UPSTREAMS)) {
+        (Some(_), Some(many)) => {
+            errors.push(err(
+                AMBASSADOR_UPSTREAMS,
+                many,
+                format!("cannot be combined with {AMBASSADOR_UPSTREAM}; use one of them"),
+            ));
+            return Vec::new();
+        }
+        (Some(url), None) => vec![(None, url.trim().to_string())],
+        (None, Some(many)) => parse_named_upstreams(many, errors),
+        (None, None) => {
+            for orphan in [AMBASSADOR_PORT, AMBASSADOR_AUTH_SECRET] {
+                if let Some(v) = get(orphan) {
+                    errors.push(err(
+                        orphan,
+                        v,
+                        format!("needs {AMBASSADOR_UPSTREAM} or {AMBASSADOR_UPSTREAMS}"),
+                    ));
                 }
-                return Vec::new();
             }
-        };
+            return Vec::new();
+        }
+    };
     for (_, url) in &named {
         if let Err(rule) = check_url(url) {
             let key = if get(AMBASSADOR_UPSTREAM).is_some() {
@@ -474,10 +525,7 @@ fn parse_ambassadors(
         .collect()
 }
 
-fn parse_named_upstreams(
-    value: &str,
-    errors: &mut Vec<AnnotationError>,
-) -> Vec<(Option<String>, String)> {
+fn parse_named_upstreams(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(Option<String>, String)> {
     let mut out: Vec<(Option<String>, String)> = Vec::new();
     for pair in value.split(',').map(str::trim) {
         let Some((name, url)) = pair.split_once('=') else {
@@ -530,10 +578,7 @@ fn parse_secrets(
             continue;
         };
         let (upstream, secret) = (upstream.trim(), secret.trim());
-        match upstreams
-            .iter()
-            .position(|(n, _)| n.as_deref() == Some(upstream))
-        {
+        match upstreams.iter().position(|(n, _)| n.as_deref() == Some(upstream)) {
             None => errors.push(err(
                 AMBASSADOR_AUTH_SECRET,
                 upstream,
@@ -554,11 +599,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("is not a URL ({e})"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        Some(other) => {
-            return Err(format!(
-                "has scheme {other}; only http and https are proxied"
-            ))
-        }
+        Some(other) => return Err(format!("has scheme {other}; only http and https are proxied")),
         None => return Err("has no scheme; write http://host:port".into()),
     }
     let authority = uri.authority().ok_or("has no host")?;
@@ -632,9 +673,7 @@ mod tests {
 
     #[test]
     fn every_bad_value_is_reported() {
-        let errors =
-            parse(json!({SIDECAR_LOGS: "x", INJECT: "maybe", AMBASSADOR_UPSTREAM: "ftp://h"}))
-                .unwrap_err();
+        let errors = parse(json!({SIDECAR_LOGS: "x", INJECT: "maybe", AMBASSADOR_UPSTREAM: "ftp://h"})).unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
     }
 
@@ -652,32 +691,23 @@ mod tests {
     #[test]
     fn unknown_adapter_format_lists_known_formats() {
         let msg = first_error(json!({ADAPTER_LOGS: "/var/log/app/a.log", ADAPTER_FORMAT: "xml"}));
-        assert!(
-            msg.contains("\"xml\"") && msg.contains("apache-combined"),
-            "{msg}"
-        );
+        assert!(msg.contains("\"xml\"") && msg.contains("apache-combined"), "{msg}");
     }
 
     #[test]
     fn invalid_adapter_regex_is_refused_with_the_regex_error() {
-        let msg = first_error(
-            json!({ADAPTER_LOGS: "/var/log/app/a.log", ADAPTER_FORMAT: "regex:(?P<x>[a-"}),
-        );
+        let msg = first_error(json!({ADAPTER_LOGS: "/var/log/app/a.log", ADAPTER_FORMAT: "regex:(?P<x>[a-"}));
         assert!(msg.contains("not a valid regex"), "{msg}");
     }
 
     #[test]
     fn adapter_fields_are_parsed_and_reserved_names_refused() {
-        let p =
-            parse(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "app=web, team=shop"})).unwrap();
+        let p = parse(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "app=web, team=shop"})).unwrap();
         assert_eq!(
             p.request.adapter.unwrap().fields,
             vec![("app".into(), "web".into()), ("team".into(), "shop".into())]
         );
-        assert!(
-            first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "time=now"}))
-                .contains("writes itself")
-        );
+        assert!(first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "time=now"})).contains("writes itself"));
     }
 
     #[test]
@@ -710,13 +740,10 @@ mod tests {
 
     #[test]
     fn bad_secret_name_and_port_are_refused() {
-        assert!(first_error(
-            json!({AMBASSADOR_UPSTREAM: "http://h", AMBASSADOR_AUTH_SECRET: "Bad_Name"})
-        )
-        .contains("not a Secret name"));
         assert!(
-            first_error(json!({AMBASSADOR_UPSTREAM: "http://h", AMBASSADOR_PORT: "70000"}))
-                .contains("not a port")
+            first_error(json!({AMBASSADOR_UPSTREAM: "http://h", AMBASSADOR_AUTH_SECRET: "Bad_Name"}))
+                .contains("not a Secret name")
         );
+        assert!(first_error(json!({AMBASSADOR_UPSTREAM: "http://h", AMBASSADOR_PORT: "70000"})).contains("not a port"));
     }
 }

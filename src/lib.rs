@@ -19,7 +19,11 @@
 pub mod adapt;
 pub mod admission;
 pub mod annotations;
+pub mod certs;
 pub mod config;
+pub mod metrics;
 pub mod mutate;
 pub mod patch;
 pub mod proxy;
+pub mod server;
+pub mod tls;

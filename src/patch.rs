@@ -258,36 +258,21 @@ mod tests {
             serde_json::to_value(&patch).unwrap()[0]["path"],
             json!("/metadata/annotations/a~0b~1c")
         );
-        assert_eq!(
-            apply(&doc, &patch)["metadata"]["annotations"]["a~b/c"],
-            json!("v")
-        );
+        assert_eq!(apply(&doc, &patch)["metadata"]["annotations"]["a~b/c"], json!("v"));
     }
 
     #[test]
     fn appends_to_existing_array_and_creates_missing_one() {
         let doc = json!({"spec": {"containers": [{"name": "app"}]}});
         let mut b = PatchBuilder::new(&doc);
-        b.add(
-            &[key("spec"), key("containers"), Step::End],
-            json!({"name": "s1"}),
-        );
-        b.add(
-            &[key("spec"), key("volumes"), Step::End],
-            json!({"name": "v1"}),
-        );
-        b.add(
-            &[key("spec"), key("volumes"), Step::End],
-            json!({"name": "v2"}),
-        );
+        b.add(&[key("spec"), key("containers"), Step::End], json!({"name": "s1"}));
+        b.add(&[key("spec"), key("volumes"), Step::End], json!({"name": "v1"}));
+        b.add(&[key("spec"), key("volumes"), Step::End], json!({"name": "v2"}));
         let patch = b.finish();
         assert_eq!(patch.0.len(), 2);
         let out = apply(&doc, &patch);
         assert_eq!(out["spec"]["containers"][1]["name"], "s1");
-        assert_eq!(
-            out["spec"]["volumes"],
-            json!([{"name": "v1"}, {"name": "v2"}])
-        );
+        assert_eq!(out["spec"]["volumes"], json!([{"name": "v1"}, {"name": "v2"}]));
     }
 
     #[test]
@@ -370,9 +355,6 @@ mod tests {
         let doc = json!({"spec": {}});
         let mut b = PatchBuilder::new(&doc);
         b.set_annotation(&[key("metadata")], "k", "v");
-        assert_eq!(
-            apply(&doc, &b.finish())["metadata"],
-            json!({"annotations": {"k": "v"}})
-        );
+        assert_eq!(apply(&doc, &b.finish())["metadata"], json!({"annotations": {"k": "v"}}));
     }
 }

@@ -36,9 +36,7 @@ pub struct JobDefaults {
 
 impl Default for JobDefaults {
     fn default() -> Self {
-        JobDefaults {
-            backoff_limit: Some(3),
-        }
+        JobDefaults { backoff_limit: Some(3) }
     }
 }
 

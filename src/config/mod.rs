@@ -63,11 +63,7 @@ impl Default for Images {
     fn default() -> Self {
         Images {
             sidecar: "busybox:1.36".into(),
-            entourage: concat!(
-                "ghcr.io/entourage-dev/entourage:",
-                env!("CARGO_PKG_VERSION")
-            )
-            .into(),
+            entourage: concat!("ghcr.io/entourage-dev/entourage:", env!("CARGO_PKG_VERSION")).into(),
             pull_policy: PullPolicy::IfNotPresent,
         }
     }
@@ -222,9 +218,7 @@ impl Quantity {
     /// Whether the text has the shape the apiserver accepts: a decimal number and an optional suffix.
     pub fn is_valid(&self) -> bool {
         let s = self.0.as_str();
-        let number_end = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (number, suffix) = s.split_at(number_end);
         let number_ok = !number.is_empty() && number.matches('.').count() <= 1 && number != ".";
         let suffix_ok = matches!(
@@ -253,10 +247,7 @@ pub struct KubeVersion {
 
 impl KubeVersion {
     /// The first version with native sidecars on by default.
-    pub const NATIVE_SIDECARS: KubeVersion = KubeVersion {
-        major: 1,
-        minor: 29,
-    };
+    pub const NATIVE_SIDECARS: KubeVersion = KubeVersion { major: 1, minor: 29 };
 }
 
 impl TryFrom<String> for KubeVersion {
@@ -267,9 +258,7 @@ impl TryFrom<String> for KubeVersion {
         let parse = |p: Option<&str>| p.and_then(|p| p.parse::<u32>().ok());
         match (parse(parts.next()), parse(parts.next())) {
             (Some(major), Some(minor)) => Ok(KubeVersion { major, minor }),
-            _ => Err(format!(
-                "{s:?} is not a Kubernetes version such as \"1.33\""
-            )),
+            _ => Err(format!("{s:?} is not a Kubernetes version such as \"1.33\"")),
         }
     }
 }
@@ -382,10 +371,7 @@ impl Config {
         ] {
             for (name, q) in map {
                 if !q.is_valid() {
-                    p.push(format!(
-                        "{section}.{name}: {:?} is not a Kubernetes quantity",
-                        q.0
-                    ));
+                    p.push(format!("{section}.{name}: {:?} is not a Kubernetes quantity", q.0));
                 }
             }
         }
@@ -496,11 +482,7 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_other_defaults() {
-        let c = Config::from_yaml(
-            "kubernetesVersion: \"1.30\"\nsidecars:\n  mode: classic\n",
-            "t",
-        )
-        .unwrap();
+        let c = Config::from_yaml("kubernetesVersion: \"1.30\"\nsidecars:\n  mode: classic\n", "t").unwrap();
         assert_eq!(c.sidecars.mode, SidecarMode::Classic);
         assert_eq!(c.sidecars.max_log_files, 8);
         assert!(c.native_everywhere());

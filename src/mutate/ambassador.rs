@@ -5,9 +5,7 @@
 //! read-only into the ambassador only, never into the app.
 
 use k8s_openapi::{
-    api::core::v1::{
-        Container, EnvVar, HTTPGetAction, KeyToPath, Probe, SecretVolumeSource, Volume, VolumeMount,
-    },
+    api::core::v1::{Container, EnvVar, HTTPGetAction, KeyToPath, Probe, SecretVolumeSource, Volume, VolumeMount},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use serde_json::Value;
@@ -46,13 +44,9 @@ pub(crate) fn plan(
         .collect();
     let mut errors = Vec::new();
     for (i, upstream) in upstreams.iter().enumerate() {
-        let admin =
-            u16::try_from(usize::from(config.ambassador.admin_port) + i).unwrap_or(u16::MAX);
+        let admin = u16::try_from(usize::from(config.ambassador.admin_port) + i).unwrap_or(u16::MAX);
         let local_ports: Vec<u16> = upstreams.iter().map(|u| u.port).collect();
-        if let Some((_, owner)) = declared
-            .iter()
-            .find(|(p, _)| *p == i64::from(upstream.port))
-        {
+        if let Some((_, owner)) = declared.iter().find(|(p, _)| *p == i64::from(upstream.port)) {
             errors.push(AnnotationError {
                 key: annotations::AMBASSADOR_PORT,
                 value: upstream.port.to_string(),
@@ -80,20 +74,13 @@ pub(crate) fn plan(
 fn add_one(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &Config, plan: &mut Plan) {
     let env_name = match &upstream.name {
         None => config.ambassador.url_env.clone(),
-        Some(name) => format!(
-            "AMBASSADOR_{}_URL",
-            name.to_ascii_uppercase().replace('-', "_")
-        ),
+        Some(name) => format!("AMBASSADOR_{}_URL", name.to_ascii_uppercase().replace('-', "_")),
     };
     let url = format!("http://127.0.0.1:{}", upstream.port);
-    let app_has_env = view
-        .target()
-        .get("env")
-        .and_then(Value::as_array)
-        .is_some_and(|env| {
-            env.iter()
-                .any(|e| e.get("name").and_then(Value::as_str) == Some(env_name.as_str()))
-        });
+    let app_has_env = view.target().get("env").and_then(Value::as_array).is_some_and(|env| {
+        env.iter()
+            .any(|e| e.get("name").and_then(Value::as_str) == Some(env_name.as_str()))
+    });
     if app_has_env {
         plan.warnings.push(format!(
             "entourage: container {:?} keeps its own {env_name}; the ambassador listens on {url}",

@@ -38,11 +38,7 @@ pub fn security_context(config: &Config) -> SecurityContext {
 /// Requests and limits.
 pub fn resources(config: &Config) -> ResourceRequirements {
     let convert = |m: &BTreeMap<String, config::Quantity>| -> Option<BTreeMap<String, Quantity>> {
-        (!m.is_empty()).then(|| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), Quantity(v.0.clone())))
-                .collect()
-        })
+        (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), Quantity(v.0.clone()))).collect())
     };
     ResourceRequirements {
         requests: convert(&config.resources.requests),

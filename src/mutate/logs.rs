@@ -29,13 +29,7 @@ pub(crate) struct LogMounts(BTreeMap<String, VolumeMount>);
 
 impl LogMounts {
     /// The read-only mount through which a reader sees `dir`, planning a new emptyDir if needed.
-    fn for_dir(
-        &mut self,
-        dir: &str,
-        view: &PodView<'_>,
-        config: &Config,
-        plan: &mut Plan,
-    ) -> VolumeMount {
+    fn for_dir(&mut self, dir: &str, view: &PodView<'_>, config: &Config, plan: &mut Plan) -> VolumeMount {
         if let Some(mount) = self.0.get(dir) {
             return mount.clone();
         }
@@ -84,8 +78,7 @@ fn app_mount_covering(app: &Value, dir: &str) -> Option<VolumeMount> {
                 path
             };
             let covers = dir == path
-                || (dir.starts_with(path)
-                    && (path == "/" || dir.as_bytes().get(path.len()) == Some(&b'/')));
+                || (dir.starts_with(path) && (path == "/" || dir.as_bytes().get(path.len()) == Some(&b'/')));
             covers.then(|| {
                 let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
                 VolumeMount {
@@ -101,13 +94,7 @@ fn app_mount_covering(app: &Value, dir: &str) -> Option<VolumeMount> {
 }
 
 /// A hardened reader container; native sidecars get `restartPolicy: Always`.
-fn reader(
-    name: &str,
-    image: &str,
-    mount: &VolumeMount,
-    plan_native: bool,
-    config: &Config,
-) -> Container {
+fn reader(name: &str, image: &str, mount: &VolumeMount, plan_native: bool, config: &Config) -> Container {
     Container {
         name: name.to_string(),
         image: Some(image.to_string()),
@@ -134,12 +121,7 @@ pub(crate) fn plan_sidecars(
         let base = format!("sidecar-{}", label(file_stem(file), 50, "log"));
         let native = plan.native;
         plan.add_container(view, Pattern::Sidecar, &base, |name| Container {
-            command: Some(vec![
-                "tail".into(),
-                "-n+1".into(),
-                "-F".into(),
-                file.clone(),
-            ]),
+            command: Some(vec!["tail".into(), "-n+1".into(), "-F".into(), file.clone()]),
             ..reader(name, &config.images.sidecar, &mount, native, config)
         });
     }

@@ -148,11 +148,7 @@ impl Outcome {
 
 /// Decides what to do with one admission request.
 pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
-    if request
-        .sub_resource
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
+    if request.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
         return Outcome::unchanged(Reason::SubresourceNotHandled);
     }
     let kind = (request.kind.group.as_str(), request.kind.kind.as_str());
@@ -210,10 +206,7 @@ mod tests {
     #[test]
     fn delete_and_connect_are_allowed_unchanged() {
         for op in ["DELETE", "CONNECT", "UPDATE"] {
-            let out = mutate(
-                &request(("", "Pod"), op, json!({"kind": "Pod"})),
-                &Config::default(),
-            );
+            let out = mutate(&request(("", "Pod"), op, json!({"kind": "Pod"})), &Config::default());
             assert_eq!(out.reason, Reason::OperationNotHandled, "{op}");
         }
     }

@@ -32,10 +32,7 @@ impl<'a> PodView<'a> {
 
     /// The app container's name.
     pub fn target_name(&self) -> &'a str {
-        self.target()
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        self.target().get("name").and_then(Value::as_str).unwrap_or_default()
     }
 
     /// Every container, init container included, with its name.
@@ -95,22 +92,14 @@ impl Plan {
             return;
         }
         let name = self.container_names.claim(base);
-        self.containers.push((
-            pattern,
-            if name == base {
-                candidate
-            } else {
-                build(&name)
-            },
-        ));
+        self.containers
+            .push((pattern, if name == base { candidate } else { build(&name) }));
     }
 }
 
 /// Injects what a Pod's annotations ask for.
 pub fn mutate_pod(pod: &Value, config: &Config) -> Outcome {
-    let annotations = pod
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object);
+    let annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
     if annotations
         .and_then(|a| a.get(annotations::INJECT))
         .and_then(Value::as_str)
@@ -149,14 +138,8 @@ pub fn mutate_pod(pod: &Value, config: &Config) -> Outcome {
         {
             Some(i) => i,
             None => {
-                let known: Vec<&str> = containers
-                    .iter()
-                    .filter_map(|c| c.get("name")?.as_str())
-                    .collect();
-                let rule = format!(
-                    "names no container of this Pod (containers: {})",
-                    known.join(", ")
-                );
+                let known: Vec<&str> = containers.iter().filter_map(|c| c.get("name")?.as_str()).collect();
+                let rule = format!("names no container of this Pod (containers: {})", known.join(", "));
                 return Outcome::deny(
                     join(&[AnnotationError {
                         key: annotations::TARGET_CONTAINER,
@@ -230,10 +213,7 @@ fn is_job_owned(pod: &Value) -> bool {
             })
         });
     let labels = pod.pointer("/metadata/labels").and_then(Value::as_object);
-    owned
-        || labels.is_some_and(|l| {
-            l.contains_key("batch.kubernetes.io/job-name") || l.contains_key("job-name")
-        })
+    owned || labels.is_some_and(|l| l.contains_key("batch.kubernetes.io/job-name") || l.contains_key("job-name"))
 }
 
 fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
@@ -241,11 +221,7 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
     for volume in &plan.volumes {
         b.add(&[key("spec"), key("volumes"), Step::End], to_value(volume));
     }
-    let app = [
-        key("spec"),
-        key("containers"),
-        Step::Index(view.target_index),
-    ];
+    let app = [key("spec"), key("containers"), Step::Index(view.target_index)];
     for mount in &plan.app_mounts {
         b.add(
             &[app[0], app[1], app[2], key("volumeMounts"), Step::End],
@@ -253,10 +229,7 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
         );
     }
     for env in &plan.app_env {
-        b.add(
-            &[app[0], app[1], app[2], key("env"), Step::End],
-            to_value(env),
-        );
+        b.add(&[app[0], app[1], app[2], key("env"), Step::End], to_value(env));
     }
     for (i, (_, container)) in plan.containers.iter().enumerate() {
         if plan.native {
@@ -266,10 +239,7 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
                 to_value(container),
             );
         } else {
-            b.add(
-                &[key("spec"), key("containers"), Step::End],
-                to_value(container),
-            );
+            b.add(&[key("spec"), key("containers"), Step::End], to_value(container));
         }
     }
     if plan.containers.is_empty() {
@@ -292,11 +262,7 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
 }
 
 fn join(errors: &[AnnotationError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Serialises one of the plan's typed structs.

@@ -5,11 +5,7 @@
 #[derive(Debug, Clone, clap::Args)]
 pub struct AmbassadorArgs {
     /// Where the app reaches the ambassador.
-    #[arg(
-        long,
-        env = "ENTOURAGE_AMBASSADOR_LISTEN",
-        default_value = "127.0.0.1:9000"
-    )]
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_LISTEN", default_value = "127.0.0.1:9000")]
     pub listen: std::net::SocketAddr,
     /// The upstream base URL (`http://` or `https://`).
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_UPSTREAM")]

@@ -1,0 +1,101 @@
+//! Prometheus metrics, served at `/metrics` in the text exposition format.
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Labels of a review.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    /// Pod, Job, CronJob or another kind.
+    pub kind: String,
+    /// CREATE, UPDATE, DELETE, CONNECT.
+    pub operation: String,
+    /// allowed, patched, denied or bad-request.
+    pub decision: String,
+}
+
+/// A reason label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The reason (`opted-out`, `invalid-annotations`…).
+    pub reason: String,
+}
+
+/// A pattern label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PatternLabels {
+    /// sidecar, adapter or ambassador.
+    pub pattern: String,
+}
+
+/// A result label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// What was reloaded (`config`, `certificate`).
+    pub what: String,
+    /// `success` or `failure`.
+    pub result: String,
+}
+
+/// Every metric entourage exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Reviews by kind, operation and decision.
+    pub reviews: Family<ReviewLabels, Counter>,
+    /// Injected containers by pattern.
+    pub injections: Family<PatternLabels, Counter>,
+    /// Reviews that changed nothing, by reason.
+    pub skips: Family<ReasonLabels, Counter>,
+    /// Denials by reason.
+    pub denials: Family<ReasonLabels, Counter>,
+    /// Time to answer a review.
+    pub latency: Histogram,
+    /// Expiry of the serving certificate.
+    pub cert_expiry: Gauge,
+    /// Config and certificate reloads by result.
+    pub reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("entourage");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        let injections = Family::<PatternLabels, Counter>::default();
+        let skips = Family::<ReasonLabels, Counter>::default();
+        let denials = Family::<ReasonLabels, Counter>::default();
+        // 50 µs … ~0.8 s: a review normally takes well under a millisecond.
+        let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 15));
+        let cert_expiry = Gauge::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("admission_reviews", "Admission reviews answered", reviews.clone());
+        registry.register("injections", "Containers injected, by pattern", injections.clone());
+        registry.register("skips", "Reviews that changed nothing, by reason", skips.clone());
+        registry.register("denials", "Objects denied, by reason", denials.clone());
+        registry.register("review_duration_seconds", "Time to answer an admission review", latency.clone());
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Expiry of the serving certificate (Unix time)",
+            cert_expiry.clone(),
+        );
+        registry.register("reloads", "Config and certificate reloads, by result", reloads.clone());
+        Metrics { registry, reviews, injections, skips, denials, latency, cert_expiry, reloads }
+    }
+}
+
+impl Metrics {
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, what: &str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabels { what: what.into(), result: result.into() }).inc();
+    }
+}

@@ -1,0 +1,357 @@
+//! The HTTPS admission server: an axum router (built apart from serving it, so tests run it in memory) served
+//! over rustls by hyper, with header and handshake timeouts, a connection cap and graceful shutdown.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use axum::{
+    body::{to_bytes, Bytes},
+    extract::{Request, State},
+    http::{header, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use serde_json::json;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    admission::{self, AdmissionResponse, ReviewOut},
+    config::Config,
+    metrics::{Metrics, PatternLabels, ReasonLabels, ReviewLabels},
+    mutate::{self, Verdict},
+    tls::CertStore,
+};
+
+/// The largest request body accepted. The apiserver sets no cap of its own; objects reach ~3 MiB and an UPDATE
+/// carries two of them.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Bodies larger than this are decoded on the blocking pool so that one huge Pod cannot stall the others.
+const BLOCKING_THRESHOLD: usize = 256 * 1024;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The config in force; swapped whole on reload.
+    pub config: ArcSwap<Config>,
+    /// The serving certificate, when serving TLS.
+    pub certs: Option<Arc<CertStore>>,
+    /// False once shutdown begins, so `/readyz` takes the replica out of the Service.
+    pub accepting: AtomicBool,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// State around a config and, when serving TLS, a certificate store.
+    pub fn new(config: Config, certs: Option<Arc<CertStore>>) -> Arc<Self> {
+        let metrics = Metrics::default();
+        if let Some(expiry) = certs.as_ref().and_then(|c| c.not_after()) {
+            metrics.cert_expiry.set(expiry);
+        }
+        Arc::new(AppState { config: ArcSwap::from_pointee(config), certs, accepting: AtomicBool::new(true), metrics })
+    }
+}
+
+/// The review fields of the one log line per request, attached to the response for the logging layer.
+#[derive(Clone, Debug, Default)]
+struct ReviewLog {
+    uid: String,
+    kind: String,
+    namespace: String,
+    name: String,
+    operation: String,
+    dry_run: bool,
+    decision: &'static str,
+    reason: &'static str,
+    patch_ops: usize,
+    warnings: usize,
+    error: Option<String>,
+}
+
+/// The router: `POST /mutate`, `GET /healthz`, `GET /readyz`, `GET /metrics`; JSON 404 and 405 otherwise.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mutate", post(review).fallback(method_not_allowed))
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let message = message.into();
+    let mut response = (status, axum::Json(json!({"error": message, "code": status.as_u16()}))).into_response();
+    response.extensions_mut().insert(ReviewLog { decision: "bad-request", error: Some(message), ..ReviewLog::default() });
+    response
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such path; admission reviews go to POST /mutate")
+}
+
+async fn method_not_allowed() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    // The config is always valid once loaded (a bad reload keeps the old one), so readiness is: serving, and a
+    // certificate is loaded when serving TLS.
+    let ready = state.accepting.load(Ordering::Relaxed) && state.certs.as_ref().is_none_or(|c| c.not_after().is_some());
+    if ready {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode()).into_response()
+}
+
+async fn review(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return too_large();
+    }
+    let body = match to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) if is_length_limit(&e) => return too_large(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
+    };
+    let response = if body.len() > BLOCKING_THRESHOLD {
+        let state = state.clone();
+        match tokio::task::spawn_blocking(move || answer(&state, &body)).await {
+            Ok(response) => response,
+            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "review task failed"),
+        }
+    } else {
+        answer(&state, &body)
+    };
+    state.metrics.latency.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn too_large() -> Response {
+    error(StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than {} MiB", MAX_BODY / (1024 * 1024)))
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Decodes, mutates and encodes one review: the whole synchronous path.
+fn answer(state: &AppState, body: &Bytes) -> Response {
+    let review = match admission::decode(body) {
+        Ok(review) => review,
+        Err(e) => {
+            state.metrics.reviews.get_or_create(&labels("", "", "bad-request")).inc();
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let request = &review.request;
+    let config = state.config.load();
+    let outcome = mutate::mutate(request, &config);
+    let (decision, response) = match &outcome.verdict {
+        Verdict::Allow if outcome.patch.0.is_empty() => ("allowed", AdmissionResponse::allow(&request.uid, &outcome.patch, outcome.warnings.clone())),
+        Verdict::Allow => ("patched", AdmissionResponse::allow(&request.uid, &outcome.patch, outcome.warnings.clone())),
+        Verdict::Deny(message) => ("denied", AdmissionResponse::deny(&request.uid, message.clone(), outcome.warnings.clone())),
+    };
+    let operation = format!("{:?}", request.operation).to_uppercase();
+    let m = &state.metrics;
+    m.reviews.get_or_create(&labels(&request.kind.kind, &operation, decision)).inc();
+    for pattern in &outcome.injected {
+        m.injections.get_or_create(&PatternLabels { pattern: pattern.as_str().into() }).inc();
+    }
+    let reason = ReasonLabels { reason: outcome.reason.as_str().into() };
+    match decision {
+        "denied" => m.denials.get_or_create(&reason).inc(),
+        "allowed" => m.skips.get_or_create(&reason).inc(),
+        _ => 0,
+    };
+    tracing::debug!(uid = %request.uid, patch = %serde_json::to_string(&outcome.patch).unwrap_or_default(), "patch");
+    let body = serde_json::to_vec(&ReviewOut::new(review.api_version, response)).expect("responses always serialise");
+    let mut http = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    http.extensions_mut().insert(ReviewLog {
+        uid: request.uid.clone(),
+        kind: request.kind.kind.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        name: if request.name.is_empty() { request.generate_name().map(|g| format!("{g}*")).unwrap_or_default() } else { request.name.clone() },
+        operation,
+        dry_run: request.dry_run.unwrap_or(false),
+        decision,
+        reason: outcome.reason.as_str(),
+        patch_ops: outcome.patch.0.len(),
+        warnings: outcome.warnings.len(),
+        error: None,
+    });
+    http
+}
+
+fn labels(kind: &str, operation: &str, decision: &str) -> ReviewLabels {
+    ReviewLabels { kind: kind.into(), operation: operation.into(), decision: decision.into() }
+}
+
+/// Exactly one log line per request: the review's decision at info, probes at debug, anything else at info.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let latency_us = started.elapsed().as_micros() as u64;
+    let status = response.status().as_u16();
+    match response.extensions().get::<ReviewLog>() {
+        Some(r) if r.error.is_none() => tracing::info!(
+            uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name, operation = %r.operation,
+            dry_run = r.dry_run, decision = r.decision, reason = r.reason, patch_ops = r.patch_ops,
+            warnings = r.warnings, status, latency_us, "review"
+        ),
+        Some(r) => tracing::warn!(%method, %path, status, error = r.error.as_deref().unwrap_or_default(), latency_us, "rejected"),
+        None if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") => {
+            tracing::debug!(%method, %path, status, latency_us, "probe")
+        }
+        None => tracing::info!(%method, %path, status, latency_us, "request"),
+    }
+    response
+}
+
+/// How connections are served.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Time a client has to send a request's headers (also closes idle keep-alive connections).
+    pub header_timeout: Duration,
+    /// Time a client has to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// In-flight requests get this long to finish after a shutdown signal.
+    pub grace_period: Duration,
+    /// Connections beyond this are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            grace_period: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    app: Router,
+    state: Arc<AppState>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_timeout).keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256).keep_alive_interval(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let service = TowerToHyperService::new(app);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = options.max_connections, "connection refused: too many connections");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let service = service.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = options.handshake_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return log_handshake_failure(peer, &e.to_string()),
+                Err(_) => return log_handshake_failure(peer, "handshake timed out"),
+            };
+            let conn = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    state.accepting.store(false, Ordering::Relaxed);
+    drop(listener);
+    tracing::info!(grace_period_s = options.grace_period.as_secs_f64(), "shutting down: draining in-flight requests");
+    if tokio::time::timeout(options.grace_period, graceful.shutdown()).await.is_err() {
+        tracing::warn!("grace period over; closing the remaining connections");
+    }
+}
+
+fn log_handshake_failure(peer: SocketAddr, error: &str) {
+    tracing::info!(%peer, error, "TLS handshake failed");
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        _ = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+    }
+}
