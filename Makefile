@@ -1,0 +1,53 @@
+# entourage — every command a developer or CI needs. `make run` and `make test` are the two that matter.
+SHELL := /bin/bash
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:8443
+CERTS := certs
+BIN := target/debug/entourage
+RELEASE_BIN := target/release/entourage
+URL ?= https://localhost:8443
+
+.PHONY: run test test-rust certs fmt fmt-check lint curl build release bench bench-adapter bench-ambassador fuzz soak deploy image clean python-deps
+
+## run: serve the webhook on https://127.0.0.1:8443 with dev certificates and the built-in config
+run: $(CERTS)/tls.crt
+	$(CARGO) run --quiet -- --log-format text serve --listen $(LISTEN) --tls-cert $(CERTS)/tls.crt --tls-key $(CERTS)/tls.key $(if $(CONFIG),--config $(CONFIG),)
+
+## certs: generate a development CA and serving certificate into certs/
+certs $(CERTS)/tls.crt:
+	$(CARGO) run --quiet -- certs --out $(CERTS) --service entourage --namespace entourage-system
+
+## test: formatting, lints and every test (unit, golden, TLS end to end, runtimes, properties)
+test: python-deps fmt-check lint test-rust
+
+test-rust:
+	$(CARGO) test --all-targets
+
+python-deps:
+	@python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.33'
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+## curl: POST every sample review in tests/fixtures to a running `make run`, print the answer and decoded patch
+curl:
+	@for f in tests/fixtures/*.json; do \
+	  echo "=== $$f"; \
+	  answer=$$(curl -sS --cacert $(CERTS)/ca.crt -H 'Content-Type: application/json' --data-binary @$$f "$(URL)/mutate?timeout=10s") || exit 1; \
+	  echo "$$answer" | python3 -c 'import json,sys; a=json.load(sys.stdin); r=a["response"]; p=r.pop("patch",None); print(json.dumps(a,indent=2)); import base64; p and print("--- decoded patch:\n"+json.dumps(json.loads(base64.b64decode(p)),indent=2))'; \
+	done
+
+clean:
+	$(CARGO) clean
