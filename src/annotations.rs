@@ -400,8 +400,14 @@ pub const ADAPTER_FORMATS: &[&str] = &[
 
 fn check_format(format: &str) -> Result<(), String> {
     if let Some(pattern) = format.strip_prefix("regex:") {
-        let re = regex::Regex::new(pattern)
-            .map_err(|e| format!("is not a valid regex: {}", e.to_string().replace('\n', " ")))?;
+        // The regex crate's message draws a caret under the pattern; its last line says what is wrong.
+        let re = regex::Regex::new(pattern).map_err(|e| {
+            let text = e.to_string();
+            format!(
+                "is not a valid regex: {}",
+                text.lines().last().unwrap_or_default().trim()
+            )
+        })?;
         if re.capture_names().flatten().next().is_none() {
             return Err("has no named groups such as (?P<status>\\d+)".into());
         }

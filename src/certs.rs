@@ -5,7 +5,9 @@
 
 use std::{fs, io, path::Path};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
 
 /// File names written by [`write_dev_certs`].
 pub mod files {
@@ -64,16 +66,24 @@ pub fn generate(service: &str, namespace: &str, days: i64) -> Result<DevCerts, C
     let now = time::OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "entourage development CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "entourage development CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca_params.not_before = now - time::Duration::minutes(5);
     ca_params.not_after = now + time::Duration::days(days);
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
     let tls_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(subject_alt_names(service, namespace))?;
-    params.distinguished_name.push(DnType::CommonName, format!("{service}.{namespace}.svc"));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{service}.{namespace}.svc"));
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = now - time::Duration::minutes(5);
@@ -92,7 +102,10 @@ pub fn generate(service: &str, namespace: &str, days: i64) -> Result<DevCerts, C
 pub fn write_dev_certs(dir: &Path, certs: &DevCerts) -> Result<(), CertError> {
     let write = |name: &str, text: &str, secret: bool| -> Result<(), CertError> {
         let path = dir.join(name);
-        let err = |source| CertError::Write { path: path.display().to_string(), source };
+        let err = |source| CertError::Write {
+            path: path.display().to_string(),
+            source,
+        };
         fs::create_dir_all(dir).map_err(err)?;
         fs::write(&path, text).map_err(err)?;
         #[cfg(unix)]

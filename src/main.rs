@@ -6,10 +6,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 use entourage::{certs, config::Config, server, tls};
 
 #[derive(Parser)]
-#[command(name = "entourage", version, about = "Sidecars, adapters and ambassadors for annotated Pods; safe defaults for Jobs")]
+#[command(
+    name = "entourage",
+    version,
+    about = "Sidecars, adapters and ambassadors for annotated Pods; safe defaults for Jobs"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "ENTOURAGE_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        global = true,
+        env = "ENTOURAGE_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     log_format: LogFormat,
     /// Log filter (`info`, `debug`, `entourage=debug`…).
     #[arg(long, global = true, env = "ENTOURAGE_LOG_LEVEL", default_value = "info")]
@@ -82,7 +92,9 @@ struct CertsArgs {
 
 fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level).with_context(|| format!("bad --log-level {level:?}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.init(),
@@ -101,7 +113,12 @@ async fn main() -> Result<()> {
         Command::Certs(args) => {
             let generated = certs::generate(&args.service, &args.namespace, args.days)?;
             certs::write_dev_certs(&args.out, &generated)?;
-            println!("wrote {}/{{ca.crt,ca.key,tls.crt,tls.key}} for {}.{}.svc", args.out.display(), args.service, args.namespace);
+            println!(
+                "wrote {}/{{ca.crt,ca.key,tls.crt,tls.key}} for {}.{}.svc",
+                args.out.display(),
+                args.service,
+                args.namespace
+            );
             Ok(())
         }
         Command::Adapt(args) => Ok(entourage::adapt::run(args).await?),
@@ -110,14 +127,20 @@ async fn main() -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let shutdown = server::shutdown_signal();
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let certs = Arc::new(tls::CertStore::load(&args.tls_cert, &args.tls_key).context("loading the serving certificate (run `make certs` for development ones)")?);
+    let certs = Arc::new(
+        tls::CertStore::load(&args.tls_cert, &args.tls_key)
+            .context("loading the serving certificate (run `make certs` for development ones)")?,
+    );
     let tls_config = tls::server_config(certs.clone(), args.client_ca.as_deref())?;
     let state = server::AppState::new(config, Some(certs));
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, config = ?args.config, "serving admission reviews on https://{}/mutate", listener.local_addr()?);
     let options = server::ServeOptions {
         header_timeout: Duration::from_secs(args.header_timeout),
@@ -126,7 +149,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ..server::ServeOptions::default()
     };
     let app = server::router(state.clone());
-    server::serve_tls(listener, tls_config, app, state, options, server::shutdown_signal()).await;
+    server::serve_tls(listener, tls_config, app, state, options, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }

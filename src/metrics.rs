@@ -67,21 +67,36 @@ impl Default for Metrics {
         let skips = Family::<ReasonLabels, Counter>::default();
         let denials = Family::<ReasonLabels, Counter>::default();
         // 50 µs … ~0.8 s: a review normally takes well under a millisecond.
-        let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 15));
+        let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.000_05, 2.0, 15,
+        ));
         let cert_expiry = Gauge::default();
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("admission_reviews", "Admission reviews answered", reviews.clone());
         registry.register("injections", "Containers injected, by pattern", injections.clone());
         registry.register("skips", "Reviews that changed nothing, by reason", skips.clone());
         registry.register("denials", "Objects denied, by reason", denials.clone());
-        registry.register("review_duration_seconds", "Time to answer an admission review", latency.clone());
+        registry.register(
+            "review_duration_seconds",
+            "Time to answer an admission review",
+            latency.clone(),
+        );
         registry.register(
             "certificate_expiry_timestamp_seconds",
             "Expiry of the serving certificate (Unix time)",
             cert_expiry.clone(),
         );
         registry.register("reloads", "Config and certificate reloads, by result", reloads.clone());
-        Metrics { registry, reviews, injections, skips, denials, latency, cert_expiry, reloads }
+        Metrics {
+            registry,
+            reviews,
+            injections,
+            skips,
+            denials,
+            latency,
+            cert_expiry,
+            reloads,
+        }
     }
 }
 
@@ -96,6 +111,11 @@ impl Metrics {
     /// Counts a reload.
     pub fn reload(&self, what: &str, ok: bool) {
         let result = if ok { "success" } else { "failure" };
-        self.reloads.get_or_create(&ResultLabels { what: what.into(), result: result.into() }).inc();
+        self.reloads
+            .get_or_create(&ResultLabels {
+                what: what.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 }

@@ -101,7 +101,7 @@ impl<'d> PatchBuilder<'d> {
         if let Some(&(ref created_path, op_index)) = self
             .created
             .iter()
-            .filter(|(p, _)| p.len() <= tokens.len() - 1 && tokens.starts_with(p))
+            .filter(|(p, _)| p.len() < tokens.len() && tokens.starts_with(p))
             .max_by_key(|(p, _)| p.len())
         {
             let rel = &path[created_path.len()..];

@@ -13,7 +13,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use axum::{
-    body::{to_bytes, Bytes},
+    body::Bytes,
     extract::{Request, State},
     http::{header, StatusCode},
     middleware::{self, Next},
@@ -21,6 +21,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
+use http_body_util::BodyExt;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -64,7 +65,12 @@ impl AppState {
         if let Some(expiry) = certs.as_ref().and_then(|c| c.not_after()) {
             metrics.cert_expiry.set(expiry);
         }
-        Arc::new(AppState { config: ArcSwap::from_pointee(config), certs, accepting: AtomicBool::new(true), metrics })
+        Arc::new(AppState {
+            config: ArcSwap::from_pointee(config),
+            certs,
+            accepting: AtomicBool::new(true),
+            metrics,
+        })
     }
 }
 
@@ -99,12 +105,19 @@ pub fn router(state: Arc<AppState>) -> Router {
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let message = message.into();
     let mut response = (status, axum::Json(json!({"error": message, "code": status.as_u16()}))).into_response();
-    response.extensions_mut().insert(ReviewLog { decision: "bad-request", error: Some(message), ..ReviewLog::default() });
+    response.extensions_mut().insert(ReviewLog {
+        decision: "bad-request",
+        error: Some(message),
+        ..ReviewLog::default()
+    });
     response
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such path; admission reviews go to POST /mutate")
+    error(
+        StatusCode::NOT_FOUND,
+        "no such path; admission reviews go to POST /mutate",
+    )
 }
 
 async fn method_not_allowed() -> Response {
@@ -127,18 +140,25 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn review(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_CAP) {
         return too_large();
     }
-    let body = match to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(body) => body,
-        Err(e) if is_length_limit(&e) => return too_large(),
+    let body = match read_body(request.into_body()).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return too_large(),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
     };
     let response = if body.len() > BLOCKING_THRESHOLD {
@@ -154,19 +174,36 @@ async fn review(State(state): State<Arc<AppState>>, request: Request) -> Respons
     response
 }
 
-fn too_large() -> Response {
-    error(StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than {} MiB", MAX_BODY / (1024 * 1024)))
+/// A body over [`MAX_BODY`] is still read (and dropped) up to this size, so that the client, still sending,
+/// receives the 413 instead of a connection reset.
+const DRAIN_CAP: usize = 4 * MAX_BODY;
+
+/// Reads the body: `Some` when it fits in [`MAX_BODY`], `None` when it is larger (the rest drained).
+async fn read_body(mut body: axum::body::Body) -> Result<Option<Bytes>, axum::Error> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        seen += data.len();
+        if seen > DRAIN_CAP {
+            return Ok(None);
+        }
+        if seen <= MAX_BODY {
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok((seen <= MAX_BODY).then(|| buf.freeze()))
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+fn too_large() -> Response {
+    let mut response = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body is larger than {} MiB", MAX_BODY / (1024 * 1024)),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
 }
 
 /// Decodes, mutates and encodes one review: the whole synchronous path.
@@ -174,7 +211,11 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
     let review = match admission::decode(body) {
         Ok(review) => review,
         Err(e) => {
-            state.metrics.reviews.get_or_create(&labels("", "", "bad-request")).inc();
+            state
+                .metrics
+                .reviews
+                .get_or_create(&labels("", "", "bad-request"))
+                .inc();
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
@@ -182,17 +223,34 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
     let config = state.config.load();
     let outcome = mutate::mutate(request, &config);
     let (decision, response) = match &outcome.verdict {
-        Verdict::Allow if outcome.patch.0.is_empty() => ("allowed", AdmissionResponse::allow(&request.uid, &outcome.patch, outcome.warnings.clone())),
-        Verdict::Allow => ("patched", AdmissionResponse::allow(&request.uid, &outcome.patch, outcome.warnings.clone())),
-        Verdict::Deny(message) => ("denied", AdmissionResponse::deny(&request.uid, message.clone(), outcome.warnings.clone())),
+        Verdict::Allow if outcome.patch.0.is_empty() => (
+            "allowed",
+            AdmissionResponse::allow(&request.uid, &outcome.patch, outcome.warnings.clone()),
+        ),
+        Verdict::Allow => (
+            "patched",
+            AdmissionResponse::allow(&request.uid, &outcome.patch, outcome.warnings.clone()),
+        ),
+        Verdict::Deny(message) => (
+            "denied",
+            AdmissionResponse::deny(&request.uid, message.clone(), outcome.warnings.clone()),
+        ),
     };
     let operation = format!("{:?}", request.operation).to_uppercase();
     let m = &state.metrics;
-    m.reviews.get_or_create(&labels(&request.kind.kind, &operation, decision)).inc();
+    m.reviews
+        .get_or_create(&labels(&request.kind.kind, &operation, decision))
+        .inc();
     for pattern in &outcome.injected {
-        m.injections.get_or_create(&PatternLabels { pattern: pattern.as_str().into() }).inc();
+        m.injections
+            .get_or_create(&PatternLabels {
+                pattern: pattern.as_str().into(),
+            })
+            .inc();
     }
-    let reason = ReasonLabels { reason: outcome.reason.as_str().into() };
+    let reason = ReasonLabels {
+        reason: outcome.reason.as_str().into(),
+    };
     match decision {
         "denied" => m.denials.get_or_create(&reason).inc(),
         "allowed" => m.skips.get_or_create(&reason).inc(),
@@ -205,7 +263,11 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
         uid: request.uid.clone(),
         kind: request.kind.kind.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
-        name: if request.name.is_empty() { request.generate_name().map(|g| format!("{g}*")).unwrap_or_default() } else { request.name.clone() },
+        name: if request.name.is_empty() {
+            request.generate_name().map(|g| format!("{g}*")).unwrap_or_default()
+        } else {
+            request.name.clone()
+        },
         operation,
         dry_run: request.dry_run.unwrap_or(false),
         decision,
@@ -218,7 +280,11 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
 }
 
 fn labels(kind: &str, operation: &str, decision: &str) -> ReviewLabels {
-    ReviewLabels { kind: kind.into(), operation: operation.into(), decision: decision.into() }
+    ReviewLabels {
+        kind: kind.into(),
+        operation: operation.into(),
+        decision: decision.into(),
+    }
 }
 
 /// Exactly one log line per request: the review's decision at info, probes at debug, anything else at info.
@@ -235,7 +301,9 @@ async fn log_request(request: Request, next: Next) -> Response {
             dry_run = r.dry_run, decision = r.decision, reason = r.reason, patch_ops = r.patch_ops,
             warnings = r.warnings, status, latency_us, "review"
         ),
-        Some(r) => tracing::warn!(%method, %path, status, error = r.error.as_deref().unwrap_or_default(), latency_us, "rejected"),
+        Some(r) => {
+            tracing::warn!(%method, %path, status, error = r.error.as_deref().unwrap_or_default(), latency_us, "rejected")
+        }
         None if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") => {
             tracing::debug!(%method, %path, status, latency_us, "probe")
         }
@@ -279,8 +347,16 @@ pub async fn serve_tls(
 ) {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256).keep_alive_interval(Duration::from_secs(30));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(options.max_connections));
@@ -324,8 +400,14 @@ pub async fn serve_tls(
     }
     state.accepting.store(false, Ordering::Relaxed);
     drop(listener);
-    tracing::info!(grace_period_s = options.grace_period.as_secs_f64(), "shutting down: draining in-flight requests");
-    if tokio::time::timeout(options.grace_period, graceful.shutdown()).await.is_err() {
+    tracing::info!(
+        grace_period_s = options.grace_period.as_secs_f64(),
+        "shutting down: draining in-flight requests"
+    );
+    if tokio::time::timeout(options.grace_period, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over; closing the remaining connections");
     }
 }
@@ -334,24 +416,22 @@ fn log_handshake_failure(peer: SocketAddr, error: &str) {
     tracing::info!(%peer, error, "TLS handshake failed");
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when first polled, so a
+/// signal that arrives while the server is busy is never lost to the default action (death by signal).
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot install signal handlers; stop with SIGKILL");
+                std::future::pending::<()>().await
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
-        _ = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
     }
 }

@@ -1,7 +1,11 @@
 //! TLS: rustls with the ring provider, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`, and a certificate that can be
 //! swapped while serving (see [`CertStore::reload`]), so a rotated Secret needs no restart.
 
-use std::{fs, path::{Path, PathBuf}, sync::Arc};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use arc_swap::ArcSwap;
 use rustls::{
@@ -59,30 +63,45 @@ fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+    fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn parse_pair(cert_path: &Path, cert_pem: &[u8], key_path: &Path, key_pem: &[u8]) -> Result<Loaded, TlsError> {
-    let pem_err = |path: &Path, what: String| TlsError::Pem { path: path.display().to_string(), what };
+    let pem_err = |path: &Path, what: String| TlsError::Pem {
+        path: path.display().to_string(),
+        what,
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| pem_err(cert_path, format!("not a PEM certificate: {e}")))?;
     if chain.is_empty() {
         return Err(pem_err(cert_path, "contains no certificate".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_err(key_path, format!("not a PEM private key: {e}")))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_err(key_path, format!("not a PEM private key: {e}")))?;
     let certified = CertifiedKey::from_der(chain, key, &crypto())?;
     let not_after = x509_parser::parse_x509_certificate(&certified.cert[0])
         .ok()
         .map(|(_, cert)| cert.validity().not_after.timestamp());
-    Ok(Loaded { key: Arc::new(certified), source: (cert_pem.to_vec(), key_pem.to_vec()), not_after })
+    Ok(Loaded {
+        key: Arc::new(certified),
+        source: (cert_pem.to_vec(), key_pem.to_vec()),
+        not_after,
+    })
 }
 
 impl CertStore {
     /// Loads the pair; fails if either file is missing, unparsable, or the key does not match the certificate.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let loaded = parse_pair(cert_path, &read(cert_path)?, key_path, &read(key_path)?)?;
-        Ok(CertStore { cert_path: cert_path.to_path_buf(), key_path: key_path.to_path_buf(), current: ArcSwap::from_pointee(loaded) })
+        Ok(CertStore {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: ArcSwap::from_pointee(loaded),
+        })
     }
 
     /// Re-reads the files. Returns `Ok(true)` when a new valid pair is now served, `Ok(false)` when nothing
@@ -122,7 +141,8 @@ impl ResolvesServerCert for Resolver {
 /// The server's TLS configuration. With `client_ca`, clients must present a certificate signed by it (the
 /// apiserver's `--admission-control-config-file` kubeconfig can carry one).
 pub fn server_config(certs: Arc<CertStore>, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
-    let builder = ServerConfig::builder_with_provider(crypto()).with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = ServerConfig::builder_with_provider(crypto())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {

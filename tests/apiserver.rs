@@ -13,7 +13,10 @@ fn fixtures() -> Vec<(String, Value)> {
             let path = e.ok()?.path();
             (path.extension()? == "json").then(|| {
                 let text = std::fs::read_to_string(&path).unwrap();
-                (path.file_name().unwrap().to_string_lossy().into_owned(), serde_json::from_str(&text).unwrap())
+                (
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    serde_json::from_str(&text).unwrap(),
+                )
             })
         })
         .collect();
@@ -31,11 +34,18 @@ async fn every_sample_review_gets_a_patch_that_applies_and_a_second_review_adds_
     for (name, review) in samples {
         let response = check_answer(&review, &api.review(&review).await);
         if response["allowed"] == false {
-            assert!(response["status"]["message"].as_str().is_some_and(|m| m.contains("entourage.dev/")), "{name}: denial names the annotation");
+            assert!(
+                response["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("entourage.dev/")),
+                "{name}: denial names the annotation"
+            );
             continue;
         }
         let object = &review["request"]["object"];
-        let Some(patch) = support::decode_patch(&response).unwrap() else { continue };
+        let Some(patch) = support::decode_patch(&response).unwrap() else {
+            continue;
+        };
         let patched = support::apply(object, &patch).unwrap_or_else(|e| panic!("{name}: {e}"));
         if object["kind"] == "Pod" {
             assert_eq!(support::pod_rule_violations(&patched), Vec::<String>::new(), "{name}");
@@ -46,7 +56,10 @@ async fn every_sample_review_gets_a_patch_that_applies_and_a_second_review_adds_
         again["request"]["object"] = patched;
         let second = check_answer(&again, &api.review(&again).await);
         assert_eq!(second["allowed"], true, "{name}");
-        assert!(second.get("patch").is_none(), "{name}: second review patched again: {second}");
+        assert!(
+            second.get("patch").is_none(),
+            "{name}: second review patched again: {second}"
+        );
     }
 }
 
@@ -64,11 +77,22 @@ async fn v1beta1_review_is_answered_in_v1beta1() {
 async fn malformed_body_gets_a_readable_400_and_the_server_keeps_serving() {
     let webhook = Webhook::start(&[]);
     let mut api = webhook.connect().await;
-    let reply = api.send("POST", "/mutate?timeout=10s", b"{\"apiVersion\": ".to_vec()).await;
+    let reply = api
+        .send("POST", "/mutate?timeout=10s", b"{\"apiVersion\": ".to_vec())
+        .await;
     assert_eq!(reply.status, 400);
     assert!(reply.json()["error"].as_str().unwrap().contains("not valid JSON"));
-    let reply = api.send("POST", "/mutate", serde_json::to_vec(&json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"})).unwrap()).await;
-    assert_eq!((reply.status, reply.json()["error"].clone()), (400, json!("AdmissionReview has no request")));
+    let reply = api
+        .send(
+            "POST",
+            "/mutate",
+            serde_json::to_vec(&json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"})).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.json()["error"].clone()),
+        (400, json!("AdmissionReview has no request"))
+    );
     // Same connection, then a fresh one: still serving.
     let review = fixtures().remove(0).1;
     check_answer(&review, &api.review(&review).await);
@@ -94,9 +118,14 @@ async fn wrong_paths_methods_and_oversized_bodies_get_their_status() {
 async fn certificate_is_verified_for_the_service_name_only() {
     let webhook = Webhook::start(&[]);
     let tcp = tokio::net::TcpStream::connect(webhook.addr).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(support::apiserver::client_tls(&webhook.certs.join("ca.crt"))));
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(support::apiserver::client_tls(
+        &webhook.certs.join("ca.crt"),
+    )));
     let wrong = rustls_pki_types::ServerName::try_from("other.example.com").unwrap();
-    assert!(connector.connect(wrong, tcp).await.is_err(), "a name not in the certificate fails verification");
+    assert!(
+        connector.connect(wrong, tcp).await.is_err(),
+        "a name not in the certificate fails verification"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +144,16 @@ async fn one_log_line_per_review_with_the_decision() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let line = line.expect("a log line for the review");
-    for field in ["kind", "namespace", "name", "operation", "dry_run", "decision", "patch_ops", "latency_us"] {
+    for field in [
+        "kind",
+        "namespace",
+        "name",
+        "operation",
+        "dry_run",
+        "decision",
+        "patch_ops",
+        "latency_us",
+    ] {
         assert!(line.get(field).is_some(), "log line lacks {field}: {line}");
     }
     assert_eq!(line["decision"], "patched");
@@ -127,5 +165,10 @@ async fn sigterm_stops_the_server_with_exit_code_zero() {
     let mut api = webhook.connect().await;
     assert_eq!(api.send("GET", "/healthz", Vec::new()).await.status, 200);
     let status = webhook.terminate();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status:?}; logs: {:?}",
+        webhook.drain_logs()
+    );
 }

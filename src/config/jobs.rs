@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Cluster-wide Job and CronJob defaults, with per-namespace overrides.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct JobPolicy {
     /// Defaults for Jobs (and for `jobTemplate.spec` in CronJobs).
@@ -14,16 +14,6 @@ pub struct JobPolicy {
     pub cron_job: CronJobDefaults,
     /// Per-namespace overrides (namespace name → the values it changes).
     pub namespaces: BTreeMap<String, serde_json::Value>,
-}
-
-impl Default for JobPolicy {
-    fn default() -> Self {
-        JobPolicy {
-            job: JobDefaults::default(),
-            cron_job: CronJobDefaults::default(),
-            namespaces: BTreeMap::new(),
-        }
-    }
 }
 
 /// Job defaults.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
 
 /// The whole configuration. Field names are the YAML keys in camelCase.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
     /// The cluster's Kubernetes version (`"1.33"`). When it is 1.29 or later, `auto` mode injects native
@@ -31,20 +31,6 @@ pub struct Config {
     pub ambassador: AmbassadorConfig,
     /// Safe defaults for Jobs and CronJobs.
     pub jobs: JobPolicy,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            kubernetes_version: None,
-            images: Images::default(),
-            sidecars: Sidecars::default(),
-            hardening: Hardening::default(),
-            resources: Resources::default(),
-            ambassador: AmbassadorConfig::default(),
-            jobs: JobPolicy::default(),
-        }
-    }
 }
 
 /// Images of the injected containers.

@@ -109,7 +109,7 @@ fn add_one(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &Config,
     let mut mounts = Vec::new();
     if let Some(secret) = &upstream.auth_secret {
         let volume = auth_volume(secret, config, plan);
-        let dir = format!("{AUTH_DIR}/{volume}");
+        let dir = format!("{AUTH_DIR}/{secret}");
         args.push("--auth-file".into());
         args.push(format!("{dir}/{}", config.ambassador.auth_secret_key));
         mounts.push(VolumeMount {

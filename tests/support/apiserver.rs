@@ -75,13 +75,21 @@ impl Webhook {
         });
         // The first log line carries the bound address.
         let addr = loop {
-            let line = rx.recv_timeout(Duration::from_secs(30)).expect("webhook logs its listen address");
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("webhook logs its listen address");
             let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if let Some(listen) = v.get("listen").and_then(Value::as_str) {
                 break listen.parse().unwrap();
             }
         };
-        Webhook { child, addr, certs, logs: rx, _dir: dir }
+        Webhook {
+            child,
+            addr,
+            certs,
+            logs: rx,
+            _dir: dir,
+        }
     }
 
     /// A new apiserver-like connection.
@@ -91,13 +99,18 @@ impl Webhook {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().unwrap()
     }
 
     /// Log lines received so far.
     pub fn drain_logs(&self) -> Vec<Value> {
-        self.logs.try_iter().filter_map(|l| serde_json::from_str(&l).ok()).collect()
+        self.logs
+            .try_iter()
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
     }
 }
 
@@ -148,7 +161,8 @@ pub struct Reply {
 impl Reply {
     /// The body as JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -157,7 +171,10 @@ impl ApiClient {
     pub async fn connect(addr: SocketAddr, ca: &Path, server_name: &str) -> ApiClient {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let connector = TlsConnector::from(Arc::new(client_tls(ca)));
-        let tls = connector.connect(ServerName::try_from(server_name.to_string()).unwrap(), tcp).await.expect("TLS handshake verifies the webhook");
+        let tls = connector
+            .connect(ServerName::try_from(server_name.to_string()).unwrap(), tcp)
+            .await
+            .expect("TLS handshake verifies the webhook");
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let (sender, conn) = http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(conn);
@@ -177,23 +194,45 @@ impl ApiClient {
             .unwrap();
         let response = self.sender.send_request(request).await.expect("a response");
         let status = response.status().as_u16();
-        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, content_type, body }
+        Reply {
+            status,
+            content_type,
+            body,
+        }
     }
 
     /// POSTs a review to `/mutate?timeout=10s`, as the apiserver does.
     pub async fn review(&mut self, review: &Value) -> Reply {
-        self.send("POST", "/mutate?timeout=10s", serde_json::to_vec(review).unwrap()).await
+        self.send("POST", "/mutate?timeout=10s", serde_json::to_vec(review).unwrap())
+            .await
     }
 }
 
 /// Checks an answer the way the apiserver does and returns its `response`.
 pub fn check_answer(request: &Value, reply: &Reply) -> Value {
-    assert_eq!(reply.status, 200, "non-2xx answer is a call failure: {:?}", String::from_utf8_lossy(&reply.body));
-    assert!(reply.content_type.starts_with("application/json"), "content-type {:?}", reply.content_type);
+    assert_eq!(
+        reply.status,
+        200,
+        "non-2xx answer is a call failure: {:?}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert!(
+        reply.content_type.starts_with("application/json"),
+        "content-type {:?}",
+        reply.content_type
+    );
     let answer = reply.json();
-    assert_eq!(answer["apiVersion"], request["apiVersion"], "answer in the request's version");
+    assert_eq!(
+        answer["apiVersion"], request["apiVersion"],
+        "answer in the request's version"
+    );
     assert_eq!(answer["kind"], "AdmissionReview");
     let response = answer["response"].clone();
     assert_eq!(response["uid"], request["request"]["uid"], "uid echoed");

@@ -40,12 +40,17 @@ pub fn review(kind: (&str, &str, &str), namespace: &str, operation: &str, object
 pub fn gvk(object: &Value) -> (String, String, String) {
     let api_version = object["apiVersion"].as_str().unwrap_or("v1");
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    (group.to_string(), version.to_string(), object["kind"].as_str().unwrap_or("Pod").to_string())
+    (
+        group.to_string(),
+        version.to_string(),
+        object["kind"].as_str().unwrap_or("Pod").to_string(),
+    )
 }
 
 /// Applies a patch the way the apiserver does (evanphx/json-patch v4 semantics: strict RFC 6902).
 pub fn apply(object: &Value, patch: &Value) -> Result<Value, String> {
-    let patch: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| format!("not an RFC 6902 patch: {e}"))?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("not an RFC 6902 patch: {e}"))?;
     let mut out = object.clone();
     json_patch::patch(&mut out, &patch).map_err(|e| format!("patch does not apply: {e}"))?;
     Ok(out)
@@ -56,7 +61,9 @@ pub fn decode_patch(response: &Value) -> Result<Option<Value>, String> {
     match (response.get("patch"), response.get("patchType")) {
         (None, None) => Ok(None),
         (Some(Value::String(b64)), Some(Value::String(t))) if t == "JSONPatch" => {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("patch is not base64: {e}"))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("patch is not base64: {e}"))?;
             let patch: Value = serde_json::from_slice(&bytes).map_err(|e| format!("patch is not JSON: {e}"))?;
             if !patch.is_array() {
                 return Err("patch is not a JSON array".into());
@@ -70,7 +77,8 @@ pub fn decode_patch(response: &Value) -> Result<Option<Value>, String> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -112,7 +120,9 @@ pub fn pod_rule_violations(pod: &Value) -> Vec<String> {
         for m in c["volumeMounts"].as_array().into_iter().flatten() {
             let vol = m["name"].as_str().unwrap_or_default();
             if !volume_names.contains(vol) {
-                problems.push(format!("container {name:?} mounts volume {vol:?}, which does not exist"));
+                problems.push(format!(
+                    "container {name:?} mounts volume {vol:?}, which does not exist"
+                ));
             }
             let path = m["mountPath"].as_str().unwrap_or_default();
             if !paths.insert(path.to_string()) {
@@ -128,8 +138,12 @@ pub fn pod_rule_violations(pod: &Value) -> Vec<String> {
         }
         let restart = c.get("restartPolicy").and_then(Value::as_str);
         match (is_init, restart) {
-            (false, Some(_)) => problems.push(format!("container {name:?} sets restartPolicy, allowed only on init containers")),
-            (true, Some(r)) if r != "Always" => problems.push(format!("init container {name:?} restartPolicy {r:?} is not Always")),
+            (false, Some(_)) => problems.push(format!(
+                "container {name:?} sets restartPolicy, allowed only on init containers"
+            )),
+            (true, Some(r)) if r != "Always" => {
+                problems.push(format!("init container {name:?} restartPolicy {r:?} is not Always"))
+            }
             _ => {}
         }
         if is_init && restart.is_none() {
@@ -169,7 +183,10 @@ pub struct SchemaCase {
 /// Validates objects against the official OpenAPI schemas (kubernetes-validate). Returns one line per invalid
 /// object; panics if the validator is not installed, because a skipped check is a defect.
 pub fn schema_violations(cases: &[SchemaCase]) -> Vec<String> {
-    let input: Vec<Value> = cases.iter().map(|c| json!({"name": c.name, "object": c.object, "strict": c.strict})).collect();
+    let input: Vec<Value> = cases
+        .iter()
+        .map(|c| json!({"name": c.name, "object": c.object, "strict": c.strict}))
+        .collect();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/validate.py");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let mut child = Command::new(python)
@@ -179,12 +196,24 @@ pub fn schema_violations(cases: &[SchemaCase]) -> Vec<String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 runs");
-    child.stdin.take().unwrap().write_all(serde_json::to_string(&input).unwrap().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&input).unwrap().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     match out.status.code() {
         Some(0) => Vec::new(),
-        Some(1) => String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect(),
-        _ => panic!("schema validation could not run: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout)),
+        Some(1) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        _ => panic!(
+            "schema validation could not run: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ),
     }
 }
 

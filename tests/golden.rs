@@ -1,0 +1,162 @@
+//! Golden cases: `tests/golden/<case>/` holds `input.json` (the object the apiserver sends, defaults applied)
+//! and optionally `case.json` (`namespace`, `operation`, `config` as YAML text, `strict` schema validation,
+//! `owned` pointers the mutation may change). The expected answer is `response.json` (allowed, message,
+//! warnings, patch) and the expected patched object `patched.json`.
+//!
+//! Every case is also checked the way the apiserver would: the patch applies (RFC 6902), a second review of the
+//! patched object adds nothing, fields not owned are unchanged, a patched Pod passes the Pod rules, and every
+//! patched object passes strict schema validation. `ENTOURAGE_UPDATE_GOLDEN=1 cargo test --test golden`
+//! rewrites the expected files — read every diff by eye before committing it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use entourage::{admission, config::Config, mutate};
+use serde_json::{json, Value};
+
+struct Case {
+    name: String,
+    dir: PathBuf,
+    input: Value,
+    namespace: String,
+    operation: String,
+    config: Config,
+    strict: bool,
+    owned: Vec<String>,
+}
+
+fn cases() -> Vec<Case> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|dir| {
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.join(f))
+                    .ok()
+                    .map(|t| serde_json::from_str::<Value>(&t).unwrap_or_else(|e| panic!("{}/{f}: {e}", dir.display())))
+            };
+            let meta = read("case.json").unwrap_or(json!({}));
+            let config = match meta.get("config").and_then(Value::as_str) {
+                Some(yaml) => Config::from_yaml(yaml, "case.json").unwrap(),
+                None => Config::default(),
+            };
+            Case {
+                name: dir.file_name().unwrap().to_string_lossy().into_owned(),
+                input: read("input.json").unwrap_or_else(|| panic!("{} has no input.json", dir.display())),
+                namespace: meta
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string(),
+                operation: meta
+                    .get("operation")
+                    .and_then(Value::as_str)
+                    .unwrap_or("CREATE")
+                    .to_string(),
+                strict: meta.get("strict").and_then(Value::as_bool).unwrap_or(true),
+                owned: meta
+                    .get("owned")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .unwrap_or_default(),
+                config,
+                dir,
+            }
+        })
+        .collect()
+}
+
+fn run(case: &Case, object: &Value) -> mutate::Outcome {
+    let (group, version, kind) = support::gvk(object);
+    let review = support::review((&group, &version, &kind), &case.namespace, &case.operation, object);
+    let decoded = admission::decode(&serde_json::to_vec(&review).unwrap()).unwrap();
+    mutate::mutate(&decoded.request, &case.config)
+}
+
+fn response_json(outcome: &mutate::Outcome) -> Value {
+    let mut out = json!({
+        "allowed": outcome.verdict == mutate::Verdict::Allow,
+        "reason": outcome.reason.as_str(),
+        "warnings": outcome.warnings,
+        "patch": outcome.patch,
+    });
+    if let mutate::Verdict::Deny(message) = &outcome.verdict {
+        out["message"] = json!(message);
+    }
+    out
+}
+
+fn compare_or_update(path: &Path, actual: &Value, failures: &mut Vec<String>) {
+    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("ENTOURAGE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, text).unwrap();
+        return;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(expected) if serde_json::from_str::<Value>(&expected).ok().as_ref() == Some(actual) => {}
+        Ok(_) => failures.push(format!("{} differs; actual:\n{text}", path.display())),
+        Err(_) => failures.push(format!(
+            "{} is missing (ENTOURAGE_UPDATE_GOLDEN=1 writes it)",
+            path.display()
+        )),
+    }
+}
+
+#[test]
+fn golden_cases_match_apply_and_are_idempotent() {
+    let cases = cases();
+    assert!(!cases.is_empty());
+    let mut failures = Vec::new();
+    let mut schema = Vec::new();
+    for case in &cases {
+        let outcome = run(case, &case.input);
+        compare_or_update(&case.dir.join("response.json"), &response_json(&outcome), &mut failures);
+        let patched = match support::apply(&case.input, &serde_json::to_value(&outcome.patch).unwrap()) {
+            Ok(p) => p,
+            Err(e) => {
+                failures.push(format!("{}: {e}", case.name));
+                continue;
+            }
+        };
+        if outcome.patch.0.is_empty() {
+            let _ = std::fs::remove_file(case.dir.join("patched.json"));
+        } else {
+            compare_or_update(&case.dir.join("patched.json"), &patched, &mut failures);
+        }
+        let owned: Vec<&str> = case.owned.iter().map(String::as_str).collect();
+        if let Err(e) = support::preserved(&case.input, &patched, &owned) {
+            failures.push(format!("{}: a field the mutation does not own changed: {e}", case.name));
+        }
+        let again = run(case, &patched);
+        if !again.patch.0.is_empty() {
+            failures.push(format!(
+                "{}: second review patched again: {}",
+                case.name,
+                serde_json::to_string(&again.patch).unwrap()
+            ));
+        }
+        if patched["kind"] == "Pod" && outcome.verdict == mutate::Verdict::Allow {
+            for v in support::pod_rule_violations(&patched) {
+                failures.push(format!("{}: {v}", case.name));
+            }
+        }
+        schema.push(support::SchemaCase {
+            name: case.name.clone(),
+            object: patched,
+            strict: case.strict,
+        });
+    }
+    failures.extend(support::schema_violations(&schema));
+    assert!(
+        failures.is_empty(),
+        "{} golden failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
