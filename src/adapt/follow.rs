@@ -9,8 +9,10 @@
 //!   have appended to the old inode after our last read, so the old file is read to its end once more before
 //!   switching; the new file is read from its start. While the path is missing the old file stays open and read,
 //!   since the writer may still append to it.
-//! - **copytruncate**: same inode, size below our offset: read again from offset 0. A line written between the
-//!   copy and the truncate is lost by any tailer (logrotate documents this race); nothing else is.
+//! - **copytruncate**: same inode, size below our offset: read again from offset 0. A size check alone misses a
+//!   file that the writer refilled past our offset between two polls, so the last bytes read before our offset are
+//!   also compared with what the file holds there now. A line written between the copy and the truncate is lost by
+//!   any tailer (logrotate documents this race); nothing else is.
 //! - a partial last line is held back until its `\n` arrives, except when its file is left behind (rotation,
 //!   truncation, shutdown, `--exit-at-eof`), where waiting longer could only lose it.
 
@@ -19,13 +21,15 @@ use super::{AdaptError, Format};
 use memchr::memchr_iter;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bytes asked for by one `read`; the buffer holds one maximal held-back line plus one read.
 const READ_SIZE: usize = 1 << 20;
+/// How many of the last bytes read are kept to recognise a truncated and refilled file.
+const TAIL_SIZE: usize = 64;
 /// Rendered objects are handed to stdout in blocks of about this size (and whenever the file is caught up).
 const WRITE_SIZE: usize = 1 << 20;
 /// After SIGTERM, how long a backlog is still read before exiting anyway (the kubelet's grace period is 30 s by
@@ -54,6 +58,9 @@ pub(crate) fn follow<W: Write>(cfg: FollowConfig, stop: &AtomicBool, out: W) -> 
         Some(mut file) if !cfg.from_start => {
             // Like `tail -F -n0`: only what is written from now on.
             file.pos = file.file.seek(SeekFrom::End(0)).map_err(|e| follower.read_error(e))?;
+            let tail_at = file.pos.saturating_sub(TAIL_SIZE as u64);
+            file.tail = vec![0; (file.pos - tail_at) as usize];
+            file.file.read_exact_at(&mut file.tail, tail_at).map_err(|e| follower.read_error(e))?;
             Some(file)
         }
         // A file that exists at start with --from-start, or that appears later, is read from its beginning.
@@ -71,6 +78,7 @@ pub(crate) fn follow<W: Write>(cfg: FollowConfig, stop: &AtomicBool, out: W) -> 
                     log_event("info", "file truncated; reading it again from its start", &[("file", &follower.name())]);
                     follower.lines.flush_partial(follower.emitter)?;
                     file.pos = file.file.seek(SeekFrom::Start(0)).map_err(|e| follower.read_error(e))?;
+                    file.tail.clear();
                     continue;
                 }
                 Rotation::Replaced => {
@@ -101,6 +109,8 @@ struct OpenFile {
     dev: u64,
     ino: u64,
     pos: u64,
+    /// The last bytes read, which end at `pos`.
+    tail: Vec<u8>,
 }
 
 enum Rotation {
@@ -133,7 +143,7 @@ impl<W: Write> Follower<'_, W> {
             if meta.is_dir() {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory"));
             }
-            Ok(OpenFile { dev: meta.dev(), ino: meta.ino(), file, pos: 0 })
+            Ok(OpenFile { dev: meta.dev(), ino: meta.ino(), file, pos: 0, tail: Vec::new() })
         });
         match opened {
             Ok(file) => {
@@ -165,6 +175,10 @@ impl<W: Write> Follower<'_, W> {
                 Err(e) => return Err(self.read_error(e)),
             };
             file.pos += n as u64;
+            let read = &self.lines.buf[self.lines.end - n..self.lines.end];
+            let keep = TAIL_SIZE.saturating_sub(n).min(file.tail.len());
+            file.tail.drain(..file.tail.len() - keep);
+            file.tail.extend_from_slice(&read[n.saturating_sub(TAIL_SIZE)..]);
             self.emitter.ctx.set_read_time(time::OffsetDateTime::now_utc());
             self.lines.split(self.emitter).map_err(AdaptError::Write)?;
         }
@@ -179,6 +193,13 @@ impl<W: Write> Follower<'_, W> {
         }
         match file.file.metadata() {
             Ok(meta) if meta.len() < file.pos => Rotation::Truncated,
+            Ok(_) if !file.tail.is_empty() => {
+                let mut now = vec![0; file.tail.len()];
+                match file.file.read_exact_at(&mut now, file.pos - file.tail.len() as u64) {
+                    Ok(()) if now != file.tail => Rotation::Truncated,
+                    _ => Rotation::None,
+                }
+            }
             _ => Rotation::None,
         }
     }
