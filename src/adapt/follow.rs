@@ -226,15 +226,12 @@ impl Lines {
         let mut start = self.start;
         for nl in memchr_iter(b'\n', &data[self.scanned..]) {
             let nl = self.scanned + nl;
+            start = emit_pieces(emitter, data, start, nl)?;
             emitter.line(&data[start..nl])?;
             start = nl + 1;
         }
         // A line longer than MAX_LINE is emitted in pieces as it arrives, so memory stays flat.
-        while self.end - start > MAX_LINE {
-            let cut = utf8_cut(&data[start..], MAX_LINE);
-            emitter.line(&data[start..start + cut])?;
-            start += cut;
-        }
+        start = emit_pieces(emitter, data, start, self.end)?;
         self.start = start;
         self.scanned = self.end;
         if self.start == self.end {
@@ -256,6 +253,17 @@ impl Lines {
         (self.start, self.end, self.scanned) = (0, 0, 0);
         Ok(())
     }
+}
+
+/// Emits `data[start..end]` in pieces of [`MAX_LINE`] bytes while more than that is left; returns where the rest
+/// starts.
+fn emit_pieces<W: Write>(emitter: &mut Emitter<W>, data: &[u8], mut start: usize, end: usize) -> io::Result<usize> {
+    while end - start > MAX_LINE {
+        let cut = utf8_cut(&data[start..end], MAX_LINE);
+        emitter.line(&data[start..start + cut])?;
+        start += cut;
+    }
+    Ok(start)
 }
 
 /// Where to cut `data` into a piece of at most `max` bytes without splitting a UTF-8 character.
@@ -375,6 +383,16 @@ mod tests {
         feed(&mut l, &mut e, b"\n");
         let got = messages(&mut e);
         assert_eq!(got.iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE, MAX_LINE, MAX_LINE]);
+    }
+
+    #[test]
+    fn long_line_arriving_with_its_newline_is_split_too() {
+        let (mut l, mut e) = (lines(), emitter());
+        let mut data = vec![b'y'; MAX_LINE + 10];
+        data.extend_from_slice(b"\nz\n");
+        feed(&mut l, &mut e, &data);
+        let got = messages(&mut e);
+        assert_eq!(got.iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE, 10, 1]);
     }
 
     #[test]
