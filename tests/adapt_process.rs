@@ -37,15 +37,25 @@ impl Adapter {
         let reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let line = line.expect("stdout is UTF-8");
-                let object = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                let object = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                 sink.lock().unwrap().push(object);
             }
         });
-        Adapter { child, objects, reader: Some(reader) }
+        Adapter {
+            child,
+            objects,
+            reader: Some(reader),
+        }
     }
 
     fn messages(&self) -> Vec<String> {
-        self.objects.lock().unwrap().iter().map(|o| o["message"].as_str().unwrap_or_default().to_owned()).collect()
+        self.objects
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|o| o["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// Waits until the messages satisfy `done` (or the deadline passes; the caller's assertions then say what is
@@ -81,7 +91,10 @@ impl Adapter {
     }
 
     fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -TERM failed");
         self.wait_for_exit()
     }
@@ -96,7 +109,11 @@ impl Drop for Adapter {
 }
 
 fn append(path: &Path, lines: impl IntoIterator<Item = usize>) {
-    let mut file = OpenOptions::new().create(true).append(true).open(path).expect("open log for append");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log for append");
     for n in lines {
         writeln!(file, "line {n:06}").expect("append line");
     }
@@ -131,7 +148,12 @@ fn follows_rename_copytruncate_and_recreate_emitting_every_line_once_in_order() 
     // copytruncate: lines are written only before the copy and after the truncate (logrotate's own race lies
     // between the two). The first lines after the truncate are fewer bytes than before it.
     fs::copy(&log, dir.path().join("app.log.2")).unwrap();
-    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     append(&log, 151..=155);
     assert_eq!(adapter.wait_for_count(155), numbered(1..=155));
     append(&log, 156..=200);
@@ -144,9 +166,15 @@ fn follows_rename_copytruncate_and_recreate_emitting_every_line_once_in_order() 
 
     let status = adapter.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    assert_eq!(adapter.messages(), numbered(1..=250), "nothing more after SIGTERM");
+    assert_eq!(
+        adapter.messages(),
+        numbered(1..=250),
+        "nothing more after SIGTERM"
+    );
     let objects = adapter.objects.lock().unwrap();
-    assert!(objects.iter().all(|o| o["file"] == log.display().to_string() && o["time"].is_string()));
+    assert!(objects
+        .iter()
+        .all(|o| o["file"] == log.display().to_string() && o["time"].is_string()));
 }
 
 #[test]
@@ -160,8 +188,17 @@ fn file_that_does_not_exist_yet_is_waited_for_and_read_from_its_start() {
     let status = adapter.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
     let objects = adapter.objects.lock().unwrap();
-    let got: Vec<_> = objects.iter().map(|o| (o["level"].as_str(), o["msg"].as_str(), o["app"].as_str())).collect();
-    assert_eq!(got, [(Some("info"), Some("first"), Some("shop")), (Some("warn"), Some("second"), Some("shop"))]);
+    let got: Vec<_> = objects
+        .iter()
+        .map(|o| (o["level"].as_str(), o["msg"].as_str(), o["app"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("info"), Some("first"), Some("shop")),
+            (Some("warn"), Some("second"), Some("shop"))
+        ]
+    );
 }
 
 #[test]
@@ -183,7 +220,10 @@ fn existing_file_is_followed_from_its_end_without_from_start() {
     let messages = adapter.wait_until(|m| m.last() == Some(&last_line));
     assert!(!messages.is_empty(), "nothing emitted");
     let first: usize = messages[0]["line ".len()..].parse().unwrap();
-    assert!(first >= 4, "lines written before start were emitted: {messages:?}");
+    assert!(
+        first >= 4,
+        "lines written before start were emitted: {messages:?}"
+    );
     assert_eq!(messages, numbered(first..=last));
     assert!(adapter.terminate().success());
 }
@@ -197,7 +237,12 @@ fn partial_last_line_is_emitted_only_after_its_newline_arrives() {
     // Several poll intervals: the partial line must still be held back.
     thread::sleep(Duration::from_millis(500));
     assert_eq!(adapter.messages(), ["complete"]);
-    OpenOptions::new().append(true).open(&log).unwrap().write_all(b"ial line\n").unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(b"ial line\n")
+        .unwrap();
     assert_eq!(adapter.wait_for_count(2), ["complete", "partial line"]);
     assert!(adapter.terminate().success());
 }
@@ -205,9 +250,14 @@ fn partial_last_line_is_emitted_only_after_its_newline_arrives() {
 #[test]
 fn line_of_3_mib_is_split_into_pieces_of_at_most_1_mib_and_nothing_is_lost() {
     let (_dir, log) = log_path();
-    let long: String = (0..3 * 1024 * 1024 + 10).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let long: String = (0..3 * 1024 * 1024 + 10)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     fs::write(&log, format!("before\n{long}\nafter\n")).unwrap();
-    let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start", "--exit-at-eof"]);
+    let mut adapter = Adapter::start(
+        &log,
+        &["--format", "plain", "--from-start", "--exit-at-eof"],
+    );
     let status = adapter.wait_for_exit();
     assert!(status.success(), "exit status at EOF: {status}");
     let messages = adapter.messages();
@@ -215,7 +265,10 @@ fn line_of_3_mib_is_split_into_pieces_of_at_most_1_mib_and_nothing_is_lost() {
     assert_eq!(messages.last().map(String::as_str), Some("after"));
     let pieces = &messages[1..messages.len() - 1];
     assert_eq!(pieces.len(), 4);
-    assert!(pieces.iter().all(|p| p.len() <= 1024 * 1024), "a piece is over 1 MiB");
+    assert!(
+        pieces.iter().all(|p| p.len() <= 1024 * 1024),
+        "a piece is over 1 MiB"
+    );
     assert_eq!(pieces.concat(), long);
 }
 
@@ -228,7 +281,10 @@ fn nginx_lines_become_typed_objects_and_garbage_is_kept_with_parse_error() {
          not an access log line\n",
     )
     .unwrap();
-    let mut adapter = Adapter::start(&log, &["--format", "nginx", "--from-start", "--exit-at-eof"]);
+    let mut adapter = Adapter::start(
+        &log,
+        &["--format", "nginx", "--from-start", "--exit-at-eof"],
+    );
     assert!(adapter.wait_for_exit().success());
     let objects = adapter.objects.lock().unwrap();
     assert_eq!(objects.len(), 2);
@@ -246,7 +302,14 @@ fn unknown_format_fails_with_a_json_error_on_stderr() {
         .expect("run entourage adapt");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let first: serde_json::Value = serde_json::from_str(stderr.lines().next().unwrap_or_default()).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(stderr.lines().next().unwrap_or_default()).unwrap();
     assert_eq!(first["level"], "error");
-    assert!(first["msg"].as_str().unwrap().contains("unknown format \"xml\""), "{first}");
+    assert!(
+        first["msg"]
+            .as_str()
+            .unwrap()
+            .contains("unknown format \"xml\""),
+        "{first}"
+    );
 }

@@ -49,18 +49,46 @@ pub(crate) struct FollowConfig {
 
 /// Follows `cfg.path`, writing one JSON object per line to `out`, until `stop` is set (then reads for at most
 /// [`STOP_GRACE`] more) or, with `exit_at_eof`, until the end of the file.
-pub(crate) fn follow<W: Write>(cfg: FollowConfig, stop: &AtomicBool, out: W) -> Result<(), AdaptError> {
-    let mut emitter = Emitter { format: cfg.format, ctx: cfg.ctx, buf: Vec::with_capacity(WRITE_SIZE * 2), out };
-    let mut lines = Lines { buf: vec![0; MAX_LINE + READ_SIZE], start: 0, end: 0, scanned: 0 };
-    let stop = Stop { flag: stop, since: None };
-    let mut follower = Follower { path: cfg.path, lines: &mut lines, emitter: &mut emitter, stop, last_open_error: None };
+pub(crate) fn follow<W: Write>(
+    cfg: FollowConfig,
+    stop: &AtomicBool,
+    out: W,
+) -> Result<(), AdaptError> {
+    let mut emitter = Emitter {
+        format: cfg.format,
+        ctx: cfg.ctx,
+        buf: Vec::with_capacity(WRITE_SIZE * 2),
+        out,
+    };
+    let mut lines = Lines {
+        buf: vec![0; MAX_LINE + READ_SIZE],
+        start: 0,
+        end: 0,
+        scanned: 0,
+    };
+    let stop = Stop {
+        flag: stop,
+        since: None,
+    };
+    let mut follower = Follower {
+        path: cfg.path,
+        lines: &mut lines,
+        emitter: &mut emitter,
+        stop,
+        last_open_error: None,
+    };
     let mut current = match follower.open() {
         Some(mut file) if !cfg.from_start => {
             // Like `tail -F -n0`: only what is written from now on.
-            file.pos = file.file.seek(SeekFrom::End(0)).map_err(|e| follower.read_error(e))?;
+            file.pos = file
+                .file
+                .seek(SeekFrom::End(0))
+                .map_err(|e| follower.read_error(e))?;
             let tail_at = file.pos.saturating_sub(TAIL_SIZE as u64);
             file.tail = vec![0; (file.pos - tail_at) as usize];
-            file.file.read_exact_at(&mut file.tail, tail_at).map_err(|e| follower.read_error(e))?;
+            file.file
+                .read_exact_at(&mut file.tail, tail_at)
+                .map_err(|e| follower.read_error(e))?;
             Some(file)
         }
         // A file that exists at start with --from-start, or that appears later, is read from its beginning.
@@ -75,9 +103,16 @@ pub(crate) fn follow<W: Write>(cfg: FollowConfig, stop: &AtomicBool, out: W) -> 
             match follower.rotation(file) {
                 Rotation::None => {}
                 Rotation::Truncated => {
-                    log_event("info", "file truncated; reading it again from its start", &[("file", &follower.name())]);
+                    log_event(
+                        "info",
+                        "file truncated; reading it again from its start",
+                        &[("file", &follower.name())],
+                    );
                     follower.lines.flush_partial(follower.emitter)?;
-                    file.pos = file.file.seek(SeekFrom::Start(0)).map_err(|e| follower.read_error(e))?;
+                    file.pos = file
+                        .file
+                        .seek(SeekFrom::Start(0))
+                        .map_err(|e| follower.read_error(e))?;
                     file.tail.clear();
                     continue;
                 }
@@ -85,7 +120,11 @@ pub(crate) fn follow<W: Write>(cfg: FollowConfig, stop: &AtomicBool, out: W) -> 
                     // The writer may have appended to the old inode since the last read.
                     follower.drain(file)?;
                     follower.lines.flush_partial(follower.emitter)?;
-                    log_event("info", "file replaced; following the new one", &[("file", &follower.name())]);
+                    log_event(
+                        "info",
+                        "file replaced; following the new one",
+                        &[("file", &follower.name())],
+                    );
                     current = follower.open();
                     continue;
                 }
@@ -133,7 +172,10 @@ impl<W: Write> Follower<'_, W> {
     }
 
     fn read_error(&self, source: io::Error) -> AdaptError {
-        AdaptError::Read { path: self.path.clone(), source }
+        AdaptError::Read {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Opens the path if it exists; other failures (permissions, a directory) are logged once and retried.
@@ -141,9 +183,18 @@ impl<W: Write> Follower<'_, W> {
         let opened = File::open(&self.path).and_then(|file| {
             let meta = file.metadata()?;
             if meta.is_dir() {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "is a directory",
+                ));
             }
-            Ok(OpenFile { dev: meta.dev(), ino: meta.ino(), file, pos: 0, tail: Vec::new() })
+            Ok(OpenFile {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                file,
+                pos: 0,
+                tail: Vec::new(),
+            })
         });
         match opened {
             Ok(file) => {
@@ -154,7 +205,11 @@ impl<W: Write> Follower<'_, W> {
             Err(e) => {
                 let msg = e.to_string();
                 if self.last_open_error.as_deref() != Some(msg.as_str()) {
-                    log_event("warn", "cannot open file; retrying", &[("file", &self.name()), ("error", &msg)]);
+                    log_event(
+                        "warn",
+                        "cannot open file; retrying",
+                        &[("file", &self.name()), ("error", &msg)],
+                    );
                     self.last_open_error = Some(msg);
                 }
                 None
@@ -178,8 +233,11 @@ impl<W: Write> Follower<'_, W> {
             let read = &self.lines.buf[self.lines.end - n..self.lines.end];
             let keep = TAIL_SIZE.saturating_sub(n).min(file.tail.len());
             file.tail.drain(..file.tail.len() - keep);
-            file.tail.extend_from_slice(&read[n.saturating_sub(TAIL_SIZE)..]);
-            self.emitter.ctx.set_read_time(time::OffsetDateTime::now_utc());
+            file.tail
+                .extend_from_slice(&read[n.saturating_sub(TAIL_SIZE)..]);
+            self.emitter
+                .ctx
+                .set_read_time(time::OffsetDateTime::now_utc());
             self.lines.split(self.emitter).map_err(AdaptError::Write)?;
         }
     }
@@ -187,7 +245,9 @@ impl<W: Write> Follower<'_, W> {
     /// Compares the path and the open file, after the open file was read to its end.
     fn rotation(&mut self, file: &OpenFile) -> Rotation {
         match std::fs::metadata(&self.path) {
-            Ok(meta) if (meta.dev(), meta.ino()) != (file.dev, file.ino) => return Rotation::Replaced,
+            Ok(meta) if (meta.dev(), meta.ino()) != (file.dev, file.ino) => {
+                return Rotation::Replaced
+            }
             // Missing: renamed away or deleted, and not re-created yet; keep reading the old inode meanwhile.
             _ => {}
         }
@@ -195,7 +255,10 @@ impl<W: Write> Follower<'_, W> {
             Ok(meta) if meta.len() < file.pos => Rotation::Truncated,
             Ok(_) if !file.tail.is_empty() => {
                 let mut now = vec![0; file.tail.len()];
-                match file.file.read_exact_at(&mut now, file.pos - file.tail.len() as u64) {
+                match file
+                    .file
+                    .read_exact_at(&mut now, file.pos - file.tail.len() as u64)
+                {
                     Ok(()) if now != file.tail => Rotation::Truncated,
                     _ => Rotation::None,
                 }
@@ -248,7 +311,9 @@ impl Lines {
     /// Emits the held-back partial line, if any, as a line of its own.
     fn flush_partial<W: Write>(&mut self, emitter: &mut Emitter<W>) -> Result<(), AdaptError> {
         if self.start < self.end {
-            emitter.line(&self.buf[self.start..self.end]).map_err(AdaptError::Write)?;
+            emitter
+                .line(&self.buf[self.start..self.end])
+                .map_err(AdaptError::Write)?;
         }
         (self.start, self.end, self.scanned) = (0, 0, 0);
         Ok(())
@@ -257,7 +322,12 @@ impl Lines {
 
 /// Emits `data[start..end]` in pieces of [`MAX_LINE`] bytes while more than that is left; returns where the rest
 /// starts.
-fn emit_pieces<W: Write>(emitter: &mut Emitter<W>, data: &[u8], mut start: usize, end: usize) -> io::Result<usize> {
+fn emit_pieces<W: Write>(
+    emitter: &mut Emitter<W>,
+    data: &[u8],
+    mut start: usize,
+    end: usize,
+) -> io::Result<usize> {
     while end - start > MAX_LINE {
         let cut = utf8_cut(&data[start..end], MAX_LINE);
         emitter.line(&data[start..start + cut])?;
@@ -340,7 +410,12 @@ mod tests {
     use super::*;
 
     fn emitter() -> Emitter<Vec<u8>> {
-        Emitter { format: Format::Plain, ctx: LineContext::new("f", &[]), buf: Vec::new(), out: Vec::new() }
+        Emitter {
+            format: Format::Plain,
+            ctx: LineContext::new("f", &[]),
+            buf: Vec::new(),
+            out: Vec::new(),
+        }
     }
 
     fn messages(e: &mut Emitter<Vec<u8>>) -> Vec<String> {
@@ -348,7 +423,12 @@ mod tests {
         String::from_utf8(std::mem::take(&mut e.out))
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_owned())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -359,7 +439,12 @@ mod tests {
     }
 
     fn lines() -> Lines {
-        Lines { buf: vec![0; MAX_LINE + READ_SIZE], start: 0, end: 0, scanned: 0 }
+        Lines {
+            buf: vec![0; MAX_LINE + READ_SIZE],
+            start: 0,
+            end: 0,
+            scanned: 0,
+        }
     }
 
     #[test]
@@ -382,7 +467,10 @@ mod tests {
         }
         feed(&mut l, &mut e, b"\n");
         let got = messages(&mut e);
-        assert_eq!(got.iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE, MAX_LINE, MAX_LINE]);
+        assert_eq!(
+            got.iter().map(String::len).collect::<Vec<_>>(),
+            [MAX_LINE, MAX_LINE, MAX_LINE]
+        );
     }
 
     #[test]
@@ -392,7 +480,10 @@ mod tests {
         data.extend_from_slice(b"\nz\n");
         feed(&mut l, &mut e, &data);
         let got = messages(&mut e);
-        assert_eq!(got.iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE, 10, 1]);
+        assert_eq!(
+            got.iter().map(String::len).collect::<Vec<_>>(),
+            [MAX_LINE, 10, 1]
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! - `follow`: the blocking follower (polling, rotation, partial lines, long lines).
 //! - `output`: the per-line context and JSON writing; the adapter's own log lines on stderr.
 
-pub mod formats;
 mod follow;
+pub mod formats;
 mod output;
 
 pub use formats::{render_line, Format, FormatError, FORMAT_NAMES};
@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
 
 /// Command-line arguments of `entourage adapt`.
 #[derive(Debug, Clone, clap::Args)]
@@ -127,13 +126,20 @@ fn parse_fields(fields: &[String], format: &Format) -> Result<Vec<(String, Strin
     let format_keys = format.keys().unwrap_or_default();
     let mut parsed: Vec<(String, String)> = Vec::with_capacity(fields.len());
     for field in fields {
-        let refuse = |reason: String| AdaptError::Field { field: field.clone(), reason };
-        let (key, value) = field.split_once('=').ok_or_else(|| refuse("expected key=value".into()))?;
+        let refuse = |reason: String| AdaptError::Field {
+            field: field.clone(),
+            reason,
+        };
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| refuse("expected key=value".into()))?;
         if key.is_empty() {
             return Err(refuse("the key is empty".into()));
         }
         if output::RESERVED_KEYS.contains(&key) || format_keys.contains(&key) {
-            return Err(refuse(format!("the {format} format writes the key {key:?} itself")));
+            return Err(refuse(format!(
+                "the {format} format writes the key {key:?} itself"
+            )));
         }
         if parsed.iter().any(|(k, _)| k == key) {
             return Err(refuse(format!("the key {key:?} is given twice")));
@@ -156,7 +162,11 @@ mod tests {
     fn static_fields_are_split_at_the_first_equals_sign() {
         assert_eq!(
             fields(&["app=shop", "expr=a=b", "empty="], "nginx").unwrap(),
-            [("app".into(), "shop".into()), ("expr".into(), "a=b".into()), ("empty".into(), String::new())]
+            [
+                ("app".into(), "shop".into()),
+                ("expr".into(), "a=b".into()),
+                ("empty".into(), String::new())
+            ]
         );
     }
 
@@ -173,8 +183,14 @@ mod tests {
 
     #[test]
     fn malformed_static_fields_are_refused() {
-        assert!(fields(&["novalue"], "plain").unwrap_err().contains("expected key=value"));
-        assert!(fields(&["=v"], "plain").unwrap_err().contains("the key is empty"));
-        assert!(fields(&["a=1", "a=2"], "plain").unwrap_err().contains("given twice"));
+        assert!(fields(&["novalue"], "plain")
+            .unwrap_err()
+            .contains("expected key=value"));
+        assert!(fields(&["=v"], "plain")
+            .unwrap_err()
+            .contains("the key is empty"));
+        assert!(fields(&["a=1", "a=2"], "plain")
+            .unwrap_err()
+            .contains("given twice"));
     }
 }

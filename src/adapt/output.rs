@@ -34,17 +34,31 @@ impl LineContext {
     /// The read time starts as the Unix epoch; set it with [`LineContext::set_read_time`].
     pub fn new(file: &str, fields: &[(String, String)]) -> Self {
         let mut extras = Vec::with_capacity(fields.len() + 1);
-        for (key, value) in std::iter::once(("file", file)).chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        for (key, value) in std::iter::once(("file", file))
+            .chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         {
             let mut rendered = vec![b','];
             push_str(&mut rendered, key);
             rendered.push(b':');
             push_str(&mut rendered, value);
-            extras.push(Extra { key: key.to_owned(), value: value.to_owned(), rendered });
+            extras.push(Extra {
+                key: key.to_owned(),
+                value: value.to_owned(),
+                rendered,
+            });
         }
-        let mut suffix: Vec<u8> = extras.iter().flat_map(|e| e.rendered.iter().copied()).collect();
+        let mut suffix: Vec<u8> = extras
+            .iter()
+            .flat_map(|e| e.rendered.iter().copied())
+            .collect();
         suffix.extend_from_slice(b"}\n");
-        let mut ctx = LineContext { read_time: String::new(), year: 1970, month: 1, extras, suffix };
+        let mut ctx = LineContext {
+            read_time: String::new(),
+            year: 1970,
+            month: 1,
+            extras,
+            suffix,
+        };
         ctx.set_read_time(OffsetDateTime::UNIX_EPOCH);
         ctx
     }
@@ -83,7 +97,9 @@ impl LineContext {
 
     /// The extra fields (`file`, then the `--field`s) as (key, value).
     pub(crate) fn extras(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.extras.iter().map(|e| (e.key.as_str(), e.value.as_str()))
+        self.extras
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
     }
 }
 
@@ -113,7 +129,11 @@ impl<'o> ObjectWriter<'o> {
     pub(crate) fn begin(out: &'o mut Vec<u8>) -> Self {
         let start = out.len();
         out.push(b'{');
-        ObjectWriter { out, start, empty: true }
+        ObjectWriter {
+            out,
+            start,
+            empty: true,
+        }
     }
 
     fn key(&mut self, key: &str) {
@@ -207,14 +227,19 @@ mod tests {
     #[test]
     fn read_time_is_rfc3339_utc_with_milliseconds() {
         let mut ctx = LineContext::new("/var/log/app.log", &[]);
-        ctx.set_read_time(OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap());
+        ctx.set_read_time(
+            OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap(),
+        );
         assert_eq!(ctx.read_time(), "2023-11-14T22:13:20.123Z");
         assert_eq!(ctx.read_year_month(), (2023, 11));
     }
 
     #[test]
     fn finish_appends_file_then_static_fields_in_order() {
-        let ctx = LineContext::new("/l/a\"b.log", &[("app".into(), "shop".into()), ("tier".into(), "web".into())]);
+        let ctx = LineContext::new(
+            "/l/a\"b.log",
+            &[("app".into(), "shop".into()), ("tier".into(), "web".into())],
+        );
         let mut out = Vec::new();
         let mut obj = ObjectWriter::begin(&mut out);
         obj.str("message", "hi");
@@ -232,7 +257,10 @@ mod tests {
         let mut obj = ObjectWriter::begin(&mut out);
         obj.str("file", "main.go");
         obj.finish_unless(&ctx, |k| k == "file");
-        assert_eq!(String::from_utf8(out).unwrap(), "{\"file\":\"main.go\",\"app\":\"shop\"}\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"file\":\"main.go\",\"app\":\"shop\"}\n"
+        );
     }
 
     #[test]
@@ -244,6 +272,9 @@ mod tests {
         assert!(!obj.uint("c", "12x"));
         assert!(!obj.uint("d", ""));
         obj.finish(&LineContext::new("f", &[]));
-        assert_eq!(String::from_utf8(out).unwrap(), "{\"a\":7,\"b\":0,\"file\":\"f\"}\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"a\":7,\"b\":0,\"file\":\"f\"}\n"
+        );
     }
 }

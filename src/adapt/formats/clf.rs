@@ -97,7 +97,11 @@ fn request_fields(obj: &mut ObjectWriter<'_>, request: &str) {
 
 fn split_request(request: &str) -> Option<(&str, &str, Option<&str>)> {
     let (method, rest) = request.split_once(' ')?;
-    if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+    if method.is_empty()
+        || method.len() > 32
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
     {
         return None;
     }
@@ -180,7 +184,11 @@ impl<'a> Cursor<'a> {
         let inner = &self.s[start..j];
         self.i = j + 1;
         self.skip_spaces();
-        Some(if escaped { unescape(inner) } else { Cow::Borrowed(inner) })
+        Some(if escaped {
+            unescape(inner)
+        } else {
+            Cow::Borrowed(inner)
+        })
     }
 
     fn rest(&self) -> &'a str {
@@ -202,7 +210,9 @@ fn unescape(s: &str) -> Cow<'_, str> {
                     continue;
                 }
                 b'x' => {
-                    if let (Some(h), Some(l)) = (b.get(i + 2).and_then(hex), b.get(i + 3).and_then(hex)) {
+                    if let (Some(h), Some(l)) =
+                        (b.get(i + 2).and_then(hex), b.get(i + 3).and_then(hex))
+                    {
                         out.push(h << 4 | l);
                         i += 4;
                         continue;
@@ -221,7 +231,9 @@ fn unescape(s: &str) -> Cow<'_, str> {
 }
 
 fn hex(c: &u8) -> Option<u8> {
-    char::from(*c).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(*c)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// `10/Oct/2000:13:55:36 -0700` as RFC 3339 `2000-10-10T13:55:36-07:00` (the log's own offset is kept).
@@ -244,9 +256,15 @@ pub(super) fn rfc3339_from_clf(s: &str) -> Option<[u8; 25]> {
     };
     let two = |at: usize, max: u8| -> Option<[u8; 2]> {
         let (h, l) = (b[at], b[at + 1]);
-        (h.is_ascii_digit() && l.is_ascii_digit() && (h - b'0') * 10 + (l - b'0') <= max).then_some([h, l])
+        (h.is_ascii_digit() && l.is_ascii_digit() && (h - b'0') * 10 + (l - b'0') <= max)
+            .then_some([h, l])
     };
-    let separators = b[2] == b'/' && b[6] == b'/' && b[11] == b':' && b[14] == b':' && b[17] == b':' && b[20] == b' ';
+    let separators = b[2] == b'/'
+        && b[6] == b'/'
+        && b[11] == b':'
+        && b[14] == b':'
+        && b[17] == b':'
+        && b[20] == b' ';
     if !separators || !b[7..11].iter().all(u8::is_ascii_digit) || !matches!(b[21], b'+' | b'-') {
         return None;
     }
@@ -292,7 +310,10 @@ mod tests {
 
     #[test]
     fn nginx_dash_fields_are_left_out_and_dash_bytes_is_zero() {
-        let v = render(&Format::Nginx, r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "HEAD / HTTP/1.0" 304 - "-" "-""#);
+        let v = render(
+            &Format::Nginx,
+            r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "HEAD / HTTP/1.0" 304 - "-" "-""#,
+        );
         assert_eq!(
             v,
             json!({"time": "2024-05-01T13:55:36+00:00", "remote_addr": "10.0.0.1", "method": "HEAD", "path": "/",
@@ -303,18 +324,23 @@ mod tests {
     #[test]
     fn nginx_line_with_escaped_quote_in_user_agent_keeps_the_quote() {
         let line = r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET / HTTP/1.1" 200 1 "-" "curl \"x\" \x22y\x22 caf\xC3\xA9""#;
-        assert_eq!(render(&Format::Nginx, line)["user_agent"], "curl \"x\" \"y\" café");
+        assert_eq!(
+            render(&Format::Nginx, line)["user_agent"],
+            "curl \"x\" \"y\" café"
+        );
     }
 
     #[test]
     fn apache_line_with_escaped_quote_and_backslash_in_path_unescapes_both() {
-        let line = r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /a\"b\\c HTTP/1.1" 200 1 "-" "ua""#;
+        let line =
+            r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /a\"b\\c HTTP/1.1" 200 1 "-" "ua""#;
         assert_eq!(render(&Format::ApacheCombined, line)["path"], "/a\"b\\c");
     }
 
     #[test]
     fn unescaped_quote_not_followed_by_a_space_does_not_end_the_field() {
-        let line = r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /q?s="x"y HTTP/1.1" 200 1 "-" "ua""#;
+        let line =
+            r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /q?s="x"y HTTP/1.1" 200 1 "-" "ua""#;
         let v = render(&Format::Nginx, line);
         assert_eq!(v["path"], "/q?s=\"x\"y");
         assert_eq!(v["user_agent"], "ua");
@@ -330,7 +356,10 @@ mod tests {
 
     #[test]
     fn dash_request_line_leaves_out_method_path_and_protocol() {
-        let v = render(&Format::Nginx, r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "-" 400 0 "-" "-""#);
+        let v = render(
+            &Format::Nginx,
+            r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "-" 400 0 "-" "-""#,
+        );
         assert_eq!(v["status"], 400);
         for key in ["method", "path", "protocol", "request", "parse_error"] {
             assert!(v.get(key).is_none(), "{key} in {v}");
@@ -343,14 +372,23 @@ mod tests {
         let v = render(&Format::Nginx, line);
         assert_eq!(v["request"], "\u{16}\u{3}\u{1}\u{0}\u{fffd}\u{1}");
         assert!(v.get("method").is_none());
-        let v = render(&Format::Nginx, r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "hello there" 400 0 "-" "-""#);
+        let v = render(
+            &Format::Nginx,
+            r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "hello there" 400 0 "-" "-""#,
+        );
         assert_eq!(v["request"], "hello there");
     }
 
     #[test]
     fn http09_request_has_no_protocol() {
-        let v = render(&Format::Nginx, r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /x" 200 1 "-" "-""#);
-        assert_eq!((v["method"].as_str(), v["path"].as_str()), (Some("GET"), Some("/x")));
+        let v = render(
+            &Format::Nginx,
+            r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /x" 200 1 "-" "-""#,
+        );
+        assert_eq!(
+            (v["method"].as_str(), v["path"].as_str()),
+            (Some("GET"), Some("/x"))
+        );
         assert!(v.get("protocol").is_none());
     }
 
@@ -368,7 +406,10 @@ mod tests {
     #[test]
     fn trailing_nginx_fields_are_kept_as_extra() {
         let line = format!("{NGINX} \"198.51.100.2\" 0.012");
-        assert_eq!(render(&Format::Nginx, &line)["extra"], "\"198.51.100.2\" 0.012");
+        assert_eq!(
+            render(&Format::Nginx, &line)["extra"],
+            "\"198.51.100.2\" 0.012"
+        );
     }
 
     #[test]

@@ -130,7 +130,10 @@ mod tests {
     #[test]
     fn logfmt_pairs_become_string_fields_and_bare_keys_true() {
         assert_eq!(
-            render(&Format::Logfmt, r#"level=info msg="user logged in" user=42 cached empty="#),
+            render(
+                &Format::Logfmt,
+                r#"level=info msg="user logged in" user=42 cached empty="#
+            ),
             json!({"time": READ_TIME, "level": "info", "msg": "user logged in", "user": "42", "cached": true,
                    "empty": "", "file": "/var/log/app.log", "app": "shop"})
         );
@@ -144,7 +147,10 @@ mod tests {
 
     #[test]
     fn logfmt_line_keeps_its_own_time_file_and_fields() {
-        let v = render(&Format::Logfmt, "time=2024-05-01T10:00:00Z file=main.go app=api");
+        let v = render(
+            &Format::Logfmt,
+            "time=2024-05-01T10:00:00Z file=main.go app=api",
+        );
         assert_eq!(
             v,
             json!({"time": "2024-05-01T10:00:00Z", "file": "main.go", "app": "api"}),
@@ -156,12 +162,20 @@ mod tests {
     fn logfmt_repeated_key_keeps_the_last_value_once() {
         let v = render(&Format::Logfmt, "a=1 b=2 a=3");
         assert_eq!(v["a"], "3");
-        assert_eq!(v.as_object().unwrap().keys().filter(|k| *k == "a").count(), 1);
+        assert_eq!(
+            v.as_object().unwrap().keys().filter(|k| *k == "a").count(),
+            1
+        );
     }
 
     #[test]
     fn logfmt_unterminated_quote_or_sentence_is_a_parse_error() {
-        for line in [r#"msg="never closed"#, "just a sentence", "=value", r#"a"b=c"#] {
+        for line in [
+            r#"msg="never closed"#,
+            "just a sentence",
+            "=value",
+            r#"a"b=c"#,
+        ] {
             let v = render(&Format::Logfmt, line);
             assert_eq!(v["parse_error"], true, "{line}");
             assert_eq!(v["message"], line);

@@ -15,8 +15,16 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The names of the formats, as accepted by [`Format::from_str`] (the last one is a pattern).
-pub const FORMAT_NAMES: &[&str] =
-    &["nginx", "apache-combined", "apache-common", "syslog", "logfmt", "json", "plain", "regex:<pattern>"];
+pub const FORMAT_NAMES: &[&str] = &[
+    "nginx",
+    "apache-combined",
+    "apache-common",
+    "syslog",
+    "logfmt",
+    "json",
+    "plain",
+    "regex:<pattern>",
+];
 
 /// How the lines of a followed file are parsed.
 #[derive(Debug, Clone)]
@@ -99,10 +107,16 @@ impl Format {
     /// whose keys come from the line itself (`json`, `logfmt`: there the line's own key wins over an extra field).
     pub fn keys(&self) -> Option<Vec<&str>> {
         match self {
-            Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => Some(clf::KEYS.to_vec()),
+            Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => {
+                Some(clf::KEYS.to_vec())
+            }
             Format::Syslog => Some(syslog::KEYS.to_vec()),
             Format::Plain => Some(vec!["time", "message"]),
-            Format::Regex(re) => Some(std::iter::once("time").chain(re.capture_names().flatten()).collect()),
+            Format::Regex(re) => Some(
+                std::iter::once("time")
+                    .chain(re.capture_names().flatten())
+                    .collect(),
+            ),
             Format::Logfmt | Format::Json => None,
         }
     }
@@ -123,7 +137,9 @@ pub fn render_line(format: &Format, line: &[u8], ctx: &LineContext, out: &mut Ve
         return render_message(&text, false, ctx, out);
     }
     let parsed = match format {
-        Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => clf::render(&text, ctx, out),
+        Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => {
+            clf::render(&text, ctx, out)
+        }
         Format::Syslog => syslog::render(&text, ctx, out),
         Format::Logfmt => logfmt::render(&text, ctx, out),
         Format::Json => render_json(&text, ctx, out),
@@ -150,7 +166,8 @@ fn render_message(text: &str, parse_error: bool, ctx: &LineContext, out: &mut Ve
 }
 
 fn render_json(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
-    let Ok(mut map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text) else {
+    let Ok(mut map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+    else {
         return false;
     };
     map.entry("time").or_insert_with(|| ctx.read_time().into());
@@ -208,8 +225,14 @@ pub(crate) mod test_support {
         let mut out = Vec::new();
         render_line(format, line, &ctx, &mut out);
         assert_eq!(out.last(), Some(&b'\n'), "one object per line");
-        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "exactly one line: {}", String::from_utf8_lossy(&out));
-        serde_json::from_slice(&out).unwrap_or_else(|e| panic!("invalid JSON {e}: {}", String::from_utf8_lossy(&out)))
+        assert_eq!(
+            out.iter().filter(|&&b| b == b'\n').count(),
+            1,
+            "exactly one line: {}",
+            String::from_utf8_lossy(&out)
+        );
+        serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("invalid JSON {e}: {}", String::from_utf8_lossy(&out)))
     }
 
     pub(crate) const READ_TIME: &str = "2024-05-01T12:00:00.000Z";
@@ -241,7 +264,10 @@ mod tests {
 
     #[test]
     fn regex_without_named_groups_is_refused() {
-        assert_eq!("regex:(a)(b)".parse::<Format>().unwrap_err().to_string(), "regex has no named groups");
+        assert_eq!(
+            "regex:(a)(b)".parse::<Format>().unwrap_err().to_string(),
+            "regex has no named groups"
+        );
         let err = "regex:(?P<a>".parse::<Format>().unwrap_err().to_string();
         assert!(err.starts_with("invalid regex: "), "{err}");
     }
@@ -263,12 +289,18 @@ mod tests {
     #[test]
     fn blank_line_is_an_empty_message_not_a_parse_error() {
         let v = render(&Format::Nginx, "");
-        assert_eq!(v, json!({"time": READ_TIME, "message": "", "file": "/var/log/app.log", "app": "shop"}));
+        assert_eq!(
+            v,
+            json!({"time": READ_TIME, "message": "", "file": "/var/log/app.log", "app": "shop"})
+        );
     }
 
     #[test]
     fn json_object_passes_through_with_extras_merged() {
-        let v = render(&Format::Json, r#"{"level":"info","msg":"hi","n":3,"nested":{"a":[1,2]}}"#);
+        let v = render(
+            &Format::Json,
+            r#"{"level":"info","msg":"hi","n":3,"nested":{"a":[1,2]}}"#,
+        );
         assert_eq!(
             v,
             json!({"level": "info", "msg": "hi", "n": 3, "nested": {"a": [1, 2]}, "time": READ_TIME,
@@ -278,7 +310,10 @@ mod tests {
 
     #[test]
     fn json_line_keeps_its_own_time_and_file() {
-        let v = render(&Format::Json, r#"{"time":"2020-01-01T00:00:00Z","file":"main.go"}"#);
+        let v = render(
+            &Format::Json,
+            r#"{"time":"2020-01-01T00:00:00Z","file":"main.go"}"#,
+        );
         assert_eq!(v["time"], "2020-01-01T00:00:00Z");
         assert_eq!(v["file"], "main.go");
         assert_eq!(v["app"], "shop");
@@ -295,7 +330,9 @@ mod tests {
 
     #[test]
     fn regex_named_groups_become_string_fields() {
-        let f: Format = r"regex:^(?P<level>\w+) (?P<code>\d+)(?: (?P<rest>.*))?$".parse().unwrap();
+        let f: Format = r"regex:^(?P<level>\w+) (?P<code>\d+)(?: (?P<rest>.*))?$"
+            .parse()
+            .unwrap();
         assert_eq!(
             render(&f, "WARN 42"),
             json!({"time": READ_TIME, "level": "WARN", "code": "42", "file": "/var/log/app.log", "app": "shop"})
@@ -306,7 +343,10 @@ mod tests {
     #[test]
     fn regex_time_group_in_clf_form_becomes_rfc3339() {
         let f: Format = r"regex:^\[(?P<time>[^\]]+)\] (?P<msg>.*)$".parse().unwrap();
-        assert_eq!(render(&f, "[10/Oct/2000:13:55:36 -0700] hi")["time"], "2000-10-10T13:55:36-07:00");
+        assert_eq!(
+            render(&f, "[10/Oct/2000:13:55:36 -0700] hi")["time"],
+            "2000-10-10T13:55:36-07:00"
+        );
         assert_eq!(render(&f, "[yesterday] hi")["time"], "yesterday");
     }
 
@@ -314,7 +354,10 @@ mod tests {
     fn regex_that_does_not_match_is_a_parse_error() {
         let f: Format = r"regex:^(?P<a>\d+)$".parse().unwrap();
         let v = render(&f, "abc");
-        assert_eq!(v, json!({"time": READ_TIME, "message": "abc", "parse_error": true, "file": "/var/log/app.log",
-                             "app": "shop"}));
+        assert_eq!(
+            v,
+            json!({"time": READ_TIME, "message": "abc", "parse_error": true, "file": "/var/log/app.log",
+                             "app": "shop"})
+        );
     }
 }

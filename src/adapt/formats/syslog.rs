@@ -24,11 +24,34 @@ pub(super) const KEYS: &[&str] = &[
 ];
 
 const FACILITIES: [&str; 24] = [
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp", "ntp",
-    "security", "console", "solaris-cron", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
     "local7",
 ];
-const SEVERITIES: [&str; 8] = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
+const SEVERITIES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
 
 /// Writes the object for one line; false (with nothing written) if the line is not syslog.
 pub(super) fn render(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
@@ -215,7 +238,8 @@ fn write_structured_data(out: &mut Vec<u8>, sd: &Sd<'_>) {
 /// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`
 fn is_rfc3339(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let shape = b.len() >= 20
         && digits(0..4)
         && b[4] == b'-'
@@ -241,7 +265,9 @@ fn is_rfc3339(s: &str) -> bool {
     }
     match &b[i..] {
         [b'Z' | b'z'] => true,
-        [b'+' | b'-', ..] => b.len() == i + 6 && digits(i + 1..i + 3) && b[i + 3] == b':' && digits(i + 4..i + 6),
+        [b'+' | b'-', ..] => {
+            b.len() == i + 6 && digits(i + 1..i + 3) && b[i + 3] == b':' && digits(i + 4..i + 6)
+        }
         _ => false,
     }
 }
@@ -269,7 +295,11 @@ fn rfc3164(pri: Option<u8>, s: &str, ctx: &LineContext, obj: &mut ObjectWriter<'
         return Some(());
     }
     let (first, after_first) = s_split_word(rest);
-    let (hostname, tag_and_message) = if looks_like_tag(first) { (None, rest) } else { (Some(first), after_first) };
+    let (hostname, tag_and_message) = if looks_like_tag(first) {
+        (None, rest)
+    } else {
+        (Some(first), after_first)
+    };
     if let Some(hostname) = hostname {
         optional(obj, "hostname", hostname);
     }
@@ -299,9 +329,9 @@ fn s_split_word(s: &str) -> (&str, &str) {
 fn looks_like_tag(word: &str) -> bool {
     word.len() > 1
         && word.ends_with(':')
-        && word[..word.len() - 1]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'[' | b']' | b'@'))
+        && word[..word.len() - 1].bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'[' | b']' | b'@')
+        })
 }
 
 /// `Mmm dd hh:mm:ss ` (day space-padded) as RFC 3339 UTC with the inferred year, and the text after it.
@@ -323,7 +353,11 @@ fn bsd_timestamp<'a>(s: &'a str, ctx: &LineContext) -> Option<(String, &'a str)>
         _ => return None,
     };
     let num = |h: u8, l: u8| -> Option<u8> {
-        let h = if h == b' ' { 0 } else { h.checked_sub(b'0').filter(|d| *d <= 9)? };
+        let h = if h == b' ' {
+            0
+        } else {
+            h.checked_sub(b'0').filter(|d| *d <= 9)?
+        };
         let l = l.checked_sub(b'0').filter(|d| *d <= 9)?;
         Some(h * 10 + l)
     };
@@ -337,7 +371,11 @@ fn bsd_timestamp<'a>(s: &'a str, ctx: &LineContext) -> Option<(String, &'a str)>
     }
     let (read_year, read_month) = ctx.read_year_month();
     // More than a month ahead of the read time means last year's line (read across New Year).
-    let year = if month > read_month + 1 { read_year - 1 } else { read_year };
+    let year = if month > read_month + 1 {
+        read_year - 1
+    } else {
+        read_year
+    };
     let time = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
     Some((time, &s[16..]))
 }
@@ -367,7 +405,10 @@ mod tests {
 
     #[test]
     fn rfc5424_nil_values_are_left_out_and_nil_time_is_the_read_time() {
-        let v = render(&Format::Syslog, "<34>1 - - su - - - \u{feff}'su root' failed on /dev/pts/8");
+        let v = render(
+            &Format::Syslog,
+            "<34>1 - - su - - - \u{feff}'su root' failed on /dev/pts/8",
+        );
         assert_eq!(
             v,
             json!({"time": READ_TIME, "priority": 34, "facility": "auth", "severity": "crit", "app_name": "su",
@@ -379,7 +420,10 @@ mod tests {
     fn rfc5424_param_value_escapes_are_undone_and_repeated_names_become_arrays() {
         let line = r#"<14>1 2024-05-01T12:00:00+02:00 h a 42 - [x@1 q="say \"hi\" \] \\" q="2"]"#;
         let v = render(&Format::Syslog, line);
-        assert_eq!(v["structured_data"], json!({"x@1": {"q": ["say \"hi\" ] \\", "2"]}}));
+        assert_eq!(
+            v["structured_data"],
+            json!({"x@1": {"q": ["say \"hi\" ] \\", "2"]}})
+        );
         assert_eq!(v["procid"], "42");
         assert_eq!(v["time"], "2024-05-01T12:00:00+02:00");
         assert!(v.get("message").is_none());
@@ -387,7 +431,8 @@ mod tests {
 
     #[test]
     fn rfc3164_line_gets_year_from_read_time_and_tag_split_into_app_and_pid() {
-        let line = "<34>Oct 11 22:14:15 mymachine su[123]: 'su root' failed for lonvick on /dev/pts/8";
+        let line =
+            "<34>Oct 11 22:14:15 mymachine su[123]: 'su root' failed for lonvick on /dev/pts/8";
         assert_eq!(
             render(&Format::Syslog, line),
             json!({"time": "2023-10-11T22:14:15Z", "priority": 34, "facility": "auth", "severity": "crit",
@@ -398,7 +443,10 @@ mod tests {
 
     #[test]
     fn rfc3164_file_line_without_priority_and_with_padded_day() {
-        let v = render(&Format::Syslog, "May  1 11:59:58 web-1 CRON: (root) CMD (run-parts)");
+        let v = render(
+            &Format::Syslog,
+            "May  1 11:59:58 web-1 CRON: (root) CMD (run-parts)",
+        );
         assert_eq!(v["time"], "2024-05-01T11:59:58Z");
         assert_eq!(v["hostname"], "web-1");
         assert_eq!(v["app_name"], "CRON");
@@ -409,7 +457,10 @@ mod tests {
     #[test]
     fn rfc3164_line_without_hostname_takes_the_tag() {
         let v = render(&Format::Syslog, "<13>Apr 30 10:00:00 myapp: started");
-        assert_eq!((v["app_name"].as_str(), v["message"].as_str()), (Some("myapp"), Some("started")));
+        assert_eq!(
+            (v["app_name"].as_str(), v["message"].as_str()),
+            (Some("myapp"), Some("started"))
+        );
         assert!(v.get("hostname").is_none());
     }
 
@@ -423,7 +474,11 @@ mod tests {
 
     #[test]
     fn text_without_priority_or_timestamp_is_a_parse_error() {
-        for line in ["hello world", "<999>Oct 11 22:14:15 h a: b", "<34>1 yesterday h a - - - msg"] {
+        for line in [
+            "hello world",
+            "<999>Oct 11 22:14:15 h a: b",
+            "<34>1 yesterday h a - - - msg",
+        ] {
             let v = render(&Format::Syslog, line);
             assert_eq!(v["parse_error"], true, "{line}");
             assert_eq!(v["message"], line);
