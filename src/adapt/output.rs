@@ -43,7 +43,6 @@ impl LineContext {
             push_str(&mut rendered, value);
             extras.push(Extra {
                 key: key.to_owned(),
-                value: value.to_owned(),
                 rendered,
             });
         }
@@ -94,20 +93,27 @@ impl LineContext {
     pub(crate) fn read_year_month(&self) -> (i32, u8) {
         (self.year, self.month)
     }
+}
 
-    /// The extra fields (`file`, then the `--field`s) as (key, value).
-    pub(crate) fn extras(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.extras
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
+/// Appends the extras whose key the line does not have, then `}` and the newline, to an object that already has at
+/// least one field.
+pub(crate) fn finish_extras_unless(
+    out: &mut Vec<u8>,
+    ctx: &LineContext,
+    line_has: impl Fn(&str) -> bool,
+) {
+    for extra in &ctx.extras {
+        if !line_has(&extra.key) {
+            out.extend_from_slice(&extra.rendered);
+        }
     }
+    out.extend_from_slice(b"}\n");
 }
 
 /// One `file` or `--field` pair, with its pre-rendered form `,"key":"value"`.
 #[derive(Debug, Clone)]
 struct Extra {
     key: String,
-    value: String,
     rendered: Vec<u8>,
 }
 
@@ -183,12 +189,7 @@ impl<'o> ObjectWriter<'o> {
     /// Closes the object like [`ObjectWriter::finish`], but leaves out extras whose key the line already set:
     /// for formats whose keys vary per line, the line's own field wins.
     pub(crate) fn finish_unless(self, ctx: &LineContext, line_has: impl Fn(&str) -> bool) {
-        for extra in &ctx.extras {
-            if !line_has(&extra.key) {
-                self.out.extend_from_slice(&extra.rendered);
-            }
-        }
-        self.out.extend_from_slice(b"}\n");
+        finish_extras_unless(self.out, ctx, line_has);
     }
 
     /// Discards everything written since [`ObjectWriter::begin`].

@@ -9,7 +9,7 @@ mod clf;
 mod logfmt;
 mod syslog;
 
-use super::output::{LineContext, ObjectWriter};
+use super::output::{finish_extras_unless, push_str, LineContext, ObjectWriter};
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
@@ -165,19 +165,53 @@ fn render_message(text: &str, parse_error: bool, ctx: &LineContext, out: &mut Ve
     obj.finish(ctx);
 }
 
+/// Passes the line through byte for byte (key order, number precision and spacing inside it untouched), after
+/// serde_json has checked that it is one object; the extras go in before the closing brace unless the line has
+/// them already.
 fn render_json(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
-    let Ok(mut map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
-    else {
+    let Ok(TopLevelKeys(keys)) = serde_json::from_str::<TopLevelKeys>(text) else {
         return false;
     };
-    map.entry("time").or_insert_with(|| ctx.read_time().into());
-    for (key, value) in ctx.extras() {
-        map.entry(key).or_insert_with(|| value.into());
+    let has = |key: &str| keys.iter().any(|k| k == key);
+    // Valid JSON object text: trimmed, it ends with the closing brace.
+    let body = text.trim();
+    out.extend_from_slice(body[..body.len() - 1].trim_end().as_bytes());
+    if !has("time") {
+        if !keys.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"time\":");
+        push_str(out, ctx.read_time());
     }
-    // Writing to a Vec cannot fail, and a Map of Values always serializes.
-    let _ = serde_json::to_writer(&mut *out, &map);
-    out.push(b'\n');
+    finish_extras_unless(out, ctx, has);
     true
+}
+
+/// The keys of a JSON object (values are checked and skipped), or an error if the text is not one object.
+struct TopLevelKeys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for TopLevelKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = TopLevelKeys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TopLevelKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(TopLevelKeys(keys))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
 }
 
 fn render_regex(re: &regex::Regex, text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
@@ -309,6 +343,31 @@ mod tests {
     }
 
     #[test]
+    fn json_line_is_kept_byte_for_byte_with_big_numbers_and_key_order() {
+        let ctx = LineContext::new("f", &[]);
+        let mut out = Vec::new();
+        render_line(
+            &Format::Json,
+            br#" { "z": 123456789012345678901234567890, "a": 1.50 } "#,
+            &ctx,
+            &mut out,
+        );
+        let expected = format!(
+            "{{ \"z\": 123456789012345678901234567890, \"a\": 1.50,\"time\":\"{}\",\"file\":\"f\"}}\n",
+            ctx.read_time()
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn empty_json_object_gets_the_extras() {
+        assert_eq!(
+            render(&Format::Json, "{}"),
+            json!({"time": READ_TIME, "file": "/var/log/app.log", "app": "shop"})
+        );
+    }
+
+    #[test]
     fn json_line_keeps_its_own_time_and_file() {
         let v = render(
             &Format::Json,
@@ -321,7 +380,14 @@ mod tests {
 
     #[test]
     fn json_that_is_not_an_object_is_a_parse_error() {
-        for line in ["[1,2]", "{\"a\":", "hello", "42"] {
+        for line in [
+            "[1,2]",
+            "{\"a\":",
+            "hello",
+            "42",
+            "{\"a\":1} {\"b\":2}",
+            "{\"a\":1}x",
+        ] {
             let v = render(&Format::Json, line);
             assert_eq!(v["parse_error"], true, "{line}");
             assert_eq!(v["message"], line);
