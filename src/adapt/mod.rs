@@ -4,13 +4,13 @@
 //! The app writes plain-text logs to a file on an emptyDir shared with the adapter container; the adapter turns
 //! each line into one object so that the node's log collector gets structured logs without touching the app.
 //!
-//! - [`formats`]: the pure core, one line in, one object out ([`render_line`]); also what the webhook uses to
+//! - `formats`: the pure core, one line in, one object out ([`render_line`]); also what the webhook uses to
 //!   validate a format annotation ([`Format`]'s `FromStr`).
 //! - `follow`: the blocking follower (polling, rotation, partial lines, long lines).
 //! - `output`: the per-line context and JSON writing; the adapter's own log lines on stderr.
 
 mod follow;
-pub mod formats;
+mod formats;
 mod output;
 
 pub use formats::{render_line, Format, FormatError, FORMAT_NAMES};
@@ -36,7 +36,8 @@ pub struct AdaptArgs {
     /// Read the file from its start instead of from its end.
     #[arg(long)]
     pub from_start: bool,
-    /// Exit (status 0) once the end of the file is reached, instead of following it (for batch runs and benchmarks).
+    /// Exit (status 0) once the end of the file is reached instead of following it, emitting a last line that has
+    /// no newline (for batch runs, tests and benchmarks; a missing file is still waited for).
     #[arg(long)]
     pub exit_at_eof: bool,
     /// How often the file is checked for new data, rotation and truncation, in milliseconds.
