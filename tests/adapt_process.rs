@@ -178,6 +178,20 @@ fn follows_rename_copytruncate_and_recreate_emitting_every_line_once_in_order() 
 }
 
 #[test]
+fn truncated_file_refilled_past_its_old_size_before_a_poll_is_read_from_its_start() {
+    let (_dir, log) = log_path();
+    append(&log, 1..=20);
+    let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start"]);
+    assert_eq!(adapter.wait_for_count(20), numbered(1..=20));
+    // Truncate and at once write more bytes than the file had: its size never looks smaller to a poll.
+    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    append(&log, 21..=60);
+    assert_eq!(adapter.wait_for_count(60), numbered(1..=60));
+    assert!(adapter.terminate().success());
+    assert_eq!(adapter.messages(), numbered(1..=60));
+}
+
+#[test]
 fn file_that_does_not_exist_yet_is_waited_for_and_read_from_its_start() {
     let (_dir, log) = log_path();
     // Without --from-start: a file that appears after start is still read from its beginning.

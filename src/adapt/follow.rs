@@ -96,10 +96,8 @@ pub(crate) fn follow<W: Write>(
     };
     loop {
         if let Some(file) = current.as_mut() {
-            follower.drain(file)?;
-            if follower.stop.requested() || cfg.exit_at_eof {
-                break;
-            }
+            // Checked before reading: a file truncated and refilled since the last read is recognised only while
+            // `pos` and the bytes before it are still those of the old content.
             match follower.rotation(file) {
                 Rotation::None => {}
                 Rotation::Truncated => {
@@ -114,7 +112,6 @@ pub(crate) fn follow<W: Write>(
                         .seek(SeekFrom::Start(0))
                         .map_err(|e| follower.read_error(e))?;
                     file.tail.clear();
-                    continue;
                 }
                 Rotation::Replaced => {
                     // The writer may have appended to the old inode since the last read.
@@ -128,6 +125,10 @@ pub(crate) fn follow<W: Write>(
                     current = follower.open();
                     continue;
                 }
+            }
+            follower.drain(file)?;
+            if follower.stop.requested() || cfg.exit_at_eof {
+                break;
             }
         } else if let Some(file) = follower.open() {
             current = Some(file);
@@ -242,7 +243,7 @@ impl<W: Write> Follower<'_, W> {
         }
     }
 
-    /// Compares the path and the open file, after the open file was read to its end.
+    /// Compares the path and the open file with what was read so far.
     fn rotation(&mut self, file: &OpenFile) -> Rotation {
         match std::fs::metadata(&self.path) {
             Ok(meta) if (meta.dev(), meta.ino()) != (file.dev, file.ino) => {
