@@ -184,7 +184,12 @@ fn truncated_file_refilled_past_its_old_size_before_a_poll_is_read_from_its_star
     let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start"]);
     assert_eq!(adapter.wait_for_count(20), numbered(1..=20));
     // Truncate and at once write more bytes than the file had: its size never looks smaller to a poll.
-    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     append(&log, 21..=60);
     assert_eq!(adapter.wait_for_count(60), numbered(1..=60));
     assert!(adapter.terminate().success());

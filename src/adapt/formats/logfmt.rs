@@ -159,12 +159,13 @@ mod tests {
     }
 
     #[test]
-    fn logfmt_repeated_key_keeps_the_last_value_once() {
-        let v = render(&Format::Logfmt, "a=1 b=2 a=3");
-        assert_eq!(v["a"], "3");
+    fn logfmt_repeated_key_keeps_its_first_position_and_last_value() {
+        let ctx = crate::adapt::LineContext::new("f", &[]);
+        let mut out = Vec::new();
+        crate::adapt::render_line(&Format::Logfmt, b"time=t a=1 b=2 a=3", &ctx, &mut out);
         assert_eq!(
-            v.as_object().unwrap().keys().filter(|k| *k == "a").count(),
-            1
+            String::from_utf8(out).unwrap(),
+            "{\"time\":\"t\",\"a\":\"3\",\"b\":\"2\",\"file\":\"f\"}\n"
         );
     }
 
