@@ -86,9 +86,10 @@ pub(crate) fn follow<W: Write>(
                 .map_err(|e| follower.read_error(e))?;
             let tail_at = file.pos.saturating_sub(TAIL_SIZE as u64);
             file.tail = vec![0; (file.pos - tail_at) as usize];
-            file.file
-                .read_exact_at(&mut file.tail, tail_at)
-                .map_err(|e| follower.read_error(e))?;
+            if file.file.read_exact_at(&mut file.tail, tail_at).is_err() {
+                // Truncated meanwhile: the size check still notices it.
+                file.tail.clear();
+            }
             Some(file)
         }
         // A file that exists at start with --from-start, or that appears later, is read from its beginning.
