@@ -33,7 +33,8 @@ pub struct AdaptArgs {
     /// A static field added to every object, as `key=value` (repeatable).
     #[arg(long = "field", value_name = "KEY=VALUE")]
     pub fields: Vec<String>,
-    /// Read the file from its start instead of from its end.
+    /// Read a file that exists at start from its beginning instead of its end (a file that appears later, or
+    /// replaces it at a rotation, is always read from its beginning).
     #[arg(long)]
     pub from_start: bool,
     /// Exit (status 0) once the end of the file is reached instead of following it, emitting a last line that has
