@@ -386,40 +386,17 @@ pub fn parent_dir(path: &str) -> &str {
     }
 }
 
-/// Format names the adapter runtime accepts.
-pub const ADAPTER_FORMATS: &[&str] = &[
-    "nginx",
-    "apache-combined",
-    "apache-common",
-    "syslog",
-    "logfmt",
-    "json",
-    "plain",
-    "regex:<pattern>",
-];
-
+/// The adapter runtime's own parser decides which formats exist, so admission and runtime never disagree.
 fn check_format(format: &str) -> Result<(), String> {
-    if let Some(pattern) = format.strip_prefix("regex:") {
+    use crate::adapt::{FormatError, FORMAT_NAMES};
+    match format.parse::<crate::adapt::Format>() {
+        Ok(_) => Ok(()),
+        Err(FormatError::Unknown(_)) => Err(format!("is not a known format; known formats: {}", FORMAT_NAMES.join(", "))),
         // The regex crate's message draws a caret under the pattern; its last line says what is wrong.
-        let re = regex::Regex::new(pattern).map_err(|e| {
-            let text = e.to_string();
-            format!(
-                "is not a valid regex: {}",
-                text.lines().last().unwrap_or_default().trim()
-            )
-        })?;
-        if re.capture_names().flatten().next().is_none() {
-            return Err("has no named groups such as (?P<status>\\d+)".into());
+        Err(FormatError::InvalidRegex(e)) => {
+            Err(format!("is not a valid regex: {}", e.to_string().lines().last().unwrap_or_default().trim()))
         }
-        return Ok(());
-    }
-    if ADAPTER_FORMATS.contains(&format) && !format.starts_with("regex:") {
-        Ok(())
-    } else {
-        Err(format!(
-            "is not a known format; known formats: {}",
-            ADAPTER_FORMATS.join(", ")
-        ))
+        Err(FormatError::NoNamedGroups) => Err("has no named groups such as (?P<status>\\d+)".into()),
     }
 }
 
