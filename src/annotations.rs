@@ -391,11 +391,15 @@ fn check_format(format: &str) -> Result<(), String> {
     use crate::adapt::{FormatError, FORMAT_NAMES};
     match format.parse::<crate::adapt::Format>() {
         Ok(_) => Ok(()),
-        Err(FormatError::Unknown(_)) => Err(format!("is not a known format; known formats: {}", FORMAT_NAMES.join(", "))),
+        Err(FormatError::Unknown(_)) => Err(format!(
+            "is not a known format; known formats: {}",
+            FORMAT_NAMES.join(", ")
+        )),
         // The regex crate's message draws a caret under the pattern; its last line says what is wrong.
-        Err(FormatError::InvalidRegex(e)) => {
-            Err(format!("is not a valid regex: {}", e.to_string().lines().last().unwrap_or_default().trim()))
-        }
+        Err(FormatError::InvalidRegex(e)) => Err(format!(
+            "is not a valid regex: {}",
+            e.to_string().lines().last().unwrap_or_default().trim()
+        )),
         Err(FormatError::NoNamedGroups) => Err("has no named groups such as (?P<status>\\d+)".into()),
     }
 }

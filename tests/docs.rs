@@ -5,7 +5,11 @@ use entourage::annotations::KEYS;
 #[test]
 fn readme_table_lists_every_annotation() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let missing: Vec<&str> = KEYS.iter().map(|k| k.key).filter(|k| !readme.contains(&format!("| `{k}` |"))).collect();
+    let missing: Vec<&str> = KEYS
+        .iter()
+        .map(|k| k.key)
+        .filter(|k| !readme.contains(&format!("| `{k}` |")))
+        .collect();
     assert!(missing.is_empty(), "README.md annotation table lacks {missing:?}");
 }
 
