@@ -37,8 +37,7 @@ impl Adapter {
         let reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let line = line.expect("stdout is UTF-8");
-                let object = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                let object = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                 sink.lock().unwrap().push(object);
             }
         });
@@ -148,12 +147,7 @@ fn follows_rename_copytruncate_and_recreate_emitting_every_line_once_in_order() 
     // copytruncate: lines are written only before the copy and after the truncate (logrotate's own race lies
     // between the two). The first lines after the truncate are fewer bytes than before it.
     fs::copy(&log, dir.path().join("app.log.2")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
     append(&log, 151..=155);
     assert_eq!(adapter.wait_for_count(155), numbered(1..=155));
     append(&log, 156..=200);
@@ -166,11 +160,7 @@ fn follows_rename_copytruncate_and_recreate_emitting_every_line_once_in_order() 
 
     let status = adapter.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    assert_eq!(
-        adapter.messages(),
-        numbered(1..=250),
-        "nothing more after SIGTERM"
-    );
+    assert_eq!(adapter.messages(), numbered(1..=250), "nothing more after SIGTERM");
     let objects = adapter.objects.lock().unwrap();
     assert!(objects
         .iter()
@@ -184,12 +174,7 @@ fn truncated_file_refilled_past_its_old_size_before_a_poll_is_read_from_its_star
     let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start"]);
     assert_eq!(adapter.wait_for_count(20), numbered(1..=20));
     // Truncate and at once write more bytes than the file had: its size never looks smaller to a poll.
-    OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
     append(&log, 21..=60);
     assert_eq!(adapter.wait_for_count(60), numbered(1..=60));
     assert!(adapter.terminate().success());
@@ -239,10 +224,7 @@ fn existing_file_is_followed_from_its_end_without_from_start() {
     let messages = adapter.wait_until(|m| m.last() == Some(&last_line));
     assert!(!messages.is_empty(), "nothing emitted");
     let first: usize = messages[0]["line ".len()..].parse().unwrap();
-    assert!(
-        first >= 4,
-        "lines written before start were emitted: {messages:?}"
-    );
+    assert!(first >= 4, "lines written before start were emitted: {messages:?}");
     assert_eq!(messages, numbered(first..=last));
     assert!(adapter.terminate().success());
 }
@@ -273,10 +255,7 @@ fn line_of_3_mib_is_split_into_pieces_of_at_most_1_mib_and_nothing_is_lost() {
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
     fs::write(&log, format!("before\n{long}\nafter\n")).unwrap();
-    let mut adapter = Adapter::start(
-        &log,
-        &["--format", "plain", "--from-start", "--exit-at-eof"],
-    );
+    let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start", "--exit-at-eof"]);
     let status = adapter.wait_for_exit();
     assert!(status.success(), "exit status at EOF: {status}");
     let messages = adapter.messages();
@@ -284,10 +263,7 @@ fn line_of_3_mib_is_split_into_pieces_of_at_most_1_mib_and_nothing_is_lost() {
     assert_eq!(messages.last().map(String::as_str), Some("after"));
     let pieces = &messages[1..messages.len() - 1];
     assert_eq!(pieces.len(), 4);
-    assert!(
-        pieces.iter().all(|p| p.len() <= 1024 * 1024),
-        "a piece is over 1 MiB"
-    );
+    assert!(pieces.iter().all(|p| p.len() <= 1024 * 1024), "a piece is over 1 MiB");
     assert_eq!(pieces.concat(), long);
 }
 
@@ -300,10 +276,7 @@ fn nginx_lines_become_typed_objects_and_garbage_is_kept_with_parse_error() {
          not an access log line\n",
     )
     .unwrap();
-    let mut adapter = Adapter::start(
-        &log,
-        &["--format", "nginx", "--from-start", "--exit-at-eof"],
-    );
+    let mut adapter = Adapter::start(&log, &["--format", "nginx", "--from-start", "--exit-at-eof"]);
     assert!(adapter.wait_for_exit().success());
     let objects = adapter.objects.lock().unwrap();
     assert_eq!(objects.len(), 2);
@@ -321,14 +294,10 @@ fn unknown_format_fails_with_a_json_error_on_stderr() {
         .expect("run entourage adapt");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let first: serde_json::Value =
-        serde_json::from_str(stderr.lines().next().unwrap_or_default()).unwrap();
+    let first: serde_json::Value = serde_json::from_str(stderr.lines().next().unwrap_or_default()).unwrap();
     assert_eq!(first["level"], "error");
     assert!(
-        first["msg"]
-            .as_str()
-            .unwrap()
-            .contains("unknown format \"xml\""),
+        first["msg"].as_str().unwrap().contains("unknown format \"xml\""),
         "{first}"
     );
 }

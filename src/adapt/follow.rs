@@ -49,11 +49,7 @@ pub(crate) struct FollowConfig {
 
 /// Follows `cfg.path`, writing one JSON object per line to `out`, until `stop` is set (then reads for at most
 /// [`STOP_GRACE`] more) or, with `exit_at_eof`, until the end of the file.
-pub(crate) fn follow<W: Write>(
-    cfg: FollowConfig,
-    stop: &AtomicBool,
-    out: W,
-) -> Result<(), AdaptError> {
+pub(crate) fn follow<W: Write>(cfg: FollowConfig, stop: &AtomicBool, out: W) -> Result<(), AdaptError> {
     let mut emitter = Emitter {
         format: cfg.format,
         ctx: cfg.ctx,
@@ -80,10 +76,7 @@ pub(crate) fn follow<W: Write>(
     let mut current = match follower.open() {
         Some(mut file) if !cfg.from_start => {
             // Like `tail -F -n0`: only what is written from now on.
-            file.pos = file
-                .file
-                .seek(SeekFrom::End(0))
-                .map_err(|e| follower.read_error(e))?;
+            file.pos = file.file.seek(SeekFrom::End(0)).map_err(|e| follower.read_error(e))?;
             let tail_at = file.pos.saturating_sub(TAIL_SIZE as u64);
             file.tail = vec![0; (file.pos - tail_at) as usize];
             if file.file.read_exact_at(&mut file.tail, tail_at).is_err() {
@@ -108,10 +101,7 @@ pub(crate) fn follow<W: Write>(
                         &[("file", &follower.name())],
                     );
                     follower.lines.flush_partial(follower.emitter)?;
-                    file.pos = file
-                        .file
-                        .seek(SeekFrom::Start(0))
-                        .map_err(|e| follower.read_error(e))?;
+                    file.pos = file.file.seek(SeekFrom::Start(0)).map_err(|e| follower.read_error(e))?;
                     file.tail.clear();
                 }
                 Rotation::Replaced => {
@@ -185,10 +175,7 @@ impl<W: Write> Follower<'_, W> {
         let opened = File::open(&self.path).and_then(|file| {
             let meta = file.metadata()?;
             if meta.is_dir() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "is a directory",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory"));
             }
             Ok(OpenFile {
                 dev: meta.dev(),
@@ -235,11 +222,8 @@ impl<W: Write> Follower<'_, W> {
             let read = &self.lines.buf[self.lines.end - n..self.lines.end];
             let keep = TAIL_SIZE.saturating_sub(n).min(file.tail.len());
             file.tail.drain(..file.tail.len() - keep);
-            file.tail
-                .extend_from_slice(&read[n.saturating_sub(TAIL_SIZE)..]);
-            self.emitter
-                .ctx
-                .set_read_time(time::OffsetDateTime::now_utc());
+            file.tail.extend_from_slice(&read[n.saturating_sub(TAIL_SIZE)..]);
+            self.emitter.ctx.set_read_time(time::OffsetDateTime::now_utc());
             self.lines.split(self.emitter).map_err(AdaptError::Write)?;
         }
     }
@@ -247,9 +231,7 @@ impl<W: Write> Follower<'_, W> {
     /// Compares the path and the open file with what was read so far.
     fn rotation(&mut self, file: &OpenFile) -> Rotation {
         match std::fs::metadata(&self.path) {
-            Ok(meta) if (meta.dev(), meta.ino()) != (file.dev, file.ino) => {
-                return Rotation::Replaced
-            }
+            Ok(meta) if (meta.dev(), meta.ino()) != (file.dev, file.ino) => return Rotation::Replaced,
             // Missing: renamed away or deleted, and not re-created yet; keep reading the old inode meanwhile.
             _ => {}
         }
@@ -257,10 +239,7 @@ impl<W: Write> Follower<'_, W> {
             Ok(meta) if meta.len() < file.pos => Rotation::Truncated,
             Ok(_) if !file.tail.is_empty() => {
                 let mut now = vec![0; file.tail.len()];
-                match file
-                    .file
-                    .read_exact_at(&mut now, file.pos - file.tail.len() as u64)
-                {
+                match file.file.read_exact_at(&mut now, file.pos - file.tail.len() as u64) {
                     Ok(()) if now != file.tail => Rotation::Truncated,
                     _ => Rotation::None,
                 }
@@ -324,12 +303,7 @@ impl Lines {
 
 /// Emits `data[start..end]` in pieces of [`MAX_LINE`] bytes while more than that is left; returns where the rest
 /// starts.
-fn emit_pieces<W: Write>(
-    emitter: &mut Emitter<W>,
-    data: &[u8],
-    mut start: usize,
-    end: usize,
-) -> io::Result<usize> {
+fn emit_pieces<W: Write>(emitter: &mut Emitter<W>, data: &[u8], mut start: usize, end: usize) -> io::Result<usize> {
     while end - start > MAX_LINE {
         let cut = utf8_cut(&data[start..end], MAX_LINE);
         emitter.line(&data[start..start + cut])?;
@@ -482,10 +456,7 @@ mod tests {
         data.extend_from_slice(b"\nz\n");
         feed(&mut l, &mut e, &data);
         let got = messages(&mut e);
-        assert_eq!(
-            got.iter().map(String::len).collect::<Vec<_>>(),
-            [MAX_LINE, 10, 1]
-        );
+        assert_eq!(got.iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE, 10, 1]);
     }
 
     #[test]

@@ -139,9 +139,7 @@ fn parse_fields(fields: &[String], format: &Format) -> Result<Vec<(String, Strin
             return Err(refuse("the key is empty".into()));
         }
         if output::RESERVED_KEYS.contains(&key) || format_keys.contains(&key) {
-            return Err(refuse(format!(
-                "the {format} format writes the key {key:?} itself"
-            )));
+            return Err(refuse(format!("the {format} format writes the key {key:?} itself")));
         }
         if parsed.iter().any(|(k, _)| k == key) {
             return Err(refuse(format!("the key {key:?} is given twice")));
@@ -188,11 +186,7 @@ mod tests {
         assert!(fields(&["novalue"], "plain")
             .unwrap_err()
             .contains("expected key=value"));
-        assert!(fields(&["=v"], "plain")
-            .unwrap_err()
-            .contains("the key is empty"));
-        assert!(fields(&["a=1", "a=2"], "plain")
-            .unwrap_err()
-            .contains("given twice"));
+        assert!(fields(&["=v"], "plain").unwrap_err().contains("the key is empty"));
+        assert!(fields(&["a=1", "a=2"], "plain").unwrap_err().contains("given twice"));
     }
 }

@@ -2,8 +2,8 @@
 //! log lines on stderr.
 //!
 //! Objects are written straight into one buffer that the follower hands to stdout in large blocks; nothing is built
-//! as a `serde_json::Value` on the hot path. Strings go through serde_json's serializer, so escaping is exactly
-//! JSON's.
+//! as a `serde_json::Value` on the hot path. Strings that need escaping go through serde_json's serializer, so
+//! escaping is exactly JSON's.
 
 use serde::Serializer as _;
 use std::io::Write as _;
@@ -34,8 +34,7 @@ impl LineContext {
     /// The read time starts as the Unix epoch; set it with [`LineContext::set_read_time`].
     pub fn new(file: &str, fields: &[(String, String)]) -> Self {
         let mut extras = Vec::with_capacity(fields.len() + 1);
-        for (key, value) in std::iter::once(("file", file))
-            .chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        for (key, value) in std::iter::once(("file", file)).chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         {
             let mut rendered = vec![b','];
             push_str(&mut rendered, key);
@@ -46,10 +45,7 @@ impl LineContext {
                 rendered,
             });
         }
-        let mut suffix: Vec<u8> = extras
-            .iter()
-            .flat_map(|e| e.rendered.iter().copied())
-            .collect();
+        let mut suffix: Vec<u8> = extras.iter().flat_map(|e| e.rendered.iter().copied()).collect();
         suffix.extend_from_slice(b"}\n");
         let mut ctx = LineContext {
             read_time: String::new(),
@@ -97,11 +93,7 @@ impl LineContext {
 
 /// Appends the extras whose key the line does not have, then `}` and the newline, to an object that already has at
 /// least one field.
-pub(crate) fn finish_extras_unless(
-    out: &mut Vec<u8>,
-    ctx: &LineContext,
-    line_has: impl Fn(&str) -> bool,
-) {
+pub(crate) fn finish_extras_unless(out: &mut Vec<u8>, ctx: &LineContext, line_has: impl Fn(&str) -> bool) {
     for extra in &ctx.extras {
         if !line_has(&extra.key) {
             out.extend_from_slice(&extra.rendered);
@@ -148,10 +140,7 @@ fn needs_escape(b: &[u8]) -> bool {
             return true;
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    chunks.remainder().iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// Appends a JSON object, field by field, into the output buffer; on a parse failure the caller rolls it back.
@@ -267,20 +256,24 @@ mod tests {
                 }
             }
         }
-        assert!(!needs_escape(
-            "plain ASCII and UTF-8: é ü 日本 \u{7f} ~".as_bytes()
-        ));
+        assert!(!needs_escape("plain ASCII and UTF-8: é ü 日本 \u{7f} ~".as_bytes()));
         let mut out = Vec::new();
         push_str(&mut out, "Mozilla/5.0 (X11; Linux x86_64)");
         assert_eq!(out, b"\"Mozilla/5.0 (X11; Linux x86_64)\"");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn escape_check_agrees_with_a_byte_by_byte_check(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let naive = b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+            proptest::prop_assert_eq!(needs_escape(&b), naive);
+        }
+    }
+
     #[test]
     fn read_time_is_rfc3339_utc_with_milliseconds() {
         let mut ctx = LineContext::new("/var/log/app.log", &[]);
-        ctx.set_read_time(
-            OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap(),
-        );
+        ctx.set_read_time(OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap());
         assert_eq!(ctx.read_time(), "2023-11-14T22:13:20.123Z");
         assert_eq!(ctx.read_year_month(), (2023, 11));
     }
@@ -323,9 +316,6 @@ mod tests {
         assert!(!obj.uint("c", "12x"));
         assert!(!obj.uint("d", ""));
         obj.finish(&LineContext::new("f", &[]));
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "{\"a\":7,\"b\":0,\"file\":\"f\"}\n"
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"a\":7,\"b\":0,\"file\":\"f\"}\n");
     }
 }

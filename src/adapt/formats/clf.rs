@@ -99,9 +99,7 @@ fn split_request(request: &str) -> Option<(&str, &str, Option<&str>)> {
     let (method, rest) = request.split_once(' ')?;
     if method.is_empty()
         || method.len() > 32
-        || !method
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+        || !method.bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
     {
         return None;
     }
@@ -184,11 +182,7 @@ impl<'a> Cursor<'a> {
         let inner = &self.s[start..j];
         self.i = j + 1;
         self.skip_spaces();
-        Some(if escaped {
-            unescape(inner)
-        } else {
-            Cow::Borrowed(inner)
-        })
+        Some(if escaped { unescape(inner) } else { Cow::Borrowed(inner) })
     }
 
     fn rest(&self) -> &'a str {
@@ -210,9 +204,7 @@ fn unescape(s: &str) -> Cow<'_, str> {
                     continue;
                 }
                 b'x' => {
-                    if let (Some(h), Some(l)) =
-                        (b.get(i + 2).and_then(hex), b.get(i + 3).and_then(hex))
-                    {
+                    if let (Some(h), Some(l)) = (b.get(i + 2).and_then(hex), b.get(i + 3).and_then(hex)) {
                         out.push(h << 4 | l);
                         i += 4;
                         continue;
@@ -231,9 +223,7 @@ fn unescape(s: &str) -> Cow<'_, str> {
 }
 
 fn hex(c: &u8) -> Option<u8> {
-    char::from(*c)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    char::from(*c).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 /// `10/Oct/2000:13:55:36 -0700` as RFC 3339 `2000-10-10T13:55:36-07:00` (the log's own offset is kept).
@@ -256,15 +246,9 @@ pub(super) fn rfc3339_from_clf(s: &str) -> Option<[u8; 25]> {
     };
     let two = |at: usize, max: u8| -> Option<[u8; 2]> {
         let (h, l) = (b[at], b[at + 1]);
-        (h.is_ascii_digit() && l.is_ascii_digit() && (h - b'0') * 10 + (l - b'0') <= max)
-            .then_some([h, l])
+        (h.is_ascii_digit() && l.is_ascii_digit() && (h - b'0') * 10 + (l - b'0') <= max).then_some([h, l])
     };
-    let separators = b[2] == b'/'
-        && b[6] == b'/'
-        && b[11] == b':'
-        && b[14] == b':'
-        && b[17] == b':'
-        && b[20] == b' ';
+    let separators = b[2] == b'/' && b[6] == b'/' && b[11] == b':' && b[14] == b':' && b[17] == b':' && b[20] == b' ';
     if !separators || !b[7..11].iter().all(u8::is_ascii_digit) || !matches!(b[21], b'+' | b'-') {
         return None;
     }
@@ -324,23 +308,18 @@ mod tests {
     #[test]
     fn nginx_line_with_escaped_quote_in_user_agent_keeps_the_quote() {
         let line = r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET / HTTP/1.1" 200 1 "-" "curl \"x\" \x22y\x22 caf\xC3\xA9""#;
-        assert_eq!(
-            render(&Format::Nginx, line)["user_agent"],
-            "curl \"x\" \"y\" café"
-        );
+        assert_eq!(render(&Format::Nginx, line)["user_agent"], "curl \"x\" \"y\" café");
     }
 
     #[test]
     fn apache_line_with_escaped_quote_and_backslash_in_path_unescapes_both() {
-        let line =
-            r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /a\"b\\c HTTP/1.1" 200 1 "-" "ua""#;
+        let line = r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /a\"b\\c HTTP/1.1" 200 1 "-" "ua""#;
         assert_eq!(render(&Format::ApacheCombined, line)["path"], "/a\"b\\c");
     }
 
     #[test]
     fn unescaped_quote_not_followed_by_a_space_does_not_end_the_field() {
-        let line =
-            r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /q?s="x"y HTTP/1.1" 200 1 "-" "ua""#;
+        let line = r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /q?s="x"y HTTP/1.1" 200 1 "-" "ua""#;
         let v = render(&Format::Nginx, line);
         assert_eq!(v["path"], "/q?s=\"x\"y");
         assert_eq!(v["user_agent"], "ua");
@@ -385,16 +364,14 @@ mod tests {
             &Format::Nginx,
             r#"10.0.0.1 - - [01/May/2024:13:55:36 +0000] "GET /x" 200 1 "-" "-""#,
         );
-        assert_eq!(
-            (v["method"].as_str(), v["path"].as_str()),
-            (Some("GET"), Some("/x"))
-        );
+        assert_eq!((v["method"].as_str(), v["path"].as_str()), (Some("GET"), Some("/x")));
         assert!(v.get("protocol").is_none());
     }
 
     #[test]
     fn apache_common_line_has_no_referer_or_user_agent() {
-        let line = r#"127.0.0.1 user-identifier frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326"#;
+        let line =
+            r#"127.0.0.1 user-identifier frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326"#;
         assert_eq!(
             render(&Format::ApacheCommon, line),
             json!({"time": "2000-10-10T13:55:36-07:00", "remote_addr": "127.0.0.1", "ident": "user-identifier",
@@ -406,10 +383,7 @@ mod tests {
     #[test]
     fn trailing_nginx_fields_are_kept_as_extra() {
         let line = format!("{NGINX} \"198.51.100.2\" 0.012");
-        assert_eq!(
-            render(&Format::Nginx, &line)["extra"],
-            "\"198.51.100.2\" 0.012"
-        );
+        assert_eq!(render(&Format::Nginx, &line)["extra"], "\"198.51.100.2\" 0.012");
     }
 
     #[test]

@@ -147,10 +147,7 @@ mod tests {
 
     #[test]
     fn logfmt_line_keeps_its_own_time_file_and_fields() {
-        let v = render(
-            &Format::Logfmt,
-            "time=2024-05-01T10:00:00Z file=main.go app=api",
-        );
+        let v = render(&Format::Logfmt, "time=2024-05-01T10:00:00Z file=main.go app=api");
         assert_eq!(
             v,
             json!({"time": "2024-05-01T10:00:00Z", "file": "main.go", "app": "api"}),
@@ -171,12 +168,7 @@ mod tests {
 
     #[test]
     fn logfmt_unterminated_quote_or_sentence_is_a_parse_error() {
-        for line in [
-            r#"msg="never closed"#,
-            "just a sentence",
-            "=value",
-            r#"a"b=c"#,
-        ] {
+        for line in [r#"msg="never closed"#, "just a sentence", "=value", r#"a"b=c"#] {
             let v = render(&Format::Logfmt, line);
             assert_eq!(v["parse_error"], true, "{line}");
             assert_eq!(v["message"], line);

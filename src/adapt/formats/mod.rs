@@ -107,16 +107,10 @@ impl Format {
     /// whose keys come from the line itself (`json`, `logfmt`: there the line's own key wins over an extra field).
     pub fn keys(&self) -> Option<Vec<&str>> {
         match self {
-            Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => {
-                Some(clf::KEYS.to_vec())
-            }
+            Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => Some(clf::KEYS.to_vec()),
             Format::Syslog => Some(syslog::KEYS.to_vec()),
             Format::Plain => Some(vec!["time", "message"]),
-            Format::Regex(re) => Some(
-                std::iter::once("time")
-                    .chain(re.capture_names().flatten())
-                    .collect(),
-            ),
+            Format::Regex(re) => Some(std::iter::once("time").chain(re.capture_names().flatten()).collect()),
             Format::Logfmt | Format::Json => None,
         }
     }
@@ -137,9 +131,7 @@ pub fn render_line(format: &Format, line: &[u8], ctx: &LineContext, out: &mut Ve
         return render_message(&text, false, ctx, out);
     }
     let parsed = match format {
-        Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => {
-            clf::render(&text, ctx, out)
-        }
+        Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => clf::render(&text, ctx, out),
         Format::Syslog => syslog::render(&text, ctx, out),
         Format::Logfmt => logfmt::render(&text, ctx, out),
         Format::Json => render_json(&text, ctx, out),
@@ -198,10 +190,7 @@ impl<'de> serde::Deserialize<'de> for TopLevelKeys {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<TopLevelKeys, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TopLevelKeys, A::Error> {
                 let mut keys = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     map.next_value::<serde::de::IgnoredAny>()?;
@@ -265,8 +254,7 @@ pub(crate) mod test_support {
             "exactly one line: {}",
             String::from_utf8_lossy(&out)
         );
-        serde_json::from_slice(&out)
-            .unwrap_or_else(|e| panic!("invalid JSON {e}: {}", String::from_utf8_lossy(&out)))
+        serde_json::from_slice(&out).unwrap_or_else(|e| panic!("invalid JSON {e}: {}", String::from_utf8_lossy(&out)))
     }
 
     pub(crate) const READ_TIME: &str = "2024-05-01T12:00:00.000Z";
@@ -282,11 +270,7 @@ mod tests {
     fn all_formats() -> Vec<Format> {
         FORMAT_NAMES
             .iter()
-            .map(|n| {
-                n.replace("<pattern>", r"^(?P<a>\S+) (?P<b>.*)$")
-                    .parse()
-                    .unwrap()
-            })
+            .map(|n| n.replace("<pattern>", r"^(?P<a>\S+) (?P<b>.*)$").parse().unwrap())
             .collect()
     }
 
@@ -404,10 +388,7 @@ mod tests {
 
     #[test]
     fn json_line_keeps_its_own_time_and_file() {
-        let v = render(
-            &Format::Json,
-            r#"{"time":"2020-01-01T00:00:00Z","file":"main.go"}"#,
-        );
+        let v = render(&Format::Json, r#"{"time":"2020-01-01T00:00:00Z","file":"main.go"}"#);
         assert_eq!(v["time"], "2020-01-01T00:00:00Z");
         assert_eq!(v["file"], "main.go");
         assert_eq!(v["app"], "shop");
@@ -415,14 +396,7 @@ mod tests {
 
     #[test]
     fn json_that_is_not_an_object_is_a_parse_error() {
-        for line in [
-            "[1,2]",
-            "{\"a\":",
-            "hello",
-            "42",
-            "{\"a\":1} {\"b\":2}",
-            "{\"a\":1}x",
-        ] {
+        for line in ["[1,2]", "{\"a\":", "hello", "42", "{\"a\":1} {\"b\":2}", "{\"a\":1}x"] {
             let v = render(&Format::Json, line);
             assert_eq!(v["parse_error"], true, "{line}");
             assert_eq!(v["message"], line);

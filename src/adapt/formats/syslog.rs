@@ -49,9 +49,7 @@ const FACILITIES: [&str; 24] = [
     "local6",
     "local7",
 ];
-const SEVERITIES: [&str; 8] = [
-    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
-];
+const SEVERITIES: [&str; 8] = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
 
 /// Writes the object for one line; false (with nothing written) if the line is not syslog.
 pub(super) fn render(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
@@ -238,8 +236,7 @@ fn write_structured_data(out: &mut Vec<u8>, sd: &Sd<'_>) {
 /// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`
 fn is_rfc3339(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let shape = b.len() >= 20
         && digits(0..4)
         && b[4] == b'-'
@@ -265,9 +262,7 @@ fn is_rfc3339(s: &str) -> bool {
     }
     match &b[i..] {
         [b'Z' | b'z'] => true,
-        [b'+' | b'-', ..] => {
-            b.len() == i + 6 && digits(i + 1..i + 3) && b[i + 3] == b':' && digits(i + 4..i + 6)
-        }
+        [b'+' | b'-', ..] => b.len() == i + 6 && digits(i + 1..i + 3) && b[i + 3] == b':' && digits(i + 4..i + 6),
         _ => false,
     }
 }
@@ -329,9 +324,9 @@ fn s_split_word(s: &str) -> (&str, &str) {
 fn looks_like_tag(word: &str) -> bool {
     word.len() > 1
         && word.ends_with(':')
-        && word[..word.len() - 1].bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'[' | b']' | b'@')
-        })
+        && word[..word.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'[' | b']' | b'@'))
 }
 
 /// `Mmm dd hh:mm:ss ` (day space-padded) as RFC 3339 UTC with the inferred year, and the text after it.
@@ -420,10 +415,7 @@ mod tests {
     fn rfc5424_param_value_escapes_are_undone_and_repeated_names_become_arrays() {
         let line = r#"<14>1 2024-05-01T12:00:00+02:00 h a 42 - [x@1 q="say \"hi\" \] \\" q="2"]"#;
         let v = render(&Format::Syslog, line);
-        assert_eq!(
-            v["structured_data"],
-            json!({"x@1": {"q": ["say \"hi\" ] \\", "2"]}})
-        );
+        assert_eq!(v["structured_data"], json!({"x@1": {"q": ["say \"hi\" ] \\", "2"]}}));
         assert_eq!(v["procid"], "42");
         assert_eq!(v["time"], "2024-05-01T12:00:00+02:00");
         assert!(v.get("message").is_none());
@@ -431,8 +423,7 @@ mod tests {
 
     #[test]
     fn rfc3164_line_gets_year_from_read_time_and_tag_split_into_app_and_pid() {
-        let line =
-            "<34>Oct 11 22:14:15 mymachine su[123]: 'su root' failed for lonvick on /dev/pts/8";
+        let line = "<34>Oct 11 22:14:15 mymachine su[123]: 'su root' failed for lonvick on /dev/pts/8";
         assert_eq!(
             render(&Format::Syslog, line),
             json!({"time": "2023-10-11T22:14:15Z", "priority": 34, "facility": "auth", "severity": "crit",
@@ -443,10 +434,7 @@ mod tests {
 
     #[test]
     fn rfc3164_file_line_without_priority_and_with_padded_day() {
-        let v = render(
-            &Format::Syslog,
-            "May  1 11:59:58 web-1 CRON: (root) CMD (run-parts)",
-        );
+        let v = render(&Format::Syslog, "May  1 11:59:58 web-1 CRON: (root) CMD (run-parts)");
         assert_eq!(v["time"], "2024-05-01T11:59:58Z");
         assert_eq!(v["hostname"], "web-1");
         assert_eq!(v["app_name"], "CRON");
