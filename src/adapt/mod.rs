@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 /// Command-line arguments of `entourage adapt`.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,7 +93,6 @@ pub async fn run(args: AdaptArgs) -> Result<(), AdaptError> {
 
 async fn run_inner(args: AdaptArgs) -> Result<(), AdaptError> {
     let config = follow_config(&args)?;
-    use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(AdaptError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AdaptError::Signal)?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -2,8 +2,8 @@
 //! log lines on stderr.
 //!
 //! Objects are written straight into one buffer that the follower hands to stdout in large blocks; nothing is built
-//! as a `serde_json::Value` on the hot path. Strings go through serde_json's serializer, so escaping is exactly
-//! JSON's.
+//! as a `serde_json::Value` on the hot path. Strings that need escaping go through serde_json's serializer, so
+//! escaping is exactly JSON's.
 
 use serde::Serializer as _;
 use std::io::Write as _;
@@ -260,6 +260,14 @@ mod tests {
         let mut out = Vec::new();
         push_str(&mut out, "Mozilla/5.0 (X11; Linux x86_64)");
         assert_eq!(out, b"\"Mozilla/5.0 (X11; Linux x86_64)\"");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escape_check_agrees_with_a_byte_by_byte_check(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let naive = b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+            proptest::prop_assert_eq!(needs_escape(&b), naive);
+        }
     }
 
     #[test]

@@ -264,7 +264,38 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    fn all_formats() -> Vec<Format> {
+        FORMAT_NAMES
+            .iter()
+            .map(|n| n.replace("<pattern>", r"^(?P<a>\S+) (?P<b>.*)$").parse().unwrap())
+            .collect()
+    }
+
+    proptest! {
+        // `render` checks that the output is exactly one line holding one JSON object.
+        #[test]
+        fn any_bytes_render_to_exactly_one_json_object_in_every_format(
+            line in proptest::collection::vec(any::<u8>(), 0..200)
+        ) {
+            for format in all_formats() {
+                let v = render_bytes(&format, &line);
+                prop_assert!(v.is_object());
+            }
+        }
+
+        #[test]
+        fn delimiter_soup_renders_to_exactly_one_json_object_in_every_format(
+            line in r#"[\[\]"\\ =<>{}:,/.x0-9a-zA-Z-]{0,120}"#
+        ) {
+            for format in all_formats() {
+                let v = render(&format, &line);
+                prop_assert!(v.get("time").is_some() && v.get("file").is_some(), "{format}: {v}");
+            }
+        }
+    }
 
     #[test]
     fn every_listed_name_parses_and_displays_back() {
