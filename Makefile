@@ -49,5 +49,9 @@ curl:
 	  echo "$$answer" | python3 -c 'import json,sys; a=json.load(sys.stdin); r=a["response"]; p=r.pop("patch",None); print(json.dumps(a,indent=2)); import base64; p and print("--- decoded patch:\n"+json.dumps(json.loads(base64.b64decode(p)),indent=2))'; \
 	done
 
+## bench-adapter: adapter throughput vs cat and jq (ADAPT_BENCH_MB=200; ADAPT_BENCH_BIG=1 adds the 1 GiB flat-memory check)
+bench-adapter:
+	scripts/bench-adapter.sh
+
 clean:
 	$(CARGO) clean

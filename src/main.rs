@@ -124,7 +124,12 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Adapt(args) => Ok(entourage::adapt::run(args).await?),
+        // The adapter writes its own errors to stderr as JSON (its stdout is a log stream): exit without a
+        // second, plain-text copy.
+        Command::Adapt(args) => match entourage::adapt::run(args).await {
+            Ok(()) => Ok(()),
+            Err(_) => std::process::exit(1),
+        },
         Command::Ambassador(args) => Ok(entourage::proxy::run(args).await?),
     }
 }
