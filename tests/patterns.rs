@@ -1,0 +1,127 @@
+//! The classic patterns from the seed notes, checked as a user would read the result.
+
+mod support;
+
+use entourage::{admission, config::Config, mutate};
+use serde_json::{json, Value};
+
+fn patched(fixture: &str, config: &Config) -> (Value, mutate::Outcome) {
+    let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+    let body = std::fs::read(path).unwrap();
+    let review = admission::decode(&body).unwrap();
+    let outcome = mutate::mutate(&review.request, config);
+    let object = review.request.object.unwrap();
+    let patch = serde_json::to_value(&outcome.patch).unwrap();
+    (support::apply(&object, &patch).unwrap(), outcome)
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect()
+}
+
+#[test]
+fn nginx_sample_becomes_the_seed_two_sidecar_pod() {
+    let (pod, _) = patched("pod-sidecar-nginx.json", &Config::default());
+    let containers = &pod["spec"]["containers"];
+    assert_eq!(names(containers), ["nginx", "sidecar-access", "sidecar-error"]);
+    let volume = pod["spec"]["volumes"][0].clone();
+    assert_eq!(volume["emptyDir"]["sizeLimit"], "256Mi");
+    let shared = volume["name"].clone();
+    assert_eq!(
+        containers[0]["volumeMounts"],
+        json!([{"name": shared, "mountPath": "/var/log/nginx"}])
+    );
+    for (i, file) in [(1, "/var/log/nginx/access.log"), (2, "/var/log/nginx/error.log")] {
+        let sidecar = &containers[i];
+        assert_eq!(sidecar["image"], "busybox:1.36");
+        assert_eq!(
+            sidecar["command"],
+            json!(["tail", "-n+1", "-F", file]),
+            "exec form, no shell"
+        );
+        assert_eq!(
+            sidecar["volumeMounts"],
+            json!([{"name": shared, "mountPath": "/var/log/nginx", "readOnly": true}])
+        );
+        let sc = &sidecar["securityContext"];
+        assert_eq!(
+            (sc["runAsNonRoot"].clone(), sc["runAsUser"].clone()),
+            (json!(true), json!(65534))
+        );
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    }
+}
+
+#[test]
+fn job_owned_variant_gets_native_sidecars_first_in_init_containers() {
+    let (pod, outcome) = patched("pod-sidecar-job.json", &Config::default());
+    assert!(outcome.warnings.is_empty());
+    let init = &pod["spec"]["initContainers"];
+    assert_eq!(names(init), ["sidecar-run"]);
+    assert_eq!(init[0]["restartPolicy"], "Always");
+    assert_eq!(
+        names(&pod["spec"]["containers"]),
+        ["report"],
+        "the app runs alone in containers, so the Job completes"
+    );
+}
+
+#[test]
+fn adapter_sample_runs_entourage_adapt_on_the_shared_file() {
+    let (pod, _) = patched("pod-adapter-nginx.json", &Config::default());
+    let adapter = &pod["spec"]["containers"][1];
+    assert_eq!(adapter["name"], "adapter-access");
+    assert_eq!(adapter["image"], Config::default().images.entourage);
+    assert_eq!(
+        adapter["args"],
+        json!([
+            "adapt",
+            "--file",
+            "/var/log/app/access.log",
+            "--format",
+            "nginx",
+            "--field",
+            "app=web",
+            "--field",
+            "team=shop"
+        ])
+    );
+}
+
+#[test]
+fn ambassador_sample_points_the_app_at_localhost_and_mounts_the_secret_only_in_the_ambassador() {
+    let (pod, _) = patched("pod-ambassador.json", &Config::default());
+    let app = &pod["spec"]["containers"][0];
+    assert_eq!(
+        app["env"],
+        json!([{"name": "AMBASSADOR_URL", "value": "http://127.0.0.1:9000"}])
+    );
+    assert!(app.get("volumeMounts").is_none(), "the app never sees the auth Secret");
+    let ambassador = &pod["spec"]["containers"][1];
+    assert_eq!(ambassador["name"], "ambassador");
+    let args: Vec<&str> = ambassador["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        args[..5],
+        [
+            "ambassador",
+            "--listen",
+            "127.0.0.1:9000",
+            "--upstream",
+            "http://orders.shop.svc.cluster.local:8080"
+        ]
+    );
+    assert!(args
+        .windows(2)
+        .any(|w| w == ["--auth-file", "/var/run/secrets/entourage/orders-token/token"]));
+    assert_eq!(ambassador["volumeMounts"][0]["readOnly"], true);
+    assert_eq!(ambassador["readinessProbe"]["httpGet"]["path"], "/healthz");
+}
