@@ -2,7 +2,9 @@
 //! `kubectl.kubernetes.io/last-applied-configuration`.
 //!
 //! The apiserver has already filled API defaults in, so `backoffLimit: 6` may be the author's or the API's.
-//! Only these annotations tell them apart; `managedFields` list defaulted fields under the author's manager too.
+//! These annotations tell them apart, and so do the `managedFields` entries of server-side apply (operation
+//! `Apply`), whose field set is exactly the applied configuration. Entries of operation `Update` (`kubectl
+//! create`, client-side apply, controllers) list defaulted fields too, so they prove nothing.
 
 use std::collections::BTreeSet;
 
@@ -41,14 +43,17 @@ pub struct Evidence {
     pub switch: Switch,
     keep: BTreeSet<String>,
     last_applied: LastApplied,
+    /// `fieldsV1` of the server-side apply entries in `managedFields`.
+    applied_fields: Vec<Value>,
     /// Warnings about the annotations themselves.
     pub warnings: Vec<String>,
 }
 
 impl Evidence {
-    /// Reads the annotations of a Job or CronJob; `fields` are the names `keep` may list for that kind.
-    pub fn read(annotations: &Map<String, Value>, kind: &str, fields: &[&str]) -> Evidence {
-        let mut warnings = Vec::new();
+    /// Reads the metadata of a Job or CronJob (`annotations` is its annotation map, possibly empty); `fields`
+    /// are the names `keep` may list for that kind.
+    pub fn read(metadata: Option<&Value>, annotations: &Map<String, Value>, kind: &str, fields: &[&str]) -> Evidence {
+        let mut warnings = crate::annotations::unknown_key_warnings(annotations);
         let text = |k: &str| annotations.get(k).and_then(Value::as_str);
         let switch = match text(DEFAULTS).map(str::trim) {
             None | Some("on") => Switch::On,
@@ -82,19 +87,28 @@ impl Evidence {
         let last_applied = match text(LAST_APPLIED) {
             None => LastApplied::Absent,
             Some(json) => match serde_json::from_str::<Value>(json) {
-                Ok(v @ Value::Object(_)) => LastApplied::Parsed(v),
+                Ok(v @ Value::Object(_)) if v.get("spec").is_none_or(Value::is_object) => LastApplied::Parsed(v),
                 _ => {
                     warnings.push(format!(
-                        "entourage: {LAST_APPLIED} is not a JSON object; only absent fields were defaulted"
+                        "entourage: {LAST_APPLIED} is not the JSON of an object; only absent fields were defaulted"
                     ));
                     LastApplied::Garbled
                 }
             },
         };
+        let applied_fields = metadata
+            .and_then(|m| m.get("managedFields"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.get("operation").and_then(Value::as_str) == Some("Apply"))
+            .filter_map(|e| e.get("fieldsV1").filter(|f| f.is_object()).cloned())
+            .collect();
         Evidence {
             switch,
             keep,
             last_applied,
+            applied_fields,
             warnings,
         }
     }
@@ -105,17 +119,36 @@ impl Evidence {
     }
 
     /// Whether the author may have written the field at `path` (object keys from the root): it is in the
-    /// last-applied configuration, or that annotation is garbled and so cannot rule it out.
+    /// last-applied configuration or in a server-side apply field set, or the last-applied configuration is
+    /// garbled and so cannot rule it out.
     pub fn maybe_written(&self, path: &[&str]) -> bool {
-        match &self.last_applied {
+        let in_last_applied = match &self.last_applied {
             LastApplied::Absent => false,
             LastApplied::Garbled => true,
-            LastApplied::Parsed(v) => path
+            LastApplied::Parsed(v) => contains(v, path, |k| k.to_string()),
+        };
+        in_last_applied
+            || self
+                .applied_fields
                 .iter()
-                .try_fold(v, |node, k| node.as_object()?.get(*k))
-                .is_some_and(|v| !v.is_null()),
+                .any(|f| contains(f, path, |k| format!("f:{k}")))
+    }
+}
+
+/// Whether `path` leads to a present, non-null value; a node of the wrong shape on the way cannot rule the
+/// field out, so it counts as present.
+fn contains(root: &Value, path: &[&str], token: impl Fn(&str) -> String) -> bool {
+    let mut node = root;
+    for k in path {
+        match node {
+            Value::Object(map) => match map.get(&token(k)) {
+                Some(child) => node = child,
+                None => return false,
+            },
+            _ => return true,
         }
     }
+    !node.is_null()
 }
 
 #[cfg(test)]
@@ -125,6 +158,7 @@ mod tests {
 
     fn read(a: Value) -> Evidence {
         Evidence::read(
+            None,
             a.as_object().unwrap(),
             "Job",
             &["backoffLimit", "activeDeadlineSeconds"],
@@ -157,7 +191,31 @@ mod tests {
         assert!(garbled.maybe_written(&["spec", "backoffLimit"]));
         assert_eq!(garbled.warnings.len(), 1);
         let wrong_shape = read(json!({LAST_APPLIED: r#"{"spec": "backoffLimit"}"#}));
-        assert!(!wrong_shape.maybe_written(&["spec", "backoffLimit"]));
+        assert!(wrong_shape.maybe_written(&["spec", "backoffLimit"]));
+        assert_eq!(wrong_shape.warnings.len(), 1, "a spec that is not an object is garbled");
         assert!(!read(json!({})).maybe_written(&["spec", "backoffLimit"]));
+    }
+
+    #[test]
+    fn server_side_apply_field_sets_prove_written_fields_and_updates_do_not() {
+        let meta = json!({"managedFields": [
+            {"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:spec": {"f:backoffLimit": {}}}},
+            {"manager": "kubectl-create", "operation": "Update", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:spec": {"f:activeDeadlineSeconds": {}}}},
+        ]});
+        let e = Evidence::read(Some(&meta), &Map::new(), "Job", &[]);
+        assert!(e.maybe_written(&["spec", "backoffLimit"]));
+        assert!(!e.maybe_written(&["spec", "activeDeadlineSeconds"]));
+    }
+
+    #[test]
+    fn unknown_entourage_keys_warn() {
+        let e = read(json!({"entourage.dev/default": "off"}));
+        assert!(
+            e.warnings[0].contains("did you mean entourage.dev/defaults"),
+            "{:?}",
+            e.warnings
+        );
     }
 }

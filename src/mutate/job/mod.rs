@@ -170,7 +170,7 @@ impl<'d> Run<'d> {
                 ))
             }
         };
-        let evidence = Evidence::read(annotations, kind, fields);
+        let evidence = Evidence::read(object.get("metadata"), annotations, kind, fields);
         match evidence.switch {
             Switch::On => {}
             Switch::Off | Switch::Unclear => {

@@ -104,7 +104,7 @@ fn garbled_last_applied_defaults_only_absent_fields() {
     let patched = apply(&j, &out);
     assert_eq!(patched["spec"]["backoffLimit"], 6, "6 may be the author's");
     assert_eq!(patched["spec"]["activeDeadlineSeconds"], 3600);
-    assert!(out.warnings.iter().any(|w| w.contains("not a JSON object")));
+    assert!(out.warnings.iter().any(|w| w.contains("not the JSON of an object")));
 }
 
 #[test]
