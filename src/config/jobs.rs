@@ -71,6 +71,16 @@ impl Default for JobDefaults {
 }
 
 impl JobDefaults {
+    /// Every default off.
+    fn none() -> Self {
+        JobDefaults {
+            backoff_limit: None,
+            ttl_seconds_after_finished: None,
+            active_deadline_seconds: None,
+            pod_failure_policy: None,
+        }
+    }
+
     /// The simple defaults that are on, as (JobSpec field name, value): `podFailurePolicy` is not among them,
     /// because it comes with its own rules.
     pub fn fields(&self) -> Vec<(&'static str, Value)> {
@@ -148,6 +158,17 @@ impl Default for CronJobDefaults {
 }
 
 impl CronJobDefaults {
+    /// Every default off.
+    fn none() -> Self {
+        CronJobDefaults {
+            concurrency_policy: None,
+            starting_deadline_seconds: None,
+            successful_jobs_history_limit: None,
+            failed_jobs_history_limit: None,
+            time_zone: None,
+        }
+    }
+
     /// The defaults that are on, as (CronJobSpec field name, value).
     pub fn fields(&self) -> Vec<(&'static str, Value)> {
         let mut out = Vec::new();
@@ -387,6 +408,30 @@ pub struct NamespacePolicy {
     pub cron_job: CronJobOverrides,
 }
 
+impl NamespacePolicy {
+    /// The namespace's values laid over the cluster-wide ones.
+    fn over(&self, j: &JobDefaults, c: &CronJobDefaults) -> (JobDefaults, CronJobDefaults) {
+        let (nj, nc) = (&self.job, &self.cron_job);
+        (
+            JobDefaults {
+                backoff_limit: nj.backoff_limit.resolve(&j.backoff_limit),
+                ttl_seconds_after_finished: nj.ttl_seconds_after_finished.resolve(&j.ttl_seconds_after_finished),
+                active_deadline_seconds: nj.active_deadline_seconds.resolve(&j.active_deadline_seconds),
+                pod_failure_policy: nj.pod_failure_policy.resolve(&j.pod_failure_policy),
+            },
+            CronJobDefaults {
+                concurrency_policy: nc.concurrency_policy.resolve(&c.concurrency_policy),
+                starting_deadline_seconds: nc.starting_deadline_seconds.resolve(&c.starting_deadline_seconds),
+                successful_jobs_history_limit: nc
+                    .successful_jobs_history_limit
+                    .resolve(&c.successful_jobs_history_limit),
+                failed_jobs_history_limit: nc.failed_jobs_history_limit.resolve(&c.failed_jobs_history_limit),
+                time_zone: nc.time_zone.resolve(&c.time_zone),
+            },
+        )
+    }
+}
+
 /// A namespace's Job overrides: an absent key inherits, `null` turns the default off.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -497,31 +542,11 @@ impl JobPolicy {
                 origin: "cluster policy".into(),
             };
         };
-        let (j, c) = (&self.job, &self.cron_job);
+        let (job, cron_job) = ns.over(&self.job, &self.cron_job);
         Resolved {
             enabled: ns.enabled.unwrap_or(self.enabled),
-            job: JobDefaults {
-                backoff_limit: ns.job.backoff_limit.resolve(&j.backoff_limit),
-                ttl_seconds_after_finished: ns.job.ttl_seconds_after_finished.resolve(&j.ttl_seconds_after_finished),
-                active_deadline_seconds: ns.job.active_deadline_seconds.resolve(&j.active_deadline_seconds),
-                pod_failure_policy: ns.job.pod_failure_policy.resolve(&j.pod_failure_policy),
-            },
-            cron_job: CronJobDefaults {
-                concurrency_policy: ns.cron_job.concurrency_policy.resolve(&c.concurrency_policy),
-                starting_deadline_seconds: ns
-                    .cron_job
-                    .starting_deadline_seconds
-                    .resolve(&c.starting_deadline_seconds),
-                successful_jobs_history_limit: ns
-                    .cron_job
-                    .successful_jobs_history_limit
-                    .resolve(&c.successful_jobs_history_limit),
-                failed_jobs_history_limit: ns
-                    .cron_job
-                    .failed_jobs_history_limit
-                    .resolve(&c.failed_jobs_history_limit),
-                time_zone: ns.cron_job.time_zone.resolve(&c.time_zone),
-            },
+            job,
+            cron_job,
             origin: format!("policy of namespace {namespace}"),
         }
     }
@@ -538,12 +563,12 @@ impl JobPolicy {
                     "jobs.namespaces: {name:?} is not a namespace name (a DNS-1123 label)"
                 ));
             }
-            // Checking the namespace's resolved values checks exactly the values it sets.
-            let resolved = self.resolve(name);
-            resolved.job.problems(&at, &mut p);
-            resolved.cron_job.problems(&at, &mut p);
+            // Laid over nothing, the overrides hold exactly the values the namespace sets: the inherited
+            // cluster values were checked above, once.
+            let (job, cron_job) = self.namespaces[name].over(&JobDefaults::none(), &CronJobDefaults::none());
+            job.problems(&at, &mut p);
+            cron_job.problems(&at, &mut p);
         }
-        p.dedup();
         p
     }
 }
@@ -627,6 +652,14 @@ mod tests {
         assert!(msg.contains("jobs.namespaces.batch.cronJob.timeZone"), "{msg}");
         assert!(msg.contains("jobs.namespaces.batch.job.backoffLimit: -3"), "{msg}");
         assert!(problems("jobs:\n  namespaces:\n    Not_A_Namespace: {}\n").contains("not a namespace name"));
+    }
+
+    #[test]
+    fn a_bad_cluster_value_is_reported_once_not_once_per_namespace() {
+        let msg = problems(
+            "jobs:\n  cronJob:\n    timeZone: Atlantis\n  namespaces:\n    a: {}\n    b: {job: {backoffLimit: 1}}\n",
+        );
+        assert_eq!(msg.matches("Atlantis").count(), 1, "{msg}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::*;
+use crate::{annotations::DEFAULTED, mutate::Verdict};
 
 fn config(yaml: &str) -> Config {
     Config::from_yaml(yaml, "test").unwrap()
