@@ -34,7 +34,7 @@ impl<'d> Run<'d> {
             Some(_) => {
                 return Err(Outcome::unchanged_with(
                     Reason::MalformedObject,
-                    vec!["entourage: metadata.annotations is not a map; no defaults applied".into()],
+                    vec!["entourage: metadata or metadata.annotations is not a map; no defaults applied".into()],
                 ))
             }
         };
