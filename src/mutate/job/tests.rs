@@ -198,3 +198,29 @@ fn explicit_terminating_or_failed_blocks_the_pod_failure_policy_with_a_warning()
         out.warnings
     );
 }
+
+fn review(operation: &str, dry_run: bool, object: &Value) -> crate::admission::AdmissionRequest {
+    serde_json::from_value(json!({
+        "uid": "u", "kind": {"group": "batch", "version": "v1", "kind": "Job"},
+        "resource": {"group": "batch", "version": "v1", "resource": "jobs"},
+        "operation": operation, "namespace": "default", "dryRun": dry_run, "object": object,
+        "userInfo": {"username": "alice"},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn dry_run_gets_exactly_the_defaults_of_a_real_request() {
+    let j = job(json!({"backoffLimit": 6, "template": never_template()}), json!({}));
+    let real = crate::mutate::mutate(&review("CREATE", false, &j), &Config::default());
+    let dry = crate::mutate::mutate(&review("CREATE", true, &j), &Config::default());
+    assert_eq!(real.reason, Reason::Defaulted);
+    assert_eq!(real, dry);
+}
+
+#[test]
+fn update_is_never_defaulted() {
+    let j = job(json!({"backoffLimit": 6, "template": never_template()}), json!({}));
+    let out = crate::mutate::mutate(&review("UPDATE", false, &j), &Config::default());
+    assert_eq!((out.reason, out.patch.0.len()), (Reason::OperationNotHandled, 0));
+}
