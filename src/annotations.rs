@@ -125,7 +125,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: DEFAULTS,
         on: "Job, CronJob",
-        values: "`on`, `off`",
+        values: "`on`, `off` (anything else warns and applies nothing)",
         default: "`on`",
     },
     KeyDoc {
@@ -137,7 +137,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: DEFAULTED,
         on: "Job, CronJob",
-        values: "written by entourage",
+        values: "written by entourage: comma-separated field paths",
         default: "—",
     },
 ];
