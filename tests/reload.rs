@@ -352,9 +352,14 @@ struct Recorded {
 }
 
 /// A stand-in for the Kubernetes API: serves one MutatingWebhookConfiguration, applies JSON patches to it and
-/// records every request. Plain HTTP on loopback; the client is pointed at it with a kubeconfig.
-async fn stand_in_api(object: Value) -> (SocketAddr, Arc<Mutex<Vec<Recorded>>>, Arc<Mutex<Value>>) {
+/// records every request. HTTPS on loopback with the certificates in `certs` (as in-cluster, the client must
+/// verify the API server's CA); the client is pointed at it with a kubeconfig.
+async fn stand_in_api(object: Value, certs: &Path) -> (SocketAddr, Arc<Mutex<Vec<Recorded>>>, Arc<Mutex<Value>>) {
     use hyper::{server::conn::http1, service::service_fn, Request, Response};
+    let store = entourage::tls::CertStore::load(&certs.join("tls.crt"), &certs.join("tls.key")).unwrap();
+    let mut tls = entourage::tls::server_config(Arc::new(store), None).unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let recorded = Arc::new(Mutex::new(Vec::new()));
@@ -363,8 +368,9 @@ async fn stand_in_api(object: Value) -> (SocketAddr, Arc<Mutex<Vec<Recorded>>>, 
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
-            let (rec, st) = (rec.clone(), st.clone());
+            let (rec, st, acceptor) = (rec.clone(), st.clone(), acceptor.clone());
             tokio::spawn(async move {
+                let Ok(tcp) = acceptor.accept(tcp).await else { return };
                 let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                     let (rec, st) = (rec.clone(), st.clone());
                     async move {
@@ -432,8 +438,6 @@ async fn patch_ca_bundle_writes_the_ca_into_every_webhook_at_start() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/webhook.yaml")).unwrap();
     let mut object: Value = serde_yaml_ng::from_str(&text).unwrap();
     object["metadata"]["resourceVersion"] = json!("1");
-    let (addr, recorded, stored) = stand_in_api(object).await;
-
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let status = Command::new(bin())
@@ -443,11 +447,14 @@ async fn patch_ca_bundle_writes_the_ca_into_every_webhook_at_start() {
         .status()
         .unwrap();
     assert!(status.success());
+    // The dev CA plays the cluster CA too: the API stand-in serves the dev certificate, which names 127.0.0.1.
+    let (addr, recorded, stored) = stand_in_api(object, &certs).await;
+    let cluster_ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(certs.join("ca.crt")).unwrap());
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: http://{addr}\n\
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: https://{addr}\n    certificate-authority-data: {cluster_ca}\n\
              users:\n- name: entourage\n  user:\n    token: test-token\ncontexts:\n- name: stand-in\n  context:\n    \
              cluster: stand-in\n    user: entourage\ncurrent-context: stand-in\n"
         ),
