@@ -13,7 +13,7 @@ dir="$root/manifests/base"
 ca_bundle="" certs="" image=""
 default_image="ghcr.io/entourage-dev/entourage:0.1.0"
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --ca-bundle) ca_bundle="${2:?--ca-bundle needs a file}"; shift 2 ;;
