@@ -12,18 +12,23 @@
 //!
 //! # Modules, dependencies pointing down
 //! [`config`] → [`annotations`] → [`patch`] → [`mutate`] → [`admission`] → [`server`] (with [`tls`] and
-//! [`certs`]); the container runtimes [`adapt`] and [`proxy`] stand apart.
+//! [`certs`]); [`reload`] re-reads certificate and config while serving, [`cabundle`] writes the CA into the
+//! webhook configuration at start, [`offline`] runs the same core on files (`entourage inject`, `review`); the
+//! container runtimes [`adapt`] and [`proxy`] stand apart.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod adapt;
 pub mod admission;
 pub mod annotations;
+pub mod cabundle;
 pub mod certs;
 pub mod config;
 pub mod metrics;
 pub mod mutate;
+pub mod offline;
 pub mod patch;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod tls;

@@ -1,9 +1,14 @@
 //! The `entourage` binary: one static binary for every role. `main` parses flags, starts tracing and runs.
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use entourage::{certs, config::Config, server, tls};
+use entourage::{cabundle, certs, config::Config, offline, reload, server, tls};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +49,30 @@ enum Command {
     Adapt(entourage::adapt::AdaptArgs),
     /// Proxy a loopback port to an upstream service (the ambassador container).
     Ambassador(entourage::proxy::AmbassadorArgs),
+    /// Inject into manifests offline: Pods and the Pod templates of workloads, multi-document YAML in and out.
+    Inject(InjectArgs),
+    /// Answer an AdmissionReview as the webhook would; print the answer, the patch and the patched object.
+    Review(ReviewArgs),
+}
+
+#[derive(clap::Args)]
+struct InjectArgs {
+    /// The manifests (YAML, several documents allowed); `-` for stdin.
+    #[arg(short = 'f', long = "filename", default_value = "-")]
+    file: PathBuf,
+    /// Config file (YAML); the built-in default when absent.
+    #[arg(long, env = "ENTOURAGE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReviewArgs {
+    /// The AdmissionReview (JSON or YAML); `-` for stdin.
+    #[arg(default_value = "-")]
+    file: PathBuf,
+    /// Config file (YAML); the built-in default when absent.
+    #[arg(long, env = "ENTOURAGE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -72,6 +101,22 @@ struct ServeArgs {
     /// Most simultaneous connections.
     #[arg(long, env = "ENTOURAGE_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
+    /// How often the certificate, key and config files are re-read (`5s`, `500ms`; `0s` never).
+    #[arg(long, env = "ENTOURAGE_RELOAD_INTERVAL", default_value = "5s", value_parser = duration)]
+    reload_interval: Duration,
+    /// At start, write the CA (`--ca-bundle-file`) into every webhook of this MutatingWebhookConfiguration.
+    #[arg(long, env = "ENTOURAGE_PATCH_CA_BUNDLE", requires = "ca_bundle_file")]
+    patch_ca_bundle: Option<String>,
+    /// The CA that signed the serving certificate (PEM), for `--patch-ca-bundle`.
+    #[arg(long, env = "ENTOURAGE_CA_BUNDLE_FILE")]
+    ca_bundle_file: Option<PathBuf>,
+    /// Check the flags, config, certificate and CA bundle, print `ok` and exit without serving.
+    #[arg(long)]
+    check: bool,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    entourage::config::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration such as \"5s\" or \"500ms\""))
 }
 
 #[derive(clap::Args)]
@@ -131,20 +176,58 @@ async fn main() -> Result<()> {
             Err(_) => std::process::exit(1),
         },
         Command::Ambassador(args) => Ok(entourage::proxy::run(args).await?),
+        Command::Inject(args) => {
+            let config = load_config(args.config.as_deref())?;
+            let injected = offline::inject(&read_input(&args.file)?, &config)?;
+            for warning in &injected.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", injected.to_yaml());
+            Ok(())
+        }
+        Command::Review(args) => {
+            let config = load_config(args.config.as_deref())?;
+            let answer = offline::review(&read_input(&args.file)?, &config)?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    })
+}
+
+/// The file's text, or stdin's for `-`.
+fn read_input(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading stdin")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     }
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let shutdown = server::shutdown_signal();
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = load_config(args.config.as_deref())?;
     let certs = Arc::new(
         tls::CertStore::load(&args.tls_cert, &args.tls_key)
             .context("loading the serving certificate (run `make certs` for development ones)")?,
     );
     let tls_config = tls::server_config(certs.clone(), args.client_ca.as_deref())?;
+    let ca_bundle = match &args.ca_bundle_file {
+        Some(path) => Some(cabundle::read_ca_bundle(path)?),
+        None => None,
+    };
+    if args.check {
+        println!("ok");
+        return Ok(());
+    }
     let state = server::AppState::new(config, Some(certs));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -156,6 +239,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections,
         ..server::ServeOptions::default()
     };
+    if let (Some(name), Some(ca)) = (args.patch_ca_bundle, ca_bundle) {
+        cabundle::spawn_patcher(name, ca);
+    }
+    if !args.reload_interval.is_zero() {
+        let options = reload::WatchOptions {
+            interval: args.reload_interval,
+            config_path: args.config.clone(),
+        };
+        reload::spawn(state.clone(), options);
+    }
     let app = server::router(state.clone());
     server::serve_tls(listener, tls_config, app, state, options, shutdown).await;
     tracing::info!("stopped");

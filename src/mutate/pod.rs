@@ -99,6 +99,17 @@ impl Plan {
 
 /// Injects what a Pod's annotations ask for.
 pub fn mutate_pod(pod: &Value, config: &Config) -> Outcome {
+    inject(pod, config, is_job_owned(pod))
+}
+
+/// Injects into the Pod template of a workload (`entourage inject`). A template has no ownerReferences, so the
+/// caller says whether its Pods will belong to a Job (Job and CronJob templates): auto mode then picks native
+/// sidecars, which keep the Job completing. The patch applies to the template.
+pub fn mutate_pod_template(template: &Value, config: &Config, job_owned: bool) -> Outcome {
+    inject(template, config, job_owned)
+}
+
+fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
     let annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
     if annotations
         .and_then(|a| a.get(annotations::INJECT))
@@ -156,7 +167,6 @@ pub fn mutate_pod(pod: &Value, config: &Config) -> Outcome {
         init_containers: array("/spec/initContainers"),
         target_index,
     };
-    let job_owned = is_job_owned(pod);
     let native = match config.sidecars.mode {
         SidecarMode::Native => true,
         SidecarMode::Classic => false,
