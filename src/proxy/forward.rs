@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -74,7 +75,7 @@ pub struct Forwarder {
     timeout: Duration,
     retries: u32,
     credential: Option<Credential>,
-    log: AccessLog,
+    log: Arc<AccessLog>,
 }
 
 /// What happened to one request, for the access log.
@@ -85,7 +86,7 @@ struct Outcome {
 
 impl Forwarder {
     /// Builds the pooled client once: every request reuses its keep-alive connections.
-    pub fn new(settings: Settings, tls: rustls::ClientConfig, log: AccessLog) -> Self {
+    pub fn new(settings: Settings, tls: rustls::ClientConfig, log: Arc<AccessLog>) -> Self {
         let mut http = HttpConnector::new();
         // The connector must also dial for `https://`; TLS is layered on top by hyper-rustls.
         http.enforce_http(false);

@@ -158,7 +158,7 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
         None => (None, None),
     };
     let tls = tls_config(upstream.is_https(), args.ca_file.as_deref())?;
-    let log = AccessLog::stdout().map_err(ProxyError::AccessLog)?;
+    let log = Arc::new(AccessLog::stdout().map_err(ProxyError::AccessLog)?);
     let upstream_text = upstream.display().to_owned();
     let forwarder = Arc::new(Forwarder::new(
         Settings {
@@ -169,7 +169,7 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
             credential,
         },
         tls,
-        log,
+        Arc::clone(&log),
     ));
 
     let bind = |what, addr| async move {
@@ -198,6 +198,7 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
         Err(_) => tracing::warn!("drain period over; closing the remaining connections"),
     }
     admin_task.abort();
+    log.close();
     Ok(())
 }
 
