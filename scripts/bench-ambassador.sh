@@ -119,16 +119,37 @@ http {
 EOF
 }
 
-# oha NAME URL [extra oha flags…]: one measurement, JSON kept in $WORK/NAME.json.
+# CPU time (clock ticks, user + system, all threads) used so far by the given processes.
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$@"; do
+        read -r -a fields <"/proc/$pid/stat"
+        total=$((total + fields[13] + fields[14]))
+    done
+    echo "$total"
+}
+
+# measure NAME TARGET URL [extra oha flags…]: one oha run, kept in $WORK/NAME.json together with the CPU time the
+# target's server process spent per request. CPU per request is the figure least disturbed by other load on the
+# machine, so it is the one to compare when req/s and percentiles are noisy.
 measure() {
-    local name=$1 url=$2
-    shift 2
-    "${LOAD_PIN[@]}" oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json "$@" "$url" >"$WORK/$name.json"
+    local name=$1 target=$2 url=$3
+    shift 3
+    local before after
+    # shellcheck disable=SC2086 # a list of pids
+    before=$(cpu_ticks ${SERVER_PIDS[$target]})
+    "${LOAD_PIN[@]}" oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json "$@" "$url" >"$WORK/$name.raw.json"
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks ${SERVER_PIDS[$target]})
+    jq --argjson ticks "$((after - before))" --argjson hz "$(getconf CLK_TCK)" \
+        '. + {requests: ([.statusCodeDistribution[]] | add // 0)}
+           | . + {cpu_us_per_request: (if .requests > 0 then $ticks * 1e6 / $hz / .requests else null end)}' \
+        "$WORK/$name.raw.json" >"$WORK/$name.json"
     local ok total
     ok=$(jq '.statusCodeDistribution["200"] // 0' "$WORK/$name.json")
-    total=$(jq '[.statusCodeDistribution[]] | add // 0' "$WORK/$name.json")
+    total=$(jq '.requests' "$WORK/$name.json")
     [ "$ok" -gt 0 ] && [ "$ok" = "$total" ] || die "$name: only $ok of $total responses were 200"
-    say "$(jq -r --arg n "$name" '"\($n): \(.summary.requestsPerSec|floor) req/s, p50 \(.latencyPercentiles.p50*1e6|floor) µs, p99 \(.latencyPercentiles.p99*1e6|floor) µs"' "$WORK/$name.json")"
+    say "$(jq -r --arg n "$name" '"\($n): \(.summary.requestsPerSec|floor) req/s, p50 \(.latencyPercentiles.p50*1e6|floor) µs, p99 \(.latencyPercentiles.p99*1e6|floor) µs, \(.cpu_us_per_request*10|round/10) CPU µs/req"' "$WORK/$name.json")"
 }
 
 # median KIND TARGET FIELD: median over rounds of a jq field of the round files.
@@ -157,8 +178,10 @@ main() {
     write_nginx_configs
     "${SERVER_PIN[@]}" nginx -p "$WORK" -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" &
     PIDS+=($!)
+    local upstream_master=$!
     "${SERVER_PIN[@]}" nginx -p "$WORK" -c "$WORK/proxy.conf" -e "$WORK/proxy-error.log" &
     PIDS+=($!)
+    local proxy_master=$!
     "${SERVER_PIN[@]}" "$ROOT/target/release/entourage" ambassador \
         --listen "127.0.0.1:$AMBASSADOR_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
         --upstream "http://127.0.0.1:$UPSTREAM_PORT" \
@@ -169,6 +192,12 @@ main() {
     wait_http "http://127.0.0.1:$NGINX_PORT/"
     wait_http "http://127.0.0.1:$ADMIN_PORT/healthz"
     wait_http "http://127.0.0.1:$AMBASSADOR_PORT/"
+    # The nginx masters only supervise; their single workers do the work.
+    declare -gA SERVER_PIDS=(
+        [direct]="$(pgrep -P "$upstream_master" | tr '\n' ' ')"
+        [ambassador]="${PIDS[2]}"
+        [nginx]="$(pgrep -P "$proxy_master" | tr '\n' ' ')"
+    )
 
     declare -A URL=(
         [direct]="http://127.0.0.1:$UPSTREAM_PORT/"
@@ -185,7 +214,7 @@ main() {
     say "maximum throughput: $ROUNDS rounds of $DURATION, $CONNECTIONS connections"
     for round in $(seq "$ROUNDS"); do
         for target in "${targets[@]}"; do
-            measure "max-$target-$round" "${URL[$target]}"
+            measure "max-$target-$round" "$target" "${URL[$target]}"
         done
     done
 
@@ -194,7 +223,7 @@ main() {
     say "fixed rate: $rate req/s (half the ambassador's median maximum)"
     for round in $(seq "$ROUNDS"); do
         for target in "${targets[@]}"; do
-            measure "fixed-$target-$round" "${URL[$target]}" -q "$rate" --latency-correction
+            measure "fixed-$target-$round" "$target" "${URL[$target]}" -q "$rate" --latency-correction
         done
     done
 
@@ -204,9 +233,11 @@ main() {
             --argjson rps "$(median max "$target" '.summary.requestsPerSec')" \
             --argjson p50 "$(median max "$target" '.latencyPercentiles.p50')" \
             --argjson p99 "$(median max "$target" '.latencyPercentiles.p99')" \
+            --argjson cpu "$(median max "$target" '.cpu_us_per_request')" \
             --argjson fp50 "$(median fixed "$target" '.latencyPercentiles.p50')" \
             --argjson fp99 "$(median fixed "$target" '.latencyPercentiles.p99')" \
-            '$r + {($t): {max: {rps: ($rps|floor), p50_us: ($p50*1e6|floor), p99_us: ($p99*1e6|floor)},
+            '$r + {($t): {max: {rps: ($rps|floor), p50_us: ($p50*1e6|floor), p99_us: ($p99*1e6|floor),
+                                 cpu_us_per_request: ($cpu*10|round/10)},
                           fixed_rate: {p50_us: ($fp50*1e6|floor), p99_us: ($fp99*1e6|floor)}}}')
     done
     jq -n --argjson r "$report" --argjson rate "$rate" --arg duration "$DURATION" \
@@ -217,17 +248,18 @@ main() {
           ratios: {
             ambassador_vs_nginx_rps: (($r.ambassador.max.rps / $r.nginx.max.rps * 1000 | round) / 1000),
             ambassador_vs_direct_rps: (($r.ambassador.max.rps / $r.direct.max.rps * 1000 | round) / 1000),
+            ambassador_vs_nginx_cpu_per_request: (($r.ambassador.max.cpu_us_per_request / $r.nginx.max.cpu_us_per_request * 1000 | round) / 1000),
             ambassador_added_p99_us_at_half_load: ($r.ambassador.fixed_rate.p99_us - $r.direct.fixed_rate.p99_us),
             nginx_added_p99_us_at_half_load: ($r.nginx.fixed_rate.p99_us - $r.direct.fixed_rate.p99_us)
           }}' >"$OUT/ambassador.json"
 
     jq -r '
-        "| target | max req/s | p50 µs (max) | p99 µs (max) | p50 µs @ \(.fixed_rate) req/s | p99 µs @ \(.fixed_rate) req/s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| target | max req/s | p50 µs (max) | p99 µs (max) | server CPU µs/req | p50 µs @ \(.fixed_rate) req/s | p99 µs @ \(.fixed_rate) req/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         (.targets | to_entries[] |
-            "| \(.key) | \(.value.max.rps) | \(.value.max.p50_us) | \(.value.max.p99_us) | \(.value.fixed_rate.p50_us) | \(.value.fixed_rate.p99_us) |"),
+            "| \(.key) | \(.value.max.rps) | \(.value.max.p50_us) | \(.value.max.p99_us) | \(.value.max.cpu_us_per_request) | \(.value.fixed_rate.p50_us) | \(.value.fixed_rate.p99_us) |"),
         "",
-        "ambassador/nginx throughput: \(.ratios.ambassador_vs_nginx_rps); ambassador/direct: \(.ratios.ambassador_vs_direct_rps)",
+        "ambassador/nginx throughput: \(.ratios.ambassador_vs_nginx_rps); CPU per request: \(.ratios.ambassador_vs_nginx_cpu_per_request); ambassador/direct throughput: \(.ratios.ambassador_vs_direct_rps)",
         "added p99 at half load: ambassador \(.ratios.ambassador_added_p99_us_at_half_load) µs, nginx \(.ratios.nginx_added_p99_us_at_half_load) µs",
         "(\(.tool), \(.connections) connections, \(.duration) x \(.rounds) rounds, medians; pinned: \(.pinned); nginx access log: \(.nginx_access_log))"
     ' "$OUT/ambassador.json" | tee "$OUT/ambassador.md"
