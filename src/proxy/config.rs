@@ -78,6 +78,21 @@ impl Upstream {
         self.scheme == Scheme::HTTPS
     }
 
+    /// The host to dial and to verify the certificate of (IPv6 addresses without brackets).
+    pub fn host(&self) -> &str {
+        self.authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+
+    /// The port to dial: explicit, or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.is_https() { 443 } else { 80 })
+    }
+
     /// The value sent as `Host`: the upstream's authority, since the app addressed the ambassador, not the service.
     pub fn host_header(&self) -> &HeaderValue {
         &self.host_header
@@ -88,7 +103,7 @@ impl Upstream {
         &self.display
     }
 
-    /// The upstream URI for a request: the base path followed by the request's own path and query.
+    /// The origin-form target sent upstream: the base path followed by the request's own path and query.
     pub fn uri_for(&self, request: &Uri) -> Result<Uri, http::Error> {
         let path_and_query = match (request.path_and_query(), self.base_path.is_empty()) {
             (Some(pq), true) => pq.clone(),
@@ -101,11 +116,7 @@ impl Upstream {
                 PathAndQuery::try_from(joined)?
             }
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Ok(Uri::from_parts(parts)?)
+        Ok(Uri::from(path_and_query))
     }
 }
 
@@ -182,7 +193,8 @@ mod tests {
     fn appends_request_path_and_query_to_base_path() {
         let up = Upstream::parse("http://svc:8080/api/").unwrap();
         let uri = up.uri_for(&"/users?id=1".parse().unwrap()).unwrap();
-        assert_eq!(uri.to_string(), "http://svc:8080/api/users?id=1");
+        assert_eq!(uri.to_string(), "/api/users?id=1");
+        assert_eq!((up.host(), up.port()), ("svc", 8080));
         assert_eq!(up.host_header(), "svc:8080");
         assert_eq!(up.display(), "http://svc:8080/api");
     }
@@ -192,7 +204,10 @@ mod tests {
         let up = Upstream::parse("https://svc").unwrap();
         assert!(up.is_https());
         let uri = up.uri_for(&"/a/b?c".parse().unwrap()).unwrap();
-        assert_eq!(uri.to_string(), "https://svc/a/b?c");
+        assert_eq!(uri.to_string(), "/a/b?c");
+        assert_eq!((up.host(), up.port()), ("svc", 443));
+        let v6 = Upstream::parse("http://[::1]:81").unwrap();
+        assert_eq!((v6.host(), v6.port()), ("::1", 81));
     }
 
     #[test]

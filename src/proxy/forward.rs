@@ -2,40 +2,27 @@
 //! and turn failures into short JSON answers. Bodies stream through untouched in both directions.
 
 use std::error::Error as StdError;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::{Body, Incoming};
 
 use super::access_log::{self, AccessLog, Entry};
 use super::auth::Credential;
 use super::config::{format_duration, Upstream};
+use super::upstream::{ExchangeError, Link, OutBody, UpstreamBody, Upstreams};
 
 /// The body the ambassador answers with: the upstream's stream, or a short body of its own.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
-/// The body sent upstream: the client's stream, or nothing when the request is replayable.
-type OutBody = Either<Incoming, Empty<Bytes>>;
-
-type BoxError = Box<dyn StdError + Send + Sync>;
-
 /// First pause before a retry; each further retry waits twice as long, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Idle upstream connections are closed before typical server-side keep-alive limits would close them under us.
-const POOL_IDLE: Duration = Duration::from_secs(50);
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the legacy ones still seen.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -70,7 +57,7 @@ pub struct Settings {
 /// The proxy's request handler; one per process, shared by every connection.
 #[derive(Debug)]
 pub struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector>, OutBody>,
+    upstreams: Arc<Upstreams>,
     upstream: Upstream,
     timeout: Duration,
     retries: u32,
@@ -85,25 +72,14 @@ struct Outcome {
 }
 
 impl Forwarder {
-    /// Builds the pooled client once: every request reuses its keep-alive connections.
+    /// Prepares the connection pool once: every request reuses its keep-alive connections.
     pub fn new(settings: Settings, tls: rustls::ClientConfig, log: Arc<AccessLog>) -> Self {
-        let mut http = HttpConnector::new();
-        // The connector must also dial for `https://`; TLS is layered on top by hyper-rustls.
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(https);
         Self {
-            client,
+            upstreams: Arc::new(Upstreams::new(
+                &settings.upstream,
+                tls,
+                settings.connect_timeout,
+            )),
             upstream: settings.upstream,
             timeout: settings.timeout,
             retries: settings.retries,
@@ -144,12 +120,13 @@ impl Forwarder {
                     &mut outcome.retries,
                 );
                 match tokio::time::timeout(self.timeout, sent).await {
-                    Ok(Ok(response)) => self.relay(response),
+                    Ok(Ok((response, link))) => self.relay(response, link),
                     Ok(Err(error)) => {
-                        let message = if error.is_connect() {
-                            format!("upstream unreachable: {}", error_chain(&error))
-                        } else {
-                            format!("upstream request failed: {}", error_chain(&error))
+                        let message = match &error {
+                            ExchangeError::Connect(_) => {
+                                format!("upstream unreachable: {}", error_chain(&error))
+                            }
+                            _ => format!("upstream request failed: {}", error_chain(&error)),
                         };
                         self.fail(StatusCode::BAD_GATEWAY, message, &mut outcome)
                     }
@@ -207,16 +184,16 @@ impl Forwarder {
         body: Incoming,
         replayable: bool,
         retries: &mut u32,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    ) -> Result<(Response<Incoming>, Link), ExchangeError> {
         if !replayable {
             let request = build_request(method, uri, headers, Either::Left(body));
-            return self.client.request(request).await;
+            return self.upstreams.exchange(request).await;
         }
         let mut backoff = FIRST_BACKOFF;
         loop {
             if *retries >= self.retries {
                 let request = build_request(method, uri, headers, Either::Right(Empty::new()));
-                return self.client.request(request).await;
+                return self.upstreams.exchange(request).await;
             }
             let request = build_request(
                 method,
@@ -224,26 +201,31 @@ impl Forwarder {
                 headers.clone(),
                 Either::Right(Empty::new()),
             );
-            let reason = match self.client.request(request).await {
-                Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            let reason = match self.upstreams.exchange(request).await {
+                Ok((response, _)) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     "upstream answered 503".to_owned()
                 }
-                Err(error) if error.is_connect() => error_chain(&error),
+                Err(error @ ExchangeError::Connect(_)) => error_chain(&error),
                 other => return other,
             };
             *retries += 1;
-            tracing::info!(upstream = self.upstream.display(), %reason, retry = *retries, backoff_ms = backoff.as_millis() as u64, "retrying upstream request");
+            tracing::info!(
+                upstream = self.upstream.display(),
+                %reason,
+                retry = *retries,
+                backoff_ms = backoff.as_millis() as u64,
+                "retrying upstream request"
+            );
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    fn relay(&self, response: Response<Incoming>) -> Response<ProxyBody> {
+    fn relay(&self, response: Response<Incoming>, link: Link) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        // The client's connection has its own version; the server side frames the answer for it.
-        parts.version = Version::HTTP_11;
-        Response::from_parts(parts, Either::Left(UpstreamBody::new(body, self.timeout)))
+        let body = UpstreamBody::new(body, link, Arc::clone(&self.upstreams), self.timeout);
+        Response::from_parts(parts, Either::Left(body))
     }
 
     fn fail(
@@ -270,8 +252,6 @@ fn build_request(method: &Method, uri: Uri, headers: HeaderMap, body: OutBody) -
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    // HTTP/1.1 lets the pool pick either version; HTTP/2 would demand an h2 connection the upstream may not offer.
-    *request.version_mut() = Version::HTTP_11;
     request
 }
 
@@ -311,94 +291,20 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// `outer: inner: innermost`, since the client error alone says only "client error (Connect)".
+/// `outer: inner: innermost`, so that "connection error" also says which one.
 fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = String::new();
+    let mut text = error.to_string();
     let mut next = error.source();
     while let Some(cause) = next {
-        if !text.is_empty() {
+        let cause_text = cause.to_string();
+        // Wrappers often repeat their source's message; say it once.
+        if !text.ends_with(&cause_text) {
             text.push_str(": ");
+            text.push_str(&cause_text);
         }
-        text.push_str(&cause.to_string());
         next = cause.source();
     }
-    if text.is_empty() {
-        text = error.to_string();
-    }
     text
-}
-
-/// The upstream's response body, cut off when no piece arrives within the timeout so a stalled upstream cannot
-/// hold a client forever. The timer exists only while the upstream is actually late.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    inner: Incoming,
-    idle: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    armed: bool,
-}
-
-/// The upstream stopped sending its body.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream sent no body data for {0}")]
-struct BodyStalled(String);
-
-impl UpstreamBody {
-    fn new(inner: Incoming, idle: Duration) -> Self {
-        Self {
-            inner,
-            idle,
-            timer: None,
-            armed: false,
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.armed = false;
-                Poll::Ready(frame.map(|result| result.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                if !this.armed {
-                    let deadline = tokio::time::Instant::now() + this.idle;
-                    match &mut this.timer {
-                        Some(timer) => timer.as_mut().reset(deadline),
-                        None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                    this.armed = true;
-                }
-                let expired = this
-                    .timer
-                    .as_mut()
-                    .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
-                if expired {
-                    this.armed = false;
-                    let stalled = BodyStalled(format_duration(this.idle));
-                    tracing::warn!(error = %stalled, "aborting response");
-                    return Poll::Ready(Some(Err(stalled.into())));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]
