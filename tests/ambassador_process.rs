@@ -39,11 +39,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Lines a child process wrote, collected by a reader thread.
@@ -97,12 +93,7 @@ impl Ambassador {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_entourage"))
             .arg("ambassador")
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--admin",
-                &admin.to_string(),
-            ])
+            .args(["--listen", &listen.to_string(), "--admin", &admin.to_string()])
             .args(["--upstream", upstream])
             .args(extra)
             .env_remove("RUST_LOG")
@@ -129,9 +120,7 @@ impl Ambassador {
         let start = Instant::now();
         loop {
             let request = get(&format!("http://{}/healthz", self.admin));
-            if let Ok(Ok(response)) =
-                tokio::time::timeout(Duration::from_secs(5), client.request(request)).await
-            {
+            if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), client.request(request)).await {
                 if response.status() == StatusCode::OK {
                     return;
                 }
@@ -195,8 +184,7 @@ async fn send(request: Request<TestBody>) -> (StatusCode, http::HeaderMap, Bytes
 }
 
 fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
 /// A body fed piece by piece from a channel, so tests control when each piece exists.
@@ -205,10 +193,7 @@ struct ChannelBody(mpsc::Receiver<Bytes>);
 impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0
             .poll_recv(cx)
             .map(|piece| piece.map(|data| Ok(Frame::data(data))))
@@ -265,11 +250,7 @@ async fn echo(request: Request<Incoming>) -> Response<TestBody> {
             })
             .or_insert_with(|| value.to_owned());
     }
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let reply = serde_json::json!({
         "method": parts.method.as_str(),
         "uri": parts.uri.to_string(),
@@ -320,14 +301,7 @@ async fn forwards_method_path_query_headers_and_bodies() {
     assert_eq!(h["x-forwarded-for"], "10.0.0.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["content-length"], "12");
-    for hop in [
-        "x-hop",
-        "keep-alive",
-        "proxy-authorization",
-        "te",
-        "upgrade",
-        "trailer",
-    ] {
+    for hop in ["x-hop", "keep-alive", "proxy-authorization", "te", "upgrade", "trailer"] {
         assert!(h.get(hop).is_none(), "{hop} reached the upstream: {h}");
     }
     assert_eq!(headers["x-upstream"], "yes");
@@ -366,11 +340,10 @@ async fn streams_response_body_in_pieces_before_upstream_finishes() {
     .await;
     let ambassador = Ambassador::start(&format!("http://{upstream}"), &[]).await;
 
-    let response =
-        tokio::time::timeout(DEADLINE, client().request(get(&ambassador.url("/stream"))))
-            .await
-            .unwrap()
-            .unwrap();
+    let response = tokio::time::timeout(DEADLINE, client().request(get(&ambassador.url("/stream"))))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["transfer-encoding"], "chunked");
     let mut body = response.into_body();
@@ -417,6 +390,54 @@ async fn streams_request_body_in_pieces_to_upstream() {
     let (status, _, body) = answer.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "part one;part two");
+}
+
+/// Serves `echo` on a loopback port, counting accepted connections; `keep_alive: false` closes each after one answer.
+async fn spawn_counting_upstream(keep_alive: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|request| async move { Ok::<_, Infallible>(echo(request).await) });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuses_one_upstream_connection_across_client_connections() {
+    let (upstream, accepted) = spawn_counting_upstream(true).await;
+    let ambassador = Ambassador::start(&format!("http://{upstream}"), &[]).await;
+    for i in 0..5 {
+        // `send` builds a new client each time, so every request arrives on a new client connection.
+        let (status, _, _) = send(get(&ambassador.url(&format!("/reuse/{i}")))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_closing_connections_does_not_fail_requests() {
+    let (upstream, accepted) = spawn_counting_upstream(false).await;
+    let ambassador = Ambassador::start(&format!("http://{upstream}"), &["--retries", "0"]).await;
+    for i in 0..3 {
+        let request = Request::post(ambassador.url(&format!("/close/{i}")))
+            .body(full("payload"))
+            .unwrap();
+        let (status, _, body) = send(request).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(json(&body)["body"], "payload");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -471,10 +492,7 @@ async fn injects_auth_token_and_follows_secret_symlink_swap() {
             seen, "Bearer token-one",
             "only the old or the new token, never the client's"
         );
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the rotated token was never picked up"
-        );
+        assert!(start.elapsed() < DEADLINE, "the rotated token was never picked up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -520,8 +538,7 @@ async fn slow_upstream_gets_504_json_after_timeout() {
         Response::new(empty())
     })
     .await;
-    let ambassador =
-        Ambassador::start(&format!("http://{upstream}"), &["--timeout", "500ms"]).await;
+    let ambassador = Ambassador::start(&format!("http://{upstream}"), &["--timeout", "500ms"]).await;
 
     let (status, headers, body) = send(get(&ambassador.url("/slow"))).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
@@ -542,10 +559,7 @@ async fn down_upstream_gets_502_json_and_only_get_is_retried() {
     assert_eq!(headers["content-type"], "application/json");
     let error = json(&body);
     assert!(
-        error["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("upstream unreachable"),
+        error["error"].as_str().unwrap().starts_with("upstream unreachable"),
         "{error}"
     );
     assert_eq!(error["upstream"], down);
@@ -590,9 +604,7 @@ async fn get_is_retried_after_503_but_post_is_not() {
     assert_eq!(body, "attempt 2");
     assert_eq!(ambassador.log_for("GET", "/get-path").await["retries"], 1);
 
-    let post = Request::post(ambassador.url("/post-path"))
-        .body(full("x"))
-        .unwrap();
+    let post = Request::post(ambassador.url("/post-path")).body(full("x")).unwrap();
     let (status, _, body) = send(post).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body, "attempt 1");
@@ -613,8 +625,7 @@ async fn get_is_retried_after_503_but_post_is_not() {
 async fn get_is_retried_on_connect_error_until_upstream_listens() {
     let port = free_port();
     // Backoff doubles from 50 ms to a 2 s cap: eight retries leave several seconds to start the upstream.
-    let ambassador =
-        Ambassador::start(&format!("http://127.0.0.1:{port}"), &["--retries", "8"]).await;
+    let ambassador = Ambassador::start(&format!("http://127.0.0.1:{port}"), &["--retries", "8"]).await;
 
     let answer = tokio::spawn(send(get(&ambassador.url("/late"))));
     ambassador
@@ -629,9 +640,7 @@ async fn get_is_retried_on_connect_error_until_upstream_listens() {
     let (status, _, body) = answer.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "finally");
-    let retries = ambassador.log_for("GET", "/late").await["retries"]
-        .as_u64()
-        .unwrap();
+    let retries = ambassador.log_for("GET", "/late").await["retries"].as_u64().unwrap();
     assert!(retries >= 1, "{retries}");
 }
 
@@ -647,13 +656,8 @@ impl TestCa {
     fn new(name: &str) -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         let key = rcgen::KeyPair::generate().unwrap();
         Self {
             issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
@@ -667,9 +671,7 @@ impl TestCa {
     /// A TLS server config for 127.0.0.1 signed by this CA.
     fn server_config(&self) -> rustls::ServerConfig {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -694,8 +696,7 @@ async fn spawn_tls_upstream(config: rustls::ServerConfig) -> SocketAddr {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                let service =
-                    service_fn(|request| async move { Ok::<_, Infallible>(echo(request).await) });
+                let service = service_fn(|request| async move { Ok::<_, Infallible>(echo(request).await) });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
@@ -723,18 +724,11 @@ async fn https_upstream_is_verified_with_ca_file() {
     assert_eq!(seen["uri"], "/tls/hello?q=1");
     assert_eq!(seen["headers"]["host"], upstream.to_string());
 
-    let untrusted = Ambassador::start(
-        &url,
-        &["--ca-file", other_pem.to_str().unwrap(), "--retries", "0"],
-    )
-    .await;
+    let untrusted = Ambassador::start(&url, &["--ca-file", other_pem.to_str().unwrap(), "--retries", "0"]).await;
     let (status, _, body) = send(get(&untrusted.url("/hello"))).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert!(
-        json(&body)["error"]
-            .as_str()
-            .unwrap()
-            .contains("certificate"),
+        json(&body)["error"].as_str().unwrap().contains("certificate"),
         "{}",
         String::from_utf8_lossy(&body)
     );
@@ -771,16 +765,12 @@ async fn sigterm_drains_in_flight_request_and_exits_zero() {
         }
     })
     .await;
-    let mut ambassador =
-        Ambassador::start(&format!("http://{upstream}"), &["--drain", "30s"]).await;
+    let mut ambassador = Ambassador::start(&format!("http://{upstream}"), &["--drain", "30s"]).await;
 
     let in_flight = tokio::spawn(send(get(&ambassador.url("/long"))));
     let start = Instant::now();
     while arrived.load(Ordering::SeqCst) == 0 {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the request never reached the upstream"
-        );
+        assert!(start.elapsed() < DEADLINE, "the request never reached the upstream");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -797,10 +787,7 @@ async fn sigterm_drains_in_flight_request_and_exits_zero() {
                 break;
             }
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "readiness never reported draining"
-        );
+        assert!(start.elapsed() < DEADLINE, "readiness never reported draining");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     release.notify_one();
@@ -812,16 +799,8 @@ async fn sigterm_drains_in_flight_request_and_exits_zero() {
         if let Some(status) = ambassador.child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the ambassador did not exit after draining"
-        );
+        assert!(start.elapsed() < DEADLINE, "the ambassador did not exit after draining");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(
-        exit.code(),
-        Some(0),
-        "stderr: {:?}",
-        ambassador.stderr.snapshot()
-    );
+    assert_eq!(exit.code(), Some(0), "stderr: {:?}", ambassador.stderr.snapshot());
 }

@@ -54,9 +54,7 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
         // A panic while holding the lock can only have left a partial line; the buffer itself is still usable.
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -138,11 +136,7 @@ fn write_batches(shared: &Shared, out: &mut impl Write) {
         let closing = shared.closed.load(Ordering::Relaxed);
         let lost = shared.dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
-            let _ = writeln!(
-                batch,
-                "{{\"ts_ms\":{},\"dropped_log_lines\":{lost}}}",
-                now_ms()
-            );
+            let _ = writeln!(batch, "{{\"ts_ms\":{},\"dropped_log_lines\":{lost}}}", now_ms());
         }
         if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
             // stdout is gone (closed pipe): nothing left to log to, but the proxy keeps serving.

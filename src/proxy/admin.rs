@@ -42,9 +42,7 @@ pub async fn serve(listener: TcpListener, draining: Arc<AtomicBool>) {
 
 fn answer(request: &Request<Incoming>, draining: bool) -> Response<Full<Bytes>> {
     let (status, text) = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") if draining => {
-            (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-        }
+        (&Method::GET | &Method::HEAD, "/healthz") if draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "ok\n"),
         _ => (StatusCode::NOT_FOUND, "not found\n"),
     };

@@ -65,11 +65,7 @@ pub struct Refresher {
 }
 
 /// Reads the token once (failing start-up when it is unusable) and returns the credential and its refresher.
-pub fn load(
-    path: &Path,
-    header: HeaderName,
-    scheme: &str,
-) -> Result<(Credential, Refresher), AuthError> {
+pub fn load(path: &Path, header: HeaderName, scheme: &str) -> Result<(Credential, Refresher), AuthError> {
     let raw = std::fs::read(path).map_err(|source| AuthError::Read {
         path: path.to_owned(),
         source,
@@ -147,8 +143,7 @@ fn header_value(path: &Path, raw: &[u8], scheme: &str) -> Result<HeaderValue, Au
         bytes.push(b' ');
     }
     bytes.extend_from_slice(token);
-    let mut value =
-        HeaderValue::from_bytes(&bytes).map_err(|_| AuthError::NotAHeaderValue(path.to_owned()))?;
+    let mut value = HeaderValue::from_bytes(&bytes).map_err(|_| AuthError::NotAHeaderValue(path.to_owned()))?;
     // Keeps the token out of any debug output and out of HTTP/2 header compression tables.
     value.set_sensitive(true);
     Ok(value)

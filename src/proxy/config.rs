@@ -62,8 +62,8 @@ impl Upstream {
         }
         let base_path = uri.path().trim_end_matches('/').to_owned();
         // An authority is always a valid header value: it was parsed from visible ASCII.
-        let host_header = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| UpstreamError::NoHost(url.to_owned()))?;
+        let host_header =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| UpstreamError::NoHost(url.to_owned()))?;
         Ok(Self {
             display: format!("{scheme}://{authority}{base_path}"),
             scheme,
@@ -80,10 +80,7 @@ impl Upstream {
 
     /// The host to dial and to verify the certificate of (IPv6 addresses without brackets).
     pub fn host(&self) -> &str {
-        self.authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
+        self.authority.host().trim_start_matches('[').trim_end_matches(']')
     }
 
     /// The port to dial: explicit, or the scheme's default.
@@ -122,22 +119,17 @@ impl Upstream {
 
 /// Parses a duration such as `500ms`, `30s`, `2m`, `1h` or a sum like `1m30s` (clap value parser).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid =
-        || format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 2m, 1h or 1m30s");
+    let invalid = || format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 2m, 1h or 1m30s");
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(invalid());
     }
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let part = match &rest[..unit_len] {
             "ms" => Duration::from_millis(number),
             "s" => Duration::from_secs(number),
@@ -212,18 +204,9 @@ mod tests {
 
     #[test]
     fn rejects_unusable_upstreams() {
-        assert!(matches!(
-            Upstream::parse("ftp://svc"),
-            Err(UpstreamError::Scheme(_))
-        ));
-        assert!(matches!(
-            Upstream::parse("svc:80"),
-            Err(UpstreamError::Scheme(_))
-        ));
-        assert!(matches!(
-            Upstream::parse("/just/a/path"),
-            Err(UpstreamError::Scheme(_))
-        ));
+        assert!(matches!(Upstream::parse("ftp://svc"), Err(UpstreamError::Scheme(_))));
+        assert!(matches!(Upstream::parse("svc:80"), Err(UpstreamError::Scheme(_))));
+        assert!(matches!(Upstream::parse("/just/a/path"), Err(UpstreamError::Scheme(_))));
         assert!(matches!(
             Upstream::parse("http://svc/?a=1"),
             Err(UpstreamError::Query(_))

@@ -75,11 +75,7 @@ impl Forwarder {
     /// Prepares the connection pool once: every request reuses its keep-alive connections.
     pub fn new(settings: Settings, tls: rustls::ClientConfig, log: Arc<AccessLog>) -> Self {
         Self {
-            upstreams: Arc::new(Upstreams::new(
-                &settings.upstream,
-                tls,
-                settings.connect_timeout,
-            )),
+            upstreams: Arc::new(Upstreams::new(&settings.upstream, tls, settings.connect_timeout)),
             upstream: settings.upstream,
             timeout: settings.timeout,
             retries: settings.retries,
@@ -89,11 +85,7 @@ impl Forwarder {
     }
 
     /// Proxies one request; never fails and never outlives `--timeout` waiting for the upstream.
-    pub async fn handle(
-        &self,
-        request: Request<Incoming>,
-        client_ip: IpAddr,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>, client_ip: IpAddr) -> Response<ProxyBody> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let http::request::Parts {
@@ -111,14 +103,7 @@ impl Forwarder {
             Ok(target) => {
                 self.prepare_headers(&mut headers, client_ip);
                 let replayable = self.retries > 0 && is_idempotent(&method) && body.is_end_stream();
-                let sent = self.send(
-                    &method,
-                    target,
-                    headers,
-                    body,
-                    replayable,
-                    &mut outcome.retries,
-                );
+                let sent = self.send(&method, target, headers, body, replayable, &mut outcome.retries);
                 match tokio::time::timeout(self.timeout, sent).await {
                     Ok(Ok((response, link))) => self.relay(response, link),
                     Ok(Err(error)) => {
@@ -131,8 +116,7 @@ impl Forwarder {
                         self.fail(StatusCode::BAD_GATEWAY, message, &mut outcome)
                     }
                     Err(_) => {
-                        let message =
-                            format!("upstream timed out after {}", format_duration(self.timeout));
+                        let message = format!("upstream timed out after {}", format_duration(self.timeout));
                         self.fail(StatusCode::GATEWAY_TIMEOUT, message, &mut outcome)
                     }
                 }
@@ -195,12 +179,7 @@ impl Forwarder {
                 let request = build_request(method, uri, headers, Either::Right(Empty::new()));
                 return self.upstreams.exchange(request).await;
             }
-            let request = build_request(
-                method,
-                uri.clone(),
-                headers.clone(),
-                Either::Right(Empty::new()),
-            );
+            let request = build_request(method, uri.clone(), headers.clone(), Either::Right(Empty::new()));
             let reason = match self.upstreams.exchange(request).await {
                 Ok((response, _)) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     "upstream answered 503".to_owned()
@@ -228,21 +207,15 @@ impl Forwarder {
         Response::from_parts(parts, Either::Left(body))
     }
 
-    fn fail(
-        &self,
-        status: StatusCode,
-        message: String,
-        outcome: &mut Outcome,
-    ) -> Response<ProxyBody> {
+    fn fail(&self, status: StatusCode, message: String, outcome: &mut Outcome) -> Response<ProxyBody> {
         tracing::warn!(upstream = self.upstream.display(), status = status.as_u16(), error = %message, "answering for the upstream");
         let body = serde_json::json!({ "error": message, "upstream": self.upstream.display() });
         outcome.error = Some(message);
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
         *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     }
 }
@@ -283,12 +256,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// `outer: inner: innermost`, so that "connection error" also says which one.
@@ -314,19 +282,13 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Private"),
-        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Private"));
         headers.append(header::CONNECTION, HeaderValue::from_static("x-other"));
         headers.insert("x-private", HeaderValue::from_static("1"));
         headers.insert("x-other", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(
-            header::PROXY_AUTHORIZATION,
-            HeaderValue::from_static("Basic x"),
-        );
+        headers.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");

@@ -36,11 +36,7 @@ use self::forward::{Forwarder, Settings};
 #[derive(Debug, Clone, clap::Args)]
 pub struct AmbassadorArgs {
     /// Where the app reaches the ambassador.
-    #[arg(
-        long,
-        env = "ENTOURAGE_AMBASSADOR_LISTEN",
-        default_value = "127.0.0.1:9000"
-    )]
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_LISTEN", default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
     /// The upstream base URL (`http://` or `https://`); a path in it prefixes every request path.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_UPSTREAM")]
@@ -52,11 +48,7 @@ pub struct AmbassadorArgs {
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_HEADER", default_value = "Authorization", value_parser = parse_header_name)]
     pub auth_header: HeaderName,
     /// The scheme written before the token; empty sends the bare token.
-    #[arg(
-        long,
-        env = "ENTOURAGE_AMBASSADOR_AUTH_SCHEME",
-        default_value = "Bearer"
-    )]
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_SCHEME", default_value = "Bearer")]
     pub auth_scheme: String,
     /// Extra PEM CA certificates trusted for an `https://` upstream, besides the system roots.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_CA_FILE")]
@@ -71,11 +63,7 @@ pub struct AmbassadorArgs {
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_RETRIES", default_value_t = 2)]
     pub retries: u32,
     /// Where `GET /healthz` is served for the readiness probe.
-    #[arg(
-        long,
-        env = "ENTOURAGE_AMBASSADOR_ADMIN",
-        default_value = "127.0.0.1:9901"
-    )]
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
     /// How long in-flight requests may finish after SIGTERM before the ambassador exits anyway.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_DRAIN", default_value = "10s", value_parser = parse_duration)]
@@ -83,8 +71,7 @@ pub struct AmbassadorArgs {
 }
 
 fn parse_header_name(text: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(text.as_bytes())
-        .map_err(|_| format!("{text:?} is not a valid HTTP header name"))
+    HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("{text:?} is not a valid HTTP header name"))
 }
 
 /// Errors of the ambassador runtime; all happen at start-up.
@@ -145,16 +132,13 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .try_init();
 
     let upstream = Upstream::parse(&args.upstream)?;
     let (credential, refresher) = match &args.auth_file {
         Some(path) => {
-            let (credential, refresher) =
-                auth::load(path, args.auth_header.clone(), &args.auth_scheme)?;
+            let (credential, refresher) = auth::load(path, args.auth_header.clone(), &args.auth_scheme)?;
             (Some(credential), Some(refresher))
         }
         None => (None, None),
@@ -237,9 +221,7 @@ async fn accept_until(
             let forwarder = Arc::clone(&forwarder);
             async move { Ok::<_, std::convert::Infallible>(forwarder.handle(request, client_ip).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

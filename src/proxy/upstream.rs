@@ -110,9 +110,7 @@ pub struct Link {
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
-            .field("done", &self.done)
-            .finish_non_exhaustive()
+        f.debug_struct("Link").field("done", &self.done).finish_non_exhaustive()
     }
 }
 
@@ -256,18 +254,13 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Prepares dialling; `tls` is used only for an `https://` upstream.
-    pub fn new(
-        upstream: &Upstream,
-        mut tls: rustls::ClientConfig,
-        connect_timeout: Duration,
-    ) -> Self {
+    pub fn new(upstream: &Upstream, mut tls: rustls::ClientConfig, connect_timeout: Duration) -> Self {
         let host = upstream.host().to_owned();
         let tls = if upstream.is_https() {
             // Only HTTP/1.1 is spoken upstream; every HTTPS server accepts it.
             tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let name = ServerName::try_from(host.clone()).unwrap_or_else(|_| {
-                ServerName::try_from("invalid.invalid").expect("a valid DNS name")
-            });
+            let name = ServerName::try_from(host.clone())
+                .unwrap_or_else(|_| ServerName::try_from("invalid.invalid").expect("a valid DNS name"));
             Some((tokio_rustls::TlsConnector::from(Arc::new(tls)), name))
         } else {
             None
@@ -285,16 +278,12 @@ impl Upstreams {
 
     /// Sends one request on a live pooled connection or a new one. The connection comes back with the response:
     /// whoever reads the response body must keep driving it (see [`UpstreamBody`]).
-    pub async fn exchange(
-        &self,
-        mut request: Request<OutBody>,
-    ) -> Result<(Response<Incoming>, Link), ExchangeError> {
+    pub async fn exchange(&self, mut request: Request<OutBody>) -> Result<(Response<Incoming>, Link), ExchangeError> {
         loop {
-            let (mut link, reused) =
-                match std::future::poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
-                    Some(link) => (link, true),
-                    None => (self.dialer.dial().await?, false),
-                };
+            let (mut link, reused) = match std::future::poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
+                Some(link) => (link, true),
+                None => (self.dialer.dial().await?, false),
+            };
             let ready = drive(&mut link.conn, &mut link.done, link.sender.ready()).await;
             let failure = match ready {
                 Some(Ok(())) => {
@@ -325,14 +314,8 @@ impl Upstreams {
     fn checkout(&self, cx: &mut Context<'_>) -> Option<Link> {
         loop {
             let mut link = {
-                let mut idle = self
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                while idle
-                    .front()
-                    .is_some_and(|l| l.idle_since.elapsed() > IDLE_TIMEOUT)
-                {
+                let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                while idle.front().is_some_and(|l| l.idle_since.elapsed() > IDLE_TIMEOUT) {
                     idle.pop_front();
                 }
                 idle.pop_back()?
@@ -350,10 +333,7 @@ impl Upstreams {
             return;
         }
         link.idle_since = Instant::now();
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push_back(link);
         }
@@ -423,10 +403,7 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let mut drove = false;
         loop {
