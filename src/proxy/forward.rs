@@ -85,7 +85,8 @@ impl Forwarder {
     }
 
     /// Proxies one request; never fails and never outlives `--timeout` waiting for the upstream.
-    pub async fn handle(&self, request: Request<Incoming>, client_ip: IpAddr) -> Response<ProxyBody> {
+    /// `client` is the connection's peer address as formatted by [`forwarded_for`].
+    pub async fn handle(&self, request: Request<Incoming>, client: &HeaderValue) -> Response<ProxyBody> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let http::request::Parts {
@@ -101,7 +102,7 @@ impl Forwarder {
         };
         let response = match self.upstream.uri_for(&uri) {
             Ok(target) => {
-                self.prepare_headers(&mut headers, client_ip);
+                self.prepare_headers(&mut headers, client);
                 let replayable = self.retries > 0 && is_idempotent(&method) && body.is_end_stream();
                 let sent = self.send(&method, target, headers, body, replayable, &mut outcome.retries);
                 match tokio::time::timeout(self.timeout, sent).await {
@@ -140,18 +141,21 @@ impl Forwarder {
         response
     }
 
-    fn prepare_headers(&self, headers: &mut HeaderMap, client_ip: IpAddr) {
+    fn prepare_headers(&self, headers: &mut HeaderMap, client: &HeaderValue) {
         strip_hop_by_hop(headers);
         headers.insert(header::HOST, self.upstream.host_header().clone());
         // Appending keeps the chain an upstream may already trust; the app is its first entry here.
-        let ip = client_ip.to_string();
-        let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) => HeaderValue::try_from(format!("{prior}, {ip}")),
-            None => HeaderValue::try_from(ip),
+        let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+            Some(prior) => {
+                let mut joined = Vec::with_capacity(prior.len() + 2 + client.len());
+                joined.extend_from_slice(prior.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(client.as_bytes());
+                HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone())
+            }
+            None => client.clone(),
         };
-        if let Ok(value) = forwarded_for {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+        headers.insert(X_FORWARDED_FOR, forwarded_for);
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         if let Some(credential) = &self.credential {
             // `insert` replaces every value the client sent under the same name.
@@ -226,6 +230,11 @@ fn build_request(method: &Method, uri: Uri, headers: HeaderMap, body: OutBody) -
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     request
+}
+
+/// The client's address as an `X-Forwarded-For` entry, formatted once per connection rather than per request.
+pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Only methods RFC 9110 calls idempotent may be sent twice.

@@ -216,10 +216,11 @@ async fn accept_until(
         // Small request and response heads must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let forwarder = Arc::clone(forwarder);
-        let client_ip = peer.ip();
+        let client = forward::forwarded_for(peer.ip());
         let service = service_fn(move |request| {
             let forwarder = Arc::clone(&forwarder);
-            async move { Ok::<_, std::convert::Infallible>(forwarder.handle(request, client_ip).await) }
+            let client = client.clone();
+            async move { Ok::<_, std::convert::Infallible>(forwarder.handle(request, &client).await) }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
