@@ -15,7 +15,7 @@ use hyper::body::{Body, Incoming};
 use super::access_log::{self, AccessLog, Entry};
 use super::auth::Credential;
 use super::config::{format_duration, Upstream};
-use super::upstream::{ExchangeError, Link, OutBody, UpstreamBody, Upstreams};
+use super::upstream::{ExchangeError, InvalidServerName, Link, OutBody, UpstreamBody, Upstreams};
 
 /// The body the ambassador answers with: the upstream's stream, or a short body of its own.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
@@ -73,15 +73,16 @@ struct Outcome {
 
 impl Forwarder {
     /// Prepares the connection pool once: every request reuses its keep-alive connections.
-    pub fn new(settings: Settings, tls: rustls::ClientConfig, log: Arc<AccessLog>) -> Self {
-        Self {
-            upstreams: Arc::new(Upstreams::new(&settings.upstream, tls, settings.connect_timeout)),
+    pub fn new(settings: Settings, tls: rustls::ClientConfig, log: Arc<AccessLog>) -> Result<Self, InvalidServerName> {
+        let upstreams = Upstreams::new(&settings.upstream, tls, settings.connect_timeout)?;
+        Ok(Self {
+            upstreams: Arc::new(upstreams),
             upstream: settings.upstream,
             timeout: settings.timeout,
             retries: settings.retries,
             credential: settings.credential,
             log,
-        }
+        })
     }
 
     /// Proxies one request; never fails and never outlives `--timeout` waiting for the upstream.

@@ -80,6 +80,9 @@ pub enum ProxyError {
     /// `--upstream` is unusable.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The upstream host cannot be verified over TLS.
+    #[error(transparent)]
+    ServerName(#[from] upstream::InvalidServerName),
     /// `--auth-file` is unreadable or holds no usable token.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
@@ -156,7 +159,7 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
         },
         tls,
         Arc::clone(&log),
-    ));
+    )?);
 
     let bind = |what, addr| async move {
         TcpListener::bind(addr)

@@ -85,6 +85,11 @@ pub enum DialError {
     Handshake(hyper::Error),
 }
 
+/// The upstream host cannot be checked against a certificate.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream host {0:?} is neither a DNS name nor an IP address a certificate could name")]
+pub struct InvalidServerName(pub String);
+
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -134,6 +139,12 @@ impl Link {
 
     fn reusable(&self) -> bool {
         !self.done && !self.sender.is_closed()
+    }
+
+    /// Lets the connection finish the exchange; true when it is idle and could take the next request. A
+    /// connection still writing a request body the upstream did not wait for is not, and must be closed.
+    fn settle(&mut self, cx: &mut Context<'_>) -> bool {
+        self.poll_conn(cx).is_pending() && self.reusable() && self.sender.is_ready()
     }
 }
 
@@ -254,18 +265,21 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Prepares dialling; `tls` is used only for an `https://` upstream.
-    pub fn new(upstream: &Upstream, mut tls: rustls::ClientConfig, connect_timeout: Duration) -> Self {
+    pub fn new(
+        upstream: &Upstream,
+        mut tls: rustls::ClientConfig,
+        connect_timeout: Duration,
+    ) -> Result<Self, InvalidServerName> {
         let host = upstream.host().to_owned();
         let tls = if upstream.is_https() {
             // Only HTTP/1.1 is spoken upstream; every HTTPS server accepts it.
             tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let name = ServerName::try_from(host.clone())
-                .unwrap_or_else(|_| ServerName::try_from("invalid.invalid").expect("a valid DNS name"));
+            let name = ServerName::try_from(host.clone()).map_err(|_| InvalidServerName(host.clone()))?;
             Some((tokio_rustls::TlsConnector::from(Arc::new(tls)), name))
         } else {
             None
         };
-        Self {
+        Ok(Self {
             dialer: Dialer {
                 host,
                 port: upstream.port(),
@@ -273,7 +287,7 @@ impl Upstreams {
                 connect_timeout,
             },
             idle: Mutex::new(VecDeque::new()),
-        }
+        })
     }
 
     /// Sends one request on a live pooled connection or a new one. The connection comes back with the response:
@@ -327,9 +341,9 @@ impl Upstreams {
         }
     }
 
-    /// Returns a connection whose exchange is complete.
-    fn checkin(&self, mut link: Link) {
-        if !link.reusable() {
+    /// Returns a connection whose response has been read in full; one that cannot take another request is closed.
+    fn checkin(&self, mut link: Link, cx: &mut Context<'_>) {
+        if !link.settle(cx) {
             return;
         }
         link.idle_since = Instant::now();
@@ -377,15 +391,21 @@ impl UpstreamBody {
             armed: false,
         };
         if body.inner.is_end_stream() {
-            body.release();
+            body.release_unpolled();
         }
         body
     }
 
-    fn release(&mut self) {
+    fn release(&mut self, cx: &mut Context<'_>) {
         if let Some(link) = self.link.take() {
-            self.pool.checkin(link);
+            self.pool.checkin(link, cx);
         }
+    }
+
+    /// Releases where no task is polling (construction, drop): nothing needs waking for the pooled connection,
+    /// and the next checkout polls it again with a real waker.
+    fn release_unpolled(&mut self) {
+        self.release(&mut Context::from_waker(std::task::Waker::noop()));
     }
 }
 
@@ -394,7 +414,7 @@ impl Drop for UpstreamBody {
         // A finished body (or one the server never polls, as for HEAD) leaves a reusable connection; an
         // abandoned one does not, and dropping the link closes it.
         if self.inner.is_end_stream() {
-            self.release();
+            self.release_unpolled();
         }
     }
 }
@@ -410,13 +430,13 @@ impl Body for UpstreamBody {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(None) => {
                     this.armed = false;
-                    this.release();
+                    this.release(cx);
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     this.armed = false;
                     if this.inner.is_end_stream() {
-                        this.release();
+                        this.release(cx);
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
