@@ -143,6 +143,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Like [`parse_duration`], but zero is refused: a zero timeout would fail every request.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("timeout {text:?} must be greater than zero")),
+        d => Ok(d),
+    }
+}
+
 /// Formats a duration the way the flags take it (`30s`, `500ms`), for messages.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -172,6 +180,13 @@ mod tests {
         for bad in ["", "30", "s", "1.5s", "10 s", "3d", "-1s", "ms5"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn refuses_zero_timeouts() {
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("0ms").is_err());
+        assert_eq!(parse_timeout("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
 use self::access_log::AccessLog;
-use self::config::{parse_duration, Upstream, UpstreamError};
+use self::config::{parse_duration, parse_timeout, Upstream, UpstreamError};
 use self::forward::{Forwarder, Settings};
 
 /// Command-line arguments of `entourage ambassador`.
@@ -54,10 +54,10 @@ pub struct AmbassadorArgs {
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_CA_FILE")]
     pub ca_file: Option<PathBuf>,
     /// Bound on waiting for the upstream's response head, and on each wait for more of its body.
-    #[arg(long, env = "ENTOURAGE_AMBASSADOR_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Bound on establishing a connection (TCP and TLS) to the upstream.
-    #[arg(long, env = "ENTOURAGE_AMBASSADOR_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
     /// Retries of body-less idempotent requests after a connect error or a 503 answer.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_RETRIES", default_value_t = 2)]
