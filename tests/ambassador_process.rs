@@ -440,6 +440,44 @@ async fn upstream_closing_connections_does_not_fail_requests() {
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connection_closed_by_upstream_is_not_reused() {
+    // A bare HTTP/1.1 server that, like one with a short keep-alive timeout, closes each connection after one
+    // answer without saying so in a `Connection: close` header.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = mpsc::channel::<()>(8);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                drop(stream);
+                let _ = closed_tx.send(()).await;
+            });
+        }
+    });
+    // No retries: a request sent on the stale connection would come back as a 502.
+    let ambassador = Ambassador::start(&format!("http://{upstream}"), &["--retries", "0"]).await;
+    for i in 0..3 {
+        let (status, _, body) = send(get(&ambassador.url(&format!("/stale/{i}")))).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(body, "ok");
+        tokio::time::timeout(DEADLINE, closed.recv()).await.unwrap().unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Credentials
 // ---------------------------------------------------------------------------------------------------------------
