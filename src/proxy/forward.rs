@@ -14,8 +14,9 @@ use hyper::body::{Body, Incoming};
 
 use super::access_log::{self, AccessLog, Entry};
 use super::auth::Credential;
+use super::body::UpstreamBody;
 use super::config::{format_duration, Upstream};
-use super::upstream::{ExchangeError, InvalidServerName, Link, OutBody, UpstreamBody, Upstreams};
+use super::upstream::{ExchangeError, InvalidServerName, Link, OutBody, Upstreams};
 
 /// The body the ambassador answers with: the upstream's stream, or a short body of its own.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;

@@ -4,12 +4,13 @@
 //! upstream over pooled keep-alive connections (TLS when the upstream is `https://`), bounds the wait, retries what
 //! is safe to retry and logs one JSON line per request. Modules, in the order a request meets them:
 //! [`config`] (flags parsed once), [`auth`] (the rotating credential), [`forward`] (one request),
-//! [`upstream`] (pooled upstream connections), [`access_log`] (the log line), and [`admin`] (the readiness
-//! endpoint).
+//! [`upstream`] (pooled upstream connections), [`body`] (the relayed response body), [`access_log`] (the log
+//! line), and [`admin`] (the readiness endpoint).
 
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod forward;
 pub mod upstream;
