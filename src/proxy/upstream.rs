@@ -289,7 +289,7 @@ impl Upstreams {
     }
 
     /// Sends one request on a live pooled connection or a new one. The connection comes back with the response:
-    /// whoever reads the response body must keep driving it (see [`UpstreamBody`]).
+    /// whoever reads the response body must keep driving it (see [`UpstreamBody`](super::body::UpstreamBody)).
     pub async fn exchange(&self, mut request: Request<OutBody>) -> Result<(Response<Incoming>, Link), ExchangeError> {
         loop {
             let (mut link, reused) = match std::future::poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
