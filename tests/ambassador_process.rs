@@ -842,3 +842,45 @@ async fn sigterm_drains_in_flight_request_and_exits_zero() {
     };
     assert_eq!(exit.code(), Some(0), "stderr: {:?}", ambassador.stderr.snapshot());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero_when_drain_period_runs_out() {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let upstream = spawn_upstream({
+        let arrived = Arc::clone(&arrived);
+        move |_request| {
+            let arrived = Arc::clone(&arrived);
+            async move {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Response::new(empty())
+            }
+        }
+    })
+    .await;
+    let mut ambassador = Ambassador::start(&format!("http://{upstream}"), &["--drain", "200ms"]).await;
+    let stuck = tokio::spawn(client().request(get(&ambassador.url("/stuck"))));
+    let start = Instant::now();
+    while arrived.load(Ordering::SeqCst) == 0 {
+        assert!(start.elapsed() < DEADLINE, "the request never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &ambassador.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = loop {
+        if let Some(status) = ambassador.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the ambassador did not exit after its drain period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "stderr: {:?}", ambassador.stderr.snapshot());
+    stuck.abort();
+}
