@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark on loopback: a tiny nginx upstream reached directly, through `entourage ambassador`, and
+# through nginx configured as the same reverse proxy (upstream keep-alive, one worker, no response buffering).
+#
+# For each target it measures the maximum throughput (closed loop) and then the latency at a fixed rate of half
+# the ambassador's maximum (open loop, oha -q with latency correction). Servers are pinned to CPU 0 and the load
+# tool to CPU 1 when taskset and two CPUs are available. Every measurement is repeated ROUNDS times, alternating
+# targets so that background noise hits them alike, and the median is reported. Alongside req/s and latency it
+# reports the server's CPU time per request (from /proc), which stays meaningful on a machine busy with other work.
+#
+# Output: a Markdown table on stdout (also target/bench/ambassador.md) and target/bench/ambassador.json.
+# Knobs (environment): DURATION=10s WARMUP=2s CONNECTIONS=64 ROUNDS=3 BASE_PORT=18180 NGINX_ACCESS_LOG=on|off
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT="$ROOT/target/bench"
+WORK="$OUT/ambassador-run"
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CONNECTIONS=${CONNECTIONS:-64}
+ROUNDS=${ROUNDS:-3}
+BASE_PORT=${BASE_PORT:-18180}
+NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG:-on}
+UPSTREAM_PORT=$((BASE_PORT + 1))
+NGINX_PORT=$((BASE_PORT + 2))
+AMBASSADOR_PORT=$((BASE_PORT + 3))
+ADMIN_PORT=$((BASE_PORT + 4))
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'bench-ambassador: %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+    [ "$(id -u)" -eq 0 ] || die "$1 is missing and installing it needs root (apt-get install -y $*)"
+    say "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1 || {
+        DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null 2>&1
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null
+    }
+}
+
+ensure_tools() {
+    command -v nginx >/dev/null || apt_install nginx-light || apt_install nginx
+    command -v jq >/dev/null || apt_install jq
+    command -v curl >/dev/null || apt_install curl
+    if ! command -v oha >/dev/null; then
+        say "installing oha (cargo install oha --locked)"
+        cargo install oha --locked
+    fi
+}
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_http() { # url: waits until it answers 200
+    local deadline=$((SECONDS + 60))
+    until [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "$1 never answered 200"
+        sleep 0.1
+    done
+}
+
+write_nginx_configs() {
+    local access_log="off"
+    if [ "$NGINX_ACCESS_LOG" = on ]; then
+        # Comparable to the ambassador, which always writes one line per request to a buffered stdout.
+        access_log="$WORK/nginx-proxy-access.log combined buffer=64k flush=1s"
+    fi
+    cat >"$WORK/upstream.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/tmp-upstream;
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
+        keepalive_requests 10000000;
+        location / { return 200 "ok"; }
+    }
+}
+EOF
+    cat >"$WORK/proxy.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy-error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log $access_log;
+    client_body_temp_path $WORK/tmp-proxy;
+    proxy_temp_path $WORK/tmp-proxy-cache;
+    upstream app {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 256;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        keepalive_requests 10000000;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host 127.0.0.1:$UPSTREAM_PORT;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 30s;
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+}
+
+# CPU time (clock ticks, user + system, all threads) used so far by the given processes.
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$@"; do
+        read -r -a fields <"/proc/$pid/stat"
+        total=$((total + fields[13] + fields[14]))
+    done
+    echo "$total"
+}
+
+# measure NAME TARGET URL [extra oha flags…]: one oha run, kept in $WORK/NAME.json together with the CPU time the
+# target's server process spent per request. CPU per request is the figure least disturbed by other load on the
+# machine, so it is the one to compare when req/s and percentiles are noisy.
+measure() {
+    local name=$1 target=$2 url=$3
+    shift 3
+    local before after
+    # shellcheck disable=SC2086 # a list of pids
+    before=$(cpu_ticks ${SERVER_PIDS[$target]})
+    "${LOAD_PIN[@]}" oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json "$@" "$url" >"$WORK/$name.raw.json"
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks ${SERVER_PIDS[$target]})
+    jq --argjson ticks "$((after - before))" --argjson hz "$(getconf CLK_TCK)" \
+        '. + {requests: ([.statusCodeDistribution[]] | add // 0)}
+           | . + {cpu_us_per_request: (if .requests > 0 then $ticks * 1e6 / $hz / .requests else null end)}' \
+        "$WORK/$name.raw.json" >"$WORK/$name.json"
+    local ok total
+    ok=$(jq '.statusCodeDistribution["200"] // 0' "$WORK/$name.json")
+    total=$(jq '.requests' "$WORK/$name.json")
+    [ "$ok" -gt 0 ] && [ "$ok" = "$total" ] || die "$name: only $ok of $total responses were 200"
+    say "$(jq -r --arg n "$name" '"\($n): \(.summary.requestsPerSec|floor) req/s, p50 \(.latencyPercentiles.p50*1e6|floor) µs, p99 \(.latencyPercentiles.p99*1e6|floor) µs, \(.cpu_us_per_request*10|round/10) CPU µs/req"' "$WORK/$name.json")"
+}
+
+# median KIND TARGET FIELD: median over rounds of a jq field of the round files.
+median() {
+    local kind=$1 target=$2 field=$3
+    jq -s "[.[] | $field] | sort | .[(length / 2 | floor)]" "$WORK/$kind"-"$target"-*.json
+}
+
+main() {
+    ensure_tools
+    rm -rf "$WORK"
+    mkdir -p "$WORK/tmp-upstream" "$WORK/tmp-proxy" "$WORK/tmp-proxy-cache"
+
+    SERVER_PIN=()
+    LOAD_PIN=()
+    local pinned=false
+    if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+        SERVER_PIN=(taskset -c 0)
+        LOAD_PIN=(taskset -c 1)
+        pinned=true
+    fi
+
+    say "building the release binary"
+    (cd "$ROOT" && cargo build --release --quiet)
+
+    write_nginx_configs
+    "${SERVER_PIN[@]}" nginx -p "$WORK" -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" &
+    PIDS+=($!)
+    local upstream_master=$!
+    "${SERVER_PIN[@]}" nginx -p "$WORK" -c "$WORK/proxy.conf" -e "$WORK/proxy-error.log" &
+    PIDS+=($!)
+    local proxy_master=$!
+    "${SERVER_PIN[@]}" "$ROOT/target/release/entourage" ambassador \
+        --listen "127.0.0.1:$AMBASSADOR_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+        --upstream "http://127.0.0.1:$UPSTREAM_PORT" \
+        >"$WORK/ambassador-access.log" 2>"$WORK/ambassador-stderr.log" &
+    PIDS+=($!)
+
+    wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
+    wait_http "http://127.0.0.1:$NGINX_PORT/"
+    wait_http "http://127.0.0.1:$ADMIN_PORT/healthz"
+    wait_http "http://127.0.0.1:$AMBASSADOR_PORT/"
+    # The nginx masters only supervise; their single workers do the work.
+    declare -gA SERVER_PIDS=(
+        [direct]="$(pgrep -P "$upstream_master" | tr '\n' ' ')"
+        [ambassador]="${PIDS[2]}"
+        [nginx]="$(pgrep -P "$proxy_master" | tr '\n' ' ')"
+    )
+
+    declare -A URL=(
+        [direct]="http://127.0.0.1:$UPSTREAM_PORT/"
+        [ambassador]="http://127.0.0.1:$AMBASSADOR_PORT/"
+        [nginx]="http://127.0.0.1:$NGINX_PORT/"
+    )
+    local targets=(direct ambassador nginx) target round
+
+    say "warming up"
+    for target in "${targets[@]}"; do
+        "${LOAD_PIN[@]}" oha -z "$WARMUP" -c "$CONNECTIONS" --no-tui --output-format json "${URL[$target]}" >/dev/null
+    done
+
+    say "maximum throughput: $ROUNDS rounds of $DURATION, $CONNECTIONS connections"
+    for round in $(seq "$ROUNDS"); do
+        for target in "${targets[@]}"; do
+            measure "max-$target-$round" "$target" "${URL[$target]}"
+        done
+    done
+
+    local rate
+    rate=$(median max ambassador '.summary.requestsPerSec' | jq '. / 2 | floor')
+    say "fixed rate: $rate req/s (half the ambassador's median maximum)"
+    for round in $(seq "$ROUNDS"); do
+        for target in "${targets[@]}"; do
+            measure "fixed-$target-$round" "$target" "${URL[$target]}" -q "$rate" --latency-correction
+        done
+    done
+
+    local report='{}'
+    for target in "${targets[@]}"; do
+        report=$(jq -n --argjson r "$report" --arg t "$target" \
+            --argjson rps "$(median max "$target" '.summary.requestsPerSec')" \
+            --argjson p50 "$(median max "$target" '.latencyPercentiles.p50')" \
+            --argjson p99 "$(median max "$target" '.latencyPercentiles.p99')" \
+            --argjson cpu "$(median max "$target" '.cpu_us_per_request')" \
+            --argjson fp50 "$(median fixed "$target" '.latencyPercentiles.p50')" \
+            --argjson fp99 "$(median fixed "$target" '.latencyPercentiles.p99')" \
+            '$r + {($t): {max: {rps: ($rps|floor), p50_us: ($p50*1e6|floor), p99_us: ($p99*1e6|floor),
+                                 cpu_us_per_request: ($cpu*10|round/10)},
+                          fixed_rate: {p50_us: ($fp50*1e6|floor), p99_us: ($fp99*1e6|floor)}}}')
+    done
+    jq -n --argjson r "$report" --argjson rate "$rate" --arg duration "$DURATION" \
+        --argjson connections "$CONNECTIONS" --argjson rounds "$ROUNDS" --argjson pinned "$pinned" \
+        --arg nginx_log "$NGINX_ACCESS_LOG" --arg oha "$(oha --version)" --arg nginx "$(nginx -v 2>&1)" \
+        '{tool: $oha, nginx: $nginx, duration: $duration, connections: $connections, rounds: $rounds,
+          pinned: $pinned, nginx_access_log: $nginx_log, fixed_rate: $rate, targets: $r,
+          ratios: {
+            ambassador_vs_nginx_rps: (($r.ambassador.max.rps / $r.nginx.max.rps * 1000 | round) / 1000),
+            ambassador_vs_direct_rps: (($r.ambassador.max.rps / $r.direct.max.rps * 1000 | round) / 1000),
+            ambassador_vs_nginx_cpu_per_request: (($r.ambassador.max.cpu_us_per_request / $r.nginx.max.cpu_us_per_request * 1000 | round) / 1000),
+            ambassador_added_p99_us_at_half_load: ($r.ambassador.fixed_rate.p99_us - $r.direct.fixed_rate.p99_us),
+            nginx_added_p99_us_at_half_load: ($r.nginx.fixed_rate.p99_us - $r.direct.fixed_rate.p99_us)
+          }}' >"$OUT/ambassador.json"
+
+    jq -r '
+        "| target | max req/s | p50 µs (max) | p99 µs (max) | server CPU µs/req | p50 µs @ \(.fixed_rate) req/s | p99 µs @ \(.fixed_rate) req/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        (.targets | to_entries[] |
+            "| \(.key) | \(.value.max.rps) | \(.value.max.p50_us) | \(.value.max.p99_us) | \(.value.max.cpu_us_per_request) | \(.value.fixed_rate.p50_us) | \(.value.fixed_rate.p99_us) |"),
+        "",
+        "ambassador/nginx throughput: \(.ratios.ambassador_vs_nginx_rps); CPU per request: \(.ratios.ambassador_vs_nginx_cpu_per_request); ambassador/direct throughput: \(.ratios.ambassador_vs_direct_rps)",
+        "added p99 at half load: ambassador \(.ratios.ambassador_added_p99_us_at_half_load) µs, nginx \(.ratios.nginx_added_p99_us_at_half_load) µs",
+        "(\(.tool), \(.connections) connections, \(.duration) x \(.rounds) rounds, medians; pinned: \(.pinned); nginx access log: \(.nginx_access_log))"
+    ' "$OUT/ambassador.json" | tee "$OUT/ambassador.md"
+}
+
+main "$@"

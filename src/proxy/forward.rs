@@ -1,0 +1,325 @@
+//! Forwarding one request: rewrite the head, send it through the pooled client, retry what is safe to retry,
+//! and turn failures into short JSON answers. Bodies stream through untouched in both directions.
+
+use std::error::Error as StdError;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Incoming};
+
+use super::access_log::{self, AccessLog, Entry};
+use super::auth::Credential;
+use super::body::UpstreamBody;
+use super::config::{format_duration, Upstream};
+use super::upstream::{ExchangeError, InvalidServerName, Link, OutBody, Upstreams};
+
+/// The body the ambassador answers with: the upstream's stream, or a short body of its own.
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+
+/// First pause before a retry; each further retry waits twice as long, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the legacy ones still seen.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Everything the forwarder needs, validated.
+#[derive(Debug)]
+pub struct Settings {
+    /// Where requests go.
+    pub upstream: Upstream,
+    /// Bound on the wait for the response head, and on each wait for the next piece of the response body.
+    pub timeout: Duration,
+    /// Bound on establishing a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Retries allowed for replayable requests.
+    pub retries: u32,
+    /// The header added to every request, if any.
+    pub credential: Option<Credential>,
+}
+
+/// The proxy's request handler; one per process, shared by every connection.
+#[derive(Debug)]
+pub struct Forwarder {
+    upstreams: Arc<Upstreams>,
+    upstream: Upstream,
+    timeout: Duration,
+    retries: u32,
+    credential: Option<Credential>,
+    log: Arc<AccessLog>,
+}
+
+/// What happened to one request, for the access log.
+struct Outcome {
+    retries: u32,
+    error: Option<String>,
+}
+
+impl Forwarder {
+    /// Prepares the connection pool once: every request reuses its keep-alive connections.
+    pub fn new(settings: Settings, tls: rustls::ClientConfig, log: Arc<AccessLog>) -> Result<Self, InvalidServerName> {
+        let upstreams = Upstreams::new(&settings.upstream, tls, settings.connect_timeout)?;
+        Ok(Self {
+            upstreams: Arc::new(upstreams),
+            upstream: settings.upstream,
+            timeout: settings.timeout,
+            retries: settings.retries,
+            credential: settings.credential,
+            log,
+        })
+    }
+
+    /// Proxies one request; never fails and never outlives `--timeout` waiting for the upstream.
+    /// `client` is the connection's peer address as formatted by [`forwarded_for`].
+    pub async fn handle(&self, request: Request<Incoming>, client: &HeaderValue) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let http::request::Parts {
+            method,
+            uri,
+            mut headers,
+            ..
+        } = parts;
+        let bytes_in = content_length(&headers);
+        let mut outcome = Outcome {
+            retries: 0,
+            error: None,
+        };
+        let response = match self.upstream.uri_for(&uri) {
+            Ok(target) => {
+                self.prepare_headers(&mut headers, client);
+                let replayable = self.retries > 0 && is_idempotent(&method) && body.is_end_stream();
+                let sent = self.send(&method, target, headers, body, replayable, &mut outcome.retries);
+                match tokio::time::timeout(self.timeout, sent).await {
+                    Ok(Ok((response, link))) => self.relay(response, link),
+                    Ok(Err(error)) => {
+                        let message = match &error {
+                            ExchangeError::Connect(_) => {
+                                format!("upstream unreachable: {}", error_chain(&error))
+                            }
+                            _ => format!("upstream request failed: {}", error_chain(&error)),
+                        };
+                        self.fail(StatusCode::BAD_GATEWAY, message, &mut outcome)
+                    }
+                    Err(_) => {
+                        let message = format!("upstream timed out after {}", format_duration(self.timeout));
+                        self.fail(StatusCode::GATEWAY_TIMEOUT, message, &mut outcome)
+                    }
+                }
+            }
+            Err(error) => {
+                let message = format!("cannot build upstream URI for {uri}: {error}");
+                self.fail(StatusCode::BAD_REQUEST, message, &mut outcome)
+            }
+        };
+        self.log.record(&Entry {
+            ts_ms: access_log::now_ms(),
+            method: method.as_str(),
+            path: uri.path(),
+            status: response.status().as_u16(),
+            upstream_ms: started.elapsed().as_secs_f64() * 1000.0,
+            bytes_in,
+            bytes_out: content_length(response.headers()),
+            retries: outcome.retries,
+            error: outcome.error.as_deref(),
+        });
+        response
+    }
+
+    fn prepare_headers(&self, headers: &mut HeaderMap, client: &HeaderValue) {
+        strip_hop_by_hop(headers);
+        headers.insert(header::HOST, self.upstream.host_header().clone());
+        // Appending keeps the chain an upstream may already trust; the app is its first entry here.
+        let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+            Some(prior) => {
+                let mut joined = Vec::with_capacity(prior.len() + 2 + client.len());
+                joined.extend_from_slice(prior.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(client.as_bytes());
+                HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone())
+            }
+            None => client.clone(),
+        };
+        headers.insert(X_FORWARDED_FOR, forwarded_for);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        if let Some(credential) = &self.credential {
+            // `insert` replaces every value the client sent under the same name.
+            headers.insert(credential.header().clone(), credential.value());
+        }
+    }
+
+    /// Sends the request, retrying a replayable one on connect errors and 503 answers.
+    async fn send(
+        &self,
+        method: &Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Incoming,
+        replayable: bool,
+        retries: &mut u32,
+    ) -> Result<(Response<Incoming>, Link), ExchangeError> {
+        if !replayable {
+            let request = build_request(method, uri, headers, Either::Left(body));
+            return self.upstreams.exchange(request).await;
+        }
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if *retries >= self.retries {
+                let request = build_request(method, uri, headers, Either::Right(Empty::new()));
+                return self.upstreams.exchange(request).await;
+            }
+            let request = build_request(method, uri.clone(), headers.clone(), Either::Right(Empty::new()));
+            let reason = match self.upstreams.exchange(request).await {
+                Ok((response, _)) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    "upstream answered 503".to_owned()
+                }
+                Err(error @ ExchangeError::Connect(_)) => error_chain(&error),
+                other => return other,
+            };
+            *retries += 1;
+            tracing::info!(
+                upstream = self.upstream.display(),
+                %reason,
+                retry = *retries,
+                backoff_ms = backoff.as_millis() as u64,
+                "retrying upstream request"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn relay(&self, response: Response<Incoming>, link: Link) -> Response<ProxyBody> {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = UpstreamBody::new(body, link, Arc::clone(&self.upstreams), self.timeout);
+        Response::from_parts(parts, Either::Left(body))
+    }
+
+    fn fail(&self, status: StatusCode, message: String, outcome: &mut Outcome) -> Response<ProxyBody> {
+        tracing::warn!(upstream = self.upstream.display(), status = status.as_u16(), error = %message, "answering for the upstream");
+        let body = serde_json::json!({ "error": message, "upstream": self.upstream.display() });
+        outcome.error = Some(message);
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+fn build_request(method: &Method, uri: Uri, headers: HeaderMap, body: OutBody) -> Request<OutBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    request
+}
+
+/// The client's address as an `X-Forwarded-For` entry, formatted once per connection rather than per request.
+pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Only methods RFC 9110 calls idempotent may be sent twice.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Removes the hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// `outer: inner: innermost`, so that "connection error" also says which one.
+fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        // Wrappers often repeat their source's message; say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Private"));
+        headers.append(header::CONNECTION, HeaderValue::from_static("x-other"));
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("x-other", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn retries_only_idempotent_methods() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+            Method::TRACE,
+        ] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Connections to the upstream: dialled (TCP, then TLS for `https://`), kept in a pool, and driven by the very
+//! task that serves the client rather than by a task of their own.
+//!
+//! A general-purpose client spawns one task per connection and passes every request and response between tasks.
+//! An ambassador does nothing but relay, so here the upstream connection is polled by the request future until
+//! the response head arrives and then by the response body while it streams; once the body is done the
+//! connection goes back to the pool. That saves a cross-task hand-off (and a pool lookup by key) on every request.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::config::{format_duration, Upstream};
+
+/// The body sent upstream: the client's stream, or nothing when the request is replayable.
+pub type OutBody = Either<Incoming, Empty<Bytes>>;
+
+/// Any byte stream the HTTP/1.1 connection can run over (plain TCP or TLS).
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+type Conn = http1::Connection<TokioIo<Box<dyn Stream>>, OutBody>;
+
+/// Idle connections kept for reuse; more than the app's concurrency is never useful.
+const MAX_IDLE: usize = 512;
+/// Idle connections older than this are closed rather than reused, ahead of common server keep-alive limits.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Why no connection to the upstream could be made. Every variant counts as a connect error (retryable).
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// DNS did not answer.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        /// The upstream host.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// DNS answered with nothing.
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    /// The TCP connection was refused or failed.
+    #[error("tcp connect to {addr} failed: {source}")]
+    Connect {
+        /// The address tried last.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// TCP and TLS set-up took longer than `--connect-timeout`.
+    #[error("connecting to {target} took longer than {limit}")]
+    Timeout {
+        /// `host:port`.
+        target: String,
+        /// The connect timeout.
+        limit: String,
+    },
+    /// The TLS handshake failed, typically an untrusted or mismatched certificate.
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls {
+        /// The name verified.
+        host: String,
+        /// What rustls said.
+        source: std::io::Error,
+    },
+    /// hyper could not start HTTP/1.1 on the connection.
+    #[error("HTTP/1.1 handshake failed: {0}")]
+    Handshake(hyper::Error),
+}
+
+/// The upstream host cannot be checked against a certificate.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream host {0:?} is neither a DNS name nor an IP address a certificate could name")]
+pub struct InvalidServerName(pub String);
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] DialError),
+    /// The connection broke or the upstream answered with something that is not HTTP.
+    #[error("{0}")]
+    Request(hyper::Error),
+    /// The connection ended before the response head arrived.
+    #[error("the upstream closed the connection before answering")]
+    Closed,
+}
+
+/// An upstream connection: the request sender and the connection state machine that must be polled.
+pub struct Link {
+    sender: http1::SendRequest<OutBody>,
+    conn: Pin<Box<Conn>>,
+    /// The connection future has completed (closed or failed); it must not be polled again.
+    done: bool,
+    idle_since: Instant,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("done", &self.done).finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// Lets the connection read and write; `Ready` means it has ended.
+    pub(super) fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done {
+            return Poll::Ready(());
+        }
+        match self.conn.as_mut().poll(cx) {
+            Poll::Ready(result) => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "upstream connection ended");
+                }
+                self.done = true;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn reusable(&self) -> bool {
+        !self.done && !self.sender.is_closed()
+    }
+
+    /// Lets the connection finish the exchange; true when it is idle and could take the next request. A
+    /// connection still writing a request body the upstream did not wait for is not, and must be closed.
+    fn settle(&mut self, cx: &mut Context<'_>) -> bool {
+        self.poll_conn(cx).is_pending() && self.reusable() && self.sender.is_ready()
+    }
+}
+
+/// Drives `fut` and the connection together; `None` when the connection ended and `fut` could not finish.
+async fn drive<F: Future>(conn: &mut Pin<Box<Conn>>, done: &mut bool, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if !*done {
+            match conn.as_mut().poll(cx) {
+                Poll::Ready(result) => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "upstream connection ended");
+                    }
+                    *done = true;
+                }
+                // The connection may just have completed `fut`; looking again saves a trip through the scheduler.
+                Poll::Pending => return fut.as_mut().poll(cx).map(Some),
+            }
+        }
+        // The connection has ended, which settles any request it held.
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// Dials new connections to the upstream.
+struct Dialer {
+    host: String,
+    port: u16,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Dialer {
+    async fn dial(&self) -> Result<Link, DialError> {
+        match tokio::time::timeout(self.connect_timeout, self.dial_unbounded()).await {
+            Ok(result) => result,
+            Err(_) => Err(DialError::Timeout {
+                target: format!("{}:{}", self.host, self.port),
+                limit: format_duration(self.connect_timeout),
+            }),
+        }
+    }
+
+    async fn dial_unbounded(&self) -> Result<Link, DialError> {
+        let tcp = self.connect_tcp().await?;
+        // Small request heads must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = match &self.tls {
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| DialError::Tls {
+                        host: self.host.clone(),
+                        source,
+                    })?;
+                Box::new(tls)
+            }
+            None => Box::new(tcp),
+        };
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(DialError::Handshake)?;
+        Ok(Link {
+            sender,
+            conn: Box::pin(conn),
+            done: false,
+            idle_since: Instant::now(),
+        })
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, DialError> {
+        let addrs: Vec<SocketAddr> = match self.host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, self.port)],
+            Err(_) => tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .map_err(|source| DialError::Resolve {
+                    host: self.host.clone(),
+                    source,
+                })?
+                .collect(),
+        };
+        let mut last = DialError::NoAddress(self.host.clone());
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(source) => last = DialError::Connect { addr, source },
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Pooled keep-alive connections to one upstream.
+#[derive(Debug)]
+pub struct Upstreams {
+    dialer: Dialer,
+    idle: Mutex<VecDeque<Link>>,
+}
+
+impl Upstreams {
+    /// Prepares dialling; `tls` is used only for an `https://` upstream.
+    pub fn new(
+        upstream: &Upstream,
+        mut tls: rustls::ClientConfig,
+        connect_timeout: Duration,
+    ) -> Result<Self, InvalidServerName> {
+        let host = upstream.host().to_owned();
+        let tls = if upstream.is_https() {
+            // Only HTTP/1.1 is spoken upstream; every HTTPS server accepts it.
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = ServerName::try_from(host.clone()).map_err(|_| InvalidServerName(host.clone()))?;
+            Some((tokio_rustls::TlsConnector::from(Arc::new(tls)), name))
+        } else {
+            None
+        };
+        Ok(Self {
+            dialer: Dialer {
+                host,
+                port: upstream.port(),
+                tls,
+                connect_timeout,
+            },
+            idle: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// Sends one request on a live pooled connection or a new one. The connection comes back with the response:
+    /// whoever reads the response body must keep driving it (see [`UpstreamBody`](super::body::UpstreamBody)).
+    pub async fn exchange(&self, mut request: Request<OutBody>) -> Result<(Response<Incoming>, Link), ExchangeError> {
+        loop {
+            let (mut link, reused) = match std::future::poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
+                Some(link) => (link, true),
+                None => (self.dialer.dial().await?, false),
+            };
+            let ready = drive(&mut link.conn, &mut link.done, link.sender.ready()).await;
+            let failure = match ready {
+                Some(Ok(())) => {
+                    let sent = link.sender.try_send_request(request);
+                    match drive(&mut link.conn, &mut link.done, sent).await {
+                        Some(Ok(response)) => return Ok((response, link)),
+                        Some(Err(mut error)) => match error.take_message() {
+                            Some(unsent) => {
+                                request = unsent;
+                                ExchangeError::Request(error.into_error())
+                            }
+                            None => return Err(ExchangeError::Request(error.into_error())),
+                        },
+                        None => return Err(ExchangeError::Closed),
+                    }
+                }
+                Some(Err(error)) => ExchangeError::Request(error),
+                None => ExchangeError::Closed,
+            };
+            // A pooled connection the upstream closed while idle: the request never left, so try the next one.
+            if !reused {
+                return Err(failure);
+            }
+        }
+    }
+
+    /// Takes the most recently used connection that is still open.
+    fn checkout(&self, cx: &mut Context<'_>) -> Option<Link> {
+        loop {
+            let mut link = {
+                let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                while idle.front().is_some_and(|l| l.idle_since.elapsed() > IDLE_TIMEOUT) {
+                    idle.pop_front();
+                }
+                idle.pop_back()?
+            };
+            // Polling an idle connection notices a close the upstream sent while nobody was looking.
+            if link.poll_conn(cx).is_pending() && link.reusable() {
+                return Some(link);
+            }
+        }
+    }
+
+    /// Returns a connection whose response has been read in full; one that cannot take another request is closed.
+    pub(super) fn checkin(&self, mut link: Link, cx: &mut Context<'_>) {
+        if !link.settle(cx) {
+            return;
+        }
+        link.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push_back(link);
+        }
+    }
+}
