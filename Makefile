@@ -6,8 +6,10 @@ CERTS := certs
 BIN := target/debug/entourage
 RELEASE_BIN := target/release/entourage
 URL ?= https://localhost:8443
+IMAGE ?= ghcr.io/entourage-dev/entourage:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+KUBECTL ?= kubectl
 
-.PHONY: run test test-rust certs fmt fmt-check lint curl build release bench bench-adapter bench-ambassador fuzz soak deploy image clean python-deps
+.PHONY: run test test-rust certs fmt fmt-check lint curl build release bench bench-adapter bench-ambassador fuzz soak deploy manifests undeploy image clean python-deps
 
 ## run: serve the webhook on https://127.0.0.1:8443 with dev certificates and the built-in config
 run: $(CERTS)/tls.crt
@@ -52,6 +54,27 @@ curl:
 ## bench-adapter: adapter throughput vs cat and jq (ADAPT_BENCH_MB=200; ADAPT_BENCH_BIG=1 adds the 1 GiB flat-memory check)
 bench-adapter:
 	scripts/bench-adapter.sh
+
+## bench-ambassador: ambassador vs nginx reverse proxy vs direct; writes target/bench/ambassador.json
+bench-ambassador:
+	scripts/bench-ambassador.sh
+
+## deploy: install into the current kubectl context with the dev certificates in certs/ and IMAGE
+deploy: $(CERTS)/tls.crt
+	scripts/render-manifests.sh --certs $(CERTS) --image $(IMAGE) | $(KUBECTL) apply -f -
+	$(KUBECTL) -n entourage-system rollout status deployment/entourage --timeout=180s
+
+## manifests: print what `make deploy` applies
+manifests: $(CERTS)/tls.crt
+	@scripts/render-manifests.sh --certs $(CERTS) --image $(IMAGE)
+
+## undeploy: remove everything `make deploy` installed
+undeploy:
+	scripts/render-manifests.sh | $(KUBECTL) delete --ignore-not-found -f -
+
+## image: build the container image (static binary, distroless, non-root)
+image:
+	docker build -t $(IMAGE) .
 
 clean:
 	$(CARGO) clean
