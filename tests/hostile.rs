@@ -260,19 +260,16 @@ async fn headers_sent_one_byte_per_second_are_cut_off_by_the_server() {
         }
     });
     // The server closes the connection (EOF or reset) while headers are still arriving.
-    let mut buf = [0u8; 1024];
-    let closed = tokio::time::timeout(Duration::from_secs(total as u64 + 30), async {
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => continue,
-            }
-        }
-    })
-    .await;
+    let closed = tokio::time::timeout(Duration::from_secs(total as u64 + 30), read_until_closed(&mut reader)).await;
     let at = sent.load(Ordering::SeqCst);
     trickle.abort();
-    assert!(closed.is_ok(), "the server never closed the connection");
+    let Ok(reply) = closed else {
+        panic!("the server never closed the connection");
+    };
+    eprintln!(
+        "slow headers: closed after {at} of {total} bytes with {:?}",
+        status_line(&reply)
+    );
     assert!(
         at < total,
         "the connection was closed only after all {total} header bytes were sent"
@@ -417,6 +414,47 @@ async fn two_thousand_idle_connections_do_not_stop_reviews_and_memory_stays_boun
     drop(plain);
     drop(handshaken);
     assert_still_serves(&webhook, "closing 2,000 idle connections").await;
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_at_once_and_a_freed_slot_serves_again() {
+    let webhook = Webhook::start(&["--max-connections", "4", "--header-timeout", "120"]);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tls(&webhook).await);
+    }
+    let mut extra = TcpStream::connect(webhook.addr).await.unwrap();
+    let _ = extra.write_all(b"\x16\x03\x01").await;
+    assert!(
+        read_until_closed(&mut extra).await.is_empty(),
+        "the extra connection gets nothing"
+    );
+    drop(held.pop());
+    // The slot is released when the server notices the close; retry until then, within the deadline.
+    let review = normal_review();
+    let served = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let tcp = TcpStream::connect(webhook.addr).await.unwrap();
+            let connector = TlsConnector::from(Arc::new(client_tls(&webhook.certs.join("ca.crt"))));
+            if let Ok(stream) = connector.connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp).await {
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let request = hyper::Request::post("/mutate?timeout=10s")
+                    .header("host", SERVER_NAME)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(serde_json::to_vec(&review).unwrap())))
+                    .unwrap();
+                if let Ok(response) = sender.send_request(request).await {
+                    return response.status().as_u16();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(served, Ok(200));
 }
 
 /// A CA and a client certificate it signs, as PEM files in `dir`; returns (ca path, cert PEM, key PEM).
