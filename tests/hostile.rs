@@ -367,6 +367,38 @@ async fn tls_garbage_is_closed_and_the_server_keeps_serving() {
     assert_still_serves(&webhook, "a stalled handshake record").await;
 }
 
+/// A minimal ClientHello offering only `version` (0x0301 TLS 1.0, 0x0302 TLS 1.1), no extensions.
+fn legacy_client_hello(version: [u8; 2]) -> Vec<u8> {
+    let mut body = version.to_vec();
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&[0x00, 0x04, 0xc0, 0x13, 0x00, 0x2f]); // ECDHE-RSA-AES128-SHA, RSA-AES128-SHA
+    body.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0x00, 0x00, body.len() as u8];
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, handshake.len() as u8];
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test]
+async fn tls_1_0_and_1_1_clients_are_refused_with_a_fatal_alert() {
+    let webhook = Webhook::start(&[]);
+    for (case, version) in [("TLS 1.0", [0x03, 0x01]), ("TLS 1.1", [0x03, 0x02])] {
+        let mut tcp = TcpStream::connect(webhook.addr).await.unwrap();
+        tcp.write_all(&legacy_client_hello(version)).await.unwrap();
+        let reply = read_until_closed(&mut tcp).await;
+        // One fatal (2) alert record, handshake_failure (40; rustls 0.23) or protocol_version (70); never a
+        // ServerHello: there is no TLS 1.0 or 1.1 in rustls to negotiate.
+        assert_eq!(reply.first(), Some(&0x15), "{case}: {reply:02x?}");
+        assert!(
+            matches!(reply.get(5..7), Some([0x02, 0x28 | 0x46])),
+            "{case}: {reply:02x?}"
+        );
+        assert_still_serves(&webhook, case).await;
+    }
+}
+
 /// Resident memory of a process, from /proc.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
