@@ -483,6 +483,19 @@ fn parse_ambassadors(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<Annot
         }
     }
     let first_port = match get(AMBASSADOR_PORT) {
+        // Past 65535 the ports would repeat: two ambassadors on one port, and one of them cannot bind.
+        None if usize::from(config.ambassador.port) + named.len().saturating_sub(1) > 65535 => {
+            errors.push(err(
+                AMBASSADOR_UPSTREAMS,
+                get(AMBASSADOR_UPSTREAMS).unwrap_or_default(),
+                format!(
+                    "needs {} ports from {} (config ambassador.port); set {AMBASSADOR_PORT} lower",
+                    named.len(),
+                    config.ambassador.port
+                ),
+            ));
+            return Vec::new();
+        }
         None => config.ambassador.port,
         Some(p) => match p.trim().parse::<u16>() {
             Ok(port) if port > 0 && usize::from(port) + named.len() - 1 <= 65535 => port,
@@ -723,6 +736,17 @@ mod tests {
             (a[0].auth_secret.as_deref(), a[1].auth_secret.as_deref()),
             (None, Some("pay-token"))
         );
+    }
+
+    #[test]
+    fn upstreams_that_would_run_past_port_65535_from_the_config_port_are_refused() {
+        let mut config = Config::default();
+        config.ambassador.port = 65534;
+        let three = json!({AMBASSADOR_UPSTREAMS: "a=http://a,b=http://b,c=http://c"});
+        let errors = parse_pod(three.as_object(), &config).unwrap_err();
+        assert!(errors[0].to_string().contains("needs 3 ports from 65534"), "{errors:?}");
+        let two = json!({AMBASSADOR_UPSTREAMS: "a=http://a,b=http://b"});
+        assert!(parse_pod(two.as_object(), &config).is_ok());
     }
 
     #[test]

@@ -357,7 +357,11 @@ pub async fn serve_tls(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
+    // The protocol comes from ALPN, never from sniffing the first bytes: hyper-util's sniffing has no timeout, so
+    // a client silent after the handshake held its connection (and a --max-connections slot) for ever. HTTP/1.1
+    // unless the client negotiated h2 (the apiserver forces http/1.1).
+    let h1 = Arc::new(builder.clone().http1_only());
+    let h2 = Arc::new(builder.http2_only());
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let service = TowerToHyperService::new(app);
@@ -381,7 +385,7 @@ pub async fn serve_tls(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let builder = builder.clone();
+        let (h1, h2) = (h1.clone(), h2.clone());
         let service = service.clone();
         let watcher = graceful.watcher();
         let handshake_timeout = options.handshake_timeout;
@@ -391,6 +395,11 @@ pub async fn serve_tls(
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return log_handshake_failure(peer, &e.to_string()),
                 Err(_) => return log_handshake_failure(peer, "handshake timed out"),
+            };
+            let builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                h2
+            } else {
+                h1
             };
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -44,7 +44,19 @@ pub(crate) fn plan(
         .collect();
     let mut errors = Vec::new();
     for (i, upstream) in upstreams.iter().enumerate() {
-        let admin = u16::try_from(usize::from(config.ambassador.admin_port) + i).unwrap_or(u16::MAX);
+        // One admin port per ambassador, counting up from the config's: it must not run past 65535.
+        let Ok(admin) = u16::try_from(usize::from(config.ambassador.admin_port) + i) else {
+            errors.push(AnnotationError {
+                key: annotations::AMBASSADOR_UPSTREAMS,
+                value: upstream.name.clone().unwrap_or_else(|| upstream.url.clone()),
+                rule: format!(
+                    "needs admin port {} past 65535 (config ambassador.adminPort is {})",
+                    usize::from(config.ambassador.admin_port) + i,
+                    config.ambassador.admin_port
+                ),
+            });
+            continue;
+        };
         let local_ports: Vec<u16> = upstreams.iter().map(|u| u.port).collect();
         if let Some((_, owner)) = declared.iter().find(|(p, _)| *p == i64::from(upstream.port)) {
             errors.push(AnnotationError {

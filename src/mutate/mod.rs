@@ -220,6 +220,22 @@ mod tests {
     }
 
     #[test]
+    fn admin_ports_that_would_run_past_65535_deny_instead_of_overflowing() {
+        let mut config = Config::default();
+        config.ambassador.admin_port = 65534;
+        let pod = json!({
+            "kind": "Pod",
+            "metadata": {"annotations": {"entourage.dev/ambassador-upstreams": "a=http://a,b=http://b,c=http://c"}},
+            "spec": {"containers": [{"name": "app", "image": "app"}]},
+        });
+        let out = mutate(&request(("", "Pod"), "CREATE", pod), &config);
+        match out.verdict {
+            Verdict::Deny(message) => assert!(message.contains("admin port 65536"), "{message}"),
+            Verdict::Allow => panic!("allowed with admin ports past 65535"),
+        }
+    }
+
+    #[test]
     fn a_request_without_object_is_allowed_unchanged() {
         let mut r = request(("", "Pod"), "CREATE", json!(null));
         r.object = None;
