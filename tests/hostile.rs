@@ -209,7 +209,7 @@ async fn body_over_8_mib_gets_413_and_the_next_review_is_served() {
 }
 
 #[tokio::test]
-async fn truncated_body_gets_no_review_answer_and_the_next_review_is_served() {
+async fn truncated_body_gets_400_and_the_next_review_is_served() {
     let webhook = Webhook::start(&[]);
     let mut stream = tls(&webhook).await;
     let body = serde_json::to_vec(&normal_review()).unwrap();
