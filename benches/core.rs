@@ -1,0 +1,153 @@
+//! The synchronous path of one review, in process: decode + mutate + encode, for Pods of ~5 KB, ~100 KB and
+//! ~1 MB (the 5 KB bench fixture grown with many containers carrying large env lists).
+//!
+//! Writes the grown reviews to `target/bench/fixtures/` (for the HTTP scaling run of `scripts/bench.sh`) and the
+//! timings to `target/bench/core.json`. Timings only: nothing here asserts a duration.
+//!
+//! `cargo bench --bench core`
+
+use std::{
+    fs,
+    hint::black_box,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use entourage::{
+    admission::{self, AdmissionResponse, ReviewOut},
+    config::Config,
+    mutate::{self, Verdict},
+};
+use serde_json::{json, Value};
+
+/// The sizes measured: a label and the least size of the serialised review.
+const SIZES: &[(&str, usize)] = &[("5k", 0), ("100k", 100 * 1024), ("1m", 1024 * 1024)];
+
+/// Each size is timed in this many batches; the median batch is reported.
+const BATCHES: usize = 15;
+
+/// A batch runs for about this long.
+const BATCH_TIME: Duration = Duration::from_millis(100);
+
+fn out_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    target.join("bench")
+}
+
+/// An extra app container: no ports (the ambassador's port stays free), a long env list, a mount.
+fn worker(i: usize) -> Value {
+    let env: Vec<Value> = (0..40)
+        .map(|e| json!({"name": format!("WORKER_{i}_SETTING_{e:02}"), "value": format!("worker-{i}-value-{e:02}-production-setting")}))
+        .collect();
+    json!({
+        "name": format!("worker-{i}"),
+        "image": "registry.example.com/shop/worker:2.14.1",
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["--queue", format!("orders-{i}"), "--concurrency", "4"],
+        "env": env,
+        "resources": {"limits": {"cpu": "250m", "memory": "128Mi"}, "requests": {"cpu": "50m", "memory": "64Mi"}},
+        "volumeMounts": [{"name": "kube-api-access-7x2kq", "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File"
+    })
+}
+
+/// The 5 KB review grown with workers until it is at least `least` bytes.
+fn grown(base: &Value, least: usize) -> Vec<u8> {
+    let mut review = base.clone();
+    let mut i = 0;
+    loop {
+        let body = serde_json::to_vec(&review).expect("a Value serialises");
+        if body.len() >= least {
+            return body;
+        }
+        // Add workers in steps, so that a 1 MB Pod does not take quadratic time to build.
+        let step = ((least - body.len()) / 3000).max(1);
+        let containers = review
+            .pointer_mut("/request/object/spec/containers")
+            .and_then(Value::as_array_mut)
+            .expect("the fixture has containers");
+        for _ in 0..step {
+            containers.push(worker(i));
+            i += 1;
+        }
+    }
+}
+
+/// decode + mutate + encode, as the server's handler does; the encoded answer's length.
+fn review(body: &[u8], config: &Config) -> usize {
+    let review = admission::decode(body).expect("the fixture is a review");
+    let outcome = mutate::mutate(&review.request, config);
+    let response = match &outcome.verdict {
+        Verdict::Allow => AdmissionResponse::allow(&review.request.uid, &outcome.patch, outcome.warnings.clone()),
+        Verdict::Deny(m) => AdmissionResponse::deny(&review.request.uid, m.clone(), outcome.warnings.clone()),
+    };
+    serde_json::to_vec(&ReviewOut::new(review.api_version, response))
+        .expect("responses serialise")
+        .len()
+}
+
+fn measure(body: &[u8], config: &Config) -> (f64, f64) {
+    // Calibrate: how many iterations fill one batch.
+    let started = Instant::now();
+    let mut per_batch = 0usize;
+    while started.elapsed() < BATCH_TIME {
+        black_box(review(black_box(body), config));
+        per_batch += 1;
+    }
+    let mut batches: Vec<f64> = (0..BATCHES)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..per_batch {
+                black_box(review(black_box(body), config));
+            }
+            started.elapsed().as_secs_f64() * 1e6 / per_batch as f64
+        })
+        .collect();
+    batches.sort_by(f64::total_cmp);
+    (batches[BATCHES / 2], batches[0])
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument, if any, selects sizes by label.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/fixtures/pod-5k.json");
+    let base: Value = serde_json::from_slice(&fs::read(&fixture).expect("bench/fixtures/pod-5k.json")).expect("JSON");
+    let config = Config::default();
+    let dir = out_dir();
+    fs::create_dir_all(dir.join("fixtures")).expect("target/bench/fixtures");
+    let mut results = Vec::new();
+    println!("| Pod | bytes | containers | µs (median) | µs (best) | µs/KB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for &(label, least) in SIZES {
+        if !filter.is_empty() && !filter.iter().any(|f| f == label) {
+            continue;
+        }
+        let body = grown(&base, least);
+        fs::write(dir.join(format!("fixtures/pod-{label}.json")), &body).expect("write fixture");
+        let decoded = admission::decode(&body).expect("a review");
+        let outcome = mutate::mutate(&decoded.request, &config);
+        assert!(
+            outcome.verdict == Verdict::Allow && !outcome.patch.0.is_empty(),
+            "the {label} Pod must be patched, got {:?} ({:?})",
+            outcome.verdict,
+            outcome.reason
+        );
+        let containers = decoded.request.object.as_ref().and_then(|o| o.pointer("/spec/containers"));
+        let containers = containers.and_then(Value::as_array).map_or(0, Vec::len);
+        let (median, best) = measure(&body, &config);
+        let kb = body.len() as f64 / 1024.0;
+        println!(
+            "| {label} | {} | {containers} | {median:.1} | {best:.1} | {:.2} |",
+            body.len(),
+            median / kb
+        );
+        results.push(json!({
+            "label": label, "bytes": body.len(), "containers": containers, "patch_ops": outcome.patch.0.len(),
+            "us_median": median, "us_best": best, "us_per_kb": median / kb,
+        }));
+    }
+    let path = dir.join("core.json");
+    fs::write(&path, serde_json::to_vec_pretty(&results).expect("JSON")).expect("write core.json");
+    println!("wrote {}", path.display());
+}
