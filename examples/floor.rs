@@ -60,9 +60,10 @@ fn tls_config(args: &Args) -> rustls::ServerConfig {
 fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("a valid header"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        "application/json".parse().expect("a valid header"),
+    );
     response
 }
 
@@ -96,7 +97,9 @@ async fn main() {
     let listener = TcpListener::bind(args.listen).await.expect("cannot listen");
     eprintln!("floor listening on https://{}", listener.local_addr().expect("bound"));
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {

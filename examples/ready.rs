@@ -55,6 +55,9 @@ fn main() {
         assert!(Instant::now() < deadline, "not ready after 10 s");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_nanos();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos();
     println!("{:.1}", (now - start_ns) as f64 / 1e6);
 }

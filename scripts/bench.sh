@@ -26,6 +26,12 @@ CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 
+if [[ $(nproc) -lt 2 ]]; then
+  log "only one CPU: the servers and the load generator share it, so req/s and latency mean little"
+  SERVER_CPU=0 LOAD_CPU=0
+fi
+command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+
 # --- the load tool --------------------------------------------------------------------------------------------
 if ! command -v oha >/dev/null; then
   log "installing oha (cargo install oha --locked)"
