@@ -27,6 +27,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
+use kube::core::admission::Operation;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -81,7 +82,7 @@ struct ReviewLog {
     kind: String,
     namespace: String,
     name: String,
-    operation: String,
+    operation: &'static str,
     dry_run: bool,
     decision: &'static str,
     reason: &'static str,
@@ -236,10 +237,10 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
             AdmissionResponse::deny(&request.uid, message.clone(), outcome.warnings.clone()),
         ),
     };
-    let operation = format!("{:?}", request.operation).to_uppercase();
+    let operation = operation_name(&request.operation);
     let m = &state.metrics;
     m.reviews
-        .get_or_create(&labels(&request.kind.kind, &operation, decision))
+        .get_or_create(&labels(&request.kind.kind, operation, decision))
         .inc();
     for pattern in &outcome.injected {
         m.injections
@@ -279,6 +280,16 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
     http
 }
 
+/// The operation as the apiserver spells it, without formatting and upper-casing on every review.
+fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
 fn labels(kind: &str, operation: &str, decision: &str) -> ReviewLabels {
     ReviewLabels {
         kind: kind.into(),
@@ -297,9 +308,20 @@ async fn log_request(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     match response.extensions().get::<ReviewLog>() {
         Some(r) if r.error.is_none() => tracing::info!(
-            uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name, operation = %r.operation,
-            dry_run = r.dry_run, decision = r.decision, reason = r.reason, patch_ops = r.patch_ops,
-            warnings = r.warnings, status, latency_us, "review"
+            // `&str` fields are recorded as they are; `%` would format each through `Display` first.
+            uid = r.uid.as_str(),
+            kind = r.kind.as_str(),
+            namespace = r.namespace.as_str(),
+            name = r.name.as_str(),
+            operation = r.operation,
+            dry_run = r.dry_run,
+            decision = r.decision,
+            reason = r.reason,
+            patch_ops = r.patch_ops,
+            warnings = r.warnings,
+            status,
+            latency_us,
+            "review"
         ),
         Some(r) => {
             tracing::warn!(%method, %path, status, error = r.error.as_deref().unwrap_or_default(), latency_us, "rejected")
