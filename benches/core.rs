@@ -148,10 +148,23 @@ fn measure_fn(f: fn(&[u8], &Config) -> usize, body: &[u8], config: &Config) -> (
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument, if any, selects sizes by label.
+    let timed = std::env::args().any(|a| a == "--bench");
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/fixtures/pod-5k.json");
     let base: Value = serde_json::from_slice(&fs::read(&fixture).expect("bench/fixtures/pod-5k.json")).expect("JSON");
     let config = Config::default();
+    if !timed {
+        // `cargo test --all-targets` runs this without `--bench`: check that every size is a review entourage
+        // patches, once each, and time nothing.
+        for &(label, least) in SIZES {
+            let body = grown(&base, least);
+            let review = admission::decode(&body).expect("a review");
+            let outcome = mutate::mutate(&review.request, &config);
+            assert!(!outcome.patch.0.is_empty(), "the {label} Pod must be patched");
+        }
+        println!("bench fixtures ok (run `cargo bench --bench core` to time them)");
+        return;
+    }
     let dir = out_dir();
     fs::create_dir_all(dir.join("fixtures")).expect("target/bench/fixtures");
     let mut results = Vec::new();
