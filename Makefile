@@ -51,6 +51,18 @@ curl:
 	  echo "$$answer" | python3 -c 'import json,sys; a=json.load(sys.stdin); r=a["response"]; p=r.pop("patch",None); print(json.dumps(a,indent=2)); import base64; p and print("--- decoded patch:\n"+json.dumps(json.loads(base64.b64decode(p)),indent=2))'; \
 	done
 
+## bench: entourage beside a minimal webhook (the floor), pinned to one core, one run; report in target/bench/, charts in docs/bench/
+bench:
+	./scripts/bench.sh
+
+## fuzz: coverage-guided fuzzing of the admission core (AFL++, stable); FUZZ_SECONDS per target (default 60)
+fuzz:
+	scripts/fuzz.sh
+
+## soak: 1,000,000 reviews with flat RSS, SIGTERM under load, cert rotation under load (release build)
+soak:
+	scripts/soak.sh
+
 ## bench-adapter: adapter throughput vs cat and jq (ADAPT_BENCH_MB=200; ADAPT_BENCH_BIG=1 adds the 1 GiB flat-memory check)
 bench-adapter:
 	scripts/bench-adapter.sh

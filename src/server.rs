@@ -27,6 +27,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
+use kube::core::admission::Operation;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -81,7 +82,7 @@ struct ReviewLog {
     kind: String,
     namespace: String,
     name: String,
-    operation: String,
+    operation: &'static str,
     dry_run: bool,
     decision: &'static str,
     reason: &'static str,
@@ -178,8 +179,11 @@ async fn review(State(state): State<Arc<AppState>>, request: Request) -> Respons
 /// receives the 413 instead of a connection reset.
 const DRAIN_CAP: usize = 4 * MAX_BODY;
 
-/// Reads the body: `Some` when it fits in [`MAX_BODY`], `None` when it is larger (the rest drained).
+/// Reads the body: `Some` when it fits in [`MAX_BODY`], `None` when it is larger (the rest drained). A body that
+/// arrives in one chunk (a typical review does) is handed on as it is, without a copy.
 async fn read_body(mut body: axum::body::Body) -> Result<Option<Bytes>, axum::Error> {
+    // Invariant: `first` is only set while `buf` is empty.
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
@@ -188,11 +192,21 @@ async fn read_body(mut body: axum::body::Body) -> Result<Option<Bytes>, axum::Er
         if seen > DRAIN_CAP {
             return Ok(None);
         }
-        if seen <= MAX_BODY {
-            buf.extend_from_slice(&data);
+        if seen > MAX_BODY {
+            continue;
+        }
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    buf.reserve(earlier.len() + data.len());
+                    buf.extend_from_slice(&earlier);
+                }
+                buf.extend_from_slice(&data);
+            }
         }
     }
-    Ok((seen <= MAX_BODY).then(|| buf.freeze()))
+    Ok((seen <= MAX_BODY).then(|| first.unwrap_or_else(|| buf.freeze())))
 }
 
 fn too_large() -> Response {
@@ -221,25 +235,28 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
     };
     let request = &review.request;
     let config = state.config.load();
-    let outcome = mutate::mutate(request, &config);
+    let mut outcome = mutate::mutate(request, &config);
+    // The warnings move into the answer; only their number is logged.
+    let warnings = std::mem::take(&mut outcome.warnings);
+    let warning_count = warnings.len();
     let (decision, response) = match &outcome.verdict {
         Verdict::Allow if outcome.patch.0.is_empty() => (
             "allowed",
-            AdmissionResponse::allow(&request.uid, &outcome.patch, outcome.warnings.clone()),
+            AdmissionResponse::allow(&request.uid, &outcome.patch, warnings),
         ),
         Verdict::Allow => (
             "patched",
-            AdmissionResponse::allow(&request.uid, &outcome.patch, outcome.warnings.clone()),
+            AdmissionResponse::allow(&request.uid, &outcome.patch, warnings),
         ),
         Verdict::Deny(message) => (
             "denied",
-            AdmissionResponse::deny(&request.uid, message.clone(), outcome.warnings.clone()),
+            AdmissionResponse::deny(&request.uid, message.clone(), warnings),
         ),
     };
-    let operation = format!("{:?}", request.operation).to_uppercase();
+    let operation = operation_name(&request.operation);
     let m = &state.metrics;
     m.reviews
-        .get_or_create(&labels(&request.kind.kind, &operation, decision))
+        .get_or_create(&labels(&request.kind.kind, operation, decision))
         .inc();
     for pattern in &outcome.injected {
         m.injections
@@ -257,7 +274,10 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
         _ => 0,
     };
     tracing::debug!(uid = %request.uid, patch = %serde_json::to_string(&outcome.patch).unwrap_or_default(), "patch");
-    let body = serde_json::to_vec(&ReviewOut::new(review.api_version, response)).expect("responses always serialise");
+    // Sized for the base64 patch plus the envelope, so that serialising does not grow the buffer step by step.
+    let mut body = Vec::with_capacity(response.patch.as_ref().map_or(0, String::len) + 512);
+    serde_json::to_writer(&mut body, &ReviewOut::new(review.api_version, response))
+        .expect("responses always serialise");
     let mut http = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     http.extensions_mut().insert(ReviewLog {
         uid: request.uid.clone(),
@@ -273,10 +293,20 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
         decision,
         reason: outcome.reason.as_str(),
         patch_ops: outcome.patch.0.len(),
-        warnings: outcome.warnings.len(),
+        warnings: warning_count,
         error: None,
     });
     http
+}
+
+/// The operation as the apiserver spells it, without formatting and upper-casing on every review.
+fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
 }
 
 fn labels(kind: &str, operation: &str, decision: &str) -> ReviewLabels {
@@ -297,9 +327,20 @@ async fn log_request(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     match response.extensions().get::<ReviewLog>() {
         Some(r) if r.error.is_none() => tracing::info!(
-            uid = %r.uid, kind = %r.kind, namespace = %r.namespace, name = %r.name, operation = %r.operation,
-            dry_run = r.dry_run, decision = r.decision, reason = r.reason, patch_ops = r.patch_ops,
-            warnings = r.warnings, status, latency_us, "review"
+            // `&str` fields are recorded as they are; `%` would format each through `Display` first.
+            uid = r.uid.as_str(),
+            kind = r.kind.as_str(),
+            namespace = r.namespace.as_str(),
+            name = r.name.as_str(),
+            operation = r.operation,
+            dry_run = r.dry_run,
+            decision = r.decision,
+            reason = r.reason,
+            patch_ops = r.patch_ops,
+            warnings = r.warnings,
+            status,
+            latency_us,
+            "review"
         ),
         Some(r) => {
             tracing::warn!(%method, %path, status, error = r.error.as_deref().unwrap_or_default(), latency_us, "rejected")

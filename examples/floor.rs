@@ -1,0 +1,112 @@
+//! The floor: the least any admission webhook can do, to measure entourage against in the same run.
+//!
+//! rustls (ring, the same certificate and provider as entourage) and hyper's HTTP/1.1 server on a tokio runtime,
+//! like entourage; each review is parsed into a `serde_json::Value`, its uid echoed, and the object allowed.
+//! No routing framework, no logs, no metrics, no patch. `GET /readyz` answers 200 so that start-up can be timed
+//! the same way.
+//!
+//! `cargo run --release --example floor -- --listen 127.0.0.1:9443 --tls-cert certs/tls.crt --tls-key certs/tls.key`
+
+use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+struct Args {
+    listen: SocketAddr,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn args() -> Args {
+    let mut listen = "127.0.0.1:9443".parse().expect("a valid default address");
+    let mut cert = PathBuf::from("certs/tls.crt");
+    let mut key = PathBuf::from("certs/tls.key");
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => listen = value.parse().expect("--listen takes host:port"),
+            "--tls-cert" => cert = value.into(),
+            "--tls-key" => key = value.into(),
+            other => panic!("unknown flag {other}; use --listen, --tls-cert, --tls-key"),
+        }
+    }
+    Args { listen, cert, key }
+}
+
+fn tls_config(args: &Args) -> rustls::ServerConfig {
+    let chain = CertificateDer::pem_file_iter(&args.cert)
+        .expect("readable certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM certificate");
+    let key = PrivateKeyDer::from_pem_file(&args.key).expect("PEM private key");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("a matching certificate and key");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        "application/json".parse().expect("a valid header"),
+    );
+    response
+}
+
+async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.method() == Method::GET {
+        return Ok(reply(StatusCode::OK, b"ready".to_vec()));
+    }
+    let body = match request.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, b"{}".to_vec())),
+    };
+    let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+        return Ok(reply(StatusCode::BAD_REQUEST, b"{}".to_vec()));
+    };
+    let uid = review.pointer("/request/uid").cloned().unwrap_or(Value::Null);
+    let answer = json!({
+        "apiVersion": review.get("apiVersion").cloned().unwrap_or(Value::Null),
+        "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true},
+    });
+    Ok(reply(
+        StatusCode::OK,
+        serde_json::to_vec(&answer).expect("a Value always serialises"),
+    ))
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&args)));
+    let listener = TcpListener::bind(args.listen).await.expect("cannot listen");
+    eprintln!("floor listening on https://{}", listener.local_addr().expect("bound"));
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service_fn(handle))
+                .await;
+        });
+    }
+}

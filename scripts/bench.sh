@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# make bench: entourage against the floor (examples/floor.rs), side by side in one run, the way the apiserver
+# calls a webhook (HTTP/1.1 over TLS, 25 keep-alive connections). Both servers are pinned to one core, the load
+# generator (oha) to another. Results: target/bench/*.json, target/bench/report.md, target/bench/*.svg; the
+# charts are copied to docs/bench/. Timings are reported, never asserted.
+#
+# Knobs (environment): SERVER_CPU (0), LOAD_CPU (1), REQUESTS per keep-alive round (20000), ROUNDS (3),
+# CONNECTIONS (25), HALF_LOAD_SECONDS (10), TLS_CONNECTIONS (3000), STARTS (5), SKIP_CORE=1 to reuse core.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+REQUESTS=${REQUESTS:-20000}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-25}
+HALF_LOAD_SECONDS=${HALF_LOAD_SECONDS:-10}
+TLS_CONNECTIONS=${TLS_CONNECTIONS:-3000}
+STARTS=${STARTS:-5}
+OUT=target/bench
+CERTS=$OUT/certs
+PORT_ENTOURAGE=${PORT_ENTOURAGE:-18443}
+PORT_FLOOR=${PORT_FLOOR:-18444}
+MEASURES=$OUT/measures.jsonl
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+
+if [[ $(nproc) -lt 2 ]]; then
+  log "only one CPU: the servers and the load generator share it, so req/s and latency mean little"
+  SERVER_CPU=0 LOAD_CPU=0
+fi
+command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+
+# --- the load tool --------------------------------------------------------------------------------------------
+if ! command -v oha >/dev/null; then
+  log "installing oha (cargo install oha --locked)"
+  cargo install oha --locked
+fi
+OHA=$(command -v oha)
+
+# --- build ----------------------------------------------------------------------------------------------------
+log "building (release)"
+cargo build --release --quiet --bin entourage --example floor --example ready --example bench_report
+BIN=target/release/entourage
+FLOOR=target/release/examples/floor
+READY=target/release/examples/ready
+mkdir -p "$OUT"
+rm -f "$MEASURES" "$OUT"/oha-*.json "$OUT"/entourage.log
+
+# --- the pure core, in process (also writes target/bench/fixtures/pod-{5k,100k,1m}.json) -----------------------
+if [[ "${SKIP_CORE:-0}" != 1 || ! -f $OUT/core.json ]]; then
+  log "pure core: decode + mutate + encode (cargo bench --bench core)"
+  taskset -c "$SERVER_CPU" cargo bench --quiet --bench core
+fi
+
+"$BIN" certs --out "$CERTS" --service entourage --namespace entourage-system >/dev/null
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+declare -A PID PORT
+PORT[floor]=$PORT_FLOOR
+PORT[entourage]=$PORT_ENTOURAGE
+
+start() { # start NAME: starts the server pinned to SERVER_CPU; READY_MS = ms until /readyz answers 200
+  local name=$1 start_ns
+  start_ns=$(date +%s%N)
+  if [[ $name == floor ]]; then
+    taskset -c "$SERVER_CPU" "$FLOOR" --listen "127.0.0.1:${PORT[$name]}" \
+      --tls-cert "$CERTS/tls.crt" --tls-key "$CERTS/tls.key" >/dev/null 2>&1 &
+  else
+    # One JSON log line per review, written to a file as a container runtime would.
+    taskset -c "$SERVER_CPU" "$BIN" --log-format json serve --listen "127.0.0.1:${PORT[$name]}" \
+      --tls-cert "$CERTS/tls.crt" --tls-key "$CERTS/tls.key" >/dev/null 2>>"$OUT/entourage.log" &
+  fi
+  PID[$name]=$!
+  READY_MS=$(taskset -c "$LOAD_CPU" "$READY" "${PORT[$name]}" "$CERTS/ca.crt" "$start_ns")
+}
+
+stop() { # stop NAME
+  local pid=${PID[$1]:-}
+  if [[ -n $pid ]]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  PID[$1]=
+}
+trap 'stop floor; stop entourage' EXIT
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# load NAME TEST ROUND FIXTURE OHA_ARGS...: one oha run, with the server's CPU time and peak RSS around it
+load() {
+  local name=$1 test=$2 round=$3 fixture=$4
+  shift 4
+  local pid=${PID[$name]} out="$OUT/oha-$test-$name-$round.json"
+  local before rss_idle sampler max_file
+  rss_idle=$(rss_kb "$pid")
+  before=$(cpu_ticks "$pid")
+  max_file=$(mktemp)
+  (
+    max=0
+    while kill -0 "$pid" 2>/dev/null; do
+      r=$(rss_kb "$pid" 2>/dev/null || echo 0)
+      ((r > max)) && max=$r && echo "$max" >"$max_file"
+      sleep 0.05
+    done
+  ) &
+  sampler=$!
+  taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format json -o "$out" -m POST -D "$fixture" \
+    -H 'content-type: application/json' --cacert "$CERTS/ca.crt" "$@" \
+    "https://localhost:${PORT[$name]}/mutate?timeout=10s"
+  local after
+  after=$(cpu_ticks "$pid")
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  local rss_max
+  rss_max=$(cat "$max_file" 2>/dev/null || echo 0)
+  rm -f "$max_file"
+  printf '{"test":"%s","server":"%s","round":%s,"fixture":"%s","cpu_ticks":%s,"clk_tck":%s,"rss_idle_kb":%s,"rss_max_kb":%s,"hwm_kb":%s,"oha":"%s"}\n' \
+    "$test" "$name" "$round" "$fixture" "$((after - before))" "$CLK_TCK" "$rss_idle" "${rss_max:-0}" \
+    "$(hwm_kb "$pid")" "$out" >>"$MEASURES"
+}
+
+# --- start-up: time to /readyz = 200, STARTS times each, alternating --------------------------------------------
+log "start-up: $STARTS starts each"
+for i in $(seq 1 "$STARTS"); do
+  for name in floor entourage; do
+    start "$name"
+    sleep 0.2
+    printf '{"test":"ready","server":"%s","round":%s,"ready_ms":%s,"rss_idle_kb":%s}\n' \
+      "$name" "$i" "$READY_MS" "$(rss_kb "${PID[$name]}")" >>"$MEASURES"
+    [[ $i -lt $STARTS ]] && stop "$name"
+  done
+done
+
+P5K=bench/fixtures/pod-5k.json
+
+# --- keep-alive throughput and CPU per review: 25 connections, alternating rounds -----------------------------
+log "warm-up"
+for name in floor entourage; do
+  taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format quiet -n 2000 -c "$CONNECTIONS" -m POST -D "$P5K" \
+    -H 'content-type: application/json' --cacert "$CERTS/ca.crt" "https://localhost:${PORT[$name]}/mutate" || true
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for name in floor entourage; do
+    log "keep-alive round $round/$ROUNDS: $name, $REQUESTS reviews over $CONNECTIONS connections"
+    load "$name" keepalive "$round" "$P5K" -n "$REQUESTS" -c "$CONNECTIONS"
+  done
+done
+
+# --- latency at half of entourage's best throughput -------------------------------------------------------------
+best=$(for f in "$OUT"/oha-keepalive-entourage-*.json; do
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"])' "$f"
+done | sort -g | tail -1)
+half=$(python3 -c "import sys; print(max(1, int(float(sys.argv[1]) / 2)))" "$best")
+for name in floor entourage; do
+  log "half load: $name at $half req/s for ${HALF_LOAD_SECONDS}s"
+  load "$name" halfload 1 "$P5K" -q "$half" -z "${HALF_LOAD_SECONDS}s" -c "$CONNECTIONS" --latency-correction
+done
+
+# --- new TLS connections: one review per connection -------------------------------------------------------------
+for name in floor entourage; do
+  log "new TLS connections: $name, $TLS_CONNECTIONS connections"
+  load "$name" tls 1 "$P5K" -n "$TLS_CONNECTIONS" -c "$CONNECTIONS" --disable-keepalive
+done
+
+# --- scaling over HTTP: one connection, sequential requests -----------------------------------------------------
+for size in 5k:2000 100k:400 1m:60; do
+  label=${size%%:*} n=${size##*:}
+  for name in floor entourage; do
+    log "size $label: $name, $n sequential reviews"
+    load "$name" "size-$label" 1 "$OUT/fixtures/pod-$label.json" -n "$n" -c 1
+  done
+done
+
+stop floor
+stop entourage
+
+# --- report -----------------------------------------------------------------------------------------------------
+log "report"
+machine="$(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+target/release/examples/bench_report "$OUT" "$machine"
+mkdir -p docs/bench
+cp "$OUT"/latency.svg "$OUT"/scaling.svg docs/bench/
+cat "$OUT/report.md"
