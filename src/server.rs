@@ -430,6 +430,7 @@ pub async fn serve_tls(
         let service = service.clone();
         let watcher = graceful.watcher();
         let handshake_timeout = options.handshake_timeout;
+        let header_timeout = options.header_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
@@ -437,13 +438,31 @@ pub async fn serve_tls(
                 Ok(Err(e)) => return log_handshake_failure(peer, &e.to_string()),
                 Err(_) => return log_handshake_failure(peer, "handshake timed out"),
             };
-            let builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                h2
-            } else {
-                h1
+            let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let builder = if is_h2 { h2 } else { h1 };
+            let asked = Arc::new(AtomicBool::new(false));
+            let marked = {
+                let asked = asked.clone();
+                hyper::service::service_fn(move |request| {
+                    asked.store(true, Ordering::Relaxed);
+                    hyper::service::Service::call(&service, request)
+                })
             };
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), marked).into_owned());
+            let result = if is_h2 {
+                // hyper has no deadline for an h2 client that never sends a request; HTTP/1.1 has the header
+                // timeout. Without one, silent h2 clients would hold --max-connections slots for ever.
+                tokio::select! {
+                    result = conn => result,
+                    _ = silent_for(header_timeout, &asked) => {
+                        tracing::info!(%peer, "h2 connection closed: no request within the header timeout");
+                        Ok(())
+                    }
+                }
+            } else {
+                conn.await
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -459,6 +478,14 @@ pub async fn serve_tls(
         .is_err()
     {
         tracing::warn!("grace period over; closing the remaining connections");
+    }
+}
+
+/// Resolves after `timeout` unless a request has been seen by then (then never).
+async fn silent_for(timeout: Duration, asked: &AtomicBool) {
+    tokio::time::sleep(timeout).await;
+    if asked.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
     }
 }
 

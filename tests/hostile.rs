@@ -289,6 +289,24 @@ async fn a_client_silent_after_the_tls_handshake_is_cut_off_by_the_header_timeou
 }
 
 #[tokio::test]
+async fn a_client_silent_after_negotiating_h2_is_cut_off_by_the_header_timeout() {
+    // hyper has no handshake deadline of its own for h2: the server gives a client that sends no request the
+    // same header timeout as HTTP/1.1, so silent clients cannot hold --max-connections slots.
+    let webhook = Webhook::start(&["--header-timeout", "2"]);
+    let mut config = client_tls(&webhook.certs.join("ca.crt"));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(webhook.addr).await.unwrap();
+    let mut silent = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(silent.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let closed = tokio::time::timeout(Duration::from_secs(60), read_until_closed(&mut silent)).await;
+    assert!(closed.is_ok(), "a silent h2 client kept its connection for a minute");
+    assert_still_serves(&webhook, "a silent h2 client").await;
+}
+
+#[tokio::test]
 async fn a_client_negotiating_h2_is_still_served_over_h2() {
     // The protocol follows ALPN (no sniffing of the first bytes): h2 when negotiated, HTTP/1.1 otherwise.
     let webhook = Webhook::start(&[]);
