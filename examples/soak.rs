@@ -104,6 +104,9 @@ fn tls_config(ca: &Path) -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Like the apiserver's client, no session resumption: a resumed TLS 1.3 session carries the certificate of the
+    // session it resumes, so after a rotation it would keep showing the old one.
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 
