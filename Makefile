@@ -22,8 +22,11 @@ certs $(CERTS)/tls.crt:
 ## test: formatting, lints and every test (unit, golden, TLS end to end, runtimes, properties)
 test: python-deps fmt-check lint test-rust
 
+# The last line totals every test binary's result (cargo prints one "test result" line per target).
 test-rust:
-	$(CARGO) test --all-targets
+	@mkdir -p target; set -o pipefail; $(CARGO) test --all-targets 2>&1 | tee target/test-output.log; status=$$?; \
+	awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test-output.log; \
+	exit $$status
 
 python-deps:
 	@python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.33'
