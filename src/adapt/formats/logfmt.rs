@@ -81,44 +81,14 @@ fn parse(s: &str) -> Option<Vec<(&str, Value<'_>)>> {
 
 /// The value of a quoted string starting after its opening `"`, and the index after its closing `"`.
 fn quoted(s: &str, start: usize) -> Option<(Cow<'_, str>, usize)> {
-    let b = s.as_bytes();
-    let mut owned: Option<String> = None;
-    let mut run = start;
-    let mut i = start;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                let value = match owned {
-                    Some(mut o) => {
-                        o.push_str(&s[run..i]);
-                        Cow::Owned(o)
-                    }
-                    None => Cow::Borrowed(&s[start..i]),
-                };
-                return Some((value, i + 1));
-            }
-            b'\\' if i + 1 < b.len() => {
-                let unescaped = match b[i + 1] {
-                    b'"' => '"',
-                    b'\\' => '\\',
-                    b'n' => '\n',
-                    b't' => '\t',
-                    b'r' => '\r',
-                    _ => {
-                        i += 1;
-                        continue;
-                    }
-                };
-                let o = owned.get_or_insert_with(String::new);
-                o.push_str(&s[run..i]);
-                o.push(unescaped);
-                i += 2;
-                run = i;
-            }
-            _ => i += 1,
-        }
-    }
-    None
+    super::unquote(s, start, |b| match b {
+        b'"' => Some('"'),
+        b'\\' => Some('\\'),
+        b'n' => Some('\n'),
+        b't' => Some('\t'),
+        b'r' => Some('\r'),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

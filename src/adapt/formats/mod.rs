@@ -233,6 +233,42 @@ fn quoted(s: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The value of a quoted string starting after its opening `"`, and the index after its closing `"`.
+/// `unescape` maps the byte after a backslash to the character it stands for; a backslash before any other byte
+/// is kept as written. Borrowed when the value holds no escape; `None` when the closing quote is missing.
+fn unquote(s: &str, start: usize, unescape: impl Fn(u8) -> Option<char>) -> Option<(Cow<'_, str>, usize)> {
+    let b = s.as_bytes();
+    let mut owned: Option<String> = None;
+    let mut run = start;
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let value = match owned {
+                    Some(mut o) => {
+                        o.push_str(&s[run..i]);
+                        Cow::Owned(o)
+                    }
+                    None => Cow::Borrowed(&s[start..i]),
+                };
+                return Some((value, i + 1));
+            }
+            b'\\' => match b.get(i + 1).copied().and_then(&unescape) {
+                Some(c) => {
+                    let o = owned.get_or_insert_with(String::new);
+                    o.push_str(&s[run..i]);
+                    o.push(c);
+                    i += 2;
+                    run = i;
+                }
+                None => i += 1,
+            },
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;

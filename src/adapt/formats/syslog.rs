@@ -173,32 +173,8 @@ fn structured_data(mut s: &str) -> Option<(Sd<'_>, &str)> {
 
 /// A PARAM-VALUE up to its closing `"`, with the escapes `\"`, `\\` and `\]` undone.
 fn sd_value(s: &str) -> Option<(Cow<'_, str>, &str)> {
-    let b = s.as_bytes();
-    let mut owned: Option<String> = None;
-    let mut i = 0;
-    let mut run = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                let value = match owned {
-                    Some(mut o) => {
-                        o.push_str(&s[run..i]);
-                        Cow::Owned(o)
-                    }
-                    None => Cow::Borrowed(&s[..i]),
-                };
-                return Some((value, &s[i + 1..]));
-            }
-            b'\\' if matches!(b.get(i + 1), Some(b'"' | b'\\' | b']')) => {
-                let o = owned.get_or_insert_with(String::new);
-                o.push_str(&s[run..i]);
-                run = i + 1;
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
-    None
+    let (value, end) = super::unquote(s, 0, |b| matches!(b, b'"' | b'\\' | b']').then_some(char::from(b)))?;
+    Some((value, &s[end..]))
 }
 
 fn write_structured_data(out: &mut Vec<u8>, sd: &Sd<'_>) {
