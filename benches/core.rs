@@ -185,11 +185,8 @@ fn main() {
             outcome.verdict,
             outcome.reason
         );
-        let containers = decoded
-            .request
-            .object
-            .as_ref()
-            .and_then(|o| o.pointer("/spec/containers"));
+        let object = decoded.request.object_value();
+        let containers = object.as_ref().and_then(|o| o.pointer("/spec/containers"));
         let containers = containers.and_then(Value::as_array).map_or(0, Vec::len);
         let (median, best, wall) = measure(&body, &config);
         let kb = body.len() as f64 / 1024.0;

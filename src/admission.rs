@@ -1,9 +1,11 @@
 //! The AdmissionReview wire format, `admission.k8s.io/v1` and `v1beta1`.
 //!
-//! Requests reuse kube's `Operation` and group/version/kind types but keep `object` as raw JSON: a typed round
-//! trip would drop fields this build does not know, and the patch must be computed against exactly what the
-//! apiserver holds. Responses are our own small struct because the apiserver wants `patch` as a base64 *string*
+//! Requests reuse kube's `Operation` and group/version/kind types but keep `object` as raw JSON text: a typed
+//! round trip would drop fields this build does not know, the patch must be computed against exactly what the
+//! apiserver holds, and the core parses of it only what it reads, by kind (`mutate::reads`). Responses are our own small struct because the apiserver wants `patch` as a base64 *string*
 //! (kube's `AdmissionResponse` serialises it as an array of numbers, kube-rs issue 1781).
+
+use std::borrow::Cow;
 
 use base64::Engine;
 use kube::core::{
@@ -39,21 +41,37 @@ pub struct AdmissionRequest {
     pub namespace: Option<String>,
     /// CREATE, UPDATE, DELETE or CONNECT.
     pub operation: Operation,
-    /// The object as the apiserver holds it, defaults applied.
+    /// The object as the apiserver holds it, defaults applied: the JSON text as it came.
     #[serde(default)]
-    pub object: Option<Value>,
-    /// The old object (UPDATE, DELETE).
+    pub object: Option<Box<RawValue>>,
+    /// The old object (UPDATE, DELETE), as it came; never parsed, as only CREATE is mutated.
     #[serde(default)]
-    pub old_object: Option<Value>,
+    pub old_object: Option<Box<RawValue>>,
     /// A dry run is handled exactly like a real request (our sideEffects are None).
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
 
 impl AdmissionRequest {
+    /// The whole object as a `Value` (`entourage review` applies the patch to it).
+    pub fn object_value(&self) -> Option<Value> {
+        serde_json::from_str(self.object.as_ref()?.get()).ok()
+    }
+
     /// The object's `metadata.generateName`, for logs when `name` is empty.
-    pub fn generate_name(&self) -> Option<&str> {
-        self.object.as_ref()?.get("metadata")?.get("generateName")?.as_str()
+    pub fn generate_name(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Object<'a> {
+            #[serde(borrow)]
+            metadata: Option<Metadata<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Metadata<'a> {
+            #[serde(borrow, rename = "generateName")]
+            generate_name: Option<Cow<'a, str>>,
+        }
+        let object: Object = serde_json::from_str(self.object.as_ref()?.get()).ok()?;
+        Some(object.metadata?.generate_name?.into_owned())
     }
 }
 
@@ -296,7 +314,7 @@ mod tests {
         assert_eq!(decode(&body(pod_review(V1))).unwrap().api_version, V1);
         let r = decode(&body(pod_review(V1BETA1))).unwrap();
         assert_eq!(r.api_version, V1BETA1);
-        assert_eq!(r.request.generate_name(), Some("web-"));
+        assert_eq!(r.request.generate_name().as_deref(), Some("web-"));
         assert_eq!(r.request.dry_run, Some(true));
     }
 

@@ -189,7 +189,7 @@ pub fn review(text: &str, config: &Config) -> Result<Value, OfflineError> {
     let answer = serde_json::to_value(ReviewOut::new(review.api_version, response)).expect("answers serialise");
     let mut result = json!({ "review": answer, "reason": outcome.reason.as_str() });
     if outcome.verdict == Verdict::Allow {
-        let mut object = request.object.clone().unwrap_or(Value::Null);
+        let mut object = request.object_value().unwrap_or(Value::Null);
         json_patch::patch(&mut object, &outcome.patch).map_err(|e| OfflineError::Object {
             index: 1,
             kind: request.kind.kind.clone(),

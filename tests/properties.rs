@@ -565,6 +565,17 @@ fn review(object: &Value, kind: (&str, &str, &str), config: &Config) -> Outcome 
     mutate::mutate(&decoded.request, config)
 }
 
+/// The webhook parses only the parts of a Pod the core reads (`mutate::reads`); the core given the whole object
+/// must decide exactly the same, patch and warnings included.
+fn same_answer_as_the_full_object(object: &Value, config: &Config) -> Result<(), TestCaseError> {
+    let webhook = review(object, POD, config);
+    let is_pod = object.get("kind").and_then(Value::as_str).is_none_or(|k| k == "Pod");
+    if object.is_object() && is_pod {
+        prop_assert_eq!(mutate::pod::mutate_pod(object, config), webhook);
+    }
+    Ok(())
+}
+
 /// Applies the outcome's patch the way the apiserver does.
 fn apply(object: &Value, outcome: &Outcome) -> Result<Value, TestCaseError> {
     support::apply(object, &serde_json::to_value(&outcome.patch).unwrap()).map_err(|e| {
@@ -745,6 +756,24 @@ proptest! {
     }
 
     #[test]
+    fn pruned_and_full_pods_get_the_same_answer(pod in pod_strategy(), config in config_strategy()) {
+        same_answer_as_the_full_object(&pod, &config)?;
+    }
+
+    #[test]
+    fn pruned_and_full_objects_of_any_shape_get_the_same_answer(
+        object in any_json(),
+        annotations in annotations_strategy(),
+        config in config_strategy(),
+    ) {
+        let mut object = object;
+        if let Some(map) = object.as_object_mut() {
+            map.entry("metadata").or_insert_with(|| json!({"annotations": annotations}));
+        }
+        same_answer_as_the_full_object(&object, &config)?;
+    }
+
+    #[test]
     fn decoding_arbitrary_bytes_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = admission::decode(&body);
     }
@@ -768,8 +797,8 @@ proptest! {
         if let Ok(review) = admission::decode(&body) {
             let outcome = mutate::mutate(&review.request, &config);
             check_verdict(&outcome)?;
-            if let Some(object) = &review.request.object {
-                apply(object, &outcome)?;
+            if let Some(object) = review.request.object_value() {
+                apply(&object, &outcome)?;
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod job;
 mod logs;
 mod names;
 pub mod pod;
+pub mod reads;
 
 use kube::core::admission::Operation;
 use serde_json::Value;
@@ -159,9 +160,19 @@ pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
     if request.operation != Operation::Create {
         return Outcome::unchanged(Reason::OperationNotHandled);
     }
-    let Some(object) = request.object.as_ref() else {
+    let Some(raw) = request.object.as_ref() else {
         return Outcome::unchanged(Reason::NoObject);
     };
+    // A Pod is parsed only as far as the core reads it; Job defaults look at most of a Job, so it is parsed whole.
+    let parsed = match kind {
+        ("", "Pod") => reads::parse(raw.get(), &pod::READS),
+        _ => serde_json::from_str(raw.get()),
+    };
+    let Ok(object) = parsed else {
+        // The raw text is valid JSON, so only serde_json's nesting limit can refuse it.
+        return Outcome::unchanged(Reason::MalformedObject);
+    };
+    let object = &object;
     if let Some(object_kind) = object.get("kind").and_then(Value::as_str) {
         if object_kind != kind.1 {
             return Outcome::unchanged(Reason::ObjectKindMismatch);
@@ -184,11 +195,11 @@ mod tests {
     use serde_json::json;
 
     fn request(kind: (&str, &str), operation: &str, object: Value) -> AdmissionRequest {
-        serde_json::from_value(json!({
+        let request = json!({
             "uid": "u", "kind": {"group": kind.0, "version": "v1", "kind": kind.1},
             "operation": operation, "namespace": "default", "object": object,
-        }))
-        .unwrap()
+        });
+        serde_json::from_str(&request.to_string()).unwrap()
     }
 
     #[test]

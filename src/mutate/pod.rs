@@ -7,12 +7,62 @@
 use k8s_openapi::api::core::v1::{Container, EnvVar, Volume, VolumeMount};
 use serde_json::{json, Value};
 
-use super::{ambassador, logs, names::Taken, Outcome, Pattern, Reason, Verdict};
+use super::{ambassador, logs, names::Taken, reads::Reads, Outcome, Pattern, Reason, Verdict};
 use crate::{
     annotations::{self, AnnotationError},
     config::{Config, SidecarMode},
     patch::{key, PatchBuilder, Step},
 };
+
+/// Every part of a Pod that [`mutate_pod`] reads (the webhook parses only these; see `mutate::reads`). Whoever
+/// makes the core read another field adds it here, or the webhook will not see it.
+pub const READS: Reads = Reads::Members(&[
+    ("kind", Reads::All),
+    (
+        "metadata",
+        Reads::Members(&[
+            ("name", Reads::All),
+            ("generateName", Reads::All),
+            ("annotations", Reads::All),
+            ("labels", Reads::All),
+            (
+                "ownerReferences",
+                Reads::Each(&Reads::Members(&[("kind", Reads::All), ("controller", Reads::All)])),
+            ),
+        ]),
+    ),
+    (
+        "spec",
+        Reads::Members(&[
+            ("containers", Reads::Each(&CONTAINER_READS)),
+            ("initContainers", Reads::Each(&CONTAINER_READS)),
+            (
+                "ephemeralContainers",
+                Reads::Each(&Reads::Members(&[("name", Reads::All)])),
+            ),
+            ("volumes", Reads::Each(&Reads::Members(&[("name", Reads::All)]))),
+        ]),
+    ),
+]);
+
+/// What is read of each container: its name and what `add_container` compares, its ports, mounts and env names.
+const CONTAINER_READS: Reads = Reads::Members(&[
+    ("name", Reads::All),
+    ("image", Reads::All),
+    ("command", Reads::All),
+    ("args", Reads::All),
+    ("ports", Reads::Each(&Reads::Members(&[("containerPort", Reads::All)]))),
+    (
+        "volumeMounts",
+        Reads::Each(&Reads::Members(&[
+            ("name", Reads::All),
+            ("mountPath", Reads::All),
+            ("subPath", Reads::All),
+            ("subPathExpr", Reads::All),
+        ])),
+    ),
+    ("env", Reads::Each(&Reads::Members(&[("name", Reads::All)]))),
+]);
 
 /// What the Pod looks like, read once.
 pub(crate) struct PodView<'a> {
