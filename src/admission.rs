@@ -15,6 +15,8 @@ use kube::core::{
 use serde::{Deserialize, Serialize};
 use serde_json::{error::Category, value::RawValue, Value};
 
+use crate::patch::Patch;
+
 /// `apiVersion` of v1 reviews.
 pub const V1: &str = "admission.k8s.io/v1";
 /// `apiVersion` of v1beta1 reviews.
@@ -224,7 +226,7 @@ pub struct AdmissionResponse {
 
 impl AdmissionResponse {
     /// An answer allowing the object, with a patch only when it has operations.
-    pub fn allow(uid: &str, patch: &json_patch::Patch, warnings: Vec<String>) -> Self {
+    pub fn allow(uid: &str, patch: &Patch, warnings: Vec<String>) -> Self {
         let (patch_type, patch) = if patch.0.is_empty() {
             (None, None)
         } else {
@@ -365,8 +367,11 @@ mod tests {
 
     #[test]
     fn patch_is_a_base64_string_and_only_present_when_non_empty() {
-        let patch: json_patch::Patch =
-            serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}])).unwrap();
+        let patch = Patch(vec![crate::patch::Operation {
+            op: crate::patch::Op::Add,
+            path: "/a".into(),
+            value: serde_json::value::to_raw_value(&1).unwrap(),
+        }]);
         let out = serde_json::to_value(ReviewOut::new(V1, AdmissionResponse::allow("u", &patch, vec![]))).unwrap();
         assert_eq!(out["response"]["patchType"], "JSONPatch");
         let decoded = base64::engine::general_purpose::STANDARD
@@ -376,7 +381,7 @@ mod tests {
             serde_json::from_slice::<Value>(&decoded).unwrap(),
             json!([{"op": "add", "path": "/a", "value": 1}])
         );
-        let empty = serde_json::to_value(AdmissionResponse::allow("u", &json_patch::Patch(vec![]), vec![])).unwrap();
+        let empty = serde_json::to_value(AdmissionResponse::allow("u", &Patch::default(), vec![])).unwrap();
         assert_eq!(empty, json!({"uid": "u", "allowed": true}));
     }
 }

@@ -138,7 +138,7 @@ pub fn inject_documents(documents: Vec<Value>, config: &Config) -> Result<Inject
             if let Verdict::Deny(message) = outcome.verdict {
                 return Err(err(field_name, format!("denied: {message}")));
             }
-            json_patch::patch(target, &outcome.patch)
+            json_patch::patch(target, &outcome.patch.to_json_patch())
                 .map_err(|e| err(field_name, format!("the patch does not apply: {e}")))
         };
         if api_version == "v1" && kind == "Pod" {
@@ -190,7 +190,7 @@ pub fn review(text: &str, config: &Config) -> Result<Value, OfflineError> {
     let mut result = json!({ "review": answer, "reason": outcome.reason.as_str() });
     if outcome.verdict == Verdict::Allow {
         let mut object = request.object_value().unwrap_or(Value::Null);
-        json_patch::patch(&mut object, &outcome.patch).map_err(|e| OfflineError::Object {
+        json_patch::patch(&mut object, &outcome.patch.to_json_patch()).map_err(|e| OfflineError::Object {
             index: 1,
             kind: request.kind.kind.clone(),
             name: request.name.clone(),

@@ -8,12 +8,61 @@
 //!
 //! The builder only adds or replaces values at paths it is given: it never removes or rewrites anything else,
 //! so fields this build does not know survive untouched.
+//!
+//! A [`Patch`] holds each value as JSON text: an injected container goes from its typed struct straight to text
+//! ([`PatchBuilder::add_serialized`]), never through a `serde_json::Value` that would be built, serialised and
+//! dropped on every review.
 
-use json_patch::{
-    jsonptr::{PointerBuf, Token},
-    AddOperation, PatchOperation, ReplaceOperation,
-};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::{value::RawValue, Map, Value};
+
+/// An RFC 6902 operation kind; entourage only adds and replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// `add`: insert into an array or set an object member.
+    Add,
+    /// `replace`: overwrite a value that exists.
+    Replace,
+}
+
+/// One operation, its value already JSON text.
+#[derive(Debug, Clone, Serialize)]
+pub struct Operation {
+    /// What to do.
+    pub op: Op,
+    /// Where: an RFC 6901 pointer, tokens escaped.
+    pub path: String,
+    /// The value, as JSON text.
+    pub value: Box<RawValue>,
+}
+
+impl PartialEq for Operation {
+    fn eq(&self, other: &Self) -> bool {
+        self.op == other.op && self.path == other.path && self.value.get() == other.value.get()
+    }
+}
+
+/// A JSON Patch: serialises to the RFC 6902 array the apiserver applies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Patch(pub Vec<Operation>);
+
+impl Patch {
+    /// The same operations as a `json_patch::Patch`, to apply to a document.
+    pub fn to_json_patch(&self) -> json_patch::Patch {
+        let text = serde_json::to_string(self).expect("a patch always serialises");
+        serde_json::from_str(&text).expect("add and replace operations are valid RFC 6902")
+    }
+}
+
+/// An operation while the patch is being built: values this patch creates stay `Value`s, so that later
+/// additions under them can be folded in.
+#[derive(Debug)]
+enum Pending {
+    Value(Value),
+    Text(Box<RawValue>),
+}
 
 /// One step of a path: an object key, an array index, or the end of an array (`-`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +84,7 @@ pub fn key(k: &str) -> Step<'_> {
 #[derive(Debug)]
 pub struct PatchBuilder<'d> {
     doc: &'d Value,
-    ops: Vec<PatchOperation>,
+    ops: Vec<(Op, String, Pending)>,
     /// Subtrees this patch creates: the path of each, and the index of the op that adds it.
     created: Vec<(Vec<String>, usize)>,
 }
@@ -61,8 +110,48 @@ impl<'d> PatchBuilder<'d> {
     }
 
     /// The operations, in order.
-    pub fn finish(self) -> json_patch::Patch {
-        json_patch::Patch(self.ops)
+    pub fn finish(self) -> Patch {
+        Patch(
+            self.ops
+                .into_iter()
+                .map(|(op, path, value)| Operation {
+                    op,
+                    path,
+                    value: match value {
+                        Pending::Text(text) => text,
+                        Pending::Value(value) => to_text(&value),
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    /// Adds a serialisable value at `path` like [`PatchBuilder::add`], turning it straight into JSON text when
+    /// its parent exists (the usual case), without building a `Value`.
+    pub fn add_serialized<T: Serialize>(&mut self, path: &[Step<'_>], value: &T) {
+        match self.existing_parent(path) {
+            Some(true) => {
+                let tokens: Vec<String> = path.iter().map(step_token).collect();
+                self.ops
+                    .push((Op::Add, pointer(&tokens), Pending::Text(to_text(value))));
+            }
+            Some(false) => {}
+            None => self.add(
+                path,
+                serde_json::to_value(value).expect("k8s-openapi structs always serialise"),
+            ),
+        }
+    }
+
+    /// Whether the parent of `path` exists in the document and fits its last step (`Some(true)`), exists with
+    /// the wrong type (`Some(false)`), or is missing (`None`).
+    fn existing_parent(&self, path: &[Step<'_>]) -> Option<bool> {
+        let (last, parents) = path.split_last()?;
+        let node = get(self.doc, parents)?;
+        Some(matches!(
+            (node, last),
+            (Value::Object(_), Step::Key(_)) | (Value::Array(_), Step::Index(_) | Step::End)
+        ))
     }
 
     /// Adds `value` at `path`, creating missing parents. The parent of an [`Step::Index`] or [`Step::End`] step is
@@ -105,7 +194,7 @@ impl<'d> PatchBuilder<'d> {
             .max_by_key(|(p, _)| p.len())
         {
             let rel = &path[created_path.len()..];
-            if let PatchOperation::Add(AddOperation { value: root, .. }) = &mut self.ops[op_index] {
+            if let (Op::Add, _, Pending::Value(root)) = &mut self.ops[op_index] {
                 insert_nested(root, rel, value);
             }
             return;
@@ -121,10 +210,7 @@ impl<'d> PatchBuilder<'d> {
     pub fn set(&mut self, path: &[Step<'_>], value: Value) {
         if get(self.doc, path).is_some() {
             let tokens: Vec<String> = path.iter().map(step_token).collect();
-            self.ops.push(PatchOperation::Replace(ReplaceOperation {
-                path: pointer(&tokens),
-                value,
-            }));
+            self.ops.push((Op::Replace, pointer(&tokens), Pending::Value(value)));
         } else {
             self.add(path, value);
         }
@@ -139,10 +225,7 @@ impl<'d> PatchBuilder<'d> {
     }
 
     fn push_add(&mut self, tokens: &[String], value: Value) {
-        self.ops.push(PatchOperation::Add(AddOperation {
-            path: pointer(tokens),
-            value,
-        }));
+        self.ops.push((Op::Add, pointer(tokens), Pending::Value(value)));
     }
 }
 
@@ -167,8 +250,24 @@ fn step_token(step: &Step<'_>) -> String {
     }
 }
 
-fn pointer(tokens: &[String]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().map(|t| Token::new(t.as_str())))
+/// An RFC 6901 pointer: `/` before each token, `~` escaped as `~0` and `/` as `~1`.
+fn pointer(tokens: &[String]) -> String {
+    let mut out = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum());
+    for token in tokens {
+        out.push('/');
+        for c in token.chars() {
+            match c {
+                '~' => out.push_str("~0"),
+                '/' => out.push_str("~1"),
+                c => out.push(c),
+            }
+        }
+    }
+    out
+}
+
+fn to_text<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("values without non-string map keys always serialise")
 }
 
 /// Wraps `value` in the containers `rest` describes: `[Key("a"), End]` gives `{"a": [value]}`.
@@ -227,9 +326,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn apply(doc: &Value, patch: &json_patch::Patch) -> Value {
+    fn apply(doc: &Value, patch: &Patch) -> Value {
         let mut out = doc.clone();
-        json_patch::patch(&mut out, patch).expect("patch applies");
+        json_patch::patch(&mut out, &patch.to_json_patch()).expect("patch applies");
         out
     }
 

@@ -14,7 +14,7 @@ pub mod reads;
 use kube::core::admission::Operation;
 use serde_json::Value;
 
-use crate::{admission::AdmissionRequest, config::Config};
+use crate::{admission::AdmissionRequest, config::Config, patch::Patch};
 
 /// Allow or deny.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +110,7 @@ pub struct Outcome {
     /// Why.
     pub reason: Reason,
     /// RFC 6902 operations against the request's object; empty when nothing changes.
-    pub patch: json_patch::Patch,
+    pub patch: Patch,
     /// Messages for the kubectl user.
     pub warnings: Vec<String>,
     /// Containers injected, by pattern.
@@ -123,7 +123,7 @@ impl Outcome {
         Outcome {
             verdict: Verdict::Allow,
             reason,
-            patch: json_patch::Patch(Vec::new()),
+            patch: Patch::default(),
             warnings: Vec::new(),
             injected: Vec::new(),
         }

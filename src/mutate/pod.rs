@@ -126,16 +126,8 @@ impl Plan {
         let identical = view.all_containers().any(|c| {
             c.get("name").and_then(Value::as_str) == Some(base)
                 && c.get("image").and_then(Value::as_str) == candidate.image.as_deref()
-                && c.get("command")
-                    == serde_json::to_value(&candidate.command)
-                        .ok()
-                        .filter(|v| !v.is_null())
-                        .as_ref()
-                && c.get("args")
-                    == serde_json::to_value(&candidate.args)
-                        .ok()
-                        .filter(|v| !v.is_null())
-                        .as_ref()
+                && same_list(c.get("command"), candidate.command.as_deref())
+                && same_list(c.get("args"), candidate.args.as_deref())
         });
         if identical {
             self.present.push(base.to_string());
@@ -145,6 +137,22 @@ impl Plan {
         self.containers
             .push((pattern, if name == base { candidate } else { build(&name) }));
     }
+}
+
+/// Whether a container's `command` or `args` as the Pod has it is exactly `ours` (both absent counts as the same).
+fn same_list(theirs: Option<&Value>, ours: Option<&[String]>) -> bool {
+    match (theirs, ours) {
+        (None, None) => true,
+        (Some(Value::Array(items)), Some(ours)) => {
+            items.len() == ours.len() && items.iter().zip(ours).all(|(a, b)| a.as_str() == Some(b.as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// `object.<path…>`, walked member by member (`Value::pointer` unescapes and allocates every token).
+fn member<'v>(object: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(object, |node, key| node.get(key))
 }
 
 /// Injects what a Pod's annotations ask for.
@@ -160,7 +168,7 @@ pub fn mutate_pod_template(template: &Value, config: &Config, job_owned: bool) -
 }
 
 fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
-    let annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+    let annotations = member(pod, &["metadata", "annotations"]).and_then(Value::as_object);
     if annotations
         .and_then(|a| a.get(annotations::INJECT))
         .and_then(Value::as_str)
@@ -180,13 +188,13 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
     if !request.wants_injection() {
         return Outcome::unchanged_with(Reason::NotRequested, warnings);
     }
-    let array = |p: &str| {
-        pod.pointer(p)
+    let array = |field: &str| {
+        member(pod, &["spec", field])
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default()
     };
-    let containers = array("/spec/containers");
+    let containers = array("containers");
     if containers.is_empty() || containers.iter().any(|c| !c.is_object()) {
         warnings.push("entourage: the Pod has no valid spec.containers; nothing injected".into());
         return Outcome::unchanged_with(Reason::MalformedObject, warnings);
@@ -214,7 +222,7 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
     };
     let view = PodView {
         containers,
-        init_containers: array("/spec/initContainers"),
+        init_containers: array("initContainers"),
         target_index,
     };
     let native = match config.sidecars.mode {
@@ -224,11 +232,11 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
     };
     let container_names = Taken::new(
         view.all_containers()
-            .chain(array("/spec/ephemeralContainers"))
+            .chain(array("ephemeralContainers"))
             .filter_map(|c| c.get("name").and_then(Value::as_str)),
     );
     let volume_names = Taken::new(
-        array("/spec/volumes")
+        array("volumes")
             .iter()
             .filter_map(|v| v.get("name").and_then(Value::as_str)),
     );
@@ -264,7 +272,8 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
 /// A Pod created by a Job: a controller ownerReference of kind Job, or the Job controller's label.
 fn is_job_owned(pod: &Value) -> bool {
     let owned = pod
-        .pointer("/metadata/ownerReferences")
+        .get("metadata")
+        .and_then(|m| m.get("ownerReferences"))
         .and_then(Value::as_array)
         .is_some_and(|refs| {
             refs.iter().any(|r| {
@@ -272,34 +281,28 @@ fn is_job_owned(pod: &Value) -> bool {
                     && r.get("controller").and_then(Value::as_bool) == Some(true)
             })
         });
-    let labels = pod.pointer("/metadata/labels").and_then(Value::as_object);
+    let labels = member(pod, &["metadata", "labels"]).and_then(Value::as_object);
     owned || labels.is_some_and(|l| l.contains_key("batch.kubernetes.io/job-name") || l.contains_key("job-name"))
 }
 
 fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
     let mut b = PatchBuilder::new(pod);
     for volume in &plan.volumes {
-        b.add(&[key("spec"), key("volumes"), Step::End], to_value(volume));
+        b.add_serialized(&[key("spec"), key("volumes"), Step::End], volume);
     }
     let app = [key("spec"), key("containers"), Step::Index(view.target_index)];
     for mount in &plan.app_mounts {
-        b.add(
-            &[app[0], app[1], app[2], key("volumeMounts"), Step::End],
-            to_value(mount),
-        );
+        b.add_serialized(&[app[0], app[1], app[2], key("volumeMounts"), Step::End], mount);
     }
     for env in &plan.app_env {
-        b.add(&[app[0], app[1], app[2], key("env"), Step::End], to_value(env));
+        b.add_serialized(&[app[0], app[1], app[2], key("env"), Step::End], env);
     }
     for (i, (_, container)) in plan.containers.iter().enumerate() {
         if plan.native {
             // Native sidecars go first: appended after the user's init containers they would wait for each of them.
-            b.add(
-                &[key("spec"), key("initContainers"), Step::Index(i)],
-                to_value(container),
-            );
+            b.add_serialized(&[key("spec"), key("initContainers"), Step::Index(i)], container);
         } else {
-            b.add(&[key("spec"), key("containers"), Step::End], to_value(container));
+            b.add_serialized(&[key("spec"), key("containers"), Step::End], container);
         }
     }
     if plan.containers.is_empty() {
@@ -323,9 +326,4 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
 
 fn join(errors: &[AnnotationError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
-
-/// Serialises one of the plan's typed structs.
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).expect("k8s-openapi structs always serialise")
 }

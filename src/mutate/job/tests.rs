@@ -12,7 +12,7 @@ fn config(yaml: &str) -> Config {
 
 fn apply(object: &Value, outcome: &Outcome) -> Value {
     let mut out = object.clone();
-    json_patch::patch(&mut out, &outcome.patch).expect("patch applies");
+    json_patch::patch(&mut out, &outcome.patch.to_json_patch()).expect("patch applies");
     out
 }
 
