@@ -5,8 +5,6 @@
 //! apiserver holds, and the core parses of it only what it reads, by kind (`mutate::reads`). Responses are our own small struct because the apiserver wants `patch` as a base64 *string*
 //! (kube's `AdmissionResponse` serialises it as an array of numbers, kube-rs issue 1781).
 
-use std::borrow::Cow;
-
 use base64::Engine;
 use kube::core::{
     admission::Operation,
@@ -58,22 +56,6 @@ impl AdmissionRequest {
     /// The whole object as a `Value` (`entourage review` applies the patch to it).
     pub fn object_value(&self) -> Option<Value> {
         serde_json::from_str(self.object.as_ref()?.get()).ok()
-    }
-
-    /// The object's `metadata.generateName`, for logs when `name` is empty.
-    pub fn generate_name(&self) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Object<'a> {
-            #[serde(borrow)]
-            metadata: Option<Metadata<'a>>,
-        }
-        #[derive(Deserialize)]
-        struct Metadata<'a> {
-            #[serde(borrow, rename = "generateName")]
-            generate_name: Option<Cow<'a, str>>,
-        }
-        let object: Object = serde_json::from_str(self.object.as_ref()?.get()).ok()?;
-        Some(object.metadata?.generate_name?.into_owned())
     }
 }
 
@@ -316,7 +298,7 @@ mod tests {
         assert_eq!(decode(&body(pod_review(V1))).unwrap().api_version, V1);
         let r = decode(&body(pod_review(V1BETA1))).unwrap();
         assert_eq!(r.api_version, V1BETA1);
-        assert_eq!(r.request.generate_name().as_deref(), Some("web-"));
+        assert_eq!(r.request.object_value().unwrap()["metadata"]["generateName"], "web-");
         assert_eq!(r.request.dry_run, Some(true));
     }
 

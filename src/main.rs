@@ -2,13 +2,13 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use entourage::{cabundle, certs, config::Config, offline, reload, server, tls};
+use entourage::{cabundle, certs, config::Config, logsink::LogSink, offline, reload, server, tls};
 
 /// mimalloc: allocation is about a third of a review's CPU, and the static musl image's own allocator is slow.
 #[global_allocator]
@@ -139,13 +139,34 @@ struct CertsArgs {
     days: i64,
 }
 
+/// The webhook's log lines, batched (see `entourage::logsink`).
+static LOGS: OnceLock<LogSink> = OnceLock::new();
+
+/// The longest a log line waits in memory before it is written.
+const LOG_FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+fn flush_logs() {
+    if let Some(logs) = LOGS.get() {
+        logs.flush();
+    }
+}
+
 fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level).with_context(|| format!("bad --log-level {level:?}"))?;
     // Colours only for a person at a terminal; a log collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let sink = LOGS
+        .get_or_init(|| LogSink::new(Box::new(std::io::stderr()), LOG_FLUSH_EVERY))
+        .clone();
+    // A panic aborts the process: write the lines logged before it first, so they come before its message.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        flush_logs();
+        report(info);
+    }));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(sink)
         .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
@@ -160,7 +181,9 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing(cli.log_format, &cli.log_level)?;
-            serve(args).await
+            let result = serve(args).await;
+            flush_logs();
+            result
         }
         Command::Certs(args) => {
             let generated = certs::generate(&args.service, &args.namespace, args.days)?;

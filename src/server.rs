@@ -284,7 +284,11 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
         kind: request.kind.kind.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
         name: if request.name.is_empty() {
-            request.generate_name().map(|g| g + "*").unwrap_or_default()
+            outcome
+                .generate_name
+                .as_deref()
+                .map(|g| format!("{g}*"))
+                .unwrap_or_default()
         } else {
             request.name.clone()
         },

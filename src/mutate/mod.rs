@@ -115,6 +115,8 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// Containers injected, by pattern.
     pub injected: Vec<Pattern>,
+    /// The object's `metadata.generateName`, for the log line when the request has no name; set by [`mutate`].
+    pub generate_name: Option<String>,
 }
 
 impl Outcome {
@@ -126,6 +128,7 @@ impl Outcome {
             patch: Patch::default(),
             warnings: Vec::new(),
             injected: Vec::new(),
+            generate_name: None,
         }
     }
 
@@ -182,11 +185,16 @@ pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
         return Outcome::unchanged(Reason::MalformedObject);
     }
     let namespace = request.namespace.as_deref().unwrap_or("");
-    match kind {
+    let mut outcome = match kind {
         ("", "Pod") => pod::mutate_pod(object, config),
         ("batch", "Job") => job::mutate_job(object, namespace, config),
         _ => job::mutate_cronjob(object, namespace, config),
+    };
+    if request.name.is_empty() {
+        let generate_name = object.get("metadata").and_then(|m| m.get("generateName"));
+        outcome.generate_name = generate_name.and_then(Value::as_str).map(str::to_string);
     }
+    outcome
 }
 
 #[cfg(test)]

@@ -321,6 +321,7 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
         patch: b.finish(),
         warnings: plan.warnings,
         injected: plan.containers.iter().map(|(p, _)| *p).collect(),
+        generate_name: None,
     }
 }
 

@@ -195,6 +195,7 @@ impl<'d> Run<'d> {
             patch: self.patch.finish(),
             warnings: self.warnings,
             injected: Vec::new(),
+            generate_name: None,
         }
     }
 }
