@@ -81,7 +81,7 @@ pub fn mutate_job(job: &Value, namespace: &str, config: &Config) -> Outcome {
     }
     let mut run = match Run::start(job, "Job", JOB_FIELDS, &policy.origin) {
         Ok(run) => run,
-        Err(outcome) => return outcome,
+        Err(outcome) => return *outcome,
     };
     if controlled_by_cronjob(job) {
         return Outcome::unchanged(Reason::NothingToDefault);
@@ -102,7 +102,7 @@ pub fn mutate_cronjob(cronjob: &Value, namespace: &str, config: &Config) -> Outc
     let fields: Vec<&str> = JOB_FIELDS.iter().chain(CRONJOB_FIELDS).copied().collect();
     let mut run = match Run::start(cronjob, "CronJob", &fields, &policy.origin) {
         Ok(run) => run,
-        Err(outcome) => return outcome,
+        Err(outcome) => return *outcome,
     };
     let Some(spec) = object_at(cronjob, &["spec"]) else {
         return run.malformed("spec is not an object");

@@ -26,23 +26,26 @@ pub(super) struct Run<'d> {
 
 impl<'d> Run<'d> {
     /// Reads the metadata; an object the author opted out (or whose metadata is not a map) ends here.
-    pub(super) fn start(object: &'d Value, kind: &str, fields: &[&str], origin: &'d str) -> Result<Self, Outcome> {
+    pub(super) fn start(object: &'d Value, kind: &str, fields: &[&str], origin: &'d str) -> Result<Self, Box<Outcome>> {
         let empty = Map::new();
         let annotations = match object.get("metadata").map(|m| (m, m.get("annotations"))) {
             None | Some((Value::Object(_), None | Some(Value::Null))) => &empty,
             Some((Value::Object(_), Some(Value::Object(a)))) => a,
             Some(_) => {
-                return Err(Outcome::unchanged_with(
+                return Err(Box::new(Outcome::unchanged_with(
                     Reason::MalformedObject,
                     vec!["entourage: metadata or metadata.annotations is not a map; no defaults applied".into()],
-                ))
+                )))
             }
         };
         let evidence = Evidence::read(object.get("metadata"), annotations, kind, fields);
         match evidence.switch {
             Switch::On => {}
             Switch::Off | Switch::Unclear => {
-                return Err(Outcome::unchanged_with(Reason::DefaultsOff, evidence.warnings))
+                return Err(Box::new(Outcome::unchanged_with(
+                    Reason::DefaultsOff,
+                    evidence.warnings,
+                )))
             }
         }
         Ok(Run {
