@@ -129,29 +129,23 @@ impl<'d> PatchBuilder<'d> {
     /// Adds a serialisable value at `path` like [`PatchBuilder::add`], turning it straight into JSON text when
     /// its parent exists (the usual case), without building a `Value`.
     pub fn add_serialized<T: Serialize>(&mut self, path: &[Step<'_>], value: &T) {
-        match self.existing_parent(path) {
-            Some(true) => {
-                let tokens: Vec<String> = path.iter().map(step_token).collect();
-                self.ops
-                    .push((Op::Add, pointer(&tokens), Pending::Text(to_text(value))));
+        let Some((last, parents)) = path.split_last() else {
+            return;
+        };
+        match get(self.doc, parents) {
+            Some(parent) => {
+                // A parent of the wrong type is left alone, as in `add`.
+                if fits(parent, *last) {
+                    let tokens: Vec<String> = path.iter().map(step_token).collect();
+                    self.ops
+                        .push((Op::Add, pointer(&tokens), Pending::Text(to_text(value))));
+                }
             }
-            Some(false) => {}
             None => self.add(
                 path,
                 serde_json::to_value(value).expect("k8s-openapi structs always serialise"),
             ),
         }
-    }
-
-    /// Whether the parent of `path` exists in the document and fits its last step (`Some(true)`), exists with
-    /// the wrong type (`Some(false)`), or is missing (`None`).
-    fn existing_parent(&self, path: &[Step<'_>]) -> Option<bool> {
-        let (last, parents) = path.split_last()?;
-        let node = get(self.doc, parents)?;
-        Some(matches!(
-            (node, last),
-            (Value::Object(_), Step::Key(_)) | (Value::Array(_), Step::Index(_) | Step::End)
-        ))
     }
 
     /// Adds `value` at `path`, creating missing parents. The parent of an [`Step::Index`] or [`Step::End`] step is
@@ -174,11 +168,7 @@ impl<'d> PatchBuilder<'d> {
         }
         let tokens: Vec<String> = path.iter().map(step_token).collect();
         if depth == parents.len() {
-            let fits = matches!(
-                (node, last),
-                (Value::Object(_), Step::Key(_)) | (Value::Array(_), Step::Index(_) | Step::End)
-            );
-            if fits {
+            if fits(node, *last) {
                 self.push_add(&tokens, value);
             }
             // A parent of the wrong type (a string where an object belongs) is left alone: the apiserver's
@@ -240,6 +230,14 @@ fn lookup<'v>(node: &'v Value, step: Step<'_>) -> Option<&'v Value> {
         (Value::Array(items), Step::Index(i)) => items.get(i),
         _ => None,
     }
+}
+
+/// Whether `step` can be added under `parent`: a key under an object, an index or the end under an array.
+fn fits(parent: &Value, step: Step<'_>) -> bool {
+    matches!(
+        (parent, step),
+        (Value::Object(_), Step::Key(_)) | (Value::Array(_), Step::Index(_) | Step::End)
+    )
 }
 
 fn step_token(step: &Step<'_>) -> String {

@@ -8,8 +8,8 @@
 //!
 //! Whatever is kept is kept exactly: a member of an unexpected type (an object where the tree expects an array,
 //! a string where it expects an object) is kept whole, so the core sees the same shapes it would see in the full
-//! object and decides the same way. `pruned_and_full_objects_get_the_same_answer` in `tests/properties.rs` holds
-//! the two to that.
+//! object and decides the same way. `pruned_and_full_pods_get_the_same_answer` and
+//! `pruned_and_full_objects_of_any_shape_get_the_same_answer` in `tests/properties.rs` hold the two to that.
 
 use std::{borrow::Cow, fmt};
 
