@@ -240,7 +240,7 @@ fn report(dir: &Path, machine: &str) -> (String, Value) {
         md,
         "\n**Pod size: in-process core (decode + mutate + encode) and over HTTP (one connection)**\n"
     );
-    let _ = writeln!(md, "| Pod | bytes | containers | core µs | core µs/KB | envelope decode µs (whole review through a Value) | entourage CPU µs/req | floor CPU µs/req | entourage p50 ms | floor p50 ms |");
+    let _ = writeln!(md, "| Pod | bytes | containers | core µs | core µs/KB | decode µs: object as the core reads it (whole review through a Value) | entourage CPU µs/req | floor CPU µs/req | entourage p50 ms | floor p50 ms |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut scaling = Vec::new();
     for c in core.as_array().into_iter().flatten() {

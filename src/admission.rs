@@ -10,10 +10,21 @@ use kube::core::{
     admission::Operation,
     gvk::{GroupVersionKind, GroupVersionResource},
 };
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::{
+    de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor},
+    Deserialize, Serialize,
+};
 use serde_json::{error::Category, value::RawValue, Value};
 
-use crate::patch::Patch;
+use crate::{
+    mutate::{
+        self,
+        reads::{self, Key},
+    },
+    patch::Patch,
+};
 
 /// `apiVersion` of v1 reviews.
 pub const V1: &str = "admission.k8s.io/v1";
@@ -21,8 +32,7 @@ pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
 
 /// The request part of an AdmissionReview.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct AdmissionRequest {
     /// Unique per call; echoed in the response.
     pub uid: String,
@@ -31,37 +41,175 @@ pub struct AdmissionRequest {
     /// The resource being acted on.
     pub resource: Option<GroupVersionResource>,
     /// The subresource, if any (`status`, `exec`…).
-    #[serde(default)]
     pub sub_resource: Option<String>,
     /// The object name; empty when the object uses `generateName`.
-    #[serde(default)]
     pub name: String,
     /// The namespace.
-    #[serde(default)]
     pub namespace: Option<String>,
     /// CREATE, UPDATE, DELETE or CONNECT.
     pub operation: Operation,
-    /// The object as the apiserver holds it, defaults applied: the JSON text as it came.
-    #[serde(default)]
-    pub object: Option<Box<RawValue>>,
-    /// The old object (UPDATE, DELETE), as it came; never parsed, as only CREATE is mutated.
-    #[serde(default)]
-    pub old_object: Option<Box<RawValue>>,
+    /// The object as the apiserver holds it, defaults applied. [`decode`] parses only what the core reads of it
+    /// ([`mutate::object_reads`]: a Pod's annotations, containers…, a Job whole, nothing of other kinds);
+    /// [`decode_whole`] and the `Deserialize` impl parse all of it. `oldObject` is never parsed: only CREATE is
+    /// mutated.
+    pub object: Option<Value>,
     /// A dry run is handled exactly like a real request (our sideEffects are None).
-    #[serde(default)]
     pub dry_run: Option<bool>,
 }
 
-impl AdmissionRequest {
-    /// The whole object as a `Value` (`entourage review` applies the patch to it).
-    pub fn object_value(&self) -> Option<Value> {
-        serde_json::from_str(self.object.as_ref()?.get()).ok()
+/// How much of `request.object` a decode parses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectParse {
+    /// What the core reads, by the request's kind and operation.
+    ForCore,
+    /// All of it.
+    Whole,
+}
+
+impl<'de> Deserialize<'de> for AdmissionRequest {
+    /// Parses the object whole (tests and tools build requests this way).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        RequestSeed(ObjectParse::Whole).deserialize(deserializer)
     }
 }
 
-/// The envelope. `request` is kept as raw text and parsed once, straight into [`AdmissionRequest`]: parsing the
-/// whole body into a `Value` and then deserialising `request` from it rebuilt every map of the object twice,
-/// which was most of the cost of a review.
+/// Deserialises a request in one pass over its text. The apiserver writes `kind` and `operation` before
+/// `object`, so by the time the object comes the decoder knows what the core will read of it and parses only
+/// that, while scanning it for the first and only time. Should the object come first, its text is kept and
+/// parsed the same way at the end of the request.
+#[derive(Clone, Copy)]
+struct RequestSeed(ObjectParse);
+
+/// The request's members, as serde's derive would name them for the errors.
+const REQUEST_FIELDS: &[&str] = &[
+    "uid",
+    "kind",
+    "resource",
+    "subResource",
+    "name",
+    "namespace",
+    "operation",
+    "object",
+    "dryRun",
+];
+
+impl<'de> DeserializeSeed<'de> for RequestSeed {
+    type Value = AdmissionRequest;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<AdmissionRequest, D::Error> {
+        deserializer.deserialize_struct("AdmissionRequest", REQUEST_FIELDS, self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed {
+    type Value = AdmissionRequest;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an AdmissionRequest object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AdmissionRequest, A::Error> {
+        fn once<T, E: serde::de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
+            match slot {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        let mut uid: Option<String> = None;
+        let mut kind: Option<GroupVersionKind> = None;
+        let mut resource: Option<Option<GroupVersionResource>> = None;
+        let mut sub_resource: Option<Option<String>> = None;
+        let mut name: Option<String> = None;
+        let mut namespace: Option<Option<String>> = None;
+        let mut operation: Option<Operation> = None;
+        let mut object: Option<Option<Value>> = None;
+        // An object met before the kind and operation: its text, parsed at the end. Only `decode` parses by
+        // kind, and always with serde_json, which can lend the text.
+        let mut pending: Option<Option<Box<RawValue>>> = None;
+        let mut dry_run: Option<Option<bool>> = None;
+        while let Some(Key(key)) = map.next_key()? {
+            match key.as_ref() {
+                "uid" => {
+                    once(&uid, "uid")?;
+                    uid = Some(map.next_value()?);
+                }
+                "kind" => {
+                    once(&kind, "kind")?;
+                    kind = Some(map.next_value()?);
+                }
+                "resource" => {
+                    once(&resource, "resource")?;
+                    resource = Some(map.next_value()?);
+                }
+                "subResource" => {
+                    once(&sub_resource, "subResource")?;
+                    sub_resource = Some(map.next_value()?);
+                }
+                "name" => {
+                    once(&name, "name")?;
+                    name = Some(map.next_value()?);
+                }
+                "namespace" => {
+                    once(&namespace, "namespace")?;
+                    namespace = Some(map.next_value()?);
+                }
+                "operation" => {
+                    once(&operation, "operation")?;
+                    operation = Some(map.next_value()?);
+                }
+                "dryRun" => {
+                    once(&dry_run, "dryRun")?;
+                    dry_run = Some(map.next_value()?);
+                }
+                "object" => {
+                    if object.is_some() || pending.is_some() {
+                        return Err(serde::de::Error::duplicate_field("object"));
+                    }
+                    match (self.0, &kind, &operation) {
+                        (ObjectParse::Whole, _, _) => object = Some(map.next_value()?),
+                        (ObjectParse::ForCore, Some(kind), Some(operation)) => {
+                            let sub = sub_resource.as_ref().and_then(Option::as_deref);
+                            object = Some(match mutate::object_reads(kind, operation, sub) {
+                                Some(reads) => map.next_value_seed(OptionSeed(reads::Pruned(reads)))?,
+                                None => {
+                                    map.next_value::<IgnoredAny>()?;
+                                    None
+                                }
+                            });
+                        }
+                        (ObjectParse::ForCore, _, _) => pending = Some(map.next_value()?),
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let uid = uid.ok_or_else(|| serde::de::Error::missing_field("uid"))?;
+        let kind = kind.ok_or_else(|| serde::de::Error::missing_field("kind"))?;
+        let operation = operation.ok_or_else(|| serde::de::Error::missing_field("operation"))?;
+        let sub_resource = sub_resource.flatten();
+        if let Some(Some(text)) = pending {
+            if let Some(reads) = mutate::object_reads(&kind, &operation, sub_resource.as_deref()) {
+                object = Some(Some(reads::parse(text.get(), reads).map_err(serde::de::Error::custom)?));
+            }
+        }
+        Ok(AdmissionRequest {
+            uid,
+            kind,
+            resource: resource.flatten(),
+            sub_resource,
+            name: name.unwrap_or_default(),
+            namespace: namespace.flatten(),
+            operation,
+            object: object.flatten(),
+            dry_run: dry_run.flatten(),
+        })
+    }
+}
+
+/// The envelope, for the careful decode. `request` is kept as raw text and parsed once, on its own, so that
+/// what is wrong with it can be told apart from what is wrong with the envelope.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ReviewIn<'a> {
@@ -106,13 +254,84 @@ pub enum DecodeError {
     EmptyUid,
 }
 
-/// A well-formed review, parsed in one pass straight into the typed request.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A well-formed review's envelope, parsed in one pass with its request.
 struct ReviewFast {
     api_version: Option<String>,
     kind: Option<String>,
     request: Option<AdmissionRequest>,
+}
+
+/// Deserialises the envelope, handing `request` to a [`RequestSeed`].
+struct EnvelopeSeed(ObjectParse);
+
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed {
+    type Value = ReviewFast;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<ReviewFast, D::Error> {
+        deserializer.deserialize_struct("AdmissionReview", &["apiVersion", "kind", "request"], self)
+    }
+}
+
+impl<'de> Visitor<'de> for EnvelopeSeed {
+    type Value = ReviewFast;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an AdmissionReview object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReviewFast, A::Error> {
+        let mut review = ReviewFast {
+            api_version: None,
+            kind: None,
+            request: None,
+        };
+        while let Some(Key(key)) = map.next_key()? {
+            match key.as_ref() {
+                "apiVersion" => review.api_version = map.next_value()?,
+                "kind" => review.kind = map.next_value()?,
+                "request" => review.request = map.next_value_seed(OptionSeed(RequestSeed(self.0)))?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(review)
+    }
+}
+
+/// `null` or what the inner seed makes of the value.
+struct OptionSeed<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for OptionSeed<S> {
+    type Value = Option<S::Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for OptionSeed<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("null or a value")
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(deserializer).map(Some)
+    }
+}
+
+/// Parses `text` with a seed, as `serde_json::from_str` would (trailing characters refused).
+fn from_str_seed<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> serde_json::Result<S::Value> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = seed.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
 }
 
 fn version(api_version: Option<&str>) -> Option<&'static str> {
@@ -123,12 +342,24 @@ fn version(api_version: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// Decodes a request body.
+/// Decodes a request body for the core: of the object, only what the core reads is parsed
+/// ([`mutate::object_reads`]).
 pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
+    decode_with(body, ObjectParse::ForCore)
+}
+
+/// Decodes a request body with the whole object (`entourage review` applies the patch to it).
+pub fn decode_whole(body: &[u8]) -> Result<Review, DecodeError> {
+    decode_with(body, ObjectParse::Whole)
+}
+
+fn decode_with(body: &[u8], parse: ObjectParse) -> Result<Review, DecodeError> {
     // The apiserver's reviews take one pass. Whatever that pass refuses is decoded again, carefully, to say
     // exactly what is wrong; both paths build the request with the same deserialiser, so they agree.
     // One UTF-8 check of the whole body up front (fast on long runs) spares serde_json checking every string.
-    let fast = std::str::from_utf8(body).ok().map(serde_json::from_str::<ReviewFast>);
+    let fast = std::str::from_utf8(body)
+        .ok()
+        .map(|text| from_str_seed(text, EnvelopeSeed(parse)));
     if let Some(Ok(ReviewFast {
         api_version,
         kind: Some(kind),
@@ -141,11 +372,11 @@ pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
             }
         }
     }
-    decode_carefully(body)
+    decode_carefully(body, parse)
 }
 
 /// Decodes a body that is not a plain, well-formed review, and says what is wrong with it.
-fn decode_carefully(body: &[u8]) -> Result<Review, DecodeError> {
+fn decode_carefully(body: &[u8], parse: ObjectParse) -> Result<Review, DecodeError> {
     let review: ReviewIn = serde_json::from_slice(body).map_err(|e| match e.classify() {
         // A `Value` (not `IgnoredAny`) so that JSON nested deeper than serde_json's limit still counts as not JSON.
         Category::Data => match serde_json::from_slice::<Value>(body) {
@@ -163,8 +394,8 @@ fn decode_carefully(body: &[u8]) -> Result<Review, DecodeError> {
     let Some(api_version) = version(review.api_version.as_deref()) else {
         return Err(DecodeError::WrongVersion(review.api_version.unwrap_or_default()));
     };
-    let request: AdmissionRequest = serde_json::from_str(review.request.ok_or(DecodeError::MissingRequest)?.get())
-        .map_err(DecodeError::BadRequest)?;
+    let text = review.request.ok_or(DecodeError::MissingRequest)?.get();
+    let request = from_str_seed(text, RequestSeed(parse)).map_err(DecodeError::BadRequest)?;
     if request.uid.is_empty() {
         return Err(DecodeError::EmptyUid);
     }
@@ -296,9 +527,9 @@ mod tests {
     #[test]
     fn decodes_v1_and_v1beta1_and_remembers_which() {
         assert_eq!(decode(&body(pod_review(V1))).unwrap().api_version, V1);
-        let r = decode(&body(pod_review(V1BETA1))).unwrap();
+        let r = decode_whole(&body(pod_review(V1BETA1))).unwrap();
         assert_eq!(r.api_version, V1BETA1);
-        assert_eq!(r.request.object_value().unwrap()["metadata"]["generateName"], "web-");
+        assert_eq!(r.request.object.unwrap()["metadata"]["generateName"], "web-");
         assert_eq!(r.request.dry_run, Some(true));
     }
 
@@ -339,6 +570,74 @@ mod tests {
             request.replace("u-2", "")
         );
         assert!(matches!(decode(empty_uid.as_bytes()), Err(DecodeError::EmptyUid)));
+    }
+
+    #[test]
+    fn the_core_gets_only_what_it_reads_of_a_pod_in_either_member_order() {
+        let object = r#"{"kind": "Pod", "metadata": {"generateName": "web-", "managedFields": [{"manager": "x"}]},
+                         "spec": {"containers": [{"name": "app", "image": "nginx", "resources": {}}]}}"#;
+        let head = r#""uid": "u-3", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE""#;
+        let wrap =
+            |request: String| format!(r#"{{"apiVersion": "{V1}", "kind": "AdmissionReview", "request": {request}}}"#);
+        let apiserver = wrap(format!(r#"{{{head}, "object": {object}}}"#));
+        let object_first = wrap(format!(r#"{{"object": {object}, {head}}}"#));
+        let pruned = json!({"kind": "Pod", "metadata": {"generateName": "web-"},
+                            "spec": {"containers": [{"name": "app", "image": "nginx"}]}});
+        for body in [&apiserver, &object_first] {
+            assert_eq!(
+                decode(body.as_bytes()).unwrap().request.object,
+                Some(pruned.clone()),
+                "{body}"
+            );
+            let whole = decode_whole(body.as_bytes()).unwrap().request.object.unwrap();
+            assert_eq!(whole, serde_json::from_str::<Value>(object).unwrap());
+        }
+    }
+
+    #[test]
+    fn objects_the_core_does_not_read_are_checked_but_not_kept() {
+        let review = |operation: &str, object: &str| {
+            format!(
+                r#"{{"apiVersion": "{V1}", "kind": "AdmissionReview", "request": {{"uid": "u",
+                    "kind": {{"group": "apps", "version": "v1", "kind": "Pod"}}, "operation": "{operation}",
+                    "object": {object}}}}}"#
+            )
+        };
+        assert_eq!(
+            decode(review("CREATE", r#"{"a": [1]}"#).as_bytes())
+                .unwrap()
+                .request
+                .object,
+            None
+        );
+        assert!(matches!(
+            decode(review("CREATE", r#"{"a": [1,]}"#).as_bytes()),
+            Err(DecodeError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn a_request_member_given_twice_or_missing_is_refused_by_name() {
+        let review =
+            |request: &str| format!(r#"{{"apiVersion": "{V1}", "kind": "AdmissionReview", "request": {request}}}"#);
+        let kind = r#""kind": {"group": "", "version": "v1", "kind": "Pod"}"#;
+        let twice = review(&format!(r#"{{"uid": "a", "uid": "b", {kind}, "operation": "CREATE"}}"#));
+        assert!(decode(twice.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate field `uid`"));
+        let objects = review(&format!(
+            r#"{{"uid": "a", {kind}, "operation": "CREATE", "object": {{}}, "object": {{}}}}"#
+        ));
+        assert!(decode(objects.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate field `object`"));
+        let missing = review(&format!(r#"{{"uid": "a", {kind}}}"#));
+        assert!(decode(missing.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("missing field `operation`"));
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub fn review(text: &str, config: &Config) -> Result<Value, OfflineError> {
         message: e.to_string(),
     })?;
     let body = serde_json::to_vec(&value).expect("JSON values always serialise");
+    // The webhook's decode, for the webhook's answer; the whole object, to apply the patch to.
     let review = admission::decode(&body)?;
     let request = &review.request;
     let outcome = mutate::mutate(request, config);
@@ -189,7 +190,8 @@ pub fn review(text: &str, config: &Config) -> Result<Value, OfflineError> {
     let answer = serde_json::to_value(ReviewOut::new(review.api_version, response)).expect("answers serialise");
     let mut result = json!({ "review": answer, "reason": outcome.reason.as_str() });
     if outcome.verdict == Verdict::Allow {
-        let mut object = request.object_value().unwrap_or(Value::Null);
+        let whole = admission::decode_whole(&body)?;
+        let mut object = whole.request.object.unwrap_or(Value::Null);
         json_patch::patch(&mut object, &outcome.patch.to_json_patch()).map_err(|e| OfflineError::Object {
             index: 1,
             kind: request.kind.kind.clone(),

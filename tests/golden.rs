@@ -75,7 +75,7 @@ fn cases() -> Vec<Case> {
 fn run(case: &Case, object: &Value) -> mutate::Outcome {
     let (group, version, kind) = support::gvk(object);
     let review = support::review((&group, &version, &kind), &case.namespace, &case.operation, object);
-    let decoded = admission::decode(&serde_json::to_vec(&review).unwrap()).unwrap();
+    let decoded = admission::decode(&support::apiserver_order(&review)).unwrap();
     mutate::mutate(&decoded.request, &case.config)
 }
 

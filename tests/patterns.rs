@@ -10,7 +10,7 @@ fn patched(fixture: &str, config: &Config) -> (Value, mutate::Outcome) {
     let body = std::fs::read(path).unwrap();
     let review = admission::decode(&body).unwrap();
     let outcome = mutate::mutate(&review.request, config);
-    let object = review.request.object_value().unwrap();
+    let object = admission::decode_whole(&body).unwrap().request.object.unwrap();
     let patch = serde_json::to_value(&outcome.patch).unwrap();
     (support::apply(&object, &patch).unwrap(), outcome)
 }

@@ -560,9 +560,17 @@ fn review(object: &Value, kind: (&str, &str, &str), config: &Config) -> Outcome 
         // The apiserver's request.name is always a string, whatever the object holds.
         review["request"]["name"] = json!("");
     }
-    let body = serde_json::to_vec(&review).unwrap();
-    let decoded = admission::decode(&body).expect("a well-formed review decodes");
-    mutate::mutate(&decoded.request, config)
+    // Members sorted by name put `object` before `operation`: the decoder keeps the object's text and parses
+    // it at the end. In the apiserver's order it parses the object as it goes. Both must decide the same.
+    let sorted = admission::decode(&serde_json::to_vec(&review).unwrap()).expect("a well-formed review decodes");
+    let ordered = admission::decode(&support::apiserver_order(&review)).expect("a well-formed review decodes");
+    let outcome = mutate::mutate(&ordered.request, config);
+    assert_eq!(
+        mutate::mutate(&sorted.request, config),
+        outcome,
+        "member order changed the answer"
+    );
+    outcome
 }
 
 /// The webhook parses only the parts of a Pod the core reads (`mutate::reads`); the core given the whole object
@@ -787,7 +795,13 @@ proptest! {
         pod in pod_strategy(),
         config in config_strategy(),
     ) {
-        let mut body = serde_json::to_vec(&support::review(POD, "default", "CREATE", &pod)).unwrap();
+        // Both member orders: they take different paths through the decoder.
+        let review = support::review(POD, "default", "CREATE", &pod);
+        let mut body = if edits.len() % 2 == 0 {
+            support::apiserver_order(&review)
+        } else {
+            serde_json::to_vec(&review).unwrap()
+        };
         for (at, byte) in edits {
             let i = at.index(body.len());
             body[i] = byte;
@@ -799,7 +813,8 @@ proptest! {
         if let Ok(review) = admission::decode(&body) {
             let outcome = mutate::mutate(&review.request, &config);
             check_verdict(&outcome)?;
-            if let Some(object) = review.request.object_value() {
+            let whole = admission::decode_whole(&body).expect("what decodes for the core decodes whole");
+            if let Some(object) = whole.request.object {
                 apply(&object, &outcome)?;
             }
         }

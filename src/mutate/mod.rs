@@ -11,7 +11,8 @@ mod names;
 pub mod pod;
 pub mod reads;
 
-use kube::core::admission::Operation;
+use kube::core::{admission::Operation, gvk::GroupVersionKind};
+use reads::Reads;
 use serde_json::Value;
 
 use crate::{admission::AdmissionRequest, config::Config, patch::Patch};
@@ -150,6 +151,24 @@ impl Outcome {
     }
 }
 
+/// What the core reads of a request's object: a Pod's [`pod::READS`], a Job or CronJob whole, and nothing for
+/// a subresource, an operation other than CREATE or another kind (those are allowed unchanged whatever the
+/// object holds). [`crate::admission::decode`] parses the object only this far.
+pub fn object_reads(
+    kind: &GroupVersionKind,
+    operation: &Operation,
+    sub_resource: Option<&str>,
+) -> Option<&'static Reads> {
+    if sub_resource.is_some_and(|s| !s.is_empty()) || *operation != Operation::Create {
+        return None;
+    }
+    match (kind.group.as_str(), kind.kind.as_str()) {
+        ("", "Pod") => Some(&pod::READS),
+        ("batch", "Job" | "CronJob") => Some(&Reads::All),
+        _ => None,
+    }
+}
+
 /// Decides what to do with one admission request.
 pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
     if request.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
@@ -163,19 +182,10 @@ pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
     if request.operation != Operation::Create {
         return Outcome::unchanged(Reason::OperationNotHandled);
     }
-    let Some(raw) = request.object.as_ref() else {
+    // Parsed by the decoder as far as `object_reads` says: a Pod only where the core reads it, a Job whole.
+    let Some(object) = request.object.as_ref() else {
         return Outcome::unchanged(Reason::NoObject);
     };
-    // A Pod is parsed only as far as the core reads it; Job defaults look at most of a Job, so it is parsed whole.
-    let parsed = match kind {
-        ("", "Pod") => reads::parse(raw.get(), &pod::READS),
-        _ => serde_json::from_str(raw.get()),
-    };
-    let Ok(object) = parsed else {
-        // The raw text is valid JSON, so only serde_json's nesting limit can refuse it.
-        return Outcome::unchanged(Reason::MalformedObject);
-    };
-    let object = &object;
     if let Some(object_kind) = object.get("kind").and_then(Value::as_str) {
         if object_kind != kind.1 {
             return Outcome::unchanged(Reason::ObjectKindMismatch);
@@ -251,6 +261,32 @@ mod tests {
         match out.verdict {
             Verdict::Deny(message) => assert!(message.contains("admin port 65536"), "{message}"),
             Verdict::Allow => panic!("allowed with admin ports past 65535"),
+        }
+    }
+
+    #[test]
+    fn the_decoder_skips_the_object_exactly_when_the_core_does_not_read_it() {
+        let kinds = [
+            ("", "Pod"),
+            ("batch", "Job"),
+            ("batch", "CronJob"),
+            ("apps", "Deployment"),
+            ("", "Job"),
+        ];
+        for kind in kinds {
+            for op in ["CREATE", "UPDATE", "DELETE", "CONNECT"] {
+                for sub in [None, Some(""), Some("status")] {
+                    let mut r = request(kind, op, json!({"kind": kind.1}));
+                    r.sub_resource = sub.map(str::to_string);
+                    let reason = mutate(&r, &Config::default()).reason;
+                    let unread = matches!(
+                        reason,
+                        Reason::SubresourceNotHandled | Reason::KindNotHandled | Reason::OperationNotHandled
+                    );
+                    let reads = object_reads(&r.kind, &r.operation, sub);
+                    assert_eq!(reads.is_none(), unread, "{kind:?} {op} {sub:?}: {reason:?}");
+                }
+            }
         }
     }
 

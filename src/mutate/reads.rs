@@ -37,7 +37,7 @@ pub fn parse(json: &str, reads: &Reads) -> serde_json::Result<Value> {
 
 /// A seed that deserialises one value, keeping what its [`Reads`] names.
 #[derive(Clone, Copy)]
-struct Pruned<'r>(&'r Reads);
+pub struct Pruned<'r>(pub &'r Reads);
 
 impl<'de> DeserializeSeed<'de> for Pruned<'_> {
     type Value = Value;
@@ -127,7 +127,7 @@ impl<'de> Visitor<'de> for Pruned<'_> {
 }
 
 /// An object key, borrowed from the input when it needs no unescaping (serde's own `Cow<str>` always copies).
-struct Key<'de>(Cow<'de, str>);
+pub(crate) struct Key<'de>(pub Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -36,6 +36,40 @@ pub fn review(kind: (&str, &str, &str), namespace: &str, operation: &str, object
     })
 }
 
+/// A review's body with the request's members in the order the apiserver writes them (`kind` and `operation`
+/// before `object`). `serde_json::to_vec` sorts members by name, which puts `object` before `operation`: the two
+/// orders take different paths through the decoder, and both must give the same answer.
+pub fn apiserver_order(review: &Value) -> Vec<u8> {
+    const ORDER: [&str; 13] = [
+        "uid",
+        "kind",
+        "resource",
+        "subResource",
+        "requestKind",
+        "requestResource",
+        "requestSubResource",
+        "name",
+        "namespace",
+        "operation",
+        "userInfo",
+        "object",
+        "oldObject",
+    ];
+    let request = review["request"].as_object().expect("a review has a request");
+    let mut members: Vec<(&String, &Value)> = request.iter().collect();
+    members.sort_by_key(|(k, _)| ORDER.iter().position(|o| o == k).unwrap_or(ORDER.len()));
+    let request = members
+        .iter()
+        .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), v))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        r#"{{"apiVersion":{},"kind":{},"request":{{{request}}}}}"#,
+        review["apiVersion"], review["kind"]
+    )
+    .into_bytes()
+}
+
 /// The group/version/kind of an object from its `apiVersion` and `kind`.
 pub fn gvk(object: &Value) -> (String, String, String) {
     let api_version = object["apiVersion"].as_str().unwrap_or("v1");
