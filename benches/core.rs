@@ -99,9 +99,7 @@ fn review(body: &[u8], config: &Config) -> usize {
         Verdict::Allow => AdmissionResponse::allow(&review.request.uid, &outcome.patch, outcome.warnings.clone()),
         Verdict::Deny(m) => AdmissionResponse::deny(&review.request.uid, m.clone(), outcome.warnings.clone()),
     };
-    serde_json::to_vec(&ReviewOut::new(review.api_version, response))
-        .expect("responses serialise")
-        .len()
+    ReviewOut::new(review.api_version, response).to_vec().len()
 }
 
 /// CPU time this thread has run, in nanoseconds (the scheduler's own count): unlike the wall clock, it does not

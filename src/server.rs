@@ -274,10 +274,7 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
         _ => 0,
     };
     tracing::debug!(uid = %request.uid, patch = %serde_json::to_string(&outcome.patch).unwrap_or_default(), "patch");
-    // Sized for the base64 patch plus the envelope, so that serialising does not grow the buffer step by step.
-    let mut body = Vec::with_capacity(response.patch.as_ref().map_or(0, String::len) + 512);
-    serde_json::to_writer(&mut body, &ReviewOut::new(review.api_version, response))
-        .expect("responses always serialise");
+    let body = ReviewOut::new(review.api_version, response).to_vec();
     let mut http = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     http.extensions_mut().insert(ReviewLog {
         uid: request.uid.clone(),
