@@ -24,6 +24,7 @@ pub mod annotations;
 pub mod cabundle;
 pub mod certs;
 pub mod config;
+pub mod jsonlog;
 pub mod logsink;
 pub mod metrics;
 pub mod mutate;

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use entourage::{cabundle, certs, config::Config, logsink::LogSink, offline, reload, server, tls};
+use entourage::{cabundle, certs, config::Config, jsonlog, logsink::LogSink, offline, reload, server, tls};
 
 /// mimalloc: allocation is about a third of a review's CPU, and the static musl image's own allocator is slow.
 #[global_allocator]
@@ -169,7 +169,7 @@ fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
         .with_writer(sink)
         .with_ansi(ansi);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder.event_format(jsonlog::JsonLines).init(),
         LogFormat::Text => builder.init(),
     }
     Ok(())
