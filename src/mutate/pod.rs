@@ -5,7 +5,7 @@
 //! survive untouched.
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Volume, VolumeMount};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{ambassador, logs, names::Taken, reads::Reads, Outcome, Pattern, Reason, Verdict};
 use crate::{
@@ -308,13 +308,14 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
     if plan.containers.is_empty() {
         return Outcome::unchanged_with(Reason::AlreadyInjected, plan.warnings);
     }
-    let status = json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "mode": if plan.native { "native" } else { "classic" },
-        "containers": plan.containers.iter().map(|(_, c)| c.name.as_str()).collect::<Vec<_>>(),
-        "volumes": plan.volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
-    });
-    b.set_annotation(&[key("metadata")], annotations::STATUS, &status.to_string());
+    let status = InjectionStatus {
+        containers: plan.containers.iter().map(|(_, c)| c.name.as_str()).collect(),
+        mode: if plan.native { "native" } else { "classic" },
+        version: env!("CARGO_PKG_VERSION"),
+        volumes: plan.volumes.iter().map(|v| v.name.as_str()).collect(),
+    };
+    let status = serde_json::to_string(&status).expect("strings serialise");
+    b.set_annotation(&[key("metadata")], annotations::STATUS, &status);
     Outcome {
         verdict: Verdict::Allow,
         reason: Reason::Injected,
@@ -323,6 +324,16 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
         injected: plan.containers.iter().map(|(p, _)| *p).collect(),
         generate_name: None,
     }
+}
+
+/// The `entourage.dev/status` annotation: what was injected, by which version.
+#[derive(serde::Serialize)]
+struct InjectionStatus<'a> {
+    // In this order, the one it has always had (members sorted by name).
+    containers: Vec<&'a str>,
+    mode: &'static str,
+    version: &'static str,
+    volumes: Vec<&'a str>,
 }
 
 fn join(errors: &[AnnotationError]) -> String {
