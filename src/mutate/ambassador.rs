@@ -5,13 +5,13 @@
 //! read-only into the ambassador only, never into the app.
 
 use k8s_openapi::{
-    api::core::v1::{Container, EnvVar, HTTPGetAction, KeyToPath, Probe, SecretVolumeSource, Volume, VolumeMount},
+    api::core::v1::{EnvVar, HTTPGetAction, KeyToPath, Probe, SecretVolumeSource, Volume, VolumeMount},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use serde_json::Value;
 
 use super::{
-    harden,
+    harden::Injected,
     names::label,
     pod::{Plan, PodView},
     Pattern,
@@ -25,11 +25,11 @@ use crate::{
 const AUTH_DIR: &str = "/var/run/secrets/entourage";
 
 /// Plans one ambassador per upstream; a port the Pod already declares is refused.
-pub(crate) fn plan(
+pub(crate) fn plan<'c>(
     upstreams: &[Upstream],
     view: &PodView<'_>,
-    config: &Config,
-    plan: &mut Plan,
+    config: &'c Config,
+    plan: &mut Plan<'c>,
 ) -> Result<(), Vec<AnnotationError>> {
     let declared: Vec<(i64, &str)> = view
         .all_containers()
@@ -83,7 +83,7 @@ pub(crate) fn plan(
     Ok(())
 }
 
-fn add_one(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &Config, plan: &mut Plan) {
+fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c Config, plan: &mut Plan<'c>) {
     let env_name = match &upstream.name {
         None => config.ambassador.url_env.clone(),
         Some(name) => format!("AMBASSADOR_{}_URL", name.to_ascii_uppercase().replace('-', "_")),
@@ -146,19 +146,13 @@ fn add_one(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &Config,
         Some(name) => format!("ambassador-{}", label(name, 40, "upstream")),
     };
     let native = plan.native;
-    plan.add_container(view, Pattern::Ambassador, &base, |name| Container {
-        name: name.to_string(),
-        image: Some(config.images.entourage.clone()),
-        image_pull_policy: Some(config.images.pull_policy.as_str().to_string()),
+    plan.add_container(view, Pattern::Ambassador, &base, |name| Injected {
         args: Some(args.clone()),
-        volume_mounts: (!mounts.is_empty()).then(|| mounts.clone()),
+        volume_mounts: mounts.clone(),
         readiness_probe: Some(probe(5, 3)),
         // A native sidecar's startup probe holds the app back until the proxy is listening.
         startup_probe: native.then(|| probe(1, 30)),
-        security_context: Some(harden::security_context(config)),
-        resources: Some(harden::resources(config)),
-        restart_policy: native.then(|| "Always".to_string()),
-        ..Container::default()
+        ..Injected::new(name, &config.images.entourage, native, config)
     });
 }
 

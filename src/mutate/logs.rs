@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{Container, EmptyDirVolumeSource, Volume, VolumeMount},
+    api::core::v1::{EmptyDirVolumeSource, Volume, VolumeMount},
     apimachinery::pkg::api::resource::Quantity,
 };
 use serde_json::Value;
 
 use super::{
-    harden,
+    harden::Injected,
     names::{file_stem, label},
     pod::{Plan, PodView},
     Pattern,
@@ -93,34 +93,28 @@ fn app_mount_covering(app: &Value, dir: &str) -> Option<VolumeMount> {
         .max_by_key(|m| m.mount_path.len())
 }
 
-/// A hardened reader container; native sidecars get `restartPolicy: Always`.
-fn reader(name: &str, image: &str, mount: &VolumeMount, plan_native: bool, config: &Config) -> Container {
-    Container {
-        name: name.to_string(),
-        image: Some(image.to_string()),
-        image_pull_policy: Some(config.images.pull_policy.as_str().to_string()),
-        volume_mounts: Some(vec![mount.clone()]),
-        security_context: Some(harden::security_context(config)),
-        resources: Some(harden::resources(config)),
-        restart_policy: plan_native.then(|| "Always".to_string()),
-        ..Container::default()
+/// A hardened reader container, its log directory mounted read-only.
+fn reader<'c>(name: &str, image: &'c str, mount: &VolumeMount, native: bool, config: &'c Config) -> Injected<'c> {
+    Injected {
+        volume_mounts: vec![mount.clone()],
+        ..Injected::new(name, image, native, config)
     }
 }
 
 /// One `sidecar-<stem>` per file, running `tail -n+1 -F FILE` in exec form: the path comes from the Pod's
 /// author and never reaches a shell.
-pub(crate) fn plan_sidecars(
+pub(crate) fn plan_sidecars<'c>(
     files: &[String],
     view: &PodView<'_>,
-    config: &Config,
+    config: &'c Config,
     mounts: &mut LogMounts,
-    plan: &mut Plan,
+    plan: &mut Plan<'c>,
 ) {
     for file in files {
         let mount = mounts.for_dir(parent_dir(file), view, config, plan);
         let base = format!("sidecar-{}", label(file_stem(file), 50, "log"));
         let native = plan.native;
-        plan.add_container(view, Pattern::Sidecar, &base, |name| Container {
+        plan.add_container(view, Pattern::Sidecar, &base, |name| Injected {
             command: Some(vec!["tail".into(), "-n+1".into(), "-F".into(), file.clone()]),
             ..reader(name, &config.images.sidecar, &mount, native, config)
         });
@@ -128,12 +122,12 @@ pub(crate) fn plan_sidecars(
 }
 
 /// One `adapter-<stem>` per file, running `entourage adapt` from the entourage image.
-pub(crate) fn plan_adapters(
+pub(crate) fn plan_adapters<'c>(
     adapter: &AdapterRequest,
     view: &PodView<'_>,
-    config: &Config,
+    config: &'c Config,
     mounts: &mut LogMounts,
-    plan: &mut Plan,
+    plan: &mut Plan<'c>,
 ) {
     for file in &adapter.logs {
         let mount = mounts.for_dir(parent_dir(file), view, config, plan);
@@ -150,7 +144,7 @@ pub(crate) fn plan_adapters(
             args.push(format!("{k}={v}"));
         }
         let native = plan.native;
-        plan.add_container(view, Pattern::Adapter, &base, |name| Container {
+        plan.add_container(view, Pattern::Adapter, &base, |name| Injected {
             args: Some(args.clone()),
             ..reader(name, &config.images.entourage, &mount, native, config)
         });

@@ -4,10 +4,10 @@
 //! to the Pod: the Pod itself is read as raw JSON and never round-tripped, so fields this build does not know
 //! survive untouched.
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use serde_json::Value;
 
-use super::{ambassador, logs, names::Taken, reads::Reads, Outcome, Pattern, Reason, Verdict};
+use super::{ambassador, harden::Injected, logs, names::Taken, reads::Reads, Outcome, Pattern, Reason, Verdict};
 use crate::{
     annotations::{self, AnnotationError},
     config::{Config, SidecarMode},
@@ -91,12 +91,12 @@ impl<'a> PodView<'a> {
     }
 }
 
-/// What will be added to the Pod.
-pub(crate) struct Plan {
+/// What will be added to the Pod; `'c` is the config's lifetime, which injected containers borrow from.
+pub(crate) struct Plan<'c> {
     /// Whether injected containers are native sidecars.
     pub native: bool,
     /// Containers to inject, in order.
-    pub containers: Vec<(Pattern, Container)>,
+    pub containers: Vec<(Pattern, Injected<'c>)>,
     /// Containers that are already there, identical (a Pod injected before whose status annotation was lost).
     pub present: Vec<String>,
     /// Volumes to add.
@@ -113,19 +113,19 @@ pub(crate) struct Plan {
     pub warnings: Vec<String>,
 }
 
-impl Plan {
+impl<'c> Plan<'c> {
     /// Adds a container under `base` (or `base-2`…), unless an identical container of that name is there.
     pub fn add_container(
         &mut self,
         view: &PodView<'_>,
         pattern: Pattern,
         base: &str,
-        build: impl Fn(&str) -> Container,
+        build: impl Fn(&str) -> Injected<'c>,
     ) {
         let candidate = build(base);
         let identical = view.all_containers().any(|c| {
             c.get("name").and_then(Value::as_str) == Some(base)
-                && c.get("image").and_then(Value::as_str) == candidate.image.as_deref()
+                && c.get("image").and_then(Value::as_str) == Some(candidate.image)
                 && same_list(c.get("command"), candidate.command.as_deref())
                 && same_list(c.get("args"), candidate.args.as_deref())
         });
