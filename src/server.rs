@@ -76,21 +76,13 @@ impl AppState {
     }
 }
 
-/// The review fields of the one log line per request, attached to the response for the logging layer.
-#[derive(Clone, Debug, Default)]
-struct ReviewLog {
-    uid: String,
-    kind: String,
-    namespace: String,
-    name: String,
-    operation: &'static str,
-    dry_run: bool,
-    decision: &'static str,
-    reason: &'static str,
-    patch_ops: usize,
-    warnings: usize,
-    error: Option<String>,
-}
+/// Why a request was refused, attached to the response for the logging layer's line.
+#[derive(Clone, Debug)]
+struct Rejected(String);
+
+/// Marks a response whose request has had its log line already (a review, logged where the request is at hand).
+#[derive(Clone, Copy, Debug)]
+struct Logged;
 
 /// The router: `POST /mutate`, `GET /healthz`, `GET /readyz`, `GET /metrics`; JSON 404 and 405 otherwise.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -107,11 +99,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let message = message.into();
     let mut response = (status, axum::Json(json!({"error": message, "code": status.as_u16()}))).into_response();
-    response.extensions_mut().insert(ReviewLog {
-        decision: "bad-request",
-        error: Some(message),
-        ..ReviewLog::default()
-    });
+    response.extensions_mut().insert(Rejected(message));
     response
 }
 
@@ -165,12 +153,12 @@ async fn review(State(state): State<Arc<AppState>>, request: Request) -> Respons
     };
     let response = if body.len() > BLOCKING_THRESHOLD {
         let state = state.clone();
-        match tokio::task::spawn_blocking(move || answer(&state, &body)).await {
+        match tokio::task::spawn_blocking(move || answer(&state, &body, started)).await {
             Ok(response) => response,
             Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "review task failed"),
         }
     } else {
-        answer(&state, &body)
+        answer(&state, &body, started)
     };
     state.metrics.latency.observe(started.elapsed().as_secs_f64());
     response
@@ -221,8 +209,8 @@ fn too_large() -> Response {
     response
 }
 
-/// Decodes, mutates and encodes one review: the whole synchronous path.
-fn answer(state: &AppState, body: &Bytes) -> Response {
+/// Decodes, mutates and encodes one review: the whole synchronous path, and its log line.
+fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
     let review = match admission::decode(body) {
         Ok(review) => review,
         Err(e) => {
@@ -277,27 +265,32 @@ fn answer(state: &AppState, body: &Bytes) -> Response {
     tracing::debug!(uid = %request.uid, patch = %serde_json::to_string(&outcome.patch).unwrap_or_default(), "patch");
     let body = ReviewOut::new(review.api_version, response).to_vec();
     let mut http = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
-    http.extensions_mut().insert(ReviewLog {
-        uid: request.uid.clone(),
-        kind: request.kind.kind.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        name: if request.name.is_empty() {
-            outcome
-                .generate_name
-                .as_deref()
-                .map(|g| format!("{g}*"))
-                .unwrap_or_default()
-        } else {
-            request.name.clone()
-        },
+    let generate_name;
+    let name = match (request.name.as_str(), outcome.generate_name.as_deref()) {
+        ("", Some(g)) => {
+            generate_name = format!("{g}*");
+            generate_name.as_str()
+        }
+        (name, _) => name,
+    };
+    // Here, where the request is at hand, rather than in the logging layer: nothing is copied for the line.
+    tracing::info!(
+        // `&str` fields are recorded as they are; `%` would format each through `Display` first.
+        uid = request.uid.as_str(),
+        kind = request.kind.kind.as_str(),
+        namespace = request.namespace.as_deref().unwrap_or_default(),
+        name,
         operation,
-        dry_run: request.dry_run.unwrap_or(false),
+        dry_run = request.dry_run.unwrap_or(false),
         decision,
-        reason: outcome.reason.as_str(),
-        patch_ops: outcome.patch.0.len(),
-        warnings: warning_count,
-        error: None,
-    });
+        reason = outcome.reason.as_str(),
+        patch_ops = outcome.patch.0.len(),
+        warnings = warning_count,
+        status = http.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "review"
+    );
+    http.extensions_mut().insert(Logged);
     http
 }
 
@@ -327,26 +320,11 @@ async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let latency_us = started.elapsed().as_micros() as u64;
     let status = response.status().as_u16();
-    match response.extensions().get::<ReviewLog>() {
-        Some(r) if r.error.is_none() => tracing::info!(
-            // `&str` fields are recorded as they are; `%` would format each through `Display` first.
-            uid = r.uid.as_str(),
-            kind = r.kind.as_str(),
-            namespace = r.namespace.as_str(),
-            name = r.name.as_str(),
-            operation = r.operation,
-            dry_run = r.dry_run,
-            decision = r.decision,
-            reason = r.reason,
-            patch_ops = r.patch_ops,
-            warnings = r.warnings,
-            status,
-            latency_us,
-            "review"
-        ),
-        Some(r) => {
-            tracing::warn!(%method, %path, status, error = r.error.as_deref().unwrap_or_default(), latency_us, "rejected")
-        }
+    if response.extensions().get::<Logged>().is_some() {
+        return response;
+    }
+    match response.extensions().get::<Rejected>() {
+        Some(Rejected(error)) => tracing::warn!(%method, %path, status, error = error.as_str(), latency_us, "rejected"),
         None if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") => {
             tracing::debug!(%method, %path, status, latency_us, "probe")
         }
