@@ -5,7 +5,6 @@
 //! apiserver holds, and the core parses of it only what it reads, by kind (`mutate::reads`). Responses are our own small struct because the apiserver wants `patch` as a base64 *string*
 //! (kube's `AdmissionResponse` serialises it as an array of numbers, kube-rs issue 1781).
 
-use base64::Engine;
 use kube::core::{
     admission::Operation,
     gvk::{GroupVersionKind, GroupVersionResource},
@@ -448,7 +447,8 @@ impl AdmissionResponse {
             serde_json::to_writer(&mut json, patch).expect("a patch of JSON values always serialises");
             (
                 Some("JSONPatch"),
-                Some(base64::engine::general_purpose::STANDARD.encode(json)),
+                // SIMD: a scalar encoder spent ≈ 1 µs per review on the few KB of a typical patch.
+                Some(base64_simd::STANDARD.encode_to_string(json)),
             )
         };
         AdmissionResponse {
@@ -722,9 +722,12 @@ mod tests {
         }]);
         let out = serde_json::to_value(ReviewOut::new(V1, AdmissionResponse::allow("u", &patch, vec![]))).unwrap();
         assert_eq!(out["response"]["patchType"], "JSONPatch");
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(out["response"]["patch"].as_str().unwrap())
-            .unwrap();
+        // Decoded by another implementation than the one that encoded it.
+        let decoded = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            out["response"]["patch"].as_str().unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             serde_json::from_slice::<Value>(&decoded).unwrap(),
             json!([{"op": "add", "path": "/a", "value": 1}])

@@ -9,7 +9,6 @@
 
 use std::{path::Path, time::Duration};
 
-use base64::Engine;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::api::{Api, Patch, PatchParams};
 use rustls_pki_types::{pem::PemObject, CertificateDer};
@@ -62,7 +61,7 @@ pub fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, CaBundleError> {
 
 /// The JSON patch that sets `ca_pem` as every webhook's caBundle; empty when they all have it already.
 pub fn patch_for(config: &MutatingWebhookConfiguration, ca_pem: &[u8]) -> json_patch::Patch {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let encoded = base64_simd::STANDARD.encode_to_string(ca_pem);
     let mut ops = Vec::new();
     for (i, webhook) in config.webhooks.iter().flatten().enumerate() {
         if webhook.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(ca_pem) {
@@ -136,7 +135,8 @@ mod tests {
             .map(|(i, b)| {
                 let mut client_config = json!({"service": {"name": "entourage", "namespace": "entourage-system"}});
                 if let Some(b) = b {
-                    client_config["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(b));
+                    client_config["caBundle"] =
+                        json!(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b));
                 }
                 json!({
                     "name": format!("w{i}.entourage.dev"), "clientConfig": client_config,
@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn patch_tests_each_name_and_sets_every_stale_ca_bundle() {
         let patch = patch_for(&config(&[None, Some(b"old"), Some(b"new")]), b"new");
-        let encoded = base64::engine::general_purpose::STANDARD.encode(b"new");
+        let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"new");
         assert_eq!(
             serde_json::to_value(&patch).unwrap(),
             json!([
