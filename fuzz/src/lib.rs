@@ -31,8 +31,8 @@ pub fn config(byte: u8) -> Config {
     config
 }
 
-/// A review of `object` as the apiserver would send it.
-pub fn request(object: &Value) -> AdmissionRequest {
+/// The body of a review of `object` as the apiserver would send it.
+pub fn review_body(object: &Value) -> Vec<u8> {
     let api_version = object["apiVersion"].as_str().unwrap_or("v1");
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let kind = object["kind"].as_str().unwrap_or("Pod");
@@ -43,9 +43,7 @@ pub fn request(object: &Value) -> AdmissionRequest {
             "operation": "CREATE", "namespace": "default", "object": object,
         }
     });
-    admission::decode(&serde_json::to_vec(&review).unwrap())
-        .expect("a review built from an object decodes")
-        .request
+    serde_json::to_vec(&review).unwrap()
 }
 
 /// Whether the apiserver could have sent this object: it decodes Pods into typed structs first, so
@@ -91,7 +89,17 @@ fn plausible(object: &Value) -> bool {
 }
 
 /// Runs the core on `request` and checks every invariant.
-pub fn check(request: &AdmissionRequest, config: &Config) {
+/// Decodes `body` as the webhook does (bodies that are not reviews are refused, which is all they get) and checks
+/// the answer against the whole object.
+pub fn check(body: &[u8], config: &Config) {
+    let Ok(review) = admission::decode(body) else {
+        return;
+    };
+    let whole = admission::decode_whole(body).expect("what decodes for the core decodes whole");
+    check_request(&review.request, whole.request.object.as_ref(), config);
+}
+
+fn check_request(request: &AdmissionRequest, whole: Option<&Value>, config: &Config) {
     let outcome = mutate::mutate(request, config);
     if let Verdict::Deny(message) = &outcome.verdict {
         assert!(
@@ -104,9 +112,9 @@ pub fn check(request: &AdmissionRequest, config: &Config) {
     if outcome.patch.0.is_empty() {
         return;
     }
-    let object = request.object.as_ref().expect("a patch needs an object");
+    let object = whole.expect("a patch needs an object");
     let mut patched = object.clone();
-    json_patch::patch(&mut patched, &outcome.patch).unwrap_or_else(|e| {
+    json_patch::patch(&mut patched, &outcome.patch.to_json_patch()).unwrap_or_else(|e| {
         panic!(
             "patch does not apply: {e}\nobject: {object}\npatch: {}",
             serde_json::to_string(&outcome.patch).unwrap()
@@ -122,9 +130,9 @@ pub fn check(request: &AdmissionRequest, config: &Config) {
     if let Err(e) = preserved("", object, &patched, &owned) {
         panic!("{e}\nobject: {object}\npatched: {patched}");
     }
-    let mut again = request.clone();
-    again.object = Some(patched.clone());
-    let second = mutate::mutate(&again, config);
+    // The patched object, reviewed again the way the webhook reads it.
+    let again = admission::decode(&review_body(&patched)).expect("a patched object decodes");
+    let second = mutate::mutate(&again.request, config);
     assert_eq!(
         second.verdict,
         Verdict::Allow,

@@ -30,6 +30,6 @@ fn main() {
             annotations.insert(k, Value::String(v.to_string()));
         }
         pod["metadata"]["annotations"] = Value::Object(annotations);
-        entourage_fuzz::check(&entourage_fuzz::request(&pod), &entourage_fuzz::config(*selector));
+        entourage_fuzz::check(&entourage_fuzz::review_body(&pod), &entourage_fuzz::config(*selector));
     });
 }

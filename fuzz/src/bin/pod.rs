@@ -8,6 +8,6 @@ fn main() {
         let Ok(object) = serde_json::from_slice::<serde_json::Value>(body) else {
             return;
         };
-        entourage_fuzz::check(&entourage_fuzz::request(&object), &entourage_fuzz::config(selector));
+        entourage_fuzz::check(&entourage_fuzz::review_body(&object), &entourage_fuzz::config(selector));
     });
 }
