@@ -250,12 +250,12 @@ fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
     for pattern in &outcome.injected {
         m.injections
             .get_or_create(&PatternLabels {
-                pattern: pattern.as_str().into(),
+                pattern: pattern.as_str(),
             })
             .inc();
     }
     let reason = ReasonLabels {
-        reason: outcome.reason.as_str().into(),
+        reason: outcome.reason.as_str(),
     };
     match decision {
         "denied" => m.denials.get_or_create(&reason).inc(),
@@ -304,11 +304,11 @@ fn operation_name(operation: &Operation) -> &'static str {
     }
 }
 
-fn labels(kind: &str, operation: &str, decision: &str) -> ReviewLabels {
+fn labels(kind: &str, operation: &'static str, decision: &'static str) -> ReviewLabels {
     ReviewLabels {
         kind: kind.into(),
-        operation: operation.into(),
-        decision: decision.into(),
+        operation,
+        decision,
     }
 }
 
