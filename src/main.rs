@@ -175,9 +175,20 @@ fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
+    // The ambassador is a sidecar: it relays for one app, usually under a CPU limit well below one core, so it
+    // runs every task on one thread (as linkerd2-proxy does by default), with no work stealing or cross-thread
+    // wake-ups. The webhook, whose reviews are independent, uses every core it is given.
+    let runtime = match cli.command {
+        Command::Ambassador(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
+    .context("starting the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing(cli.log_format, &cli.log_level)?;
