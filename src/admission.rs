@@ -108,11 +108,17 @@ impl<'de> Visitor<'de> for RequestSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AdmissionRequest, A::Error> {
-        fn once<T, E: serde::de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
-            match slot {
-                Some(_) => Err(E::duplicate_field(name)),
-                None => Ok(()),
+        /// Reads the member's value into its slot; a member given twice is an error, as with serde's derive.
+        fn take<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+            map: &mut A,
+            slot: &mut Option<T>,
+            name: &'static str,
+        ) -> Result<(), A::Error> {
+            if slot.is_some() {
+                return Err(serde::de::Error::duplicate_field(name));
             }
+            *slot = Some(map.next_value()?);
+            Ok(())
         }
         let mut uid: Option<String> = None;
         let mut kind: Option<GroupVersionKind> = None;
@@ -128,38 +134,14 @@ impl<'de> Visitor<'de> for RequestSeed {
         let mut dry_run: Option<Option<bool>> = None;
         while let Some(Key(key)) = map.next_key()? {
             match key.as_ref() {
-                "uid" => {
-                    once(&uid, "uid")?;
-                    uid = Some(map.next_value()?);
-                }
-                "kind" => {
-                    once(&kind, "kind")?;
-                    kind = Some(map.next_value()?);
-                }
-                "resource" => {
-                    once(&resource, "resource")?;
-                    resource = Some(map.next_value()?);
-                }
-                "subResource" => {
-                    once(&sub_resource, "subResource")?;
-                    sub_resource = Some(map.next_value()?);
-                }
-                "name" => {
-                    once(&name, "name")?;
-                    name = Some(map.next_value()?);
-                }
-                "namespace" => {
-                    once(&namespace, "namespace")?;
-                    namespace = Some(map.next_value()?);
-                }
-                "operation" => {
-                    once(&operation, "operation")?;
-                    operation = Some(map.next_value()?);
-                }
-                "dryRun" => {
-                    once(&dry_run, "dryRun")?;
-                    dry_run = Some(map.next_value()?);
-                }
+                "uid" => take(&mut map, &mut uid, "uid")?,
+                "kind" => take(&mut map, &mut kind, "kind")?,
+                "resource" => take(&mut map, &mut resource, "resource")?,
+                "subResource" => take(&mut map, &mut sub_resource, "subResource")?,
+                "name" => take(&mut map, &mut name, "name")?,
+                "namespace" => take(&mut map, &mut namespace, "namespace")?,
+                "operation" => take(&mut map, &mut operation, "operation")?,
+                "dryRun" => take(&mut map, &mut dry_run, "dryRun")?,
                 "object" => {
                     if object.is_some() || pending.is_some() {
                         return Err(serde::de::Error::duplicate_field("object"));
