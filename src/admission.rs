@@ -2,7 +2,7 @@
 //!
 //! Requests reuse kube's `Operation` and group/version/kind types but keep `object` as raw JSON text: a typed
 //! round trip would drop fields this build does not know, the patch must be computed against exactly what the
-//! apiserver holds, and the core parses of it only what it reads, by kind (`mutate::reads`). Responses are our own small struct because the apiserver wants `patch` as a base64 *string*
+//! apiserver holds, and the webhook parses of it only what the core reads, by kind (`reads`). Responses are our own small struct because the apiserver wants `patch` as a base64 *string*
 //! (kube's `AdmissionResponse` serialises it as an array of numbers, kube-rs issue 1781).
 
 use kube::core::{
@@ -18,11 +18,8 @@ use serde::{
 use serde_json::{error::Category, value::RawValue, Value};
 
 use crate::{
-    mutate::{
-        self,
-        reads::{self, Key},
-    },
     patch::Patch,
+    reads::{self, Key, Reads},
 };
 
 /// `apiVersion` of v1 reviews.
@@ -47,20 +44,23 @@ pub struct AdmissionRequest {
     pub namespace: Option<String>,
     /// CREATE, UPDATE, DELETE or CONNECT.
     pub operation: Operation,
-    /// The object as the apiserver holds it, defaults applied. [`decode`] parses only what the core reads of it
-    /// ([`mutate::object_reads`]: a Pod's annotations, containers…, a Job whole, nothing of other kinds);
-    /// [`decode_whole`] and the `Deserialize` impl parse all of it. `oldObject` is never parsed: only CREATE is
-    /// mutated.
+    /// The object as the apiserver holds it, defaults applied. [`decode_reading`] parses only what its
+    /// [`ObjectReads`] names (the webhook's: `mutate::object_reads`, a Pod's annotations, containers…, a Job
+    /// whole, nothing of other kinds); [`decode_whole`] and the `Deserialize` impl parse all of it. `oldObject`
+    /// is never parsed: only CREATE is mutated.
     pub object: Option<Value>,
     /// A dry run is handled exactly like a real request (our sideEffects are None).
     pub dry_run: Option<bool>,
 }
 
+/// What to parse of a request's object, from the request's kind, operation and subresource; `None` for nothing.
+pub type ObjectReads = fn(&GroupVersionKind, &Operation, Option<&str>) -> Option<&'static Reads>;
+
 /// How much of `request.object` a decode parses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum ObjectParse {
-    /// What the core reads, by the request's kind and operation.
-    ForCore,
+    /// What its [`ObjectReads`] says.
+    Reading(ObjectReads),
     /// All of it.
     Whole,
 }
@@ -128,8 +128,8 @@ impl<'de> Visitor<'de> for RequestSeed {
         let mut namespace: Option<Option<String>> = None;
         let mut operation: Option<Operation> = None;
         let mut object: Option<Option<Value>> = None;
-        // An object met before the kind and operation: its text, parsed at the end. Only `decode` parses by
-        // kind, and always with serde_json, which can lend the text.
+        // An object met before the kind and operation: its text, parsed at the end. Only `decode_reading`
+        // parses by kind, and always with serde_json, which can lend the text.
         let mut pending: Option<Option<Box<RawValue>>> = None;
         let mut dry_run: Option<Option<bool>> = None;
         while let Some(Key(key)) = map.next_key()? {
@@ -148,9 +148,9 @@ impl<'de> Visitor<'de> for RequestSeed {
                     }
                     match (self.0, &kind, &operation) {
                         (ObjectParse::Whole, _, _) => object = Some(map.next_value()?),
-                        (ObjectParse::ForCore, Some(kind), Some(operation)) => {
+                        (ObjectParse::Reading(object_reads), Some(kind), Some(operation)) => {
                             let sub = sub_resource.as_ref().and_then(Option::as_deref);
-                            object = Some(match mutate::object_reads(kind, operation, sub) {
+                            object = Some(match object_reads(kind, operation, sub) {
                                 Some(reads) => map.next_value_seed(OptionSeed(reads::Pruned(reads)))?,
                                 None => {
                                     map.next_value::<IgnoredAny>()?;
@@ -158,7 +158,7 @@ impl<'de> Visitor<'de> for RequestSeed {
                                 }
                             });
                         }
-                        (ObjectParse::ForCore, _, _) => pending = Some(map.next_value()?),
+                        (ObjectParse::Reading(_), _, _) => pending = Some(map.next_value()?),
                     }
                 }
                 _ => {
@@ -170,8 +170,8 @@ impl<'de> Visitor<'de> for RequestSeed {
         let kind = kind.ok_or_else(|| serde::de::Error::missing_field("kind"))?;
         let operation = operation.ok_or_else(|| serde::de::Error::missing_field("operation"))?;
         let sub_resource = sub_resource.flatten();
-        if let Some(Some(text)) = pending {
-            if let Some(reads) = mutate::object_reads(&kind, &operation, sub_resource.as_deref()) {
+        if let (Some(Some(text)), ObjectParse::Reading(object_reads)) = (pending, self.0) {
+            if let Some(reads) = object_reads(&kind, &operation, sub_resource.as_deref()) {
                 object = Some(Some(reads::parse(text.get(), reads).map_err(serde::de::Error::custom)?));
             }
         }
@@ -323,10 +323,10 @@ fn version(api_version: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// Decodes a request body for the core: of the object, only what the core reads is parsed
-/// ([`mutate::object_reads`]).
-pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
-    decode_with(body, ObjectParse::ForCore)
+/// Decodes a request body, parsing of the object only what `object_reads` names (the webhook decodes with
+/// `mutate::decode`, which passes the core's).
+pub fn decode_reading(body: &[u8], object_reads: ObjectReads) -> Result<Review, DecodeError> {
+    decode_with(body, ObjectParse::Reading(object_reads))
 }
 
 /// Decodes a request body with the whole object (`entourage review` applies the patch to it).
@@ -529,6 +529,11 @@ impl ReviewOut {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The webhook's decode: of the object, what the core reads.
+    fn decode(body: &[u8]) -> Result<Review, DecodeError> {
+        decode_reading(body, crate::mutate::object_reads)
+    }
 
     fn body(v: Value) -> Vec<u8> {
         serde_json::to_vec(&v).unwrap()

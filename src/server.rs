@@ -34,7 +34,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    admission::{self, AdmissionResponse, ReviewOut},
+    admission::{AdmissionResponse, ReviewOut},
     config::Config,
     metrics::{Metrics, PatternLabels, ReasonLabels, ReviewLabels},
     mutate::{self, Verdict},
@@ -211,7 +211,7 @@ fn too_large() -> Response {
 
 /// Decodes, mutates and encodes one review: the whole synchronous path, and its log line.
 fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
-    let review = match admission::decode(body) {
+    let review = match mutate::decode(body) {
         Ok(review) => review,
         Err(e) => {
             state

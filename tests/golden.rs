@@ -12,7 +12,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use entourage::{admission, config::Config, mutate};
+use entourage::{config::Config, mutate};
 use serde_json::{json, Value};
 
 struct Case {
@@ -75,7 +75,7 @@ fn cases() -> Vec<Case> {
 fn run(case: &Case, object: &Value) -> mutate::Outcome {
     let (group, version, kind) = support::gvk(object);
     let review = support::review((&group, &version, &kind), &case.namespace, &case.operation, object);
-    let decoded = admission::decode(&support::apiserver_order(&review)).unwrap();
+    let decoded = mutate::decode(&support::apiserver_order(&review)).unwrap();
     mutate::mutate(&decoded.request, &case.config)
 }
 

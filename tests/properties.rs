@@ -562,8 +562,8 @@ fn review(object: &Value, kind: (&str, &str, &str), config: &Config) -> Outcome 
     }
     // Members sorted by name put `object` before `operation`: the decoder keeps the object's text and parses
     // it at the end. In the apiserver's order it parses the object as it goes. Both must decide the same.
-    let sorted = admission::decode(&serde_json::to_vec(&review).unwrap()).expect("a well-formed review decodes");
-    let ordered = admission::decode(&support::apiserver_order(&review)).expect("a well-formed review decodes");
+    let sorted = mutate::decode(&serde_json::to_vec(&review).unwrap()).expect("a well-formed review decodes");
+    let ordered = mutate::decode(&support::apiserver_order(&review)).expect("a well-formed review decodes");
     let outcome = mutate::mutate(&ordered.request, config);
     assert_eq!(
         mutate::mutate(&sorted.request, config),
@@ -573,7 +573,7 @@ fn review(object: &Value, kind: (&str, &str, &str), config: &Config) -> Outcome 
     outcome
 }
 
-/// The webhook parses only the parts of a Pod the core reads (`mutate::reads`); the core given the whole object
+/// The webhook parses only the parts of a Pod the core reads (`entourage::reads`); the core given the whole object
 /// must decide exactly the same, patch and warnings included.
 fn same_answer_as_the_full_object(object: &Value, config: &Config) -> Result<(), TestCaseError> {
     let mut webhook = review(object, POD, config);
@@ -785,7 +785,7 @@ proptest! {
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = admission::decode(&body);
+        let _ = mutate::decode(&body);
     }
 
     #[test]
@@ -810,7 +810,7 @@ proptest! {
         if cut.index(2) == 0 {
             body.truncate(cut.index(body.len() + 1));
         }
-        if let Ok(review) = admission::decode(&body) {
+        if let Ok(review) = mutate::decode(&body) {
             let outcome = mutate::mutate(&review.request, &config);
             check_verdict(&outcome)?;
             let whole = admission::decode_whole(&body).expect("what decodes for the core decodes whole");

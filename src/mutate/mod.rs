@@ -9,13 +9,16 @@ pub mod job;
 mod logs;
 mod names;
 pub mod pod;
-pub mod reads;
 
 use kube::core::{admission::Operation, gvk::GroupVersionKind};
-use reads::Reads;
 use serde_json::Value;
 
-use crate::{admission::AdmissionRequest, config::Config, patch::Patch};
+use crate::{
+    admission::{self, AdmissionRequest, DecodeError, Review},
+    config::Config,
+    patch::Patch,
+    reads::Reads,
+};
 
 /// Allow or deny.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,9 +154,15 @@ impl Outcome {
     }
 }
 
+/// Decodes a review body for [`mutate`], in one pass, parsing of the object only what the core reads of it
+/// ([`object_reads`]); a body that is not a review is a [`DecodeError`].
+pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
+    admission::decode_reading(body, object_reads)
+}
+
 /// What the core reads of a request's object: a Pod's [`pod::READS`], a Job or CronJob whole, and nothing for
 /// a subresource, an operation other than CREATE or another kind (those are allowed unchanged whatever the
-/// object holds). [`crate::admission::decode`] parses the object only this far.
+/// object holds). [`decode`] parses the object only this far.
 pub fn object_reads(
     kind: &GroupVersionKind,
     operation: &Operation,

@@ -7,14 +7,15 @@
 use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use serde_json::Value;
 
-use super::{ambassador, harden::Injected, logs, names::Taken, reads::Reads, Outcome, Pattern, Reason, Verdict};
+use super::{ambassador, harden::Injected, logs, names::Taken, Outcome, Pattern, Reason, Verdict};
 use crate::{
     annotations::{self, AnnotationError},
     config::{Config, SidecarMode},
     patch::{key, PatchBuilder, Step},
+    reads::Reads,
 };
 
-/// Every part of a Pod that [`mutate_pod`] reads (the webhook parses only these; see `mutate::reads`). Whoever
+/// Every part of a Pod that [`mutate_pod`] reads (the webhook parses only these; see `crate::reads`). Whoever
 /// makes the core read another field adds it here, or the webhook will not see it.
 pub const READS: Reads = Reads::Members(&[
     ("kind", Reads::All),

@@ -4,7 +4,8 @@
 //! and mounts, ports, env names, volume names). Building a full `serde_json::Value` allocates every string and map
 //! of it, which was the largest single cost of a review. [`parse`] walks the same JSON with a [`Reads`] tree and
 //! builds a `Value` holding only the members the tree names; every other member is checked by the parser and
-//! skipped without being allocated.
+//! skipped without being allocated. The core says what it reads (`mutate::object_reads`, `mutate::pod::READS`);
+//! the decoder ([`crate::admission::decode_reading`]) parses the object as it goes, with a [`Pruned`] seed.
 //!
 //! Whatever is kept is kept exactly: a member of an unexpected type (an object where the tree expects an array,
 //! a string where it expects an object) is kept whole, so the core sees the same shapes it would see in the full
