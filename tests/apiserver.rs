@@ -172,3 +172,71 @@ async fn sigterm_stops_the_server_with_exit_code_zero() {
         webhook.drain_logs()
     );
 }
+
+/// Log lines received within a few seconds (lines are written in batches), until `enough` of them are there.
+async fn logs_until(webhook: &Webhook, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines.extend(webhook.drain_logs());
+        if enough(&lines) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Anything logged twice would arrive with the rest of its batch.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    lines.extend(webhook.drain_logs());
+    lines
+}
+
+#[tokio::test]
+async fn every_request_gets_exactly_one_log_line_saying_what_happened() {
+    let webhook = Webhook::start(&[]);
+    let mut api = webhook.connect().await;
+    let review = fixtures().into_iter().find(|(n, _)| n.contains("sidecar")).unwrap().1;
+    assert_eq!(api.review(&review).await.status, 200);
+    assert_eq!(api.send("GET", "/nowhere", vec![]).await.status, 404);
+    assert_eq!(api.send("DELETE", "/mutate", vec![]).await.status, 405);
+    assert_eq!(api.send("POST", "/mutate", b"{not json".to_vec()).await.status, 400);
+    // Probes log at debug level only: nothing at the default level.
+    assert_eq!(api.send("GET", "/healthz", vec![]).await.status, 200);
+    assert_eq!(api.send("GET", "/readyz", vec![]).await.status, 200);
+    let lines = logs_until(&webhook, |l| l.len() >= 4).await;
+    let requests: Vec<(String, String, u64)> = lines
+        .iter()
+        .filter(|l| l["message"] == "review" || l["message"] == "rejected" || l["message"] == "probe")
+        .map(|l| {
+            let path = l["path"].as_str().unwrap_or("/mutate").to_string();
+            (
+                l["message"].as_str().unwrap().to_string(),
+                path,
+                l["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("review", "/mutate", 200),
+        ("rejected", "/nowhere", 404),
+        ("rejected", "/mutate", 405),
+        ("rejected", "/mutate", 400),
+    ]
+    .map(|(m, p, s)| (m.to_string(), p.to_string(), s));
+    assert_eq!(requests, expected, "log lines: {lines:?}");
+    assert!(lines
+        .iter()
+        .filter(|l| l["message"] == "rejected")
+        .all(|l| l["error"].is_string() && l["latency_us"].is_u64()));
+
+    let probed = Webhook::start(&["--log-level", "debug"]);
+    let mut api = probed.connect().await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(api.send("GET", path, vec![]).await.status, 200, "{path}");
+    }
+    let lines = logs_until(&probed, |l| l.iter().filter(|l| l["message"] == "probe").count() >= 3).await;
+    let probes: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "probe")
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(probes, ["/healthz", "/readyz", "/metrics"]);
+}
