@@ -19,7 +19,7 @@ use serde_json::{error::Category, value::RawValue, Value};
 
 use crate::{
     patch::Patch,
-    reads::{self, Key, Reads},
+    reads::{self, from_str_seed, Key, Reads},
 };
 
 /// `apiVersion` of v1 reviews.
@@ -305,14 +305,6 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for OptionSeed<S> {
     fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         self.0.deserialize(deserializer).map(Some)
     }
-}
-
-/// Parses `text` with a seed, as `serde_json::from_str` would (trailing characters refused).
-fn from_str_seed<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> serde_json::Result<S::Value> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = seed.deserialize(&mut deserializer)?;
-    deserializer.end()?;
-    Ok(value)
 }
 
 fn version(api_version: Option<&str>) -> Option<&'static str> {

@@ -30,9 +30,14 @@ pub enum Reads {
 
 /// Parses `json`, keeping what `reads` names.
 pub fn parse(json: &str, reads: &Reads) -> serde_json::Result<Value> {
-    let mut de = serde_json::Deserializer::from_str(json);
-    let value = Pruned(reads).deserialize(&mut de)?;
-    de.end()?;
+    from_str_seed(json, Pruned(reads))
+}
+
+/// Parses `text` with a seed, as `serde_json::from_str` would (trailing characters refused).
+pub fn from_str_seed<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> serde_json::Result<S::Value> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = seed.deserialize(&mut deserializer)?;
+    deserializer.end()?;
     Ok(value)
 }
 
