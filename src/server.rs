@@ -109,6 +109,11 @@ fn reject(method: &Method, path: &str, started: Instant, status: StatusCode, mes
     (status, axum::Json(json!({"error": message, "code": status.as_u16()}))).into_response()
 }
 
+/// A review refused before it could be decided (its body unreadable, too large, not a review).
+fn reject_review(started: Instant, status: StatusCode, message: impl Into<String>) -> Response {
+    reject(&Method::POST, MUTATE, started, status, message)
+}
+
 /// The log line of a probe (`/healthz`, `/readyz`, `/metrics`), at debug level.
 fn probe(method: &Method, path: &str, started: Instant, response: Response) -> Response {
     tracing::debug!(%method, path, status = response.status().as_u16(), latency_us = micros(started), "probe");
@@ -175,17 +180,14 @@ async fn review(State(state): State<Arc<AppState>>, request: Request) -> Respons
         Ok(None) => return too_large(started),
         Err(e) => {
             let message = format!("cannot read the body: {e}");
-            return reject(&Method::POST, MUTATE, started, StatusCode::BAD_REQUEST, message);
+            return reject_review(started, StatusCode::BAD_REQUEST, message);
         }
     };
     let response = if body.len() > BLOCKING_THRESHOLD {
         let state = state.clone();
         match tokio::task::spawn_blocking(move || answer(&state, &body, started)).await {
             Ok(response) => response,
-            Err(_) => {
-                let status = StatusCode::INTERNAL_SERVER_ERROR;
-                reject(&Method::POST, MUTATE, started, status, "review task failed")
-            }
+            Err(_) => reject_review(started, StatusCode::INTERNAL_SERVER_ERROR, "review task failed"),
         }
     } else {
         answer(&state, &body, started)
@@ -230,7 +232,7 @@ async fn read_body(mut body: axum::body::Body) -> Result<Option<Bytes>, axum::Er
 
 fn too_large(started: Instant) -> Response {
     let message = format!("body is larger than {} MiB", MAX_BODY / (1024 * 1024));
-    let mut response = reject(&Method::POST, MUTATE, started, StatusCode::PAYLOAD_TOO_LARGE, message);
+    let mut response = reject_review(started, StatusCode::PAYLOAD_TOO_LARGE, message);
     response
         .headers_mut()
         .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
@@ -247,7 +249,7 @@ fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
                 .reviews
                 .get_or_create(&labels("", "", "bad-request"))
                 .inc();
-            return reject(&Method::POST, MUTATE, started, StatusCode::BAD_REQUEST, e.to_string());
+            return reject_review(started, StatusCode::BAD_REQUEST, e.to_string());
         }
     };
     let request = &review.request;
