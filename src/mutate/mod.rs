@@ -168,29 +168,37 @@ pub fn object_reads(
     operation: &Operation,
     sub_resource: Option<&str>,
 ) -> Option<&'static Reads> {
-    if sub_resource.is_some_and(|s| !s.is_empty()) || *operation != Operation::Create {
-        return None;
+    handled(kind, operation, sub_resource).ok()
+}
+
+/// What the core reads of a request it handles, or why it leaves the request alone: the one rule both the
+/// decoder ([`object_reads`]) and [`mutate`] follow.
+fn handled(
+    kind: &GroupVersionKind,
+    operation: &Operation,
+    sub_resource: Option<&str>,
+) -> Result<&'static Reads, Reason> {
+    if sub_resource.is_some_and(|s| !s.is_empty()) {
+        return Err(Reason::SubresourceNotHandled);
     }
-    match (kind.group.as_str(), kind.kind.as_str()) {
-        ("", "Pod") => Some(&pod::READS),
-        ("batch", "Job" | "CronJob") => Some(&Reads::All),
-        _ => None,
+    let reads = match (kind.group.as_str(), kind.kind.as_str()) {
+        ("", "Pod") => &pod::READS,
+        ("batch", "Job" | "CronJob") => &Reads::All,
+        _ => return Err(Reason::KindNotHandled),
+    };
+    // Pod specs are immutable after creation, and Job/CronJob defaults are a creation-time policy.
+    if *operation != Operation::Create {
+        return Err(Reason::OperationNotHandled);
     }
+    Ok(reads)
 }
 
 /// Decides what to do with one admission request.
 pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
-    if request.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Outcome::unchanged(Reason::SubresourceNotHandled);
+    if let Err(reason) = handled(&request.kind, &request.operation, request.sub_resource.as_deref()) {
+        return Outcome::unchanged(reason);
     }
     let kind = (request.kind.group.as_str(), request.kind.kind.as_str());
-    if !matches!(kind, ("", "Pod") | ("batch", "Job") | ("batch", "CronJob")) {
-        return Outcome::unchanged(Reason::KindNotHandled);
-    }
-    // Pod specs are immutable after creation, and Job/CronJob defaults are a creation-time policy.
-    if request.operation != Operation::Create {
-        return Outcome::unchanged(Reason::OperationNotHandled);
-    }
     // Parsed by the decoder as far as `object_reads` says: a Pod only where the core reads it, a Job whole.
     let Some(object) = request.object.as_ref() else {
         return Outcome::unchanged(Reason::NoObject);
