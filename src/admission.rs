@@ -19,7 +19,7 @@ use serde_json::{error::Category, value::RawValue, Value};
 
 use crate::{
     patch::Patch,
-    reads::{self, from_str_seed, Key, Reads},
+    reads::{from_str_seed, Key, Names, Pruned, Reads},
 };
 
 /// `apiVersion` of v1 reviews.
@@ -53,14 +53,30 @@ pub struct AdmissionRequest {
     pub dry_run: Option<bool>,
 }
 
-/// What to parse of a request's object, from the request's kind, operation and subresource; `None` for nothing.
-pub type ObjectReads = fn(&GroupVersionKind, &Operation, Option<&str>) -> Option<&'static Reads>;
+/// What [`decode_reading`] parses of a request's object.
+#[derive(Clone, Copy)]
+pub struct ObjectReads<'a> {
+    /// Which parts, from the request's kind, operation and subresource; `None` for nothing.
+    pub parts: fn(&GroupVersionKind, &Operation, Option<&str>) -> Option<&'static Reads>,
+    /// Which elements of [`Reads::EachNamed`] arrays.
+    pub names: Names<'a>,
+}
+
+impl<'a> ObjectReads<'a> {
+    fn pruned(self, kind: &GroupVersionKind, operation: &Operation, sub: Option<&str>) -> Option<Pruned<'a>> {
+        let reads = (self.parts)(kind, operation, sub)?;
+        Some(Pruned {
+            reads,
+            names: self.names,
+        })
+    }
+}
 
 /// How much of `request.object` a decode parses.
 #[derive(Clone, Copy)]
-enum ObjectParse {
+enum ObjectParse<'a> {
     /// What its [`ObjectReads`] says.
-    Reading(ObjectReads),
+    Reading(ObjectReads<'a>),
     /// All of it.
     Whole,
 }
@@ -77,7 +93,7 @@ impl<'de> Deserialize<'de> for AdmissionRequest {
 /// that, while scanning it for the first and only time. Should the object come first, its text is kept and
 /// parsed the same way at the end of the request.
 #[derive(Clone, Copy)]
-struct RequestSeed(ObjectParse);
+struct RequestSeed<'a>(ObjectParse<'a>);
 
 /// The request's members, as serde's derive would name them for the errors.
 const REQUEST_FIELDS: &[&str] = &[
@@ -92,7 +108,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "dryRun",
 ];
 
-impl<'de> DeserializeSeed<'de> for RequestSeed {
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
     type Value = AdmissionRequest;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<AdmissionRequest, D::Error> {
@@ -100,7 +116,7 @@ impl<'de> DeserializeSeed<'de> for RequestSeed {
     }
 }
 
-impl<'de> Visitor<'de> for RequestSeed {
+impl<'de> Visitor<'de> for RequestSeed<'_> {
     type Value = AdmissionRequest;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -150,8 +166,8 @@ impl<'de> Visitor<'de> for RequestSeed {
                         (ObjectParse::Whole, _, _) => object = Some(map.next_value()?),
                         (ObjectParse::Reading(object_reads), Some(kind), Some(operation)) => {
                             let sub = sub_resource.as_ref().and_then(Option::as_deref);
-                            object = Some(match object_reads(kind, operation, sub) {
-                                Some(reads) => map.next_value_seed(OptionSeed(reads::Pruned(reads)))?,
+                            object = Some(match object_reads.pruned(kind, operation, sub) {
+                                Some(pruned) => map.next_value_seed(OptionSeed(pruned))?,
                                 None => {
                                     map.next_value::<IgnoredAny>()?;
                                     None
@@ -171,8 +187,10 @@ impl<'de> Visitor<'de> for RequestSeed {
         let operation = operation.ok_or_else(|| serde::de::Error::missing_field("operation"))?;
         let sub_resource = sub_resource.flatten();
         if let (Some(Some(text)), ObjectParse::Reading(object_reads)) = (pending, self.0) {
-            if let Some(reads) = object_reads(&kind, &operation, sub_resource.as_deref()) {
-                object = Some(Some(reads::parse(text.get(), reads).map_err(serde::de::Error::custom)?));
+            if let Some(pruned) = object_reads.pruned(&kind, &operation, sub_resource.as_deref()) {
+                object = Some(Some(
+                    from_str_seed(text.get(), pruned).map_err(serde::de::Error::custom)?,
+                ));
             }
         }
         Ok(AdmissionRequest {
@@ -243,9 +261,9 @@ struct ReviewFast {
 }
 
 /// Deserialises the envelope, handing `request` to a [`RequestSeed`].
-struct EnvelopeSeed(ObjectParse);
+struct EnvelopeSeed<'a>(ObjectParse<'a>);
 
-impl<'de> DeserializeSeed<'de> for EnvelopeSeed {
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
     type Value = ReviewFast;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<ReviewFast, D::Error> {
@@ -253,7 +271,7 @@ impl<'de> DeserializeSeed<'de> for EnvelopeSeed {
     }
 }
 
-impl<'de> Visitor<'de> for EnvelopeSeed {
+impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
     type Value = ReviewFast;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -317,7 +335,7 @@ fn version(api_version: Option<&str>) -> Option<&'static str> {
 
 /// Decodes a request body, parsing of the object only what `object_reads` names (the webhook decodes with
 /// `mutate::decode`, which passes the core's).
-pub fn decode_reading(body: &[u8], object_reads: ObjectReads) -> Result<Review, DecodeError> {
+pub fn decode_reading(body: &[u8], object_reads: ObjectReads<'_>) -> Result<Review, DecodeError> {
     decode_with(body, ObjectParse::Reading(object_reads))
 }
 
@@ -326,7 +344,7 @@ pub fn decode_whole(body: &[u8]) -> Result<Review, DecodeError> {
     decode_with(body, ObjectParse::Whole)
 }
 
-fn decode_with(body: &[u8], parse: ObjectParse) -> Result<Review, DecodeError> {
+fn decode_with(body: &[u8], parse: ObjectParse<'_>) -> Result<Review, DecodeError> {
     // The apiserver's reviews take one pass. Whatever that pass refuses is decoded again, carefully, to say
     // exactly what is wrong; both paths build the request with the same deserialiser, so they agree.
     // One UTF-8 check of the whole body up front (fast on long runs) spares serde_json checking every string.
@@ -349,7 +367,7 @@ fn decode_with(body: &[u8], parse: ObjectParse) -> Result<Review, DecodeError> {
 }
 
 /// Decodes a body that is not a plain, well-formed review, and says what is wrong with it.
-fn decode_carefully(body: &[u8], parse: ObjectParse) -> Result<Review, DecodeError> {
+fn decode_carefully(body: &[u8], parse: ObjectParse<'_>) -> Result<Review, DecodeError> {
     let review: ReviewIn = serde_json::from_slice(body).map_err(|e| match e.classify() {
         // A `Value` (not `IgnoredAny`) so that JSON nested deeper than serde_json's limit still counts as not JSON.
         Category::Data => match serde_json::from_slice::<Value>(body) {
@@ -524,7 +542,7 @@ mod tests {
 
     /// The webhook's decode: of the object, what the core reads.
     fn decode(body: &[u8]) -> Result<Review, DecodeError> {
-        decode_reading(body, crate::mutate::object_reads)
+        crate::mutate::decode(body, &crate::config::Config::default())
     }
 
     fn body(v: Value) -> Vec<u8> {

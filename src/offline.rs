@@ -180,7 +180,7 @@ pub fn review(text: &str, config: &Config) -> Result<Value, OfflineError> {
     })?;
     let body = serde_json::to_vec(&value).expect("JSON values always serialise");
     // The webhook's decode, for the webhook's answer; the whole object, to apply the patch to.
-    let review = mutate::decode(&body)?;
+    let review = mutate::decode(&body, config)?;
     let request = &review.request;
     let outcome = mutate::mutate(request, config);
     let response = match &outcome.verdict {

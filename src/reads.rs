@@ -7,6 +7,11 @@
 //! skipped without being allocated. The core says what it reads (`mutate::object_reads`, `mutate::pod::READS`);
 //! the decoder ([`crate::admission::decode_reading`]) parses the object as it goes, with a [`Pruned`] seed.
 //!
+//! Two kinds of member are kept only in part, because real Pods carry many of them and the core looks for a few:
+//! annotations by prefix ([`Reads::Prefixed`], the core reads only its own), and env entries by name
+//! ([`Reads::EachNamed`], the core looks up only the names its [`Names`] filter asks for: parsing twenty env
+//! entries into maps and strings cost a third of decoding the bench's Pod).
+//!
 //! Whatever is kept is kept exactly: a member of an unexpected type (an object where the tree expects an array,
 //! a string where it expects an object) is kept whole, so the core sees the same shapes it would see in the full
 //! object and decides the same way. `pruned_and_full_pods_get_the_same_answer` and
@@ -26,11 +31,24 @@ pub enum Reads {
     Members(&'static [(&'static str, Reads)]),
     /// Of an array, every element, keeping this of each.
     Each(&'static Reads),
+    /// Of an object, the members whose key starts with this prefix, each whole.
+    Prefixed(&'static str),
+    /// Of an array, every element as [`Reads::Each`] of `Members([(key, All)])` keeps it, except objects whose
+    /// `key` member is a string the decoder's [`Names`] does not ask for: those are left out.
+    EachNamed(&'static str),
 }
 
-/// Parses `json`, keeping what `reads` names.
-pub fn parse(json: &str, reads: &Reads) -> serde_json::Result<Value> {
-    from_str_seed(json, Pruned(reads))
+/// Which names a [`Reads::EachNamed`] keeps.
+pub type Names<'n> = &'n dyn Fn(&str) -> bool;
+
+/// Keeps every name.
+pub fn all_names(_: &str) -> bool {
+    true
+}
+
+/// Parses `json`, keeping what `reads` names (and of [`Reads::EachNamed`] arrays, the elements `names` asks for).
+pub fn parse(json: &str, reads: &Reads, names: Names<'_>) -> serde_json::Result<Value> {
+    from_str_seed(json, Pruned { reads, names })
 }
 
 /// Parses `text` with a seed, as `serde_json::from_str` would (trailing characters refused).
@@ -43,13 +61,24 @@ pub fn from_str_seed<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> s
 
 /// A seed that deserialises one value, keeping what its [`Reads`] names.
 #[derive(Clone, Copy)]
-pub struct Pruned<'r>(pub &'r Reads);
+pub struct Pruned<'r> {
+    /// What to keep.
+    pub reads: &'r Reads,
+    /// Which elements a [`Reads::EachNamed`] keeps.
+    pub names: Names<'r>,
+}
+
+impl<'r> Pruned<'r> {
+    fn with(self, reads: &'r Reads) -> Self {
+        Pruned { reads, ..self }
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for Pruned<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        match self.0 {
+        match self.reads {
             Reads::All => serde::Deserialize::deserialize(deserializer),
             _ => deserializer.deserialize_any(self),
         }
@@ -92,13 +121,20 @@ impl<'de> Visitor<'de> for Pruned<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        if let Reads::EachNamed(key) = self.reads {
+            let element = NamedElement { key, names: self.names };
+            while let Some(item) = seq.next_element_seed(element)? {
+                items.extend(item);
+            }
+            return Ok(Value::Array(items));
+        }
         // An array where an object was expected is kept whole.
-        let each = match self.0 {
+        let each = match self.reads {
             Reads::Each(each) => *each,
             _ => &Reads::All,
         };
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(Pruned(each))? {
+        while let Some(item) = seq.next_element_seed(self.with(each))? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -106,18 +142,27 @@ impl<'de> Visitor<'de> for Pruned<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
-        match self.0 {
+        match self.reads {
             Reads::Members(wanted) => {
                 // Keys are borrowed from the input when they need no unescaping, so skipped keys cost nothing.
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     match wanted.iter().find(|(name, _)| *name == key) {
                         Some((_, reads)) => {
-                            let value = map.next_value_seed(Pruned(reads))?;
+                            let value = map.next_value_seed(self.with(reads))?;
                             members.insert(key.into_owned(), value);
                         }
                         None => {
                             map.next_value::<IgnoredAny>()?;
                         }
+                    }
+                }
+            }
+            Reads::Prefixed(prefix) => {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    if key.starts_with(prefix) {
+                        members.insert(key.into_owned(), map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
                     }
                 }
             }
@@ -129,6 +174,156 @@ impl<'de> Visitor<'de> for Pruned<'_> {
             }
         }
         Ok(Value::Object(members))
+    }
+}
+
+/// One element of a [`Reads::EachNamed`] array: `None` when it is left out.
+#[derive(Clone, Copy)]
+struct NamedElement<'r> {
+    key: &'static str,
+    names: Names<'r>,
+}
+
+impl<'de> DeserializeSeed<'de> for NamedElement<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Value>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NamedElement<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Value>, A::Error> {
+        // The name is borrowed while it is looked at: an element left out allocates nothing.
+        let mut named: Option<Named<'de>> = None;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if key == self.key {
+                // As in a `Value`, a repeated member's last value counts.
+                named = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        let value = match named {
+            None => return Ok(Some(Value::Object(Map::new()))),
+            Some(Named::Text(name)) if !(self.names)(&name) => return Ok(None),
+            Some(Named::Text(name)) => Value::String(name.into_owned()),
+            Some(Named::Other(other)) => other,
+        };
+        Ok(Some(Value::Object(Map::from_iter([(self.key.to_string(), value)]))))
+    }
+
+    // Elements that are not objects are kept whole, as `Reads::Each` keeps them.
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<Value>, A::Error> {
+        Pruned {
+            reads: &Reads::All,
+            names: self.names,
+        }
+        .visit_seq(seq)
+        .map(Some)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Option<Value>, E> {
+        Ok(Some(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::from(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Option<Value>, E> {
+        Ok(Some(Value::String(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Option<Value>, E> {
+        Ok(Some(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+        Ok(Some(Value::Null))
+    }
+}
+
+/// The `key` member of a [`Reads::EachNamed`] element: a string (borrowed when it needs no unescaping) or any
+/// other value, kept whole.
+enum Named<'de> {
+    Text(Cow<'de, str>),
+    Other(Value),
+}
+
+impl<'de> serde::Deserialize<'de> for Named<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NamedVisitor;
+        impl<'de> Visitor<'de> for NamedVisitor {
+            type Value = Named<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Named<'de>, E> {
+                Ok(Named::Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Named<'de>, E> {
+                Ok(Named::Text(Cow::Owned(v.to_string())))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Named<'de>, E> {
+                Ok(Named::Text(Cow::Owned(v)))
+            }
+
+            fn visit_bool<E>(self, v: bool) -> Result<Named<'de>, E> {
+                Ok(Named::Other(Value::Bool(v)))
+            }
+
+            fn visit_i64<E>(self, v: i64) -> Result<Named<'de>, E> {
+                Ok(Named::Other(Value::from(v)))
+            }
+
+            fn visit_u64<E>(self, v: u64) -> Result<Named<'de>, E> {
+                Ok(Named::Other(Value::from(v)))
+            }
+
+            fn visit_f64<E>(self, v: f64) -> Result<Named<'de>, E> {
+                Ok(Named::Other(Value::from(v)))
+            }
+
+            fn visit_unit<E>(self) -> Result<Named<'de>, E> {
+                Ok(Named::Other(Value::Null))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Named<'de>, A::Error> {
+                let all = Pruned {
+                    reads: &Reads::All,
+                    names: &all_names,
+                };
+                all.visit_seq(seq).map(Named::Other)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Named<'de>, A::Error> {
+                let all = Pruned {
+                    reads: &Reads::All,
+                    names: &all_names,
+                };
+                all.visit_map(map).map(Named::Other)
+            }
+        }
+        deserializer.deserialize_any(NamedVisitor)
     }
 }
 
@@ -176,7 +371,7 @@ mod tests {
         let json = r#"{"keep": {"a": [1, 2.5, null, true]}, "drop": {"x": "y"},
                        "list": [{"name": "a", "other": 1}, {"name": "b"}]}"#;
         assert_eq!(
-            parse(json, &READS).unwrap(),
+            parse(json, &READS, &all_names).unwrap(),
             json!({"keep": {"a": [1, 2.5, null, true]}, "list": [{"name": "a"}, {"name": "b"}]})
         );
     }
@@ -185,23 +380,69 @@ mod tests {
     fn members_of_an_unexpected_type_are_kept_whole() {
         let json = r#"{"list": {"name": "a", "other": 1}, "keep": "s"}"#;
         assert_eq!(
-            parse(json, &READS).unwrap(),
+            parse(json, &READS, &all_names).unwrap(),
             json!({"list": {"name": "a", "other": 1}, "keep": "s"})
         );
         let json = r#"{"list": ["a", [1, {"x": 2}]]}"#;
-        assert_eq!(parse(json, &READS).unwrap(), json!({"list": ["a", [1, {"x": 2}]]}));
-        assert_eq!(parse(r#"[{"drop": 1}]"#, &READS).unwrap(), json!([{"drop": 1}]));
+        assert_eq!(
+            parse(json, &READS, &all_names).unwrap(),
+            json!({"list": ["a", [1, {"x": 2}]]})
+        );
+        assert_eq!(
+            parse(r#"[{"drop": 1}]"#, &READS, &all_names).unwrap(),
+            json!([{"drop": 1}])
+        );
     }
 
     #[test]
     fn escaped_keys_and_strings_are_read_like_any_other() {
         let json = r#"{"k\u0065ep": "a\"b", "dr\u006fp": 1}"#;
-        assert_eq!(parse(json, &READS).unwrap(), json!({"keep": "a\"b"}));
+        assert_eq!(parse(json, &READS, &all_names).unwrap(), json!({"keep": "a\"b"}));
+    }
+
+    const NAMED: Reads = Reads::Members(&[("meta", Reads::Prefixed("x/")), ("env", Reads::EachNamed("name"))]);
+
+    #[test]
+    fn of_a_prefixed_object_only_the_members_with_the_prefix_are_kept_whole() {
+        let json = r#"{"meta": {"x/a": {"deep": [1]}, "y/b": "no", "x/": "", "X/c": "no"}}"#;
+        let wanted = |_: &str| true;
+        assert_eq!(
+            parse(json, &NAMED, &wanted).unwrap(),
+            json!({"meta": {"x/a": {"deep": [1]}, "x/": ""}})
+        );
+        // Any other type where the object belongs is kept whole, as everywhere.
+        assert_eq!(
+            parse(r#"{"meta": ["y/b"]}"#, &NAMED, &wanted).unwrap(),
+            json!({"meta": ["y/b"]})
+        );
+    }
+
+    #[test]
+    fn of_a_named_array_only_the_elements_asked_for_are_kept_and_every_odd_shape() {
+        let json = r#"{"env": [
+            {"name": "KEEP_ME", "value": "v"}, {"name": "DROP_ME", "valueFrom": {"x": 1}},
+            {"value": "no name"}, {"name": 7}, {"name": {"odd": true}}, "text", [1, {"a": 2}], null,
+            {"name": "DROP_ME", "name": "KEEP_ME"}, {"name": "K\u0045EP_ME"}
+        ]}"#;
+        let wanted = |name: &str| name == "KEEP_ME";
+        assert_eq!(
+            parse(json, &NAMED, &wanted).unwrap(),
+            json!({"env": [
+                {"name": "KEEP_ME"}, {}, {"name": 7}, {"name": {"odd": true}}, "text", [1, {"a": 2}], null,
+                {"name": "KEEP_ME"}, {"name": "KEEP_ME"}
+            ]})
+        );
+        // An object where the array belongs is kept whole.
+        assert_eq!(
+            parse(r#"{"env": {"name": "DROP_ME"}}"#, &NAMED, &wanted).unwrap(),
+            json!({"env": {"name": "DROP_ME"}})
+        );
+        assert!(parse(r#"{"env": [{"name": "DROP_ME", "value": tru}]}"#, &NAMED, &wanted).is_err());
     }
 
     #[test]
     fn invalid_json_is_an_error_even_where_it_is_skipped() {
-        assert!(parse(r#"{"drop": [1, }"#, &READS).is_err());
-        assert!(parse(r#"{"keep": 1} trailing"#, &READS).is_err());
+        assert!(parse(r#"{"drop": [1, }"#, &READS, &all_names).is_err());
+        assert!(parse(r#"{"keep": 1} trailing"#, &READS, &all_names).is_err());
     }
 }

@@ -241,7 +241,8 @@ fn too_large(started: Instant) -> Response {
 
 /// Decodes, mutates and encodes one review: the whole synchronous path, and its log line.
 fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
-    let review = match mutate::decode(body) {
+    let config = state.config.load();
+    let review = match mutate::decode(body, &config) {
         Ok(review) => review,
         Err(e) => {
             state
@@ -253,7 +254,6 @@ fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
         }
     };
     let request = &review.request;
-    let config = state.config.load();
     let mut outcome = mutate::mutate(request, &config);
     // The warnings move into the answer; only their number is logged.
     let warnings = std::mem::take(&mut outcome.warnings);

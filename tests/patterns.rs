@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 fn patched(fixture: &str, config: &Config) -> (Value, mutate::Outcome) {
     let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
     let body = std::fs::read(path).unwrap();
-    let review = mutate::decode(&body).unwrap();
+    let review = mutate::decode(&body, config).unwrap();
     let outcome = mutate::mutate(&review.request, config);
     let object = admission::decode_whole(&body).unwrap().request.object.unwrap();
     let patch = serde_json::to_value(&outcome.patch).unwrap();

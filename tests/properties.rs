@@ -78,10 +78,12 @@ const MOUNT_PATHS: &[&str] = &[
 
 const PORTS: &[i64] = &[80, 8080, 9000, 9001, 9100, 9101, 9901, 9902, 65535];
 
+/// Env names the ambassador sets (with the default and another `ambassador.urlEnv`), and others.
 const ENV_NAMES: &[&str] = &[
     "AMBASSADOR_URL",
     "AMBASSADOR_ORDERS_URL",
     "AMBASSADOR_PAY_URL",
+    "BACKEND",
     "LOG_LEVEL",
 ];
 
@@ -451,14 +453,16 @@ fn config_strategy() -> impl Strategy<Value = Config> {
             (1, 2),
         ]),
         prop_oneof![3 => Just(8usize), 1 => 1usize..=8],
+        prop::sample::select(vec!["AMBASSADOR_URL", "BACKEND"]),
     )
-        .prop_map(|(mode, version, (port, admin_port), max_log_files)| {
+        .prop_map(|(mode, version, (port, admin_port), max_log_files, url_env)| {
             let mut config = Config::default();
             config.sidecars.mode = mode;
             config.kubernetes_version = version.map(|(major, minor)| KubeVersion { major, minor });
             config.ambassador.port = port;
             config.ambassador.admin_port = admin_port;
             config.sidecars.max_log_files = max_log_files;
+            config.ambassador.url_env = url_env.into();
             assert_eq!(config.problems(), Vec::<String>::new(), "generated configs are valid");
             config
         })
@@ -562,8 +566,8 @@ fn review(object: &Value, kind: (&str, &str, &str), config: &Config) -> Outcome 
     }
     // Members sorted by name put `object` before `operation`: the decoder keeps the object's text and parses
     // it at the end. In the apiserver's order it parses the object as it goes. Both must decide the same.
-    let sorted = mutate::decode(&serde_json::to_vec(&review).unwrap()).expect("a well-formed review decodes");
-    let ordered = mutate::decode(&support::apiserver_order(&review)).expect("a well-formed review decodes");
+    let sorted = mutate::decode(&serde_json::to_vec(&review).unwrap(), config).expect("a well-formed review decodes");
+    let ordered = mutate::decode(&support::apiserver_order(&review), config).expect("a well-formed review decodes");
     let outcome = mutate::mutate(&ordered.request, config);
     assert_eq!(
         mutate::mutate(&sorted.request, config),
@@ -785,7 +789,7 @@ proptest! {
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = mutate::decode(&body);
+        let _ = mutate::decode(&body, &Config::default());
     }
 
     #[test]
@@ -810,7 +814,7 @@ proptest! {
         if cut.index(2) == 0 {
             body.truncate(cut.index(body.len() + 1));
         }
-        if let Ok(review) = mutate::decode(&body) {
+        if let Ok(review) = mutate::decode(&body, &config) {
             let outcome = mutate::mutate(&review.request, &config);
             check_verdict(&outcome)?;
             let whole = admission::decode_whole(&body).expect("what decodes for the core decodes whole");

@@ -92,7 +92,7 @@ fn plausible(object: &Value) -> bool {
 /// Decodes `body` as the webhook does (bodies that are not reviews are refused, which is all they get) and checks
 /// the answer against the whole object.
 pub fn check(body: &[u8], config: &Config) {
-    let Ok(review) = mutate::decode(body) else {
+    let Ok(review) = mutate::decode(body, config) else {
         return;
     };
     let whole = admission::decode_whole(body).expect("what decodes for the core decodes whole");
@@ -131,7 +131,7 @@ fn check_request(request: &AdmissionRequest, whole: Option<&Value>, config: &Con
         panic!("{e}\nobject: {object}\npatched: {patched}");
     }
     // The patched object, reviewed again the way the webhook reads it.
-    let again = mutate::decode(&review_body(&patched)).expect("a patched object decodes");
+    let again = mutate::decode(&review_body(&patched), config).expect("a patched object decodes");
     let second = mutate::mutate(&again.request, config);
     assert_eq!(
         second.verdict,

@@ -83,11 +83,22 @@ pub(crate) fn plan<'c>(
     Ok(())
 }
 
-fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c Config, plan: &mut Plan<'c>) {
-    let env_name = match &upstream.name {
+/// The env var that tells the app where an ambassador listens.
+fn env_name(upstream: &Upstream, config: &Config) -> String {
+    match &upstream.name {
         None => config.ambassador.url_env.clone(),
         Some(name) => format!("AMBASSADOR_{}_URL", name.to_ascii_uppercase().replace('-', "_")),
-    };
+    }
+}
+
+/// Whether `name` could be an [`env_name`] under `config`: the only env entries of a Pod the core looks up (to
+/// leave an app's own setting alone), so the webhook's decoder keeps no others (`crate::reads::Reads::EachNamed`).
+pub(crate) fn reads_env(name: &str, config: &Config) -> bool {
+    name == config.ambassador.url_env || (name.starts_with("AMBASSADOR_") && name.ends_with("_URL"))
+}
+
+fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c Config, plan: &mut Plan<'c>) {
+    let env_name = env_name(upstream, config);
     let url = format!("http://127.0.0.1:{}", upstream.port);
     let app_has_env = view.target().get("env").and_then(Value::as_array).is_some_and(|env| {
         env.iter()
@@ -183,4 +194,28 @@ fn auth_volume(secret: &str, config: &Config, plan: &mut Plan) -> String {
         ..Volume::default()
     });
     name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_env_var_an_ambassador_sets_is_one_the_decoder_keeps() {
+        let mut config = Config::default();
+        for url_env in ["AMBASSADOR_URL", "BACKEND", "X"] {
+            config.ambassador.url_env = url_env.into();
+            for name in [None, Some("orders"), Some("pay-v2"), Some("a"), Some("x-y-z-9")] {
+                let upstream = Upstream {
+                    name: name.map(str::to_string),
+                    url: "http://orders.shop.svc:8080".into(),
+                    port: 9000,
+                    auth_secret: None,
+                };
+                let env = env_name(&upstream, &config);
+                assert!(reads_env(&env, &config), "{env} under urlEnv {url_env}");
+            }
+        }
+        assert!(!reads_env("LOG_LEVEL", &config));
+    }
 }

@@ -14,7 +14,7 @@ use kube::core::{admission::Operation, gvk::GroupVersionKind};
 use serde_json::Value;
 
 use crate::{
-    admission::{self, AdmissionRequest, DecodeError, Review},
+    admission::{self, AdmissionRequest, DecodeError, ObjectReads, Review},
     config::Config,
     patch::Patch,
     reads::Reads,
@@ -154,10 +154,18 @@ impl Outcome {
     }
 }
 
-/// Decodes a review body for [`mutate`], in one pass, parsing of the object only what the core reads of it
-/// ([`object_reads`]); a body that is not a review is a [`DecodeError`].
-pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
-    admission::decode_reading(body, object_reads)
+/// Decodes a review body for [`mutate`] under `config`, in one pass, parsing of the object only what the core
+/// reads of it ([`object_reads`], and of env lists the names [`ambassador::reads_env`] looks up); a body that is
+/// not a review is a [`DecodeError`].
+pub fn decode(body: &[u8], config: &Config) -> Result<Review, DecodeError> {
+    let names = |name: &str| ambassador::reads_env(name, config);
+    admission::decode_reading(
+        body,
+        ObjectReads {
+            parts: object_reads,
+            names: &names,
+        },
+    )
 }
 
 /// What the core reads of a request's object: a Pod's [`pod::READS`], a Job or CronJob whole, and nothing for

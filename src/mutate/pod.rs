@@ -24,8 +24,12 @@ pub const READS: Reads = Reads::Members(&[
         Reads::Members(&[
             ("name", Reads::All),
             ("generateName", Reads::All),
-            ("annotations", Reads::All),
-            ("labels", Reads::All),
+            // Only entourage's own annotations are read, and of the labels only the Job controller's.
+            ("annotations", Reads::Prefixed(annotations::PREFIX)),
+            (
+                "labels",
+                Reads::Members(&[(JOB_NAME_LABEL, Reads::All), (LEGACY_JOB_NAME_LABEL, Reads::All)]),
+            ),
             (
                 "ownerReferences",
                 Reads::Each(&Reads::Members(&[("kind", Reads::All), ("controller", Reads::All)])),
@@ -46,7 +50,8 @@ pub const READS: Reads = Reads::Members(&[
     ),
 ]);
 
-/// What is read of each container: its name and what `add_container` compares, its ports, mounts and env names.
+/// What is read of each container: its name and what `add_container` compares, its ports, mounts and the env
+/// entries the ambassador's env var could collide with (`ambassador::reads_env`).
 const CONTAINER_READS: Reads = Reads::Members(&[
     ("name", Reads::All),
     ("image", Reads::All),
@@ -62,8 +67,12 @@ const CONTAINER_READS: Reads = Reads::Members(&[
             ("subPathExpr", Reads::All),
         ])),
     ),
-    ("env", Reads::Each(&Reads::Members(&[("name", Reads::All)]))),
+    ("env", Reads::EachNamed("name")),
 ]);
+
+/// The label the Job controller puts on its Pods, and the one it used to.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+const LEGACY_JOB_NAME_LABEL: &str = "job-name";
 
 /// What the Pod looks like, read once.
 pub(crate) struct PodView<'a> {
@@ -283,7 +292,7 @@ fn is_job_owned(pod: &Value) -> bool {
             })
         });
     let labels = member(pod, &["metadata", "labels"]).and_then(Value::as_object);
-    owned || labels.is_some_and(|l| l.contains_key("batch.kubernetes.io/job-name") || l.contains_key("job-name"))
+    owned || labels.is_some_and(|l| l.contains_key(JOB_NAME_LABEL) || l.contains_key(LEGACY_JOB_NAME_LABEL))
 }
 
 fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
