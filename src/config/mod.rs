@@ -31,6 +31,10 @@ pub struct Config {
     pub ambassador: AmbassadorConfig,
     /// Safe defaults for Jobs and CronJobs.
     pub jobs: JobPolicy,
+    /// What every injected container takes from `hardening` and `resources`, as JSON, rendered on first use
+    /// (`mutate::harden`). Not part of the YAML.
+    #[serde(skip)]
+    pub(crate) rendered: crate::mutate::harden::Rendered,
 }
 
 /// Images of the injected containers.

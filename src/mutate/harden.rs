@@ -6,10 +6,11 @@
 //! maps for every container of every review. Field names follow the API's spelling (camelCase); the strict schema
 //! validation in the tests (`kubernetes-validate`) refuses any field the API does not know.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt, sync::OnceLock};
 
 use k8s_openapi::api::core::v1::{Probe, VolumeMount};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::config::{self, Config};
 
@@ -39,9 +40,9 @@ pub(crate) struct Injected<'c> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub startup_probe: Option<Probe>,
     /// [`SecurityContext`] from config.
-    pub security_context: SecurityContext<'c>,
+    pub security_context: Fragment<'c, SecurityContext<'c>>,
     /// [`Resources`] from config.
-    pub resources: Resources<'c>,
+    pub resources: Fragment<'c, Resources<'c>>,
     /// `Always` for native sidecars (init containers that keep running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<&'static str>,
@@ -51,6 +52,7 @@ impl<'c> Injected<'c> {
     /// A hardened container named `name` running `image`, the rest left for the caller to fill in; native
     /// sidecars get `restartPolicy: Always`.
     pub fn new(name: &str, image: &'c str, native: bool, config: &'c Config) -> Self {
+        let rendered = config.rendered.get(config);
         Injected {
             name: name.to_string(),
             image,
@@ -60,10 +62,68 @@ impl<'c> Injected<'c> {
             volume_mounts: Vec::new(),
             readiness_probe: None,
             startup_probe: None,
-            security_context: SecurityContext::from(config),
-            resources: Resources::from(config),
+            security_context: match rendered {
+                Some(r) => Fragment::Rendered(&r.security_context),
+                None => Fragment::Live(SecurityContext::from(config)),
+            },
+            resources: match rendered {
+                Some(r) => Fragment::Rendered(&r.resources),
+                None => Fragment::Live(Resources::from(config)),
+            },
             restart_policy: native.then_some("Always"),
         }
+    }
+}
+
+/// A part of every injected container that comes from config as it is: its JSON, rendered once per config
+/// ([`Rendered`]), or the value itself.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Fragment<'c, T> {
+    /// Rendered before.
+    Rendered(&'c RawValue),
+    /// Serialised now.
+    Live(T),
+}
+
+/// The JSON of `securityContext` and `resources`, which every injected container takes from config unchanged:
+/// rendered on first use and kept in the [`Config`] (`Config::rendered`), instead of being serialised again for
+/// every container of every review (a sixth of the core's time on the bench's Pod). A config changed after its
+/// first use (tests build configs that way) no longer matches what was rendered, and gets [`Fragment::Live`].
+#[derive(Clone, Default)]
+pub struct Rendered(OnceLock<Fragments>);
+
+#[derive(Clone)]
+pub(crate) struct Fragments {
+    hardening: config::Hardening,
+    resources_config: config::Resources,
+    security_context: Box<RawValue>,
+    resources: Box<RawValue>,
+}
+
+impl Rendered {
+    fn get(&self, config: &Config) -> Option<&Fragments> {
+        let fragments = self.0.get_or_init(|| Fragments {
+            hardening: config.hardening.clone(),
+            resources_config: config.resources.clone(),
+            security_context: serde_json::value::to_raw_value(&SecurityContext::from(config))
+                .expect("a security context serialises"),
+            resources: serde_json::value::to_raw_value(&Resources::from(config)).expect("resources serialise"),
+        });
+        (fragments.hardening == config.hardening && fragments.resources_config == config.resources).then_some(fragments)
+    }
+}
+
+/// A cache, not part of what a config says: every two are equal.
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Rendered")
     }
 }
 
@@ -211,5 +271,37 @@ mod tests {
         }
         let c = Injected::new("x", "i", false, &configs[2]);
         assert_eq!(serde_json::to_value(c).unwrap()["resources"], json!({}));
+    }
+
+    #[test]
+    fn a_config_changed_after_its_first_use_is_followed_not_served_from_what_was_rendered() {
+        let mut config = Config::default();
+        let rendered = serde_json::to_value(Injected::new("x", "i", false, &config)).unwrap();
+        assert!(matches!(
+            Injected::new("x", "i", false, &config).security_context,
+            Fragment::Rendered(_)
+        ));
+        config.hardening.run_as_user = 1000;
+        config
+            .resources
+            .limits
+            .insert("cpu".into(), config::Quantity("1".into()));
+        let c = Injected::new("x", "i", false, &config);
+        assert!(matches!(c.security_context, Fragment::Live(_)));
+        let changed = serde_json::to_value(&c).unwrap();
+        assert_eq!(changed, serde_json::to_value(typed(&c, &config)).unwrap());
+        assert_eq!(changed["securityContext"]["runAsUser"], json!(1000));
+        assert_eq!(changed["resources"]["limits"]["cpu"], json!("1"));
+        assert_ne!(changed, rendered);
+        // The same config rendered fresh says the same as the live one.
+        let fresh = config.clone();
+        let fresh_config = Config {
+            rendered: Rendered::default(),
+            ..fresh
+        };
+        assert_eq!(
+            serde_json::to_value(Injected::new("x", "i", false, &fresh_config)).unwrap(),
+            changed
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! Pods go to [`pod`], Jobs and CronJobs to [`job`]; every other kind and operation is allowed unchanged.
 
 mod ambassador;
-mod harden;
+pub(crate) mod harden;
 pub mod job;
 mod logs;
 mod names;
