@@ -136,9 +136,8 @@ impl<'d> PatchBuilder<'d> {
             Some(parent) => {
                 // A parent of the wrong type is left alone, as in `add`.
                 if fits(parent, *last) {
-                    let tokens: Vec<String> = path.iter().map(step_token).collect();
                     self.ops
-                        .push((Op::Add, pointer(&tokens), Pending::Text(to_text(value))));
+                        .push((Op::Add, pointer_to(path), Pending::Text(to_text(value))));
                 }
             }
             None => self.add(
@@ -199,8 +198,7 @@ impl<'d> PatchBuilder<'d> {
     /// Sets `value` at `path`: `replace` when the path exists in the document, `add` (creating parents) otherwise.
     pub fn set(&mut self, path: &[Step<'_>], value: Value) {
         if get(self.doc, path).is_some() {
-            let tokens: Vec<String> = path.iter().map(step_token).collect();
-            self.ops.push((Op::Replace, pointer(&tokens), Pending::Value(value)));
+            self.ops.push((Op::Replace, pointer_to(path), Pending::Value(value)));
         } else {
             self.add(path, value);
         }
@@ -252,16 +250,40 @@ fn step_token(step: &Step<'_>) -> String {
 fn pointer(tokens: &[String]) -> String {
     let mut out = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum());
     for token in tokens {
-        out.push('/');
-        for c in token.chars() {
-            match c {
-                '~' => out.push_str("~0"),
-                '/' => out.push_str("~1"),
-                c => out.push(c),
+        push_token(&mut out, token);
+    }
+    out
+}
+
+/// The pointer to `path`, as [`pointer`] of its tokens writes it.
+fn pointer_to(path: &[Step<'_>]) -> String {
+    let mut out = String::with_capacity(64);
+    for step in path {
+        match step {
+            Step::Key(k) => push_token(&mut out, k),
+            Step::Index(i) => {
+                out.push('/');
+                out.push_str(itoa::Buffer::new().format(*i));
             }
+            Step::End => out.push_str("/-"),
         }
     }
     out
+}
+
+fn push_token(out: &mut String, token: &str) {
+    out.push('/');
+    if !token.contains(['~', '/']) {
+        out.push_str(token);
+        return;
+    }
+    for c in token.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
 }
 
 fn to_text<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
@@ -343,6 +365,21 @@ mod tests {
             out["metadata"]["annotations"],
             json!({"entourage.dev/status": "x", "entourage.dev/defaulted": "y"})
         );
+    }
+
+    #[test]
+    fn pointers_from_steps_and_from_tokens_are_the_same() {
+        let paths: [&[Step<'_>]; 4] = [
+            &[key("spec"), key("containers"), Step::Index(12), key("env"), Step::End],
+            &[key("metadata"), key("annotations"), key("entourage.dev/status")],
+            &[key("a~b/c~1"), key(""), Step::Index(0), key("ü/~")],
+            &[],
+        ];
+        for path in paths {
+            let tokens: Vec<String> = path.iter().map(step_token).collect();
+            assert_eq!(pointer_to(path), pointer(&tokens));
+        }
+        assert_eq!(pointer_to(paths[2]), "/a~0b~1c~01//0/ü~1~0");
     }
 
     #[test]
