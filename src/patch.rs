@@ -49,6 +49,30 @@ impl PartialEq for Operation {
 pub struct Patch(pub Vec<Operation>);
 
 impl Patch {
+    /// The RFC 6902 array as JSON text, as `serde_json::to_vec` writes it, with the fixed parts written as they
+    /// are rather than each through serde's string escaping.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A few KB for a typical injection: start there rather than grow from empty.
+        let mut out = Vec::with_capacity(4096);
+        out.push(b'[');
+        for (i, operation) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(match operation.op {
+                Op::Add => br#"{"op":"add","path":"#,
+                Op::Replace => br#"{"op":"replace","path":"#,
+            });
+            // Writing a string to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &operation.path);
+            out.extend_from_slice(br#","value":"#);
+            out.extend_from_slice(operation.value.get().as_bytes());
+            out.push(b'}');
+        }
+        out.push(b']');
+        out
+    }
+
     /// The same operations as a `json_patch::Patch`, to apply to a document.
     pub fn to_json_patch(&self) -> json_patch::Patch {
         let text = serde_json::to_string(self).expect("a patch always serialises");
@@ -273,7 +297,7 @@ fn pointer_to(path: &[Step<'_>]) -> String {
 
 fn push_token(out: &mut String, token: &str) {
     out.push('/');
-    if !token.contains(['~', '/']) {
+    if !token.bytes().any(|b| b == b'~' || b == b'/') {
         out.push_str(token);
         return;
     }
@@ -365,6 +389,19 @@ mod tests {
             out["metadata"]["annotations"],
             json!({"entourage.dev/status": "x", "entourage.dev/defaulted": "y"})
         );
+    }
+
+    #[test]
+    fn patch_text_is_what_serde_writes() {
+        let doc = json!({"metadata": {"annotations": {"a/b": "x"}}, "spec": {"containers": [{"name": "app"}]}});
+        let mut b = PatchBuilder::new(&doc);
+        b.set_annotation(&[key("metadata")], "a/b", "new \"quoted\" ~ value");
+        b.add_serialized(&[key("spec"), key("containers"), Step::End], &json!({"name": "é\n"}));
+        b.add(&[key("spec"), key("volumes"), Step::End], json!({"name": "v"}));
+        let patch = b.finish();
+        assert_eq!(patch.0.len(), 3);
+        assert_eq!(patch.to_json(), serde_json::to_vec(&patch).unwrap());
+        assert_eq!(Patch::default().to_json(), b"[]");
     }
 
     #[test]

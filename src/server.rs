@@ -2,6 +2,7 @@
 //! over rustls by hyper, with header and handshake timeouts, a connection cap and graceful shutdown.
 
 use std::{
+    borrow::Cow,
     future::Future,
     net::SocketAddr,
     sync::{
@@ -35,7 +36,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     admission::{AdmissionResponse, ReviewOut},
     config::Config,
-    metrics::{Metrics, PatternLabels, ReasonLabels, ReviewLabels},
+    metrics::{Metrics, ReasonLabels, ReviewLabels},
     mutate::{self, Verdict},
     tls::CertStore,
 };
@@ -277,12 +278,8 @@ fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
     m.reviews
         .get_or_create(&labels(&request.kind.kind, operation, decision))
         .inc();
-    for pattern in &outcome.injected {
-        m.injections
-            .get_or_create(&PatternLabels {
-                pattern: pattern.as_str(),
-            })
-            .inc();
+    for &pattern in &outcome.injected {
+        m.injection(pattern);
     }
     let reason = ReasonLabels {
         reason: outcome.reason.as_str(),
@@ -334,8 +331,15 @@ fn operation_name(operation: &Operation) -> &'static str {
 }
 
 fn labels(kind: &str, operation: &'static str, decision: &'static str) -> ReviewLabels {
+    // The kinds entourage handles are labelled without allocating; any other is copied.
+    let kind = match kind {
+        "Pod" => Cow::Borrowed("Pod"),
+        "Job" => Cow::Borrowed("Job"),
+        "CronJob" => Cow::Borrowed("CronJob"),
+        other => Cow::Owned(other.to_string()),
+    };
     ReviewLabels {
-        kind: kind.into(),
+        kind,
         operation,
         decision,
     }
