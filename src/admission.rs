@@ -5,10 +5,7 @@
 //! apiserver holds, and the webhook parses of it only what the core reads, by kind (`reads`). Responses are our own small struct because the apiserver wants `patch` as a base64 *string*
 //! (kube's `AdmissionResponse` serialises it as an array of numbers, kube-rs issue 1781).
 
-use kube::core::{
-    admission::Operation,
-    gvk::{GroupVersionKind, GroupVersionResource},
-};
+use kube::core::{admission::Operation, gvk::GroupVersionKind};
 use std::fmt;
 
 use serde::{
@@ -27,15 +24,15 @@ pub const V1: &str = "admission.k8s.io/v1";
 /// `apiVersion` of v1beta1 reviews.
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
 
-/// The request part of an AdmissionReview.
+/// The request part of an AdmissionReview: the members entourage uses. The others (`resource`, `requestKind`,
+/// `userInfo`, `options`, `oldObject`…) are checked as JSON and skipped: the core decides by kind, operation,
+/// subresource and object alone.
 #[derive(Debug, Clone)]
 pub struct AdmissionRequest {
     /// Unique per call; echoed in the response.
     pub uid: String,
     /// The kind of the object.
     pub kind: GroupVersionKind,
-    /// The resource being acted on.
-    pub resource: Option<GroupVersionResource>,
     /// The subresource, if any (`status`, `exec`…).
     pub sub_resource: Option<String>,
     /// The object name; empty when the object uses `generateName`.
@@ -99,7 +96,6 @@ struct RequestSeed<'a>(ObjectParse<'a>);
 const REQUEST_FIELDS: &[&str] = &[
     "uid",
     "kind",
-    "resource",
     "subResource",
     "name",
     "namespace",
@@ -138,7 +134,6 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         }
         let mut uid: Option<String> = None;
         let mut kind: Option<GroupVersionKind> = None;
-        let mut resource: Option<Option<GroupVersionResource>> = None;
         let mut sub_resource: Option<Option<String>> = None;
         let mut name: Option<String> = None;
         let mut namespace: Option<Option<String>> = None;
@@ -152,7 +147,6 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             match key.as_ref() {
                 "uid" => take(&mut map, &mut uid, "uid")?,
                 "kind" => take(&mut map, &mut kind, "kind")?,
-                "resource" => take(&mut map, &mut resource, "resource")?,
                 "subResource" => take(&mut map, &mut sub_resource, "subResource")?,
                 "name" => take(&mut map, &mut name, "name")?,
                 "namespace" => take(&mut map, &mut namespace, "namespace")?,
@@ -196,7 +190,6 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         Ok(AdmissionRequest {
             uid,
             kind,
-            resource: resource.flatten(),
             sub_resource,
             name: name.unwrap_or_default(),
             namespace: namespace.flatten(),
