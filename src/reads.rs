@@ -20,7 +20,7 @@
 use std::{borrow::Cow, fmt};
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::{value::RawValue, Map, Value};
 
 /// Which parts of a JSON value to keep.
 #[derive(Debug)]
@@ -40,11 +40,6 @@ pub enum Reads {
 
 /// Which names a [`Reads::EachNamed`] keeps.
 pub type Names<'n> = &'n dyn Fn(&str) -> bool;
-
-/// Keeps every name.
-pub fn all_names(_: &str) -> bool {
-    true
-}
 
 /// Parses `json`, keeping what `reads` names (and of [`Reads::EachNamed`] arrays, the elements `names` asks for).
 pub fn parse(json: &str, reads: &Reads, names: Names<'_>) -> serde_json::Result<Value> {
@@ -200,8 +195,8 @@ impl<'de> Visitor<'de> for NamedElement<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Value>, A::Error> {
-        // The name is borrowed while it is looked at: an element left out allocates nothing.
-        let mut named: Option<Named<'de>> = None;
+        // The member's text is borrowed while it is looked at: an element left out allocates nothing.
+        let mut named: Option<&'de RawValue> = None;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if key == self.key {
                 // As in a `Value`, a repeated member's last value counts.
@@ -210,12 +205,21 @@ impl<'de> Visitor<'de> for NamedElement<'_> {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        let value = match named {
-            None => return Ok(Some(Value::Object(Map::new()))),
-            Some(Named::Text(name)) if !(self.names)(&name) => return Ok(None),
-            Some(Named::Text(name)) => Value::String(name.into_owned()),
-            Some(Named::Other(other)) => other,
+        let Some(raw) = named else {
+            return Ok(Some(Value::Object(Map::new())));
         };
+        let text = raw.get();
+        let plain = text.len() >= 2 && text.starts_with('"') && !text.contains('\\');
+        if plain && !(self.names)(&text[1..text.len() - 1]) {
+            return Ok(None);
+        }
+        // Kept: parsed like any other value (an escaped name is unescaped first, then asked about).
+        let value: Value = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
+        if let Value::String(name) = &value {
+            if !plain && !(self.names)(name) {
+                return Ok(None);
+            }
+        }
         Ok(Some(Value::Object(Map::from_iter([(self.key.to_string(), value)]))))
     }
 
@@ -258,75 +262,6 @@ impl<'de> Visitor<'de> for NamedElement<'_> {
     }
 }
 
-/// The `key` member of a [`Reads::EachNamed`] element: a string (borrowed when it needs no unescaping) or any
-/// other value, kept whole.
-enum Named<'de> {
-    Text(Cow<'de, str>),
-    Other(Value),
-}
-
-impl<'de> serde::Deserialize<'de> for Named<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NamedVisitor;
-        impl<'de> Visitor<'de> for NamedVisitor {
-            type Value = Named<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Named<'de>, E> {
-                Ok(Named::Text(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E>(self, v: &str) -> Result<Named<'de>, E> {
-                Ok(Named::Text(Cow::Owned(v.to_string())))
-            }
-
-            fn visit_string<E>(self, v: String) -> Result<Named<'de>, E> {
-                Ok(Named::Text(Cow::Owned(v)))
-            }
-
-            fn visit_bool<E>(self, v: bool) -> Result<Named<'de>, E> {
-                Ok(Named::Other(Value::Bool(v)))
-            }
-
-            fn visit_i64<E>(self, v: i64) -> Result<Named<'de>, E> {
-                Ok(Named::Other(Value::from(v)))
-            }
-
-            fn visit_u64<E>(self, v: u64) -> Result<Named<'de>, E> {
-                Ok(Named::Other(Value::from(v)))
-            }
-
-            fn visit_f64<E>(self, v: f64) -> Result<Named<'de>, E> {
-                Ok(Named::Other(Value::from(v)))
-            }
-
-            fn visit_unit<E>(self) -> Result<Named<'de>, E> {
-                Ok(Named::Other(Value::Null))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Named<'de>, A::Error> {
-                let all = Pruned {
-                    reads: &Reads::All,
-                    names: &all_names,
-                };
-                all.visit_seq(seq).map(Named::Other)
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Named<'de>, A::Error> {
-                let all = Pruned {
-                    reads: &Reads::All,
-                    names: &all_names,
-                };
-                all.visit_map(map).map(Named::Other)
-            }
-        }
-        deserializer.deserialize_any(NamedVisitor)
-    }
-}
-
 /// An object key, borrowed from the input when it needs no unescaping (serde's own `Cow<str>` always copies).
 pub(crate) struct Key<'de>(pub Cow<'de, str>);
 
@@ -360,6 +295,10 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn all_names(_: &str) -> bool {
+        true
+    }
 
     const READS: Reads = Reads::Members(&[
         ("keep", Reads::All),
