@@ -37,9 +37,18 @@ const DEADLINE: Duration = Duration::from_secs(60);
 // Harness
 // ---------------------------------------------------------------------------------------------------------------
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, and never handed out before in this test process: the kernel may give a
+/// just-released port again, and a test's "nothing listens here" upstream then became the ambassador's admin port.
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Lines a child process wrote, collected by a reader thread.
