@@ -2,8 +2,9 @@
 # Side-by-side benchmark on loopback: a tiny nginx upstream reached directly, through `entourage ambassador`, and
 # through nginx configured as the same reverse proxy (upstream keep-alive, one worker, no response buffering).
 #
-# For each target it measures the maximum throughput (closed loop) and then the latency at a fixed rate of half
-# the ambassador's maximum (open loop, oha -q with latency correction). Servers are pinned to CPU 0 and the load
+# For each target it measures the maximum throughput (closed loop, oha) and then the latency at a fixed rate of half
+# the ambassador's maximum (open loop, examples/pace: requests evenly spaced, each timed from its due time; oha's -q
+# releases them in millisecond bursts). Servers are pinned to CPU 0 and the load
 # tool to CPU 1 when taskset and two CPUs are available. Every measurement is repeated ROUNDS times, alternating
 # targets so that background noise hits them alike, and the median is reported. Alongside req/s and latency it
 # reports the server's CPU time per request (from /proc), which stays meaningful on a machine busy with other work.
@@ -130,21 +131,28 @@ cpu_ticks() {
     echo "$total"
 }
 
-# measure NAME TARGET URL [extra oha flags…]: one oha run, kept in $WORK/NAME.json together with the CPU time the
-# target's server process spent per request. CPU per request is the figure least disturbed by other load on the
+# measure NAME TARGET URL [RATE]: one run, kept in $WORK/NAME.json together with the CPU time the target's server
+# process spent per request: oha at full speed, or examples/pace at RATE req/s (after a WARMUP at that rate; its CPU
+# time counts the warm-up's requests too). CPU per request is the figure least disturbed by other load on the
 # machine, so it is the one to compare when req/s and percentiles are noisy.
 measure() {
-    local name=$1 target=$2 url=$3
-    shift 3
+    local name=$1 target=$2 url=$3 rate=${4:-}
     local before after
     # shellcheck disable=SC2086 # a list of pids
     before=$(cpu_ticks ${SERVER_PIDS[$target]})
-    "${LOAD_PIN[@]}" oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json "$@" "$url" >"$WORK/$name.raw.json"
+    if [ -n "$rate" ]; then
+        "${LOAD_PIN[@]}" "$PACE" "$url" --rate "$rate" --connections "$CONNECTIONS" --duration "${DURATION%s}" \
+            --warmup "${WARMUP%s}" --output "$WORK/$name.raw.json"
+    else
+        "${LOAD_PIN[@]}" oha -z "$DURATION" -c "$CONNECTIONS" --worker-threads 1 --no-tui --output-format json \
+            "$url" >"$WORK/$name.raw.json"
+    fi
     # shellcheck disable=SC2086
     after=$(cpu_ticks ${SERVER_PIDS[$target]})
     jq --argjson ticks "$((after - before))" --argjson hz "$(getconf CLK_TCK)" \
         '. + {requests: ([.statusCodeDistribution[]] | add // 0)}
-           | . + {cpu_us_per_request: (if .requests > 0 then $ticks * 1e6 / $hz / .requests else null end)}' \
+           | (.pace.answeredWithWarmup // .requests) as $served
+           | . + {cpu_us_per_request: (if $served > 0 then $ticks * 1e6 / $hz / $served else null end)}' \
         "$WORK/$name.raw.json" >"$WORK/$name.json"
     local ok total
     ok=$(jq '.statusCodeDistribution["200"] // 0' "$WORK/$name.json")
@@ -174,7 +182,8 @@ main() {
     fi
 
     say "building the release binary"
-    (cd "$ROOT" && cargo build --release --quiet)
+    (cd "$ROOT" && cargo build --release --quiet --bin entourage --example pace)
+    PACE="$ROOT/target/release/examples/pace"
 
     write_nginx_configs
     "${SERVER_PIN[@]}" nginx -p "$WORK" -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" &
@@ -209,7 +218,8 @@ main() {
 
     say "warming up"
     for target in "${targets[@]}"; do
-        "${LOAD_PIN[@]}" oha -z "$WARMUP" -c "$CONNECTIONS" --no-tui --output-format json "${URL[$target]}" >/dev/null
+        "${LOAD_PIN[@]}" oha -z "$WARMUP" -c "$CONNECTIONS" --worker-threads 1 --no-tui --output-format json \
+            "${URL[$target]}" >/dev/null
     done
 
     say "maximum throughput: $ROUNDS rounds of $DURATION, $CONNECTIONS connections"
@@ -224,7 +234,7 @@ main() {
     say "fixed rate: $rate req/s (half the ambassador's median maximum)"
     for round in $(seq "$ROUNDS"); do
         for target in "${targets[@]}"; do
-            measure "fixed-$target-$round" "$target" "${URL[$target]}" -q "$rate" --latency-correction
+            measure "fixed-$target-$round" "$target" "${URL[$target]}" "$rate"
         done
     done
 
@@ -244,7 +254,7 @@ main() {
     jq -n --argjson r "$report" --argjson rate "$rate" --arg duration "$DURATION" \
         --argjson connections "$CONNECTIONS" --argjson rounds "$ROUNDS" --argjson pinned "$pinned" \
         --arg nginx_log "$NGINX_ACCESS_LOG" --arg oha "$(oha --version)" --arg nginx "$(nginx -v 2>&1)" \
-        '{tool: $oha, nginx: $nginx, duration: $duration, connections: $connections, rounds: $rounds,
+        '{tool: "\($oha) for maximum throughput, examples/pace for the fixed rate", nginx: $nginx, duration: $duration, connections: $connections, rounds: $rounds,
           pinned: $pinned, nginx_access_log: $nginx_log, fixed_rate: $rate, targets: $r,
           ratios: {
             ambassador_vs_nginx_rps: (($r.ambassador.max.rps / $r.nginx.max.rps * 1000 | round) / 1000),

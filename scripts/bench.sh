@@ -4,8 +4,12 @@
 # generator (oha) to another. Results: target/bench/*.json, target/bench/report.md, target/bench/*.svg; the
 # charts are copied to docs/bench/. Timings are reported, never asserted.
 #
+# Latency at half load is measured with examples/pace.rs, which sends each request at its own evenly spaced time
+# (oha's -q releases them in millisecond bursts; see pace.rs) and times it from that due time.
+#
 # Knobs (environment): SERVER_CPU (0), LOAD_CPU (1), REQUESTS per keep-alive round (20000), ROUNDS (3),
-# CONNECTIONS (25), HALF_LOAD_SECONDS (10), TLS_CONNECTIONS (3000), STARTS (5), SKIP_CORE=1 to reuse core.json.
+# CONNECTIONS (25), HALF_LOAD_SECONDS (10) after HALF_LOAD_WARMUP (2) per round, HALF_LOAD_ROUNDS (3),
+# TLS_CONNECTIONS (3000), STARTS (5), SKIP_CORE=1 to reuse core.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +19,8 @@ REQUESTS=${REQUESTS:-20000}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-25}
 HALF_LOAD_SECONDS=${HALF_LOAD_SECONDS:-10}
+HALF_LOAD_WARMUP=${HALF_LOAD_WARMUP:-2}
+HALF_LOAD_ROUNDS=${HALF_LOAD_ROUNDS:-3}
 TLS_CONNECTIONS=${TLS_CONNECTIONS:-3000}
 STARTS=${STARTS:-5}
 OUT=target/bench
@@ -41,12 +47,13 @@ OHA=$(command -v oha)
 
 # --- build ----------------------------------------------------------------------------------------------------
 log "building (release)"
-cargo build --release --quiet --bin entourage --example floor --example ready --example bench_report
+cargo build --release --quiet --bin entourage --example floor --example ready --example pace --example bench_report
 BIN=target/release/entourage
 FLOOR=target/release/examples/floor
 READY=target/release/examples/ready
+PACE=target/release/examples/pace
 mkdir -p "$OUT"
-rm -f "$MEASURES" "$OUT"/oha-*.json "$OUT"/entourage.log
+rm -f "$MEASURES" "$OUT"/oha-*.json "$OUT"/pace-*.json "$OUT"/entourage.log
 
 # --- the pure core, in process (also writes target/bench/fixtures/pod-{5k,100k,1m}.json) -----------------------
 if [[ "${SKIP_CORE:-0}" != 1 || ! -f $OUT/core.json ]]; then
@@ -90,11 +97,13 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
-# load NAME TEST ROUND FIXTURE OHA_ARGS...: one oha run, with the server's CPU time and peak RSS around it
+# load NAME TEST ROUND FIXTURE OHA_ARGS...: one oha run, with the server's CPU time and peak RSS around it.
+# With PACE_RATE set, examples/pace sends at that evenly spaced rate instead (OHA_ARGS are then ignored).
 load() {
   local name=$1 test=$2 round=$3 fixture=$4
   shift 4
   local pid=${PID[$name]} out="$OUT/oha-$test-$name-$round.json"
+  [[ -n ${PACE_RATE:-} ]] && out="$OUT/pace-$test-$name-$round.json"
   local before rss_idle sampler max_file
   rss_idle=$(rss_kb "$pid")
   before=$(cpu_ticks "$pid")
@@ -108,9 +117,17 @@ load() {
     done
   ) &
   sampler=$!
-  taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format json -o "$out" -m POST -D "$fixture" \
-    -H 'content-type: application/json' --cacert "$CERTS/ca.crt" "$@" \
-    "https://localhost:${PORT[$name]}/mutate?timeout=10s"
+  if [[ -n ${PACE_RATE:-} ]]; then
+    taskset -c "$LOAD_CPU" "$PACE" "https://localhost:${PORT[$name]}/mutate?timeout=10s" --rate "$PACE_RATE" \
+      --connections "$CONNECTIONS" --duration "$HALF_LOAD_SECONDS" --warmup "$HALF_LOAD_WARMUP" \
+      --cacert "$CERTS/ca.crt" --method POST --body "$fixture" --header 'content-type: application/json' \
+      --output "$out"
+  else
+    # One tokio worker: oha's default is one per physical core of the machine, here two sharing the pinned core.
+    taskset -c "$LOAD_CPU" "$OHA" --no-tui --worker-threads 1 --output-format json -o "$out" -m POST -D "$fixture" \
+      -H 'content-type: application/json' --cacert "$CERTS/ca.crt" "$@" \
+      "https://localhost:${PORT[$name]}/mutate?timeout=10s"
+  fi
   local after
   after=$(cpu_ticks "$pid")
   kill "$sampler" 2>/dev/null || true
@@ -140,7 +157,7 @@ P5K=bench/fixtures/pod-5k.json
 # --- keep-alive throughput and CPU per review: 25 connections, alternating rounds -----------------------------
 log "warm-up"
 for name in floor entourage; do
-  taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format quiet -n 2000 -c "$CONNECTIONS" -m POST -D "$P5K" \
+  taskset -c "$LOAD_CPU" "$OHA" --no-tui --worker-threads 1 --output-format quiet -n 2000 -c "$CONNECTIONS" -m POST -D "$P5K" \
     -H 'content-type: application/json' --cacert "$CERTS/ca.crt" "https://localhost:${PORT[$name]}/mutate" || true
 done
 for round in $(seq 1 "$ROUNDS"); do
@@ -155,9 +172,11 @@ best=$(for f in "$OUT"/oha-keepalive-entourage-*.json; do
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"])' "$f"
 done | sort -g | tail -1)
 half=$(python3 -c "import sys; print(max(1, int(float(sys.argv[1]) / 2)))" "$best")
-for name in floor entourage; do
-  log "half load: $name at $half req/s for ${HALF_LOAD_SECONDS}s"
-  load "$name" halfload 1 "$P5K" -q "$half" -z "${HALF_LOAD_SECONDS}s" -c "$CONNECTIONS" --latency-correction
+for round in $(seq 1 "$HALF_LOAD_ROUNDS"); do
+  for name in floor entourage; do
+    log "half load round $round/$HALF_LOAD_ROUNDS: $name at $half req/s, evenly spaced, for ${HALF_LOAD_SECONDS}s"
+    PACE_RATE=$half load "$name" halfload "$round" "$P5K"
+  done
 done
 
 # --- new TLS connections: one review per connection -------------------------------------------------------------
