@@ -104,19 +104,13 @@ load() {
   shift 4
   local pid=${PID[$name]} out="$OUT/oha-$test-$name-$round.json"
   [[ -n ${PACE_RATE:-} ]] && out="$OUT/pace-$test-$name-$round.json"
-  local before rss_idle sampler max_file
+  local before rss_idle
   rss_idle=$(rss_kb "$pid")
+  # The peak RSS of this load alone: the kernel resets the process's high-water mark to its current RSS (Linux
+  # >= 4.0; where it cannot, the peak since start is reported). Sampling instead would fork a process on the
+  # measured cores every few milliseconds, and each fork delays the server by a millisecond or more.
+  echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
   before=$(cpu_ticks "$pid")
-  max_file=$(mktemp)
-  (
-    max=0
-    while kill -0 "$pid" 2>/dev/null; do
-      r=$(rss_kb "$pid" 2>/dev/null || echo 0)
-      ((r > max)) && max=$r && echo "$max" >"$max_file"
-      sleep 0.05
-    done
-  ) &
-  sampler=$!
   if [[ -n ${PACE_RATE:-} ]]; then
     taskset -c "$LOAD_CPU" "$PACE" "https://localhost:${PORT[$name]}/mutate?timeout=10s" --rate "$PACE_RATE" \
       --connections "$CONNECTIONS" --duration "$HALF_LOAD_SECONDS" --warmup "$HALF_LOAD_WARMUP" \
@@ -128,16 +122,12 @@ load() {
       -H 'content-type: application/json' --cacert "$CERTS/ca.crt" "$@" \
       "https://localhost:${PORT[$name]}/mutate?timeout=10s"
   fi
-  local after
+  local after rss_max
   after=$(cpu_ticks "$pid")
-  kill "$sampler" 2>/dev/null || true
-  wait "$sampler" 2>/dev/null || true
-  local rss_max
-  rss_max=$(cat "$max_file" 2>/dev/null || echo 0)
-  rm -f "$max_file"
-  printf '{"test":"%s","server":"%s","round":%s,"fixture":"%s","cpu_ticks":%s,"clk_tck":%s,"rss_idle_kb":%s,"rss_max_kb":%s,"hwm_kb":%s,"oha":"%s"}\n' \
+  rss_max=$(hwm_kb "$pid")
+  printf '{"test":"%s","server":"%s","round":%s,"fixture":"%s","cpu_ticks":%s,"clk_tck":%s,"rss_idle_kb":%s,"rss_max_kb":%s,"oha":"%s"}\n' \
     "$test" "$name" "$round" "$fixture" "$((after - before))" "$CLK_TCK" "$rss_idle" "${rss_max:-0}" \
-    "$(hwm_kb "$pid")" "$out" >>"$MEASURES"
+    "$out" >>"$MEASURES"
 }
 
 # --- start-up: time to /readyz = 200, STARTS times each, alternating --------------------------------------------

@@ -294,7 +294,9 @@ impl Upstreams {
         loop {
             let (mut link, reused) = match std::future::poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
                 Some(link) => (link, true),
-                None => (self.dialer.dial().await?, false),
+                // Boxed: dialling is rare once the pool is warm, and its future (TCP and TLS set-up, ~1.3 KB) would
+                // otherwise make every request's future that much larger to create and move.
+                None => (Box::pin(self.dialer.dial()).await?, false),
             };
             let ready = drive(&mut link.conn, &mut link.done, link.sender.ready()).await;
             let failure = match ready {
