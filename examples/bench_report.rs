@@ -68,8 +68,18 @@ impl Measure {
         others + errors
     }
 
-    /// The server's CPU time per request, in microseconds. A paced run's CPU time covers its warm-up too.
+    /// The server's CPU time per request, in microseconds, from the scheduler's exact runtime. A paced run's CPU
+    /// time covers its warm-up too.
     fn cpu_us_per_request(&self) -> f64 {
+        self.per_request(self.num("cpu_ns") / 1e3)
+    }
+
+    /// The same from utime + stime, which /proc counts in whole ticks: a cross-check.
+    fn cpu_us_per_request_from_ticks(&self) -> f64 {
+        self.per_request(self.num("cpu_ticks") / self.num("clk_tck").max(1.0) * 1e6)
+    }
+
+    fn per_request(&self, cpu_us: f64) -> f64 {
         let requests = self
             .oha
             .as_ref()
@@ -78,7 +88,7 @@ impl Measure {
         if requests == 0.0 {
             return 0.0;
         }
-        self.num("cpu_ticks") / self.num("clk_tck") * 1e6 / requests
+        cpu_us / requests
     }
 }
 
@@ -208,7 +218,21 @@ fn report(dir: &Path, machine: &str) -> (String, Value) {
         .zip(select(&all, "keepalive", "floor"))
         .map(|(e, fl)| format!("{:.2}", fl.cpu_us_per_request() / e.cpu_us_per_request().max(1e-9)))
         .collect();
-    let _ = writeln!(md, "Per-round CPU ratios (noise): {}.\n", spread.join(", "));
+    let _ = writeln!(md, "Per-round CPU ratios (noise): {}.", spread.join(", "));
+    let ticks: Vec<String> = SERVERS
+        .iter()
+        .map(|s| {
+            let runs = select(&all, "keepalive", s);
+            let us = median(runs.iter().map(|m| m.cpu_us_per_request_from_ticks()).collect());
+            format!("{s} {us:.1}")
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "CPU time is the scheduler's exact runtime of the server's threads (/proc/PID/task/*/schedstat); \
+         utime + stime from /proc/PID/stat, in 10 ms ticks, gives µs/review: {}.\n",
+        ticks.join(", ")
+    );
 
     let half_rounds = select(&all, "halfload", "entourage").len();
     let _ = writeln!(

@@ -121,12 +121,14 @@ http {
 EOF
 }
 
-# CPU time (clock ticks, user + system, all threads) used so far by the given processes.
-cpu_ticks() {
-    local total=0 pid fields
+# CPU time (nanoseconds, all threads: the scheduler's exact runtime, not 10 ms ticks) used so far by the given
+# processes.
+cpu_ns() {
+    local total=0 pid task ns _
     for pid in "$@"; do
-        read -r -a fields <"/proc/$pid/stat"
-        total=$((total + fields[13] + fields[14]))
+        for task in /proc/"$pid"/task/*/schedstat; do
+            read -r ns _ <"$task" && total=$((total + ns))
+        done
     done
     echo "$total"
 }
@@ -139,7 +141,7 @@ measure() {
     local name=$1 target=$2 url=$3 rate=${4:-}
     local before after
     # shellcheck disable=SC2086 # a list of pids
-    before=$(cpu_ticks ${SERVER_PIDS[$target]})
+    before=$(cpu_ns ${SERVER_PIDS[$target]})
     if [ -n "$rate" ]; then
         "${LOAD_PIN[@]}" "$PACE" "$url" --rate "$rate" --connections "$CONNECTIONS" --duration "${DURATION%s}" \
             --warmup "${WARMUP%s}" --output "$WORK/$name.raw.json"
@@ -148,11 +150,11 @@ measure() {
             "$url" >"$WORK/$name.raw.json"
     fi
     # shellcheck disable=SC2086
-    after=$(cpu_ticks ${SERVER_PIDS[$target]})
-    jq --argjson ticks "$((after - before))" --argjson hz "$(getconf CLK_TCK)" \
+    after=$(cpu_ns ${SERVER_PIDS[$target]})
+    jq --argjson ns "$((after - before))" \
         '. + {requests: ([.statusCodeDistribution[]] | add // 0)}
            | (.pace.answeredWithWarmup // .requests) as $served
-           | . + {cpu_us_per_request: (if $served > 0 then $ticks * 1e6 / $hz / $served else null end)}' \
+           | . + {cpu_us_per_request: (if $served > 0 then $ns / 1e3 / $served else null end)}' \
         "$WORK/$name.raw.json" >"$WORK/$name.json"
     local ok total
     ok=$(jq '.statusCodeDistribution["200"] // 0' "$WORK/$name.json")
