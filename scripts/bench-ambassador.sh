@@ -2,12 +2,12 @@
 # Side-by-side benchmark on loopback: a tiny nginx upstream reached directly, through `entourage ambassador`, and
 # through nginx configured as the same reverse proxy (upstream keep-alive, one worker, no response buffering).
 #
-# For each target it measures the maximum throughput (closed loop, oha) and then the latency at a fixed rate of half
-# the ambassador's maximum (open loop, examples/pace: requests evenly spaced, each timed from its due time; oha's -q
-# releases them in millisecond bursts). Servers are pinned to CPU 0 and the load
-# tool to CPU 1 when taskset and two CPUs are available. Every measurement is repeated ROUNDS times, alternating
-# targets so that background noise hits them alike, and the median is reported. Alongside req/s and latency it
-# reports the server's CPU time per request (from /proc), which stays meaningful on a machine busy with other work.
+# For each target it measures the maximum throughput (closed loop, oha) and then the latency at a fixed rate of
+# half the ambassador's maximum (open loop, examples/pace: requests evenly spaced, each timed from its due time;
+# oha's -q releases them in millisecond bursts). Servers are pinned to CPU 0 and the load tool to CPU 1 when
+# taskset and two CPUs are available. Every measurement is repeated ROUNDS times, alternating targets so that
+# background noise hits them alike, and the median is reported. Alongside req/s and latency it reports the server's
+# CPU time per request (from /proc), which stays meaningful on a machine busy with other work.
 #
 # Output: a Markdown table on stdout (also target/bench/ambassador.md) and target/bench/ambassador.json.
 # Knobs (environment): DURATION=10s WARMUP=2s CONNECTIONS=64 ROUNDS=3 BASE_PORT=18180 NGINX_ACCESS_LOG=on|off
