@@ -174,6 +174,9 @@ impl Record {
     }
 }
 
+/// How long after the last request was due the run waits for the answers still outstanding.
+const LAST_ANSWER_WAIT: Duration = Duration::from_secs(10);
+
 /// Each request's due time.
 type Due = mpsc::UnboundedReceiver<Instant>;
 
@@ -231,7 +234,7 @@ async fn wait_until(due: Instant) {
             return;
         }
         if due - now > SPIN {
-            tokio::time::sleep_until((due - SPIN / 2).into()).await;
+            tokio::time::sleep_until((due - SPIN).into()).await;
         } else {
             tokio::task::yield_now().await;
         }
@@ -345,8 +348,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     drop(tx);
-    for worker in workers {
-        worker.await?;
+    // Answers still outstanding this long after the last request was due are counted as never answered.
+    let give_up = tokio::time::Instant::now() + LAST_ANSWER_WAIT;
+    for mut worker in workers {
+        if tokio::time::timeout_at(give_up, &mut worker).await.is_err() {
+            worker.abort();
+            // Resolves once the task is dropped, with it its share of the record.
+            let _ = worker.await;
+        }
     }
 
     let mut record = Arc::try_unwrap(record)
@@ -358,7 +367,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if answered < sent {
         *record
             .errors
-            .entry("never sent: every connection had failed".into())
+            .entry("never answered: every connection failed, or no answer 10 s after the last was due".into())
             .or_default() += sent - answered;
     }
     record.latencies.sort_unstable();
