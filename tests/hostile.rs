@@ -278,6 +278,57 @@ async fn headers_sent_one_byte_per_second_are_cut_off_by_the_server() {
 }
 
 #[tokio::test]
+async fn a_body_arriving_slower_than_the_header_timeout_is_still_answered() {
+    // The header timeout bounds request heads; a request already being read or answered is not cut off.
+    let webhook = Webhook::start(&["--header-timeout", "1"]);
+    let mut stream = tls(&webhook).await;
+    let body = serde_json::to_vec(&normal_review()).unwrap();
+    let head = format!(
+        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    stream.flush().await.unwrap();
+    // Three header timeouts: the server looks at the connection at least twice meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stream.write_all(&body[body.len() / 2..]).await.unwrap();
+    stream.flush().await.unwrap();
+    let reply = read_until_closed(&mut stream).await;
+    assert!(
+        status_line(&reply).starts_with("HTTP/1.1 200"),
+        "a slow body was not answered: {:?}",
+        status_line(&reply)
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_kept_open_then_closed_by_the_header_timeout() {
+    let webhook = Webhook::start(&["--header-timeout", "1"]);
+    let mut stream = tls(&webhook).await;
+    let body = serde_json::to_vec(&normal_review()).unwrap();
+    let head = format!(
+        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    stream.flush().await.unwrap();
+    let sent = std::time::Instant::now();
+    let reply = read_until_closed(&mut stream).await;
+    let open_for = sent.elapsed();
+    assert!(
+        status_line(&reply).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        status_line(&reply)
+    );
+    eprintln!("idle keep-alive connection closed {open_for:?} after its request");
+    // Not at once (keep-alive is kept), and by the server soon after the timeout (slack for a busy machine).
+    assert!(open_for >= Duration::from_millis(900), "closed after {open_for:?}");
+    assert!(open_for <= Duration::from_secs(5), "still open after {open_for:?}");
+}
+
+#[tokio::test]
 async fn a_client_silent_after_the_tls_handshake_is_cut_off_by_the_header_timeout() {
     // Before a first request there are no headers to time: the server must still not hold the connection (and
     // one of its --max-connections slots) for ever.
