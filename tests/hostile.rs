@@ -78,6 +78,13 @@ async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     out
 }
 
+/// The head of a `POST /mutate` announcing `content_length` body bytes, then `extra` header lines.
+fn mutate_head(content_length: usize, extra: &str) -> String {
+    format!(
+        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\ncontent-length: {content_length}\r\n{extra}\r\n"
+    )
+}
+
 fn status_line(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply)
         .lines()
@@ -213,10 +220,7 @@ async fn truncated_body_gets_400_and_the_next_review_is_served() {
     let webhook = Webhook::start(&[]);
     let mut stream = tls(&webhook).await;
     let body = serde_json::to_vec(&normal_review()).unwrap();
-    let head = format!(
-        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len() + 1000
-    );
+    let head = mutate_head(body.len() + 1000, "");
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..body.len() / 2]).await.unwrap();
     stream.flush().await.unwrap();
@@ -283,14 +287,11 @@ async fn a_body_arriving_slower_than_the_header_timeout_is_still_answered() {
     let webhook = Webhook::start(&["--header-timeout", "1"]);
     let mut stream = tls(&webhook).await;
     let body = serde_json::to_vec(&normal_review()).unwrap();
-    let head = format!(
-        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
+    let head = mutate_head(body.len(), "connection: close\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..body.len() / 2]).await.unwrap();
     stream.flush().await.unwrap();
-    // Three header timeouts: the server looks at the connection at least twice meanwhile.
+    // Three header timeouts: long enough for any timer armed for the request's head to have fired.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stream.write_all(&body[body.len() / 2..]).await.unwrap();
     stream.flush().await.unwrap();
@@ -307,10 +308,7 @@ async fn an_idle_keep_alive_connection_is_kept_open_then_closed_by_the_header_ti
     let webhook = Webhook::start(&["--header-timeout", "1"]);
     let mut stream = tls(&webhook).await;
     let body = serde_json::to_vec(&normal_review()).unwrap();
-    let head = format!(
-        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = mutate_head(body.len(), "");
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body).await.unwrap();
     stream.flush().await.unwrap();
@@ -391,10 +389,7 @@ async fn plaintext_http_on_the_tls_port_is_closed_and_the_server_keeps_serving()
     let webhook = Webhook::start(&[]);
     let mut tcp = TcpStream::connect(webhook.addr).await.unwrap();
     let body = serde_json::to_vec(&normal_review()).unwrap();
-    let head = format!(
-        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = mutate_head(body.len(), "");
     // The server may close as soon as the first bytes are read: a write error is an answer too.
     let _ = tcp.write_all(head.as_bytes()).await;
     let _ = tcp.write_all(&body).await;
