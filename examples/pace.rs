@@ -331,6 +331,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             record.clone(),
         )));
     }
+    // Only the workers hold the queue now: once every one has failed for good, sending fails and the run stops.
+    drop(queue);
 
     let mut late = Vec::with_capacity((args.rate * args.duration * 1.1) as usize);
     for i in 0u64.. {
