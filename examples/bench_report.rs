@@ -1,7 +1,7 @@
 //! Turns one run of `scripts/bench.sh` into a Markdown report and two SVG charts.
 //!
-//! Reads `DIR/measures.jsonl` (one line per measurement, written by the script), the oha (or pace) JSON files it names and
-//! `DIR/core.json` (from `cargo bench --bench core`); writes `DIR/report.md`, `DIR/summary.json`,
+//! Reads `DIR/measures.jsonl` (one line per measurement, written by the script), the oha or pace JSON files it
+//! names and `DIR/core.json` (from `cargo bench --bench core`); writes `DIR/report.md`, `DIR/summary.json`,
 //! `DIR/latency.svg` and `DIR/scaling.svg`. Every ratio compares figures taken side by side in that one run.
 //!
 //! `target/release/examples/bench_report target/bench "machine description"`

@@ -121,17 +121,8 @@ http {
 EOF
 }
 
-# CPU time (nanoseconds, all threads: the scheduler's exact runtime, not 10 ms ticks) used so far by the given
-# processes.
-cpu_ns() {
-    local total=0 pid task ns _
-    for pid in "$@"; do
-        for task in /proc/"$pid"/task/*/schedstat; do
-            read -r ns _ <"$task" && total=$((total + ns))
-        done
-    done
-    echo "$total"
-}
+# shellcheck source=scripts/cpu-time.sh
+source "$ROOT/scripts/cpu-time.sh"
 
 # measure NAME TARGET URL [RATE]: one run, kept in $WORK/NAME.json together with the CPU time the target's server
 # process spent per request: oha at full speed, or examples/pace at RATE req/s (after a WARMUP at that rate; its CPU

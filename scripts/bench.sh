@@ -93,16 +93,9 @@ stop() { # stop NAME
 }
 trap 'stop floor; stop entourage' EXIT
 
-# The server's CPU time so far in nanoseconds, summed over its threads (the scheduler's exact runtime; the tick
-# counts of /proc/PID/stat move in 10 ms steps, 1-2 % of a round). Bash builtins only: nothing forks meanwhile.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, the same time in 1/CLK_TCK s
-cpu_ns() {
-  local sum=0 task ns _
-  for task in /proc/"$1"/task/*/schedstat; do
-    read -r ns _ <"$task" && sum=$((sum + ns))
-  done
-  echo "$sum"
-}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, in 1/CLK_TCK s: the cross-check
+# shellcheck source=scripts/cpu-time.sh
+source scripts/cpu-time.sh
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
