@@ -7,10 +7,14 @@
 # oha's -q releases them in millisecond bursts). Servers are pinned to CPU 0 and the load tool to CPU 1 when
 # taskset and two CPUs are available. Every measurement is repeated ROUNDS times, alternating targets so that
 # background noise hits them alike, and the median is reported. Alongside req/s and latency it reports the server's
-# CPU time per request (from /proc), which stays meaningful on a machine busy with other work.
+# CPU time per request (from /proc), which stays meaningful on a machine busy with other work; at the fixed rate
+# also how busy the server core is (proxy and upstream share it). Before measuring, examples/stalls probes every
+# core for the stalls the machine causes on its own (a vCPU descheduled by the hypervisor), which set the tail of
+# any latency measured here.
 #
 # Output: a Markdown table on stdout (also target/bench/ambassador.md) and target/bench/ambassador.json.
 # Knobs (environment): DURATION=10s WARMUP=2s CONNECTIONS=64 ROUNDS=3 BASE_PORT=18180 NGINX_ACCESS_LOG=on|off
+# STALL_SECONDS=5
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -130,9 +134,13 @@ source "$ROOT/scripts/cpu-time.sh"
 # machine, so it is the one to compare when req/s and percentiles are noisy.
 measure() {
     local name=$1 target=$2 url=$3 rate=${4:-}
-    local before after
+    local before after core_before core_after wall_before wall_after
     # shellcheck disable=SC2086 # a list of pids
     before=$(cpu_ns ${SERVER_PIDS[$target]})
+    # The server core also runs the upstream: its busy share is both processes' CPU time over the wall time.
+    # shellcheck disable=SC2086
+    core_before=$(cpu_ns $(server_core_pids "$target"))
+    wall_before=$(date +%s%N)
     if [ -n "$rate" ]; then
         "${LOAD_PIN[@]}" "$PACE" "$url" --rate "$rate" --connections "$CONNECTIONS" --duration "${DURATION%s}" \
             --warmup "${WARMUP%s}" --output "$WORK/$name.raw.json"
@@ -140,18 +148,46 @@ measure() {
         "${LOAD_PIN[@]}" oha -z "$DURATION" -c "$CONNECTIONS" --worker-threads 1 --no-tui --output-format json \
             "$url" >"$WORK/$name.raw.json"
     fi
+    wall_after=$(date +%s%N)
     # shellcheck disable=SC2086
     after=$(cpu_ns ${SERVER_PIDS[$target]})
-    jq --argjson ns "$((after - before))" \
+    # shellcheck disable=SC2086
+    core_after=$(cpu_ns $(server_core_pids "$target"))
+    jq --argjson ns "$((after - before))" --argjson core_ns "$((core_after - core_before))" \
+        --argjson wall_ns "$((wall_after - wall_before))" \
         '. + {requests: ([.statusCodeDistribution[]] | add // 0)}
            | (.pace.answeredWithWarmup // .requests) as $served
-           | . + {cpu_us_per_request: (if $served > 0 then $ns / 1e3 / $served else null end)}' \
+           | . + {cpu_us_per_request: (if $served > 0 then $ns / 1e3 / $served else null end),
+                  server_core_busy: ($core_ns / $wall_ns)}' \
         "$WORK/$name.raw.json" >"$WORK/$name.json"
     local ok total
     ok=$(jq '.statusCodeDistribution["200"] // 0' "$WORK/$name.json")
     total=$(jq '.requests' "$WORK/$name.json")
     [ "$ok" -gt 0 ] && [ "$ok" = "$total" ] || die "$name: only $ok of $total responses were 200"
     say "$(jq -r --arg n "$name" '"\($n): \(.summary.requestsPerSec|floor) req/s, p50 \(.latencyPercentiles.p50*1e6|floor) µs, p99 \(.latencyPercentiles.p99*1e6|floor) µs, \(.cpu_us_per_request*10|round/10) CPU µs/req"' "$WORK/$name.json")"
+}
+
+# server_core_pids TARGET: the processes on the server core during a run against TARGET (the proxy, if any, and
+# the upstream's worker).
+server_core_pids() {
+    if [ "$1" = direct ]; then
+        echo "${SERVER_PIDS[direct]}"
+    else
+        echo "${SERVER_PIDS[$1]} ${SERVER_PIDS[direct]}"
+    fi
+}
+
+# probe_stalls: how long the machine itself stops each CPU (examples/stalls, one busy loop per core, all at once),
+# written to $WORK/stalls.json. Requests in flight during such a stall wait it out, whatever the server does.
+probe_stalls() {
+    local cpu pids=()
+    for cpu in $(seq 0 $(($(nproc) - 1))); do
+        taskset -c "$cpu" "$STALLS" --seconds "${STALL_SECONDS:-5}" --label "cpu$cpu" >"$WORK/stalls-cpu$cpu.json" &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    jq -s '.' "$WORK"/stalls-cpu*.json >"$WORK/stalls.json"
+    say "$(jq -r '[.[] | "\(.label): \(.gaps_over_1ms) stalls over 1 ms (max \(.max_ms) ms, \(.stalled_fraction * 1000 | round / 10) % of the time)"] | join("; ")' "$WORK/stalls.json")"
 }
 
 # median KIND TARGET FIELD: median over rounds of a jq field of the round files.
@@ -175,8 +211,9 @@ main() {
     fi
 
     say "building the release binary"
-    (cd "$ROOT" && cargo build --release --quiet --bin entourage --example pace)
+    (cd "$ROOT" && cargo build --release --quiet --bin entourage --example pace --example stalls)
     PACE="$ROOT/target/release/examples/pace"
+    STALLS="$ROOT/target/release/examples/stalls"
 
     write_nginx_configs
     "${SERVER_PIN[@]}" nginx -p "$WORK" -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" &
@@ -209,6 +246,12 @@ main() {
     )
     local targets=(direct ambassador nginx) target round
 
+    echo '[]' >"$WORK/stalls.json"
+    if [ "$pinned" = true ]; then
+        say "probing the machine's own stalls (${STALL_SECONDS:-5} s, every core, servers idle)"
+        probe_stalls
+    fi
+
     say "warming up"
     for target in "${targets[@]}"; do
         "${LOAD_PIN[@]}" oha -z "$WARMUP" -c "$CONNECTIONS" --worker-threads 1 --no-tui --output-format json \
@@ -240,15 +283,20 @@ main() {
             --argjson cpu "$(median max "$target" '.cpu_us_per_request')" \
             --argjson fp50 "$(median fixed "$target" '.latencyPercentiles.p50')" \
             --argjson fp99 "$(median fixed "$target" '.latencyPercentiles.p99')" \
+            --argjson fcpu "$(median fixed "$target" '.cpu_us_per_request')" \
+            --argjson fbusy "$(median fixed "$target" '.server_core_busy')" \
             '$r + {($t): {max: {rps: ($rps|floor), p50_us: ($p50*1e6|floor), p99_us: ($p99*1e6|floor),
                                  cpu_us_per_request: ($cpu*10|round/10)},
-                          fixed_rate: {p50_us: ($fp50*1e6|floor), p99_us: ($fp99*1e6|floor)}}}')
+                          fixed_rate: {p50_us: ($fp50*1e6|floor), p99_us: ($fp99*1e6|floor),
+                                       cpu_us_per_request: ($fcpu*10|round/10),
+                                       server_core_busy: ($fbusy*1000|round/1000)}}}')
     done
     jq -n --argjson r "$report" --argjson rate "$rate" --arg duration "$DURATION" \
         --argjson connections "$CONNECTIONS" --argjson rounds "$ROUNDS" --argjson pinned "$pinned" \
         --arg nginx_log "$NGINX_ACCESS_LOG" --arg oha "$(oha --version)" --arg nginx "$(nginx -v 2>&1)" \
+        --slurpfile stalls "$WORK/stalls.json" \
         '{tool: "\($oha) for maximum throughput, examples/pace for the fixed rate", nginx: $nginx, duration: $duration, connections: $connections, rounds: $rounds,
-          pinned: $pinned, nginx_access_log: $nginx_log, fixed_rate: $rate, targets: $r,
+          pinned: $pinned, nginx_access_log: $nginx_log, fixed_rate: $rate, machine_stalls: $stalls[0], targets: $r,
           ratios: {
             ambassador_vs_nginx_rps: (($r.ambassador.max.rps / $r.nginx.max.rps * 1000 | round) / 1000),
             ambassador_vs_direct_rps: (($r.ambassador.max.rps / $r.direct.max.rps * 1000 | round) / 1000),
@@ -258,13 +306,17 @@ main() {
           }}' >"$OUT/ambassador.json"
 
     jq -r '
-        "| target | max req/s | p50 µs (max) | p99 µs (max) | server CPU µs/req | p50 µs @ \(.fixed_rate) req/s | p99 µs @ \(.fixed_rate) req/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| target | max req/s | p50 µs (max) | p99 µs (max) | server CPU µs/req | p50 µs @ \(.fixed_rate) req/s | p99 µs @ \(.fixed_rate) req/s | server CPU µs/req @ \(.fixed_rate) req/s | server core busy @ \(.fixed_rate) req/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         (.targets | to_entries[] |
-            "| \(.key) | \(.value.max.rps) | \(.value.max.p50_us) | \(.value.max.p99_us) | \(.value.max.cpu_us_per_request) | \(.value.fixed_rate.p50_us) | \(.value.fixed_rate.p99_us) |"),
+            "| \(.key) | \(.value.max.rps) | \(.value.max.p50_us) | \(.value.max.p99_us) | \(.value.max.cpu_us_per_request) | \(.value.fixed_rate.p50_us) | \(.value.fixed_rate.p99_us) | \(.value.fixed_rate.cpu_us_per_request) | \(.value.fixed_rate.server_core_busy * 100 | round) % |"),
         "",
         "ambassador/nginx throughput: \(.ratios.ambassador_vs_nginx_rps); CPU per request: \(.ratios.ambassador_vs_nginx_cpu_per_request); ambassador/direct throughput: \(.ratios.ambassador_vs_direct_rps)",
         "added p99 at half load: ambassador \(.ratios.ambassador_added_p99_us_at_half_load) µs, nginx \(.ratios.nginx_added_p99_us_at_half_load) µs",
+        "server core busy: the proxy and the upstream, which share the server core, as a share of the wall time",
+        (if (.machine_stalls | length) > 0 then
+            "machine stalls with the servers idle (examples/stalls): " + ([.machine_stalls[] | "\(.label) \(.gaps_over_1ms) over 1 ms in \(.seconds) s, max \(.max_ms) ms, \(.stalled_fraction * 1000 | round / 10) % of the time"] | join("; "))
+         else empty end),
         "(\(.tool), \(.connections) connections, \(.duration) x \(.rounds) rounds, medians; pinned: \(.pinned); nginx access log: \(.nginx_access_log))"
     ' "$OUT/ambassador.json" | tee "$OUT/ambassador.md"
 }
