@@ -7,7 +7,7 @@
 # Latency at half load is measured with examples/pace.rs, which sends each request at its own evenly spaced time
 # (oha's -q releases them in millisecond bursts; see pace.rs) and times it from that due time.
 #
-# Knobs (environment): SERVER_CPU (0), LOAD_CPU (1), REQUESTS per keep-alive round (30000), ROUNDS (5),
+# Knobs (environment): SERVER_CPU (0), LOAD_CPU (1), REQUESTS per keep-alive round (30000), ROUNDS (9),
 # CONNECTIONS (25), HALF_LOAD_SECONDS (10) after HALF_LOAD_WARMUP (2) per round, HALF_LOAD_ROUNDS (3),
 # TLS_CONNECTIONS (3000), STARTS (5), SKIP_CORE=1 to reuse core.json.
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 REQUESTS=${REQUESTS:-30000}
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-9}
 CONNECTIONS=${CONNECTIONS:-25}
 HALF_LOAD_SECONDS=${HALF_LOAD_SECONDS:-10}
 HALF_LOAD_WARMUP=${HALF_LOAD_WARMUP:-2}
