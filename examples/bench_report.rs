@@ -459,18 +459,24 @@ fn latency_chart(dir: &Path, path: &Path) -> Chart {
                 Some((i, PERCENTILES.iter().map(|p| m.percentile_ms(p)).collect()))
             })
             .collect();
-        let top = series.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.1, f64::max) * 1.1;
+        // A log scale: the tail (a few ms, or tens when the machine stalls) would flatten p10–p99 on a linear one.
+        let values = || series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| *v > 0.0);
+        let top = values().fold(0.1, f64::max) * 1.5;
+        let bottom = values().fold(top, f64::min) / 1.5;
         let mut chart = ChartBuilder::on(panel)
             .caption(format!("latency percentiles — {title}"), ("sans-serif", 16))
             .margin(10)
+            // Room for the last percentile's label, centred on the right edge of the plot.
+            .margin_right(30)
             .x_label_area_size(35)
             .y_label_area_size(50)
-            .build_cartesian_2d(0f64..(PERCENTILES.len() - 1) as f64, 0f64..top)?;
+            .build_cartesian_2d(0f64..(PERCENTILES.len() - 1) as f64, (bottom..top).log_scale())?;
         chart
             .configure_mesh()
             .x_labels(PERCENTILES.len())
             .x_label_formatter(&|x| PERCENTILES.get(x.round() as usize).copied().unwrap_or("").to_string())
-            .y_desc("ms")
+            .y_label_formatter(&|y| format!("{y}"))
+            .y_desc("ms (log scale)")
             .draw()?;
         for (i, values) in series {
             let colour = colours[i];

@@ -8,7 +8,7 @@
 # (oha's -q releases them in millisecond bursts; see pace.rs) and times it from that due time.
 #
 # Knobs (environment): SERVER_CPU (0), LOAD_CPU (1), REQUESTS per keep-alive round (30000), ROUNDS (9),
-# CONNECTIONS (25), HALF_LOAD_SECONDS (10) after HALF_LOAD_WARMUP (2) per round, HALF_LOAD_ROUNDS (3),
+# CONNECTIONS (25), HALF_LOAD_SECONDS (10) after HALF_LOAD_WARMUP (2) per round, HALF_LOAD_ROUNDS (5),
 # TLS_CONNECTIONS (3000), STARTS (5), SKIP_CORE=1 to reuse core.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ ROUNDS=${ROUNDS:-9}
 CONNECTIONS=${CONNECTIONS:-25}
 HALF_LOAD_SECONDS=${HALF_LOAD_SECONDS:-10}
 HALF_LOAD_WARMUP=${HALF_LOAD_WARMUP:-2}
-HALF_LOAD_ROUNDS=${HALF_LOAD_ROUNDS:-3}
+HALF_LOAD_ROUNDS=${HALF_LOAD_ROUNDS:-5}
 TLS_CONNECTIONS=${TLS_CONNECTIONS:-3000}
 STARTS=${STARTS:-5}
 OUT=target/bench
