@@ -175,7 +175,20 @@ fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
     Ok(())
 }
 
+/// Transparent huge pages off for this process. A 2 MiB huge page is resident whole as soon as one byte of it is
+/// touched, and every entourage process is small: with them, the adapter idled in 17 MiB, over the 16Mi its
+/// container requests (6 MiB without), the ambassador in 16 (7), the webhook in 19 (8.5). mimalloc is built not
+/// to ask for them (its `no_thp` feature); this keeps the kernel from using them where the node's THP mode is
+/// `always`. It covers memory already mapped, but not pages the runtime touched before `main`: alone, it left
+/// 4 MiB of huge pages.
+fn without_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE sets one flag on this process and reads no memory; an error (a kernel without
+    // it) leaves things as they were.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 fn main() -> Result<()> {
+    without_huge_pages();
     let cli = Cli::parse();
     // The ambassador is a sidecar: it relays for one app, usually under a CPU limit well below one core, so it
     // runs every task on one thread (as linkerd2-proxy does by default), with no work stealing or cross-thread
