@@ -2,6 +2,8 @@
 //!
 //! Every wait polls the output with a generous deadline, so a loaded CI machine makes the tests slower, not red.
 
+mod support;
+
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -302,13 +304,6 @@ fn unknown_format_fails_with_a_json_error_on_stderr() {
     );
 }
 
-/// A field of `/proc/<pid>/status`, in its own unit (kB for sizes).
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(&format!("{field}:")))?;
-    line[field.len() + 1..].split_whitespace().next()?.parse().ok()
-}
-
 #[test]
 fn running_adapter_stays_within_the_memory_its_container_requests_without_huge_pages() {
     let (_dir, log) = log_path();
@@ -317,14 +312,14 @@ fn running_adapter_stays_within_the_memory_its_container_requests_without_huge_p
     adapter.wait_for_count(3);
     let pid = adapter.child.id();
     // Linux has reported the flag since 5.0; where it does not, the RSS bound still holds.
-    if let Some(enabled) = proc_status(pid, "THP_enabled") {
+    if let Some(enabled) = support::proc_status(pid, "THP_enabled") {
         assert_eq!(enabled, 0, "transparent huge pages are still enabled for the adapter");
     }
     let requested = entourage::config::Config::default().resources.requests["memory"]
         .0
         .clone();
     assert_eq!(requested, "16Mi", "the bound below assumes the default request");
-    let rss_kib = proc_status(pid, "VmRSS").expect("VmRSS in /proc/<pid>/status");
+    let rss_kib = support::proc_status(pid, "VmRSS").expect("VmRSS in /proc/<pid>/status");
     assert!(
         rss_kib < 16 * 1024,
         "the adapter is resident in {rss_kib} KiB, over the {requested} its container requests"

@@ -296,3 +296,11 @@ pub fn preserved(original: &Value, patched: &Value, owned: &[&str]) -> Result<()
     }
     walk("", original, patched, owned)
 }
+
+/// A numeric field of `/proc/<pid>/status`, in its own unit (kB for sizes); `None` where the kernel has no such
+/// field.
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    line.split_whitespace().next()?.parse().ok()
+}
