@@ -15,9 +15,9 @@ use std::{
 };
 
 use entourage::{
-    admission::{self, AdmissionResponse, ReviewOut},
-    config::Config,
-    mutate::{self, Verdict},
+    core::config::Config,
+    core::mutate::{self, Verdict},
+    review::{self, AdmissionResponse, ReviewOut},
 };
 use serde_json::{json, Value};
 
@@ -93,7 +93,7 @@ fn grown(base: &str, least: usize) -> Vec<u8> {
 
 /// decode + mutate + encode, as the server's handler does; the encoded answer's length.
 fn review(body: &[u8], config: &Config) -> usize {
-    let review = mutate::decode(body, config).expect("the fixture is a review");
+    let review = review::decode(body, config).expect("the fixture is a review");
     let outcome = mutate::mutate(&review.request, config);
     let response = match &outcome.verdict {
         Verdict::Allow => AdmissionResponse::allow(&review.request.uid, &outcome.patch, outcome.warnings.clone()),
@@ -120,13 +120,13 @@ fn decode_through_value(body: &[u8], _: &Config) -> usize {
     }
     let value: Value = serde_json::from_slice(body).expect("JSON");
     let envelope: Envelope = serde_json::from_value(value).expect("an envelope");
-    let request: admission::AdmissionRequest = serde_json::from_value(envelope.request).expect("a request");
+    let request: review::AdmissionRequest = serde_json::from_value(envelope.request).expect("a request");
     request.uid.len()
 }
 
 /// Today's decode alone: the envelope, and of the object what the core reads.
 fn decode_only(body: &[u8], config: &Config) -> usize {
-    mutate::decode(body, config).expect("a review").request.uid.len()
+    review::decode(body, config).expect("a review").request.uid.len()
 }
 
 fn measure(body: &[u8], config: &Config) -> (f64, f64, f64) {
@@ -173,7 +173,7 @@ fn main() {
         // patches, once each, and time nothing.
         for &(label, least) in SIZES {
             let body = grown(&base, least);
-            let review = mutate::decode(&body, &config).expect("a review");
+            let review = review::decode(&body, &config).expect("a review");
             let outcome = mutate::mutate(&review.request, &config);
             assert!(!outcome.patch.0.is_empty(), "the {label} Pod must be patched");
         }
@@ -192,7 +192,7 @@ fn main() {
         }
         let body = grown(&base, least);
         fs::write(dir.join(format!("fixtures/pod-{label}.json")), &body).expect("write fixture");
-        let decoded = mutate::decode(&body, &config).expect("a review");
+        let decoded = review::decode(&body, &config).expect("a review");
         let outcome = mutate::mutate(&decoded.request, &config);
         assert!(
             outcome.verdict == Verdict::Allow && !outcome.patch.0.is_empty(),

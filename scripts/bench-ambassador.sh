@@ -3,12 +3,12 @@
 # through nginx configured as the same reverse proxy (upstream keep-alive, one worker, no response buffering).
 #
 # For each target it measures the maximum throughput (closed loop, oha) and then the latency at a fixed rate of
-# half the ambassador's maximum (open loop, examples/pace: requests evenly spaced, each timed from its due time;
+# half the ambassador's maximum (open loop, bench/tools/pace: requests evenly spaced, each timed from its due time;
 # oha's -q releases them in millisecond bursts). Servers are pinned to CPU 0 and the load tool to CPU 1 when
 # taskset and two CPUs are available. Every measurement is repeated ROUNDS times, alternating targets so that
 # background noise hits them alike, and the median is reported. Alongside req/s and latency it reports the server's
 # CPU time per request (from /proc), which stays meaningful on a machine busy with other work; at the fixed rate
-# also how busy the server core is (proxy and upstream share it). Before measuring, examples/stalls probes every
+# also how busy the server core is (proxy and upstream share it). Before measuring, bench/tools/stalls probes every
 # core for the stalls the machine causes on its own (a vCPU descheduled by the hypervisor), which set the tail of
 # any latency measured here.
 #
@@ -129,7 +129,7 @@ EOF
 source "$ROOT/scripts/cpu-time.sh"
 
 # measure NAME TARGET URL [RATE]: one run, kept in $WORK/NAME.json together with the CPU time the target's server
-# process spent per request: oha at full speed, or examples/pace at RATE req/s (after a WARMUP at that rate; its CPU
+# process spent per request: oha at full speed, or bench/tools/pace at RATE req/s (after a WARMUP at that rate; its CPU
 # time counts the warm-up's requests too). CPU per request is the figure least disturbed by other load on the
 # machine, so it is the one to compare when req/s and percentiles are noisy.
 measure() {
@@ -177,7 +177,7 @@ server_core_pids() {
     fi
 }
 
-# probe_stalls: how long the machine itself stops each CPU (examples/stalls, one busy loop per core, all at once),
+# probe_stalls: how long the machine itself stops each CPU (bench/tools/stalls, one busy loop per core, all at once),
 # written to $WORK/stalls.json. Requests in flight during such a stall wait it out, whatever the server does.
 probe_stalls() {
     local cpu pids=()
@@ -295,7 +295,7 @@ main() {
         --argjson connections "$CONNECTIONS" --argjson rounds "$ROUNDS" --argjson pinned "$pinned" \
         --arg nginx_log "$NGINX_ACCESS_LOG" --arg oha "$(oha --version)" --arg nginx "$(nginx -v 2>&1)" \
         --slurpfile stalls "$WORK/stalls.json" \
-        '{tool: "\($oha) for maximum throughput, examples/pace for the fixed rate", nginx: $nginx, duration: $duration, connections: $connections, rounds: $rounds,
+        '{tool: "\($oha) for maximum throughput, bench/tools/pace for the fixed rate", nginx: $nginx, duration: $duration, connections: $connections, rounds: $rounds,
           pinned: $pinned, nginx_access_log: $nginx_log, fixed_rate: $rate, machine_stalls: $stalls[0], targets: $r,
           ratios: {
             ambassador_vs_nginx_rps: (($r.ambassador.max.rps / $r.nginx.max.rps * 1000 | round) / 1000),
@@ -315,7 +315,7 @@ main() {
         "added p99 at half load: ambassador \(.ratios.ambassador_added_p99_us_at_half_load) µs, nginx \(.ratios.nginx_added_p99_us_at_half_load) µs",
         "server core busy: the proxy and the upstream, which share the server core, as a share of the wall time",
         (if (.machine_stalls | length) > 0 then
-            "machine stalls with the servers idle (examples/stalls): " + ([.machine_stalls[] | "\(.label) \(.gaps_over_1ms) over 1 ms in \(.seconds) s, max \(.max_ms) ms, \(.stalled_fraction * 1000 | round / 10) % of the time"] | join("; "))
+            "machine stalls with the servers idle (bench/tools/stalls): " + ([.machine_stalls[] | "\(.label) \(.gaps_over_1ms) over 1 ms in \(.seconds) s, max \(.max_ms) ms, \(.stalled_fraction * 1000 | round / 10) % of the time"] | join("; "))
          else empty end),
         "(\(.tool), \(.connections) connections, \(.duration) x \(.rounds) rounds, medians; pinned: \(.pinned); nginx access log: \(.nginx_access_log))"
     ' "$OUT/ambassador.json" | tee "$OUT/ambassador.md"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# make bench: entourage against the floor (examples/floor.rs), side by side in one run, the way the apiserver
+# make bench: entourage against the floor (bench/tools/floor.rs), side by side in one run, the way the apiserver
 # calls a webhook (HTTP/1.1 over TLS, 25 keep-alive connections). Both servers are pinned to one core, the load
 # generator (oha) to another. Results: target/bench/*.json, target/bench/report.md, target/bench/*.svg; the
 # charts are copied to docs/bench/. Timings are reported, never asserted.
 #
-# Latency at half load is measured with examples/pace.rs, which sends each request at its own evenly spaced time
+# Latency at half load is measured with bench/tools/pace.rs, which sends each request at its own evenly spaced time
 # (oha's -q releases them in millisecond bursts; see pace.rs) and times it from that due time.
 #
 # Knobs (environment): SERVER_CPU (0), LOAD_CPU (1), REQUESTS per keep-alive round (30000), ROUNDS (9),
@@ -100,7 +100,7 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
 # load NAME TEST ROUND FIXTURE OHA_ARGS...: one oha run, with the server's CPU time and peak RSS around it.
-# With PACE_RATE set, examples/pace sends at that evenly spaced rate instead (OHA_ARGS are then ignored).
+# With PACE_RATE set, bench/tools/pace sends at that evenly spaced rate instead (OHA_ARGS are then ignored).
 load() {
   local name=$1 test=$2 round=$3 fixture=$4
   shift 4

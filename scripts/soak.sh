@@ -11,7 +11,7 @@
 #                certificate, no request fails. Skipped when `entourage serve --help` offers no reload option:
 #                live reload is issue 6.
 #
-# The load driver is examples/soak.rs. Each phase prints one JSON line of counts.
+# The load driver is bench/tools/soak.rs. Each phase prints one JSON line of counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,37 +2,37 @@
 //! ambassadors — and gives Jobs and CronJobs safe defaults, as a Kubernetes mutating admission webhook.
 //!
 //! # The path of one request
-//! 1. [`server`] accepts a TLS connection (rustls, HTTP/1.1 or h2) and reads `POST /mutate` (body ≤ 8 MiB).
-//! 2. [`mutate::decode`] turns the body into a [`admission::Review`] in one pass, parsing of the object only what
-//!    the core reads ([`reads`]); a body that is not a review is a 400.
-//! 3. [`mutate::mutate`] — pure and synchronous — dispatches by kind: [`mutate::pod`] parses the
-//!    [`annotations`] and plans containers, volumes, mounts and env; [`mutate::job`] applies defaults.
-//!    [`patch::PatchBuilder`] turns the plan into RFC 6902 operations that apply to exactly that object.
-//! 4. [`admission::AdmissionResponse`] carries the verdict, the base64 patch and warnings back, in the
-//!    review's own version; one log line records the decision.
+//! 1. [`webhook::server`] accepts a TLS connection (rustls, HTTP/1.1 or h2) and reads `POST /mutate` (≤ 8 MiB).
+//! 2. [`review::decode`] turns the body into a [`review::Review`] in one pass, parsing of the object only what
+//!    the core reads ([`core::reads`], [`review::pruned`]); a body that is not a review is a 400.
+//! 3. [`core::mutate::mutate`] — pure and synchronous — dispatches by kind: [`core::mutate::pod`] parses the
+//!    [`core::annotations`] and plans containers, volumes, mounts and env; [`core::mutate::job`] applies
+//!    defaults. [`core::patch::PatchBuilder`] turns the plan into RFC 6902 operations for exactly that object.
+//! 4. [`review::answer`] turns the verdict into the review's answer (base64 patch, warnings), in the review's
+//!    own version; one log line records the decision.
 //!
-//! # Modules, dependencies pointing down
-//! [`config`] → [`annotations`] → [`patch`] → [`reads`] → [`admission`] → [`mutate`] → [`server`] (with
-//! [`tls`] and [`certs`]); [`reload`] re-reads certificate and config while serving, [`cabundle`] writes the CA into the
-//! webhook configuration at start, [`offline`] runs the same core on files (`entourage inject`, `review`); the
-//! container runtimes [`adapt`] and [`proxy`] stand apart.
+//! # Folders, and the rule that holds them
+//! - [`support`]: one shutdown signal, one duration grammar, the Kubernetes name rules. Depends on nothing.
+//! - [`core`]: config, annotations, mutation, patch building. Synchronous: no tokio, axum, hyper, file system or
+//!   clock. Depends on `support`.
+//! - [`review`]: the AdmissionReview wire format (decoders, answer, writer). Depends on `core` and `support`.
+//! - The programs, one folder each: [`webhook`] (`serve`), [`adapter`] (`adapt`), [`ambassador`]
+//!   (`ambassador`), [`offline`] (`inject`, `review`), [`certs`] (`certs`). A program may use `review`,
+//!   `core` and `support`, never another program (test code aside).
+//!
+//! `tests/layering.rs` reads the `use crate::…` paths of every file and fails on an arrow that points up or
+//! between two programs. `src/main.rs` parses the command line and dispatches to the programs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod adapt;
-pub mod admission;
-pub mod annotations;
-pub mod cabundle;
+pub mod support;
+
+pub mod core;
+
+pub mod review;
+
+pub mod adapter;
+pub mod ambassador;
 pub mod certs;
-pub mod config;
-pub mod jsonlog;
-pub mod logsink;
-pub mod metrics;
-pub mod mutate;
 pub mod offline;
-pub mod patch;
-pub mod proxy;
-pub mod reads;
-pub mod reload;
-pub mod server;
-pub mod tls;
+pub mod webhook;

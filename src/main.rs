@@ -8,7 +8,10 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use entourage::{cabundle, certs, config::Config, jsonlog, logsink::LogSink, offline, reload, server, tls};
+use entourage::{
+    certs, core::config::Config, offline, webhook::cabundle, webhook::jsonlog, webhook::logsink::LogSink,
+    webhook::reload, webhook::server, webhook::tls,
+};
 
 /// mimalloc: allocation is about a third of a review's CPU, and the static musl image's own allocator is slow.
 #[global_allocator]
@@ -50,9 +53,9 @@ enum Command {
     /// Write a development CA and serving certificate.
     Certs(CertsArgs),
     /// Follow a log file and write one JSON object per line (the adapter container).
-    Adapt(entourage::adapt::AdaptArgs),
+    Adapt(entourage::adapter::AdaptArgs),
     /// Proxy a loopback port to an upstream service (the ambassador container).
-    Ambassador(entourage::proxy::AmbassadorArgs),
+    Ambassador(entourage::ambassador::AmbassadorArgs),
     /// Inject into manifests offline: Pods and the Pod templates of workloads, multi-document YAML in and out.
     Inject(InjectArgs),
     /// Answer an AdmissionReview as the webhook would; print the answer, the patch and the patched object.
@@ -106,7 +109,7 @@ struct ServeArgs {
     #[arg(long, env = "ENTOURAGE_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
     /// How often the certificate, key and config files are re-read (`5s`, `500ms`; `0s` never).
-    #[arg(long, env = "ENTOURAGE_RELOAD_INTERVAL", default_value = "5s", value_parser = duration)]
+    #[arg(long, env = "ENTOURAGE_RELOAD_INTERVAL", default_value = "5s", value_parser = entourage::support::duration::parse_duration)]
     reload_interval: Duration,
     /// At start, write the CA (`--ca-bundle-file`) into every webhook of this MutatingWebhookConfiguration.
     #[arg(long, env = "ENTOURAGE_PATCH_CA_BUNDLE", requires = "ca_bundle_file")]
@@ -117,10 +120,6 @@ struct ServeArgs {
     /// Check the flags, config, certificate and CA bundle, print `ok` and exit without serving.
     #[arg(long)]
     check: bool,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    entourage::config::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration such as \"5s\" or \"500ms\""))
 }
 
 #[derive(clap::Args)]
@@ -139,7 +138,7 @@ struct CertsArgs {
     days: i64,
 }
 
-/// The webhook's log lines, batched (see `entourage::logsink`).
+/// The webhook's log lines, batched (see `entourage::webhook::logsink`).
 static LOGS: OnceLock<LogSink> = OnceLock::new();
 
 /// The longest a log line waits in memory before it is written.
@@ -222,11 +221,11 @@ async fn run(cli: Cli) -> Result<()> {
         }
         // The adapter writes its own errors to stderr as JSON (its stdout is a log stream): exit without a
         // second, plain-text copy.
-        Command::Adapt(args) => match entourage::adapt::run(args).await {
+        Command::Adapt(args) => match entourage::adapter::run(args).await {
             Ok(()) => Ok(()),
             Err(_) => std::process::exit(1),
         },
-        Command::Ambassador(args) => Ok(entourage::proxy::run(args).await?),
+        Command::Ambassador(args) => Ok(entourage::ambassador::run(args).await?),
         Command::Inject(args) => {
             let config = load_config(args.config.as_deref())?;
             let injected = offline::inject(&read_input(&args.file)?, &config)?;
@@ -247,7 +246,11 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(match path {
-        Some(path) => Config::load(path)?,
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            Config::from_yaml(&text, &path.display().to_string())?
+        }
         None => Config::default(),
     })
 }

@@ -315,7 +315,7 @@ fn running_adapter_stays_within_the_memory_its_container_requests_without_huge_p
     if let Some(enabled) = support::proc_status(pid, "THP_enabled") {
         assert_eq!(enabled, 0, "transparent huge pages are still enabled for the adapter");
     }
-    let requested = entourage::config::Config::default().resources.requests["memory"]
+    let requested = entourage::core::config::Config::default().resources.requests["memory"]
         .0
         .clone();
     assert_eq!(requested, "16Mi", "the bound below assumes the default request");

@@ -1,6 +1,6 @@
 //! The README documents the public API: every annotation entourage reads or writes appears in its table.
 
-use entourage::annotations::KEYS;
+use entourage::core::annotations::KEYS;
 
 #[test]
 fn readme_table_lists_every_annotation() {
@@ -27,7 +27,7 @@ fn readme_config_example_is_a_valid_config() {
         .expect("README has a config example")
         + "```yaml\n".len();
     let end = start + readme[start..].find("```").unwrap();
-    if let Err(e) = entourage::config::Config::from_yaml(&readme[start..end], "README.md") {
+    if let Err(e) = entourage::core::config::Config::from_yaml(&readme[start..end], "README.md") {
         panic!("the README's config example is refused: {e}");
     }
 }

@@ -12,7 +12,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use entourage::{config::Config, mutate};
+use entourage::{core::config::Config, core::mutate};
 use serde_json::{json, Value};
 
 struct Case {
@@ -75,7 +75,7 @@ fn cases() -> Vec<Case> {
 fn run(case: &Case, object: &Value) -> mutate::Outcome {
     let (group, version, kind) = support::gvk(object);
     let review = support::review((&group, &version, &kind), &case.namespace, &case.operation, object);
-    let decoded = mutate::decode(&support::apiserver_order(&review), &case.config).unwrap();
+    let decoded = entourage::review::decode(&support::apiserver_order(&review), &case.config).unwrap();
     mutate::mutate(&decoded.request, &case.config)
 }
 
@@ -92,7 +92,7 @@ fn response_json(outcome: &mutate::Outcome) -> Value {
     out
 }
 
-fn compare_or_update(path: &Path, actual: &Value, failures: &mut Vec<String>) {
+fn compare_or_update(case: &str, path: &Path, actual: &Value, failures: &mut Vec<String>) {
     let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
     if std::env::var_os("ENTOURAGE_UPDATE_GOLDEN").is_some() {
         std::fs::write(path, text).unwrap();
@@ -100,9 +100,9 @@ fn compare_or_update(path: &Path, actual: &Value, failures: &mut Vec<String>) {
     }
     match std::fs::read_to_string(path) {
         Ok(expected) if serde_json::from_str::<Value>(&expected).ok().as_ref() == Some(actual) => {}
-        Ok(_) => failures.push(format!("{} differs; actual:\n{text}", path.display())),
+        Ok(_) => failures.push(format!("{case}: {} differs; actual:\n{text}", path.display())),
         Err(_) => failures.push(format!(
-            "{} is missing (ENTOURAGE_UPDATE_GOLDEN=1 writes it)",
+            "{case}: {} is missing (ENTOURAGE_UPDATE_GOLDEN=1 writes it)",
             path.display()
         )),
     }
@@ -116,7 +116,12 @@ fn golden_cases_match_apply_and_are_idempotent() {
     let mut schema = Vec::new();
     for case in &cases {
         let outcome = run(case, &case.input);
-        compare_or_update(&case.dir.join("response.json"), &response_json(&outcome), &mut failures);
+        compare_or_update(
+            &case.name,
+            &case.dir.join("response.json"),
+            &response_json(&outcome),
+            &mut failures,
+        );
         let patched = match support::apply(&case.input, &serde_json::to_value(&outcome.patch).unwrap()) {
             Ok(p) => p,
             Err(e) => {
@@ -127,7 +132,7 @@ fn golden_cases_match_apply_and_are_idempotent() {
         if outcome.patch.0.is_empty() {
             let _ = std::fs::remove_file(case.dir.join("patched.json"));
         } else {
-            compare_or_update(&case.dir.join("patched.json"), &patched, &mut failures);
+            compare_or_update(&case.name, &case.dir.join("patched.json"), &patched, &mut failures);
         }
         let owned: Vec<&str> = case.owned.iter().map(String::as_str).collect();
         if let Err(e) = support::preserved(&case.input, &patched, &owned) {
@@ -153,10 +158,18 @@ fn golden_cases_match_apply_and_are_idempotent() {
         });
     }
     failures.extend(support::schema_violations(&schema));
+    // Every failure names its case first: list the cases that broke, by name, before the details.
+    let broken: Vec<&str> = cases
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| failures.iter().any(|f| f.starts_with(&format!("{name}:"))))
+        .collect();
     assert!(
         failures.is_empty(),
-        "{} golden failures:\n{}",
-        failures.len(),
+        "{} of {} golden cases failed: {}\n\n{}",
+        broken.len(),
+        cases.len(),
+        broken.join(", "),
         failures.join("\n")
     );
 }

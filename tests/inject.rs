@@ -120,7 +120,10 @@ fn inject_fills_deployment_and_cronjob_templates_and_leaves_the_rest_alone() {
         .iter()
         .find(|c| c["args"][0] == "adapt")
         .expect("the adapter runs the entourage image's entrypoint with `adapt`");
-    assert_eq!(adapter["image"], entourage::config::Config::default().images.entourage);
+    assert_eq!(
+        adapter["image"],
+        entourage::core::config::Config::default().images.entourage
+    );
 
     // A CronJob's Pods belong to a Job: native sidecars, so the Job still completes.
     let report = pod_of(&output[2]);

@@ -10,7 +10,7 @@ use std::{
 };
 
 use base64::Engine;
-use entourage::config::Config;
+use entourage::core::config::Config;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use support::{apiserver::bin, SchemaCase};

@@ -10,10 +10,10 @@
 mod support;
 
 use entourage::{
-    admission,
-    annotations::{self, PREFIX},
-    config::{Config, KubeVersion, SidecarMode},
-    mutate::{self, Outcome, Verdict},
+    core::annotations::{self, PREFIX},
+    core::config::{Config, KubeVersion, SidecarMode},
+    core::mutate::{self, Outcome, Verdict},
+    review,
 };
 use proptest::{prelude::*, sample::subsequence};
 use serde_json::{json, Map, Value};
@@ -566,8 +566,8 @@ fn review(object: &Value, kind: (&str, &str, &str), config: &Config) -> Outcome 
     }
     // Members sorted by name put `object` before `operation`: the decoder keeps the object's text and parses
     // it at the end. In the apiserver's order it parses the object as it goes. Both must decide the same.
-    let sorted = mutate::decode(&serde_json::to_vec(&review).unwrap(), config).expect("a well-formed review decodes");
-    let ordered = mutate::decode(&support::apiserver_order(&review), config).expect("a well-formed review decodes");
+    let sorted = review::decode(&serde_json::to_vec(&review).unwrap(), config).expect("a well-formed review decodes");
+    let ordered = review::decode(&support::apiserver_order(&review), config).expect("a well-formed review decodes");
     let outcome = mutate::mutate(&ordered.request, config);
     assert_eq!(
         mutate::mutate(&sorted.request, config),
@@ -577,7 +577,7 @@ fn review(object: &Value, kind: (&str, &str, &str), config: &Config) -> Outcome 
     outcome
 }
 
-/// The webhook parses only the parts of a Pod the core reads (`entourage::reads`); the core given the whole object
+/// The webhook parses only the parts of a Pod the core reads (`entourage::review::pruned`); the core given the whole object
 /// must decide exactly the same, patch and warnings included.
 fn same_answer_as_the_full_object(object: &Value, config: &Config) -> Result<(), TestCaseError> {
     let mut webhook = review(object, POD, config);
@@ -789,7 +789,7 @@ proptest! {
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = mutate::decode(&body, &Config::default());
+        let _ = review::decode(&body, &Config::default());
     }
 
     #[test]
@@ -814,10 +814,10 @@ proptest! {
         if cut.index(2) == 0 {
             body.truncate(cut.index(body.len() + 1));
         }
-        if let Ok(review) = mutate::decode(&body, &config) {
+        if let Ok(review) = review::decode(&body, &config) {
             let outcome = mutate::mutate(&review.request, &config);
             check_verdict(&outcome)?;
-            let whole = admission::decode_whole(&body).expect("what decodes for the core decodes whole");
+            let whole = review::decode_whole(&body).expect("what decodes for the core decodes whole");
             if let Some(object) = whole.request.object {
                 apply(&object, &outcome)?;
             }

@@ -356,8 +356,8 @@ struct Recorded {
 /// verify the API server's CA); the client is pointed at it with a kubeconfig.
 async fn stand_in_api(object: Value, certs: &Path) -> (SocketAddr, Arc<Mutex<Vec<Recorded>>>, Arc<Mutex<Value>>) {
     use hyper::{server::conn::http1, service::service_fn, Request, Response};
-    let store = entourage::tls::CertStore::load(&certs.join("tls.crt"), &certs.join("tls.key")).unwrap();
-    let mut tls = entourage::tls::server_config(Arc::new(store), None).unwrap();
+    let store = entourage::webhook::tls::CertStore::load(&certs.join("tls.crt"), &certs.join("tls.key")).unwrap();
+    let mut tls = entourage::webhook::tls::server_config(Arc::new(store), None).unwrap();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,9 +4,9 @@
 //! A broken invariant panics, which AFL records as a crash.
 
 use entourage::{
-    admission::{self, AdmissionRequest},
-    config::{Config, KubeVersion, SidecarMode},
-    mutate::{self, Verdict},
+    review::{self, AdmissionRequest},
+    core::config::{Config, KubeVersion, SidecarMode},
+    core::mutate::{self, Verdict},
 };
 use serde_json::{json, Value};
 
@@ -92,10 +92,10 @@ fn plausible(object: &Value) -> bool {
 /// Decodes `body` as the webhook does (bodies that are not reviews are refused, which is all they get) and checks
 /// the answer against the whole object.
 pub fn check(body: &[u8], config: &Config) {
-    let Ok(review) = mutate::decode(body, config) else {
+    let Ok(review) = review::decode(body, config) else {
         return;
     };
-    let whole = admission::decode_whole(body).expect("what decodes for the core decodes whole");
+    let whole = review::decode_whole(body).expect("what decodes for the core decodes whole");
     check_request(&review.request, whole.request.object.as_ref(), config);
 }
 
@@ -131,7 +131,7 @@ fn check_request(request: &AdmissionRequest, whole: Option<&Value>, config: &Con
         panic!("{e}\nobject: {object}\npatched: {patched}");
     }
     // The patched object, reviewed again the way the webhook reads it.
-    let again = mutate::decode(&review_body(&patched), config).expect("a patched object decodes");
+    let again = review::decode(&review_body(&patched), config).expect("a patched object decodes");
     let second = mutate::mutate(&again.request, config);
     assert_eq!(
         second.verdict,

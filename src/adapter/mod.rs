@@ -1,0 +1,189 @@
+//! The adapter runtime (`entourage adapt`): follows a log file like `tail -F` and writes one JSON object per line on
+//! stdout.
+//!
+//! The app writes plain-text logs to a file on an emptyDir shared with the adapter container; the adapter turns
+//! each line into one object so that the node's log collector gets structured logs without touching the app.
+//!
+//! - `formats`: the pure core, one line in, one object out ([`render_line`]); also what the webhook uses to
+//!   validate a format annotation ([`Format`]'s `FromStr`).
+//! - `follow`: the blocking follower (polling, rotation, partial lines, long lines).
+//! - `output`: the per-line context and JSON writing; the adapter's own log lines on stderr.
+
+mod follow;
+mod formats;
+mod output;
+
+pub use formats::{render_line, Format, FormatError, FORMAT_NAMES};
+pub use output::{LineContext, MAX_LINE};
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Command-line arguments of `entourage adapt`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdaptArgs {
+    /// The log file to follow.
+    #[arg(long, env = "ENTOURAGE_ADAPT_FILE")]
+    pub file: PathBuf,
+    /// The line format (`nginx`, `apache-combined`, `apache-common`, `syslog`, `logfmt`, `json`, `plain`, `regex:<pattern>`).
+    #[arg(long, env = "ENTOURAGE_ADAPT_FORMAT", default_value = "plain")]
+    pub format: String,
+    /// A static field added to every object, as `key=value` (repeatable).
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    pub fields: Vec<String>,
+    /// Read a file that exists at start from its beginning instead of its end (a file that appears later, or
+    /// replaces it at a rotation, is always read from its beginning).
+    #[arg(long)]
+    pub from_start: bool,
+    /// Exit (status 0) once the end of the file is reached instead of following it, emitting a last line that has
+    /// no newline (for batch runs, tests and benchmarks; a missing file is still waited for).
+    #[arg(long)]
+    pub exit_at_eof: bool,
+    /// How often the file is checked for new data, rotation and truncation, in milliseconds.
+    #[arg(long, env = "ENTOURAGE_ADAPT_POLL_INTERVAL_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub poll_interval_ms: u64,
+}
+
+/// Errors of the adapter runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum AdaptError {
+    /// `--format` is not a known format.
+    #[error("invalid --format: {0}")]
+    Format(#[from] FormatError),
+    /// A `--field` is not `key=value`, or its key is one the format writes itself.
+    #[error("invalid --field {field:?}: {reason}")]
+    Field {
+        /// The argument as given.
+        field: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Reading the followed file failed after it was opened.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The followed path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Writing to stdout failed (for example the reader went away).
+    #[error("cannot write to stdout: {0}")]
+    Write(#[source] std::io::Error),
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+    /// The follower thread ended abnormally.
+    #[error("the follower thread failed: {0}")]
+    Follower(String),
+}
+
+/// Runs the adapter until SIGTERM or SIGINT (exit status 0, after writing everything read), or with
+/// `--exit-at-eof` until the end of the file. A fatal error is also logged to stderr as one JSON object.
+pub async fn run(args: AdaptArgs) -> Result<(), AdaptError> {
+    let result = run_inner(args).await;
+    if let Err(e) = &result {
+        output::log_event("error", &e.to_string(), &[]);
+    }
+    result
+}
+
+async fn run_inner(args: AdaptArgs) -> Result<(), AdaptError> {
+    let config = follow_config(&args)?;
+    let shutdown = crate::support::shutdown::shutdown_signal().map_err(AdaptError::Signal)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut follower = {
+        let stop = Arc::clone(&stop);
+        tokio::task::spawn_blocking(move || follow::follow(config, &stop, std::io::stdout().lock()))
+    };
+    let joined = tokio::select! {
+        joined = &mut follower => joined,
+        _ = shutdown => { stop.store(true, Ordering::Relaxed); follower.await }
+    };
+    joined.map_err(|e| AdaptError::Follower(e.to_string()))?
+}
+
+fn follow_config(args: &AdaptArgs) -> Result<follow::FollowConfig, AdaptError> {
+    let format: Format = args.format.parse()?;
+    let fields = parse_fields(&args.fields, &format)?;
+    let ctx = LineContext::new(&args.file.display().to_string(), &fields);
+    Ok(follow::FollowConfig {
+        path: args.file.clone(),
+        format,
+        ctx,
+        from_start: args.from_start,
+        exit_at_eof: args.exit_at_eof,
+        poll: Duration::from_millis(args.poll_interval_ms),
+    })
+}
+
+/// Splits `key=value` pairs. A key the format writes itself would give objects a duplicate key, so it is refused
+/// here rather than silently shadowed; for `json` and `logfmt`, whose keys come from each line, the line wins.
+fn parse_fields(fields: &[String], format: &Format) -> Result<Vec<(String, String)>, AdaptError> {
+    let format_keys = format.keys().unwrap_or_default();
+    let mut parsed: Vec<(String, String)> = Vec::with_capacity(fields.len());
+    for field in fields {
+        let refuse = |reason: String| AdaptError::Field {
+            field: field.clone(),
+            reason,
+        };
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| refuse("expected key=value".into()))?;
+        if key.is_empty() {
+            return Err(refuse("the key is empty".into()));
+        }
+        if output::RESERVED_KEYS.contains(&key) || format_keys.contains(&key) {
+            return Err(refuse(format!("the {format} format writes the key {key:?} itself")));
+        }
+        if parsed.iter().any(|(k, _)| k == key) {
+            return Err(refuse(format!("the key {key:?} is given twice")));
+        }
+        parsed.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(args: &[&str], format: &str) -> Result<Vec<(String, String)>, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse_fields(&args, &format.parse().unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn static_fields_are_split_at_the_first_equals_sign() {
+        assert_eq!(
+            fields(&["app=shop", "expr=a=b", "empty="], "nginx").unwrap(),
+            [
+                ("app".into(), "shop".into()),
+                ("expr".into(), "a=b".into()),
+                ("empty".into(), String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn static_field_that_the_format_writes_is_refused() {
+        assert_eq!(
+            fields(&["status=ok"], "nginx").unwrap_err(),
+            "invalid --field \"status=ok\": the nginx format writes the key \"status\" itself"
+        );
+        assert!(fields(&["file=x"], "json").is_err());
+        assert!(fields(&["level=x"], "regex:(?P<level>\\w+)").is_err());
+        assert!(fields(&["level=x"], "logfmt").is_ok());
+    }
+
+    #[test]
+    fn malformed_static_fields_are_refused() {
+        assert!(fields(&["novalue"], "plain")
+            .unwrap_err()
+            .contains("expected key=value"));
+        assert!(fields(&["=v"], "plain").unwrap_err().contains("the key is empty"));
+        assert!(fields(&["a=1", "a=2"], "plain").unwrap_err().contains("given twice"));
+    }
+}

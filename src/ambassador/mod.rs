@@ -1,0 +1,281 @@
+//! The ambassador runtime (`entourage ambassador`): a reverse proxy from a loopback port to an upstream service.
+//!
+//! The app in the Pod talks plain HTTP to `--listen`; the ambassador adds the credential, forwards to the
+//! upstream over pooled keep-alive connections (TLS when the upstream is `https://`), bounds the wait, retries what
+//! is safe to retry and logs one JSON line per request. Modules, in the order a request meets them:
+//! [`config`] (flags parsed once), [`auth`] (the rotating credential), [`forward`] (one request),
+//! [`upstream`] (pooled upstream connections), [`body`] (the relayed response body), [`access_log`] (the log
+//! line), and [`admin`] (the readiness endpoint).
+
+pub mod access_log;
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod forward;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+
+use self::access_log::AccessLog;
+use self::config::{Upstream, UpstreamError};
+use self::forward::{Forwarder, Settings};
+use crate::support::duration::{parse_duration, parse_timeout};
+
+/// Command-line arguments of `entourage ambassador`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AmbassadorArgs {
+    /// Where the app reaches the ambassador.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_LISTEN", default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// The upstream base URL (`http://` or `https://`); a path in it prefixes every request path.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_UPSTREAM")]
+    pub upstream: String,
+    /// A file holding the token to send upstream (typically a mounted Secret key); re-read when it changes.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// The header that carries the token; any value the app sent under this name is replaced.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_HEADER", default_value = "Authorization", value_parser = parse_header_name)]
+    pub auth_header: HeaderName,
+    /// The scheme written before the token; empty sends the bare token.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_SCHEME", default_value = "Bearer")]
+    pub auth_scheme: String,
+    /// Extra PEM CA certificates trusted for an `https://` upstream, besides the system roots.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Bound on waiting for the upstream's response head, and on each wait for more of its body.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// Bound on establishing a connection (TCP and TLS) to the upstream.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_timeout)]
+    pub connect_timeout: Duration,
+    /// Retries of body-less idempotent requests after a connect error or a 503 answer.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_RETRIES", default_value_t = 2)]
+    pub retries: u32,
+    /// Where `GET /healthz` is served for the readiness probe.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_ADMIN", default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+    /// How long in-flight requests may finish after SIGTERM before the ambassador exits anyway.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_DRAIN", default_value = "10s", value_parser = parse_duration)]
+    pub drain: Duration,
+}
+
+fn parse_header_name(text: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("{text:?} is not a valid HTTP header name"))
+}
+
+/// Errors of the ambassador runtime; all happen at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// `--upstream` is unusable.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The upstream host cannot be verified over TLS.
+    #[error(transparent)]
+    ServerName(#[from] upstream::InvalidServerName),
+    /// `--auth-file` is unreadable or holds no usable token.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    /// `--ca-file` is unreadable or not PEM.
+    #[error("cannot read CA certificates from {path}: {source}")]
+    CaFile {
+        /// The CA file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// `--ca-file` holds a certificate rustls cannot use as a trust anchor.
+    #[error("cannot trust a CA certificate from {path}: {source}")]
+    CaCert {
+        /// The CA file.
+        path: PathBuf,
+        /// Why rustls refused it.
+        source: rustls::Error,
+    },
+    /// `--ca-file` has no certificate in it.
+    #[error("CA file {0} contains no PEM certificate")]
+    CaEmpty(PathBuf),
+    /// An `https://` upstream with nothing to verify it against.
+    #[error("no trusted CA certificates for the https upstream: the system has none and --ca-file is not set")]
+    NoRoots,
+    /// The TLS client configuration was refused.
+    #[error("cannot configure TLS: {0}")]
+    Tls(rustls::Error),
+    /// A listen address is taken or not ours.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install the SIGTERM handler: {0}")]
+    Signal(std::io::Error),
+    /// The access-log writer thread could not start.
+    #[error("cannot start the access log writer: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// Runs the ambassador until SIGTERM or SIGINT, then drains in-flight requests for up to `--drain`.
+pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
+    // Diagnostics go to stderr so that stdout carries nothing but access-log lines.
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .try_init();
+
+    let upstream = Upstream::parse(&args.upstream)?;
+    let (credential, refresher) = match &args.auth_file {
+        Some(path) => {
+            let (credential, refresher) = auth::load(path, args.auth_header.clone(), &args.auth_scheme)?;
+            (Some(credential), Some(refresher))
+        }
+        None => (None, None),
+    };
+    let tls = tls_config(upstream.is_https(), args.ca_file.as_deref())?;
+    let log = Arc::new(AccessLog::stdout().map_err(ProxyError::AccessLog)?);
+    let upstream_text = upstream.display().to_owned();
+    let forwarder = Arc::new(Forwarder::new(
+        Settings {
+            upstream,
+            timeout: args.timeout,
+            connect_timeout: args.connect_timeout,
+            retries: args.retries,
+            credential,
+        },
+        tls,
+        Arc::clone(&log),
+    )?);
+
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Bind { what, addr, source })
+    };
+    let listener = bind("proxy", args.listen).await?;
+    let admin_listener = bind("admin", args.admin).await?;
+    let shutdown = crate::support::shutdown::shutdown_signal().map_err(ProxyError::Signal)?;
+
+    if let Some(refresher) = refresher {
+        tokio::spawn(refresher.run());
+    }
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&draining)));
+    tracing::info!(listen = %args.listen, upstream = %upstream_text, admin = %args.admin, "ambassador ready");
+
+    let graceful = GracefulShutdown::new();
+    accept_until(listener, &forwarder, &graceful, async {
+        shutdown.await;
+    })
+    .await;
+
+    draining.store(true, Ordering::Relaxed);
+    tracing::info!(drain = %config::format_duration(args.drain), "shutting down: no new connections, draining");
+    match tokio::time::timeout(args.drain, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!("drain period over; closing the remaining connections"),
+    }
+    admin_task.abort();
+    log.close();
+    Ok(())
+}
+
+/// Accepts connections and serves them until `shutdown` resolves; the listener is closed on return.
+async fn accept_until(
+    listener: TcpListener,
+    forwarder: &Arc<Forwarder>,
+    graceful: &GracefulShutdown,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A timer lets hyper bound how long a client may take to send a request head.
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Typically EMFILE; a pause keeps the loop from spinning while descriptors are short.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        // Small request and response heads must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let forwarder = Arc::clone(forwarder);
+        let client = forward::forwarded_for(peer.ip());
+        let service = service_fn(move |request| {
+            let forwarder = Arc::clone(&forwarder);
+            let client = client.clone();
+            async move { Ok::<_, std::convert::Infallible>(forwarder.handle(request, &client).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "client connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Trust anchors for the upstream: the system's roots plus `--ca-file` (an in-cluster CA is rarely a public one).
+fn tls_config(https: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ProxyError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if https {
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            tracing::debug!(%error, "skipping unreadable system CA certificates");
+        }
+        roots.add_parsable_certificates(native.certs);
+    }
+    if let Some(path) = ca_file {
+        let ca_error = |source| ProxyError::CaFile {
+            path: path.to_owned(),
+            source,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(ca_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ca_error)?;
+        if certs.is_empty() {
+            return Err(ProxyError::CaEmpty(path.to_owned()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|source| ProxyError::CaCert {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+    }
+    if https && roots.is_empty() {
+        return Err(ProxyError::NoRoots);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ProxyError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

@@ -1,0 +1,747 @@
+//! The public API: every `entourage.dev/` annotation, its values and its default, in one place.
+//!
+//! A Pod's annotations are parsed once into a typed [`PodRequest`]. Every bad value is reported (not only the
+//! first), each naming the annotation, the value and the rule; the Pod is then denied, because a Pod that asked
+//! for an entourage must not start without it. Unknown `entourage.dev/` keys only warn, naming the closest key.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::core::config::Config;
+
+/// The prefix of every entourage annotation.
+pub const PREFIX: &str = "entourage.dev/";
+/// `"false"` opts a Pod out of injection.
+pub const INJECT: &str = "entourage.dev/inject";
+/// Comma-separated absolute paths of log files, each streamed by its own sidecar.
+pub const SIDECAR_LOGS: &str = "entourage.dev/sidecar-logs";
+/// Comma-separated absolute paths of log files, each turned into JSON by its own adapter.
+pub const ADAPTER_LOGS: &str = "entourage.dev/adapter-logs";
+/// The line format the adapter parses.
+pub const ADAPTER_FORMAT: &str = "entourage.dev/adapter-format";
+/// Static `key=value` fields the adapter adds to every line.
+pub const ADAPTER_FIELDS: &str = "entourage.dev/adapter-fields";
+/// One upstream URL for the ambassador.
+pub const AMBASSADOR_UPSTREAM: &str = "entourage.dev/ambassador-upstream";
+/// Several `name=url` upstreams, one ambassador each.
+pub const AMBASSADOR_UPSTREAMS: &str = "entourage.dev/ambassador-upstreams";
+/// The first local port of the ambassadors.
+pub const AMBASSADOR_PORT: &str = "entourage.dev/ambassador-port";
+/// The Secret whose token the ambassador sends upstream.
+pub const AMBASSADOR_AUTH_SECRET: &str = "entourage.dev/ambassador-auth-secret";
+/// The app container (default: the first container).
+pub const TARGET_CONTAINER: &str = "entourage.dev/target-container";
+/// Written by entourage: what was injected. Its presence makes a second review a no-op.
+pub const STATUS: &str = "entourage.dev/status";
+/// `"off"` opts a Job or CronJob out of the defaults.
+pub const DEFAULTS: &str = "entourage.dev/defaults";
+/// Comma-separated Job/CronJob fields whose current value the author wants kept.
+pub const KEEP: &str = "entourage.dev/keep";
+/// Written by entourage: the Job/CronJob fields it defaulted.
+pub const DEFAULTED: &str = "entourage.dev/defaulted";
+
+/// The documentation of one annotation.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDoc {
+    /// The annotation key.
+    pub key: &'static str,
+    /// The kinds it applies to.
+    pub on: &'static str,
+    /// Its values.
+    pub values: &'static str,
+    /// What happens without it.
+    pub default: &'static str,
+}
+
+/// Every annotation entourage reads or writes; the README's table lists the same.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: SIDECAR_LOGS,
+        on: "Pod",
+        values: "comma-separated absolute file paths (at most `sidecars.maxLogFiles`)",
+        default: "no log sidecars",
+    },
+    KeyDoc {
+        key: ADAPTER_LOGS,
+        on: "Pod",
+        values: "comma-separated absolute file paths",
+        default: "no adapters",
+    },
+    KeyDoc {
+        key: ADAPTER_FORMAT,
+        on: "Pod",
+        values: "`nginx`, `apache-combined`, `apache-common`, `syslog`, `logfmt`, `json`, `plain`, `regex:<pattern>`",
+        default: "`plain`",
+    },
+    KeyDoc {
+        key: ADAPTER_FIELDS,
+        on: "Pod",
+        values: "`key=value,key=value` added to every JSON line",
+        default: "none",
+    },
+    KeyDoc {
+        key: AMBASSADOR_UPSTREAM,
+        on: "Pod",
+        values: "one `http://` or `https://` URL",
+        default: "no ambassador",
+    },
+    KeyDoc {
+        key: AMBASSADOR_UPSTREAMS,
+        on: "Pod",
+        values: "`name=url,name=url` (one ambassador and one `AMBASSADOR_<NAME>_URL` each)",
+        default: "no ambassador",
+    },
+    KeyDoc {
+        key: AMBASSADOR_PORT,
+        on: "Pod",
+        values: "1–65535: the first local port",
+        default: "`ambassador.port` (9000)",
+    },
+    KeyDoc {
+        key: AMBASSADOR_AUTH_SECRET,
+        on: "Pod",
+        values: "a Secret name, or `name=secret,…` per upstream",
+        default: "no auth header",
+    },
+    KeyDoc {
+        key: TARGET_CONTAINER,
+        on: "Pod",
+        values: "a container name",
+        default: "the first container",
+    },
+    KeyDoc {
+        key: INJECT,
+        on: "Pod",
+        values: "`true`, `false`",
+        default: "`true`",
+    },
+    KeyDoc {
+        key: STATUS,
+        on: "Pod",
+        values: "written by entourage",
+        default: "—",
+    },
+    KeyDoc {
+        key: DEFAULTS,
+        on: "Job, CronJob",
+        values: "`on`, `off` (anything else warns and applies nothing)",
+        default: "`on`",
+    },
+    KeyDoc {
+        key: KEEP,
+        on: "Job, CronJob",
+        values: "comma-separated field names (`backoffLimit,concurrencyPolicy`)",
+        default: "none",
+    },
+    KeyDoc {
+        key: DEFAULTED,
+        on: "Job, CronJob",
+        values: "written by entourage: comma-separated field paths",
+        default: "—",
+    },
+];
+
+/// One bad annotation value: names the annotation, the value and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnotationError {
+    /// The annotation key.
+    pub key: &'static str,
+    /// The offending value (or part of it).
+    pub value: String,
+    /// The rule it breaks, phrased to follow the value.
+    pub rule: String,
+}
+
+impl fmt::Display for AnnotationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {:?} {}", self.key, self.value, self.rule)
+    }
+}
+
+fn err(key: &'static str, value: &str, rule: impl Into<String>) -> AnnotationError {
+    AnnotationError {
+        key,
+        value: value.to_string(),
+        rule: rule.into(),
+    }
+}
+
+/// What a Pod's annotations ask for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodRequest {
+    /// `inject: "false"`.
+    pub opted_out: bool,
+    /// The status annotation, if the Pod was already injected.
+    pub status: Option<String>,
+    /// The named app container.
+    pub target_container: Option<String>,
+    /// Files to stream with sidecars.
+    pub sidecar_logs: Vec<String>,
+    /// Files to adapt into JSON.
+    pub adapter: Option<AdapterRequest>,
+    /// Upstreams, one ambassador each.
+    pub ambassadors: Vec<Upstream>,
+}
+
+impl PodRequest {
+    /// Whether any pattern was asked for.
+    pub fn wants_injection(&self) -> bool {
+        !self.sidecar_logs.is_empty() || self.adapter.is_some() || !self.ambassadors.is_empty()
+    }
+}
+
+/// The adapter pattern's annotations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterRequest {
+    /// Files to adapt.
+    pub logs: Vec<String>,
+    /// The validated format text, passed to `entourage adapt --format`.
+    pub format: String,
+    /// Static fields.
+    pub fields: Vec<(String, String)>,
+}
+
+/// One ambassador upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    /// The name from `ambassador-upstreams`; `None` for the single-upstream annotation.
+    pub name: Option<String>,
+    /// The upstream URL.
+    pub url: String,
+    /// The local port the app calls.
+    pub port: u16,
+    /// The Secret holding the token, if any.
+    pub auth_secret: Option<String>,
+}
+
+/// The result of parsing a Pod's annotations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// What the Pod asks for.
+    pub request: PodRequest,
+    /// Warnings for the user (unknown keys).
+    pub warnings: Vec<String>,
+}
+
+/// Parses a Pod's annotations (`metadata.annotations`, possibly absent).
+pub fn parse_pod(annotations: Option<&Map<String, Value>>, config: &Config) -> Result<Parsed, Vec<AnnotationError>> {
+    let empty = Map::new();
+    let annotations = annotations.unwrap_or(&empty);
+    let get = Lookup(annotations);
+    let get = |k: &str| get.text(k);
+    let mut errors = Vec::new();
+    let mut request = PodRequest {
+        status: get(STATUS).map(str::to_string),
+        ..PodRequest::default()
+    };
+    let warnings = unknown_key_warnings(annotations);
+
+    match get(INJECT) {
+        None | Some("true") => {}
+        Some("false") => request.opted_out = true,
+        Some(other) => errors.push(err(INJECT, other, "must be \"true\" or \"false\"")),
+    }
+    if let Some(name) = get(TARGET_CONTAINER) {
+        request.target_container = Some(name.to_string());
+    }
+    if let Some(v) = get(SIDECAR_LOGS) {
+        request.sidecar_logs = parse_paths(SIDECAR_LOGS, v, &mut errors);
+    }
+    if let Some(v) = get(ADAPTER_LOGS) {
+        let logs = parse_paths(ADAPTER_LOGS, v, &mut errors);
+        let format = get(ADAPTER_FORMAT).unwrap_or("plain");
+        if let Err(rule) = check_format(format) {
+            errors.push(err(ADAPTER_FORMAT, format, rule));
+        }
+        let fields = get(ADAPTER_FIELDS)
+            .map(|f| parse_fields(f, &mut errors))
+            .unwrap_or_default();
+        request.adapter = Some(AdapterRequest {
+            logs,
+            format: format.to_string(),
+            fields,
+        });
+    } else {
+        for orphan in [ADAPTER_FORMAT, ADAPTER_FIELDS] {
+            if let Some(v) = get(orphan) {
+                errors.push(err(
+                    orphan,
+                    v,
+                    format!("needs {ADAPTER_LOGS} to name the files to adapt"),
+                ));
+            }
+        }
+    }
+    let total = request.sidecar_logs.len() + request.adapter.as_ref().map_or(0, |a| a.logs.len());
+    if total > config.sidecars.max_log_files {
+        let key = if request.sidecar_logs.len() > config.sidecars.max_log_files {
+            SIDECAR_LOGS
+        } else {
+            ADAPTER_LOGS
+        };
+        let value = get(key).unwrap_or_default();
+        errors.push(err(
+            key,
+            value,
+            format!(
+                "lists {total} log files in all; at most {} are allowed per Pod",
+                config.sidecars.max_log_files
+            ),
+        ));
+    }
+    request.ambassadors = parse_ambassadors(Lookup(annotations), config, &mut errors);
+
+    if errors.is_empty() {
+        Ok(Parsed { request, warnings })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads string annotations.
+#[derive(Clone, Copy)]
+struct Lookup<'a>(&'a Map<String, Value>);
+
+impl<'a> Lookup<'a> {
+    fn text(self, key: &str) -> Option<&'a str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
+}
+
+/// Warnings for `entourage.dev/` keys this build does not know, each naming the closest known key.
+pub fn unknown_key_warnings(annotations: &Map<String, Value>) -> Vec<String> {
+    annotations
+        .keys()
+        .filter(|k| k.starts_with(PREFIX) && !KEYS.iter().any(|d| d.key == k.as_str()))
+        .map(|k| {
+            let closest = KEYS
+                .iter()
+                .map(|d| (strsim::levenshtein(k, d.key), d.key))
+                .min()
+                .map(|(_, key)| key)
+                .unwrap_or(SIDECAR_LOGS);
+            format!("entourage: unknown annotation {k} is ignored; did you mean {closest}?")
+        })
+        .collect()
+}
+
+/// Directories an emptyDir must never be mounted over in the app container: it would hide the image's own files.
+const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var", "/tmp",
+];
+
+/// Parses a comma-separated list of log file paths.
+fn parse_paths(key: &'static str, value: &str, errors: &mut Vec<AnnotationError>) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for raw in value.split(',') {
+        let path = raw.trim();
+        match check_path(path) {
+            Err(rule) => errors.push(err(key, path, rule)),
+            Ok(()) if paths.iter().any(|p| p == path) => errors.push(err(key, path, "is listed twice")),
+            Ok(()) => paths.push(path.to_string()),
+        }
+    }
+    paths
+}
+
+/// The rules a log file path must follow.
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("is an empty path");
+    }
+    if !path.starts_with('/') {
+        return Err("is not an absolute path");
+    }
+    if path.len() > 1024 {
+        return Err("is longer than 1024 characters");
+    }
+    if path
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '\\')
+    {
+        return Err("contains whitespace, quotes, backslashes or control characters");
+    }
+    if path.ends_with('/') {
+        return Err("is a directory, not a file");
+    }
+    if path.contains("//") {
+        return Err("is not normalised (contains //)");
+    }
+    if path.split('/').any(|part| part == ".." || part == ".") {
+        return Err("is not normalised (contains . or ..)");
+    }
+    let dir = parent_dir(path);
+    if SYSTEM_DIRS.contains(&dir) {
+        return Err("is in a system directory; an emptyDir mounted there would hide the image's files");
+    }
+    Ok(())
+}
+
+/// The directory of an absolute, normalised file path.
+pub fn parent_dir(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// The adapter runtime's own parser decides which formats exist, so admission and runtime never disagree.
+fn check_format(format: &str) -> Result<(), String> {
+    use super::logformat::{Format, FormatError, FORMAT_NAMES};
+    match format.parse::<Format>() {
+        Ok(_) => Ok(()),
+        Err(FormatError::Unknown(_)) => Err(format!(
+            "is not a known format; known formats: {}",
+            FORMAT_NAMES.join(", ")
+        )),
+        // The regex crate's message draws a caret under the pattern; its last line says what is wrong.
+        Err(FormatError::InvalidRegex(e)) => Err(format!(
+            "is not a valid regex: {}",
+            e.to_string().lines().last().unwrap_or_default().trim()
+        )),
+        Err(FormatError::NoNamedGroups) => Err("has no named groups such as (?P<status>\\d+)".into()),
+    }
+}
+
+/// Keys the adapter writes itself; a static field may not shadow them.
+use super::logformat::RESERVED_KEYS as RESERVED_FIELDS;
+
+fn parse_fields(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            errors.push(err(ADAPTER_FIELDS, pair, "is not key=value"));
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        let key_ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            && k.len() <= 63;
+        if !key_ok {
+            errors.push(err(
+                ADAPTER_FIELDS,
+                k,
+                "is not a field name (letters, digits, _ . -; at most 63)",
+            ));
+        } else if RESERVED_FIELDS.contains(&k) {
+            errors.push(err(
+                ADAPTER_FIELDS,
+                k,
+                format!("is a field the adapter writes itself ({})", RESERVED_FIELDS.join(", ")),
+            ));
+        } else if fields.iter().any(|(existing, _)| existing == k) {
+            errors.push(err(ADAPTER_FIELDS, k, "is given twice"));
+        } else if v.chars().any(char::is_control) || v.len() > 256 {
+            errors.push(err(
+                ADAPTER_FIELDS,
+                v,
+                "must be at most 256 characters without control characters",
+            ));
+        } else {
+            fields.push((k.to_string(), v.to_string()));
+        }
+    }
+    fields
+}
+
+fn parse_ambassadors(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<AnnotationError>) -> Vec<Upstream> {
+    let get = |k: &str| lookup.text(k);
+    let named: Vec<(Option<String>, String)> = match (get(AMBASSADOR_UPSTREAM), get(AMBASSADOR_UPSTREAMS)) {
+        (Some(_), Some(many)) => {
+            errors.push(err(
+                AMBASSADOR_UPSTREAMS,
+                many,
+                format!("cannot be combined with {AMBASSADOR_UPSTREAM}; use one of them"),
+            ));
+            return Vec::new();
+        }
+        (Some(url), None) => vec![(None, url.trim().to_string())],
+        (None, Some(many)) => parse_named_upstreams(many, errors),
+        (None, None) => {
+            for orphan in [AMBASSADOR_PORT, AMBASSADOR_AUTH_SECRET] {
+                if let Some(v) = get(orphan) {
+                    errors.push(err(
+                        orphan,
+                        v,
+                        format!("needs {AMBASSADOR_UPSTREAM} or {AMBASSADOR_UPSTREAMS}"),
+                    ));
+                }
+            }
+            return Vec::new();
+        }
+    };
+    for (_, url) in &named {
+        if let Err(rule) = check_url(url) {
+            let key = if get(AMBASSADOR_UPSTREAM).is_some() {
+                AMBASSADOR_UPSTREAM
+            } else {
+                AMBASSADOR_UPSTREAMS
+            };
+            errors.push(err(key, url, rule));
+        }
+    }
+    let first_port = match get(AMBASSADOR_PORT) {
+        // Past 65535 the ports would repeat: two ambassadors on one port, and one of them cannot bind.
+        None if usize::from(config.ambassador.port) + named.len().saturating_sub(1) > 65535 => {
+            errors.push(err(
+                AMBASSADOR_UPSTREAMS,
+                get(AMBASSADOR_UPSTREAMS).unwrap_or_default(),
+                format!(
+                    "needs {} ports from {} (config ambassador.port); set {AMBASSADOR_PORT} lower",
+                    named.len(),
+                    config.ambassador.port
+                ),
+            ));
+            return Vec::new();
+        }
+        None => config.ambassador.port,
+        Some(p) => match p.trim().parse::<u16>() {
+            Ok(port) if port > 0 && usize::from(port) + named.len() - 1 <= 65535 => port,
+            _ => {
+                errors.push(err(
+                    AMBASSADOR_PORT,
+                    p,
+                    "is not a port in 1-65535 (with room for one port per upstream)",
+                ));
+                return Vec::new();
+            }
+        },
+    };
+    let secrets = get(AMBASSADOR_AUTH_SECRET)
+        .map(|s| parse_secrets(s, &named, errors))
+        .unwrap_or_else(|| vec![None; named.len()]);
+    named
+        .into_iter()
+        .zip(secrets)
+        .enumerate()
+        .map(|(i, ((name, url), auth_secret))| Upstream {
+            name,
+            url,
+            port: first_port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
+            auth_secret,
+        })
+        .collect()
+}
+
+fn parse_named_upstreams(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(Option<String>, String)> {
+    let mut out: Vec<(Option<String>, String)> = Vec::new();
+    for pair in value.split(',').map(str::trim) {
+        let Some((name, url)) = pair.split_once('=') else {
+            errors.push(err(AMBASSADOR_UPSTREAMS, pair, "is not name=url"));
+            continue;
+        };
+        let name = name.trim();
+        if !is_dns_label(name) || name.len() > 40 {
+            errors.push(err(
+                AMBASSADOR_UPSTREAMS,
+                name,
+                "is not a lowercase DNS label of at most 40 characters",
+            ));
+        } else if out.iter().any(|(n, _)| n.as_deref() == Some(name)) {
+            errors.push(err(AMBASSADOR_UPSTREAMS, name, "is named twice"));
+        } else {
+            out.push((Some(name.to_string()), url.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn parse_secrets(
+    value: &str,
+    upstreams: &[(Option<String>, String)],
+    errors: &mut Vec<AnnotationError>,
+) -> Vec<Option<String>> {
+    let mut secrets = vec![None; upstreams.len()];
+    let check = |s: &str, errors: &mut Vec<AnnotationError>| {
+        let ok = is_dns_subdomain(s);
+        if !ok {
+            errors.push(err(
+                AMBASSADOR_AUTH_SECRET,
+                s,
+                "is not a Secret name (a lowercase DNS-1123 subdomain)",
+            ));
+        }
+        ok
+    };
+    if !value.contains('=') {
+        let name = value.trim();
+        if check(name, errors) {
+            secrets.iter_mut().for_each(|s| *s = Some(name.to_string()));
+        }
+        return secrets;
+    }
+    for pair in value.split(',').map(str::trim) {
+        let Some((upstream, secret)) = pair.split_once('=') else {
+            errors.push(err(AMBASSADOR_AUTH_SECRET, pair, "is not upstream=secret"));
+            continue;
+        };
+        let (upstream, secret) = (upstream.trim(), secret.trim());
+        match upstreams.iter().position(|(n, _)| n.as_deref() == Some(upstream)) {
+            None => errors.push(err(
+                AMBASSADOR_AUTH_SECRET,
+                upstream,
+                format!("names no upstream of {AMBASSADOR_UPSTREAMS}"),
+            )),
+            Some(i) => {
+                if check(secret, errors) {
+                    secrets[i] = Some(secret.to_string());
+                }
+            }
+        }
+    }
+    secrets
+}
+
+/// The rules an upstream URL must follow.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(format!("has scheme {other}; only http and https are proxied")),
+        None => return Err("has no scheme; write http://host:port".into()),
+    }
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("carries credentials; put them in a Secret named by entourage.dev/ambassador-auth-secret".into());
+    }
+    if authority.host().is_empty() {
+        return Err("has no host".into());
+    }
+    if uri.query().is_some() {
+        return Err("has a query; the app's own query is forwarded".into());
+    }
+    Ok(())
+}
+
+pub use crate::support::names::{is_dns_label, is_dns_subdomain};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(a: Value) -> Result<Parsed, Vec<AnnotationError>> {
+        parse_pod(a.as_object(), &Config::default())
+    }
+
+    fn first_error(a: Value) -> String {
+        parse(a).unwrap_err()[0].to_string()
+    }
+
+    #[test]
+    fn relative_sidecar_path_names_annotation_value_and_rule() {
+        assert_eq!(
+            first_error(json!({SIDECAR_LOGS: "logs/app.log"})),
+            r#"entourage.dev/sidecar-logs: "logs/app.log" is not an absolute path"#
+        );
+    }
+
+    #[test]
+    fn path_rules_are_enforced() {
+        for (path, rule) in [
+            ("/var/log/../etc/x", "not normalised"),
+            ("/var//log/x", "not normalised"),
+            ("/var/log/nginx/", "directory"),
+            ("/etc/passwd", "system directory"),
+            ("/var/log/a b", "whitespace"),
+        ] {
+            let msg = first_error(json!({SIDECAR_LOGS: path}));
+            assert!(msg.contains(rule), "{path}: {msg}");
+        }
+    }
+
+    #[test]
+    fn too_many_files_are_refused() {
+        let many: Vec<String> = (0..9).map(|i| format!("/logs/f{i}.log")).collect();
+        assert!(first_error(json!({SIDECAR_LOGS: many.join(",")})).contains("at most 8"));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let errors = parse(json!({SIDECAR_LOGS: "x", INJECT: "maybe", AMBASSADOR_UPSTREAM: "ftp://h"})).unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn unknown_key_warns_with_closest_known_key() {
+        let parsed = parse(json!({"entourage.dev/sidecar-log": "/var/log/x.log"})).unwrap();
+        assert_eq!(parsed.warnings.len(), 1);
+        assert!(
+            parsed.warnings[0].contains("did you mean entourage.dev/sidecar-logs"),
+            "{:?}",
+            parsed.warnings
+        );
+    }
+
+    #[test]
+    fn unknown_adapter_format_lists_known_formats() {
+        let msg = first_error(json!({ADAPTER_LOGS: "/var/log/app/a.log", ADAPTER_FORMAT: "xml"}));
+        assert!(msg.contains("\"xml\"") && msg.contains("apache-combined"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_adapter_regex_is_refused_with_the_regex_error() {
+        let msg = first_error(json!({ADAPTER_LOGS: "/var/log/app/a.log", ADAPTER_FORMAT: "regex:(?P<x>[a-"}));
+        assert!(msg.contains("not a valid regex"), "{msg}");
+    }
+
+    #[test]
+    fn adapter_fields_are_parsed_and_reserved_names_refused() {
+        let p = parse(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "app=web, team=shop"})).unwrap();
+        assert_eq!(
+            p.request.adapter.unwrap().fields,
+            vec![("app".into(), "web".into()), ("team".into(), "shop".into())]
+        );
+        assert!(first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "time=now"})).contains("writes itself"));
+    }
+
+    #[test]
+    fn ambassador_urls_are_checked() {
+        for (url, rule) in [
+            ("ftp://h/x", "only http and https"),
+            ("http://user:pw@h", "credentials"),
+            ("orders:8080", "scheme"),
+        ] {
+            let msg = first_error(json!({AMBASSADOR_UPSTREAM: url}));
+            assert!(msg.contains(rule), "{url}: {msg}");
+        }
+    }
+
+    #[test]
+    fn several_upstreams_get_consecutive_ports_and_their_secrets() {
+        let p = parse(json!({
+            AMBASSADOR_UPSTREAMS: "orders=http://orders:8080,pay=https://pay",
+            AMBASSADOR_PORT: "9100",
+            AMBASSADOR_AUTH_SECRET: "pay=pay-token",
+        }))
+        .unwrap();
+        let a = &p.request.ambassadors;
+        assert_eq!((a[0].port, a[1].port), (9100, 9101));
+        assert_eq!(
+            (a[0].auth_secret.as_deref(), a[1].auth_secret.as_deref()),
+            (None, Some("pay-token"))
+        );
+    }
+
+    #[test]
+    fn upstreams_that_would_run_past_port_65535_from_the_config_port_are_refused() {
+        let mut config = Config::default();
+        config.ambassador.port = 65534;
+        let three = json!({AMBASSADOR_UPSTREAMS: "a=http://a,b=http://b,c=http://c"});
+        let errors = parse_pod(three.as_object(), &config).unwrap_err();
+        assert!(errors[0].to_string().contains("needs 3 ports from 65534"), "{errors:?}");
+        let two = json!({AMBASSADOR_UPSTREAMS: "a=http://a,b=http://b"});
+        assert!(parse_pod(two.as_object(), &config).is_ok());
+    }
+
+    #[test]
+    fn bad_secret_name_and_port_are_refused() {
+        assert!(
+            first_error(json!({AMBASSADOR_UPSTREAM: "http://h", AMBASSADOR_AUTH_SECRET: "Bad_Name"}))
+                .contains("not a Secret name")
+        );
+        assert!(first_error(json!({AMBASSADOR_UPSTREAM: "http://h", AMBASSADOR_PORT: "70000"})).contains("not a port"));
+    }
+}

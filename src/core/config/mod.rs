@@ -1,0 +1,460 @@
+//! Configuration: one typed struct, read from YAML and validated once at load.
+//!
+//! The built-in default ([`Config::default`]) serves out of the box; a file given with `--config` replaces
+//! it key by key (every key is optional). Unknown keys and invalid values are refused at load with a message
+//! naming the key and the rule, so a typo never silently falls back to a default.
+
+mod jobs;
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Serialize};
+
+mod rendered;
+pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
+pub(crate) use rendered::Rendered;
+
+/// The whole configuration. Field names are the YAML keys in camelCase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// The cluster's Kubernetes version (`"1.33"`). When it is 1.29 or later, `auto` mode injects native
+    /// sidecars into every Pod; when unset, only Pods owned by a Job get them.
+    pub kubernetes_version: Option<KubeVersion>,
+    /// Images of the injected containers. Only config chooses images, never an annotation.
+    pub images: Images,
+    /// Where injected containers go and how many log files one Pod may ask for.
+    pub sidecars: Sidecars,
+    /// The security context every injected container gets.
+    pub hardening: Hardening,
+    /// Requests and limits of every injected container.
+    pub resources: Resources,
+    /// Defaults of the ambassador pattern.
+    pub ambassador: AmbassadorConfig,
+    /// Safe defaults for Jobs and CronJobs.
+    pub jobs: JobPolicy,
+    /// What every injected container takes from `hardening` and `resources`, as JSON, rendered on first use
+    /// (`mutate::harden`). Not part of the YAML.
+    #[serde(skip)]
+    pub(crate) rendered: Rendered,
+}
+
+/// Images of the injected containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Images {
+    /// The log-streaming sidecar image (runs `tail -n+1 -F FILE`).
+    pub sidecar: String,
+    /// The entourage image itself, which runs the adapter and the ambassador.
+    pub entourage: String,
+    /// The pull policy of injected containers.
+    pub pull_policy: PullPolicy,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Images {
+            sidecar: "busybox:1.36".into(),
+            entourage: concat!("ghcr.io/entourage-dev/entourage:", env!("CARGO_PKG_VERSION")).into(),
+            pull_policy: PullPolicy::IfNotPresent,
+        }
+    }
+}
+
+/// `imagePullPolicy` of injected containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    /// Always pull.
+    Always,
+    /// Pull when the node does not have the image.
+    IfNotPresent,
+    /// Never pull.
+    Never,
+}
+
+impl PullPolicy {
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Placement of the injected containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Sidecars {
+    /// `auto`, `native` or `classic`.
+    pub mode: SidecarMode,
+    /// The most log files one Pod may list across `sidecar-logs` and `adapter-logs`.
+    pub max_log_files: usize,
+    /// `sizeLimit` of the emptyDir volumes entourage creates for log directories (an emptyDir otherwise grows
+    /// until the kubelet evicts the Pod).
+    pub log_volume_size_limit: Quantity,
+}
+
+impl Default for Sidecars {
+    fn default() -> Self {
+        Sidecars {
+            mode: SidecarMode::Auto,
+            max_log_files: 8,
+            log_volume_size_limit: Quantity("256Mi".into()),
+        }
+    }
+}
+
+/// Where injected containers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SidecarMode {
+    /// Native for Pods owned by a Job, and for every Pod when `kubernetesVersion` is 1.29 or later.
+    Auto,
+    /// Always native sidecars: first in `initContainers` with `restartPolicy: Always`.
+    Native,
+    /// Always appended to `containers` (a Job-owned Pod then never completes: entourage warns).
+    Classic,
+}
+
+/// The security context of injected containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Hardening {
+    /// Numeric user: `runAsNonRoot` alone makes the kubelet refuse root-user images such as busybox.
+    pub run_as_user: i64,
+    /// Numeric group.
+    pub run_as_group: i64,
+    /// `readOnlyRootFilesystem`.
+    pub read_only_root_filesystem: bool,
+    /// The seccomp profile type: `RuntimeDefault` or `Unconfined`.
+    pub seccomp_profile: SeccompProfile,
+}
+
+impl Default for Hardening {
+    fn default() -> Self {
+        Hardening {
+            run_as_user: 65534,
+            run_as_group: 65534,
+            read_only_root_filesystem: true,
+            seccomp_profile: SeccompProfile::RuntimeDefault,
+        }
+    }
+}
+
+/// The seccomp profile type of injected containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    /// The container runtime's default profile.
+    RuntimeDefault,
+    /// No seccomp filtering.
+    Unconfined,
+}
+
+/// Requests and limits of injected containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Resources {
+    /// `requests` (`cpu`, `memory`, ...).
+    pub requests: BTreeMap<String, Quantity>,
+    /// `limits`.
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        let q = |s: &str| Quantity(s.into());
+        Resources {
+            requests: BTreeMap::from([("cpu".into(), q("10m")), ("memory".into(), q("16Mi"))]),
+            limits: BTreeMap::from([("cpu".into(), q("200m")), ("memory".into(), q("64Mi"))]),
+        }
+    }
+}
+
+/// Defaults of the ambassador pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AmbassadorConfig {
+    /// The first local port (the next upstreams take the following ports).
+    pub port: u16,
+    /// The first admin port (`/healthz`, probed by the kubelet); one per ambassador container.
+    pub admin_port: u16,
+    /// The variable the app container gets for a single upstream (`AMBASSADOR_URL`); with several upstreams
+    /// each gets `AMBASSADOR_<NAME>_URL`.
+    pub url_env: String,
+    /// The key of the auth Secret that holds the token.
+    pub auth_secret_key: String,
+    /// The per-request timeout, as `30s` or `500ms`.
+    pub timeout: String,
+}
+
+impl Default for AmbassadorConfig {
+    fn default() -> Self {
+        AmbassadorConfig {
+            port: 9000,
+            admin_port: 9901,
+            url_env: "AMBASSADOR_URL".into(),
+            auth_secret_key: "token".into(),
+            timeout: "30s".into(),
+        }
+    }
+}
+
+/// A Kubernetes resource quantity (`64Mi`, `100m`), checked at load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Quantity(pub String);
+
+impl Quantity {
+    /// Whether the text has the shape the apiserver accepts: a decimal number and an optional suffix.
+    pub fn is_valid(&self) -> bool {
+        let s = self.0.as_str();
+        let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (number, suffix) = s.split_at(number_end);
+        let number_ok = !number.is_empty() && number.matches('.').count() <= 1 && number != ".";
+        let suffix_ok = matches!(
+            suffix,
+            "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+        );
+        number_ok && suffix_ok
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Kubernetes `major.minor` version such as `1.33`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KubeVersion {
+    /// Major version (1).
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+}
+
+impl KubeVersion {
+    /// The first version with native sidecars on by default.
+    pub const NATIVE_SIDECARS: KubeVersion = KubeVersion { major: 1, minor: 29 };
+}
+
+impl TryFrom<String> for KubeVersion {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let trimmed = s.trim_start_matches('v');
+        let mut parts = trimmed.splitn(3, '.');
+        let parse = |p: Option<&str>| p.and_then(|p| p.parse::<u32>().ok());
+        match (parse(parts.next()), parse(parts.next())) {
+            (Some(major), Some(minor)) => Ok(KubeVersion { major, minor }),
+            _ => Err(format!("{s:?} is not a Kubernetes version such as \"1.33\"")),
+        }
+    }
+}
+
+impl From<KubeVersion> for String {
+    fn from(v: KubeVersion) -> String {
+        format!("{}.{}", v.major, v.minor)
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The YAML does not fit the schema (unknown key, wrong type, bad enum value).
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// Where the config came from.
+        origin: String,
+        /// The parser's message, which names the key and its location.
+        message: String,
+    },
+    /// Values that parse but break a rule; every problem is listed, not only the first.
+    #[error("config {origin} is invalid:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        /// Where the config came from.
+        origin: String,
+        /// One line per broken rule, each naming the key.
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // An empty file means "all defaults", as an empty YAML document is null.
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            })?
+        };
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Every rule the config breaks, one line each naming the key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for (key, image) in [
+            ("images.sidecar", &self.images.sidecar),
+            ("images.entourage", &self.images.entourage),
+        ] {
+            if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+                p.push(format!("{key}: {image:?} is not an image reference"));
+            }
+        }
+        if !(1..=64).contains(&self.sidecars.max_log_files) {
+            p.push(format!(
+                "sidecars.maxLogFiles: {} is outside 1..=64",
+                self.sidecars.max_log_files
+            ));
+        }
+        if !self.sidecars.log_volume_size_limit.is_valid() {
+            p.push(format!(
+                "sidecars.logVolumeSizeLimit: {:?} is not a Kubernetes quantity",
+                self.sidecars.log_volume_size_limit.0
+            ));
+        }
+        if self.hardening.run_as_user <= 0 {
+            p.push(format!(
+                "hardening.runAsUser: {} must be a non-root user id (> 0): runAsNonRoot needs a numeric non-zero user",
+                self.hardening.run_as_user
+            ));
+        }
+        if self.hardening.run_as_group < 0 {
+            p.push(format!(
+                "hardening.runAsGroup: {} must be >= 0",
+                self.hardening.run_as_group
+            ));
+        }
+        for (section, map) in [
+            ("resources.requests", &self.resources.requests),
+            ("resources.limits", &self.resources.limits),
+        ] {
+            for (name, q) in map {
+                if !q.is_valid() {
+                    p.push(format!("{section}.{name}: {:?} is not a Kubernetes quantity", q.0));
+                }
+            }
+        }
+        let a = &self.ambassador;
+        if a.port == 0 {
+            p.push("ambassador.port: 0 is not a port".into());
+        }
+        if a.admin_port == 0 {
+            p.push("ambassador.adminPort: 0 is not a port".into());
+        }
+        if a.port == a.admin_port {
+            p.push(format!(
+                "ambassador.adminPort: {} is the same as ambassador.port",
+                a.admin_port
+            ));
+        }
+        if !is_env_name(&a.url_env) {
+            p.push(format!(
+                "ambassador.urlEnv: {:?} is not an environment variable name",
+                a.url_env
+            ));
+        }
+        if a.auth_secret_key.is_empty() || a.auth_secret_key.contains('/') {
+            p.push(format!(
+                "ambassador.authSecretKey: {:?} is not a Secret key",
+                a.auth_secret_key
+            ));
+        }
+        // The same parser as `entourage ambassador --timeout`, which this value is handed to.
+        if let Err(e) = crate::support::duration::parse_timeout(&a.timeout) {
+            p.push(format!("ambassador.timeout: {e}"));
+        }
+        p.extend(self.jobs.problems());
+        p
+    }
+
+    /// Whether native sidecars may be used for every Pod (not only Job-owned ones).
+    pub fn native_everywhere(&self) -> bool {
+        self.kubernetes_version
+            .is_some_and(|v| v >= KubeVersion::NATIVE_SIDECARS)
+    }
+}
+
+/// Whether `s` is a C identifier, as environment variable names should be.
+pub fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_default_is_valid() {
+        assert_eq!(Config::default().problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn empty_file_means_all_defaults() {
+        assert_eq!(Config::from_yaml("", "test").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = Config::from_yaml("sidecars:\n  mdoe: native\n", "test")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mdoe"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_refused_with_the_choices() {
+        let err = Config::from_yaml("sidecars:\n  mode: sometimes\n", "test")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sometimes") && err.contains("native"), "{err}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_not_only_the_first() {
+        let yaml = "hardening:\n  runAsUser: 0\nsidecars:\n  logVolumeSizeLimit: lots\nambassador:\n  timeout: soon\n";
+        let err = Config::from_yaml(yaml, "test").unwrap_err().to_string();
+        for key in [
+            "hardening.runAsUser",
+            "sidecars.logVolumeSizeLimit",
+            "ambassador.timeout",
+        ] {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::from_yaml("kubernetesVersion: \"1.30\"\nsidecars:\n  mode: classic\n", "t").unwrap();
+        assert_eq!(c.sidecars.mode, SidecarMode::Classic);
+        assert_eq!(c.sidecars.max_log_files, 8);
+        assert!(c.native_everywhere());
+    }
+
+    #[test]
+    fn quantities_follow_the_kubernetes_shape() {
+        for ok in ["64Mi", "100m", "1", "0.5", "2Gi", "1k"] {
+            assert!(Quantity(ok.into()).is_valid(), "{ok}");
+        }
+        for bad in ["", "Mi", "1.2.3", "10 Mi", "lots", "-1"] {
+            assert!(!Quantity(bad.into()).is_valid(), "{bad}");
+        }
+    }
+}

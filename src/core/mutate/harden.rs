@@ -1,0 +1,271 @@
+//! The containers entourage injects, and the security context and resources every one of them gets from config.
+//!
+//! An injected container is written out once, into the patch, and never read back, so it is its own small struct
+//! rather than k8s-openapi's `Container`: the parts that come from config (image, security context, resources)
+//! are borrowed from it and serialised straight from there, instead of being copied into a dozen new strings and
+//! maps for every container of every review. Field names follow the API's spelling (camelCase); the strict schema
+//! validation in the tests (`kubernetes-validate`) refuses any field the API does not know.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Probe, VolumeMount};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::core::config::{self, Config};
+
+/// A container entourage adds to a Pod.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Injected<'c> {
+    /// Unique in the Pod.
+    pub name: String,
+    /// From config; never from an annotation.
+    pub image: &'c str,
+    /// From config.
+    pub image_pull_policy: &'static str,
+    /// Exec form: nothing here reaches a shell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Exec form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Mounts, each read-only where the container only reads.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// The ambassador's readiness probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    /// The native ambassador's startup probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
+    /// [`SecurityContext`] from config.
+    pub security_context: Fragment<'c, SecurityContext<'c>>,
+    /// [`Resources`] from config.
+    pub resources: Fragment<'c, Resources<'c>>,
+    /// `Always` for native sidecars (init containers that keep running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<&'static str>,
+}
+
+impl<'c> Injected<'c> {
+    /// A hardened container named `name` running `image`, the rest left for the caller to fill in; native
+    /// sidecars get `restartPolicy: Always`.
+    pub fn new(name: &str, image: &'c str, native: bool, config: &'c Config) -> Self {
+        let rendered = config.rendered.get(config, |config| {
+            (
+                serde_json::value::to_raw_value(&SecurityContext::from(config)).expect("a security context serialises"),
+                serde_json::value::to_raw_value(&Resources::from(config)).expect("resources serialise"),
+            )
+        });
+        Injected {
+            name: name.to_string(),
+            image,
+            image_pull_policy: config.images.pull_policy.as_str(),
+            command: None,
+            args: None,
+            volume_mounts: Vec::new(),
+            readiness_probe: None,
+            startup_probe: None,
+            security_context: match rendered {
+                Some(r) => Fragment::Rendered(&r.security_context),
+                None => Fragment::Live(SecurityContext::from(config)),
+            },
+            resources: match rendered {
+                Some(r) => Fragment::Rendered(&r.resources),
+                None => Fragment::Live(Resources::from(config)),
+            },
+            restart_policy: native.then_some("Always"),
+        }
+    }
+}
+
+/// A part of every injected container that comes from config as it is: its JSON, rendered once per config
+/// (`config::Rendered`), or the value itself.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Fragment<'c, T> {
+    /// Rendered before.
+    Rendered(&'c RawValue),
+    /// Serialised now.
+    Live(T),
+}
+
+/// The hardened security context: non-root with a numeric user (busybox and nginx images are root by default,
+/// and `runAsNonRoot` alone makes the kubelet refuse them), no privilege escalation, no capabilities,
+/// read-only root filesystem, seccomp.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SecurityContext<'c> {
+    allow_privilege_escalation: bool,
+    capabilities: DropAll,
+    read_only_root_filesystem: bool,
+    run_as_group: i64,
+    run_as_non_root: bool,
+    run_as_user: i64,
+    seccomp_profile: Seccomp<'c>,
+}
+
+/// `capabilities: {drop: [ALL]}`.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct DropAll {
+    drop: [&'static str; 1],
+}
+
+/// `seccompProfile: {type: …}`.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Seccomp<'c> {
+    #[serde(rename = "type")]
+    type_: &'c str,
+}
+
+impl<'c> From<&'c Config> for SecurityContext<'c> {
+    fn from(config: &'c Config) -> Self {
+        let h = &config.hardening;
+        SecurityContext {
+            allow_privilege_escalation: false,
+            capabilities: DropAll { drop: ["ALL"] },
+            read_only_root_filesystem: h.read_only_root_filesystem,
+            run_as_group: h.run_as_group,
+            run_as_non_root: true,
+            run_as_user: h.run_as_user,
+            seccomp_profile: Seccomp {
+                type_: match h.seccomp_profile {
+                    config::SeccompProfile::RuntimeDefault => "RuntimeDefault",
+                    config::SeccompProfile::Unconfined => "Unconfined",
+                },
+            },
+        }
+    }
+}
+
+/// Requests and limits, as config has them (an empty list is left out).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Resources<'c> {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    limits: &'c BTreeMap<String, config::Quantity>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    requests: &'c BTreeMap<String, config::Quantity>,
+}
+
+impl<'c> From<&'c Config> for Resources<'c> {
+    fn from(config: &'c Config) -> Self {
+        Resources {
+            limits: &config.resources.limits,
+            requests: &config.resources.requests,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Capabilities, Container, ResourceRequirements, SeccompProfile};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// The same container built with k8s-openapi's own types: what the API calls each field.
+    fn typed(injected: &Injected<'_>, config: &Config) -> Container {
+        let quantities = |m: &BTreeMap<String, config::Quantity>| {
+            (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), Quantity(v.0.clone()))).collect())
+        };
+        let h = &config.hardening;
+        Container {
+            name: injected.name.clone(),
+            image: Some(injected.image.to_string()),
+            image_pull_policy: Some(config.images.pull_policy.as_str().to_string()),
+            command: injected.command.clone(),
+            args: injected.args.clone(),
+            volume_mounts: (!injected.volume_mounts.is_empty()).then(|| injected.volume_mounts.clone()),
+            readiness_probe: injected.readiness_probe.clone(),
+            startup_probe: injected.startup_probe.clone(),
+            security_context: Some(k8s_openapi::api::core::v1::SecurityContext {
+                allow_privilege_escalation: Some(false),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: None,
+                }),
+                read_only_root_filesystem: Some(h.read_only_root_filesystem),
+                run_as_non_root: Some(true),
+                run_as_user: Some(h.run_as_user),
+                run_as_group: Some(h.run_as_group),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: format!("{:?}", h.seccomp_profile),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            resources: Some(ResourceRequirements {
+                requests: quantities(&config.resources.requests),
+                limits: quantities(&config.resources.limits),
+                claims: None,
+            }),
+            restart_policy: injected.restart_policy.map(str::to_string),
+            ..Container::default()
+        }
+    }
+
+    #[test]
+    fn injected_containers_serialise_as_the_apis_own_container_type_does() {
+        let mut configs = vec![Config::default()];
+        let mut other = Config::default();
+        other.hardening.seccomp_profile = config::SeccompProfile::Unconfined;
+        other.hardening.read_only_root_filesystem = false;
+        other.resources.limits.clear();
+        other.images.pull_policy = config::PullPolicy::Always;
+        configs.push(other);
+        let mut bare = Config::default();
+        bare.resources.limits.clear();
+        bare.resources.requests.clear();
+        configs.push(bare);
+        for config in &configs {
+            for native in [false, true] {
+                let mut c = Injected::new("sidecar-app", "busybox:1.36", native, config);
+                c.command = Some(vec!["tail".into(), "-F".into(), "/var/log/app.log".into()]);
+                c.volume_mounts.push(VolumeMount {
+                    name: "logs".into(),
+                    mount_path: "/var/log".into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                });
+                let ours: Value = serde_json::to_value(&c).unwrap();
+                assert_eq!(ours, serde_json::to_value(typed(&c, config)).unwrap());
+            }
+        }
+        let c = Injected::new("x", "i", false, &configs[2]);
+        assert_eq!(serde_json::to_value(c).unwrap()["resources"], json!({}));
+    }
+
+    #[test]
+    fn a_config_changed_after_its_first_use_is_followed_not_served_from_what_was_rendered() {
+        let mut config = Config::default();
+        let rendered = serde_json::to_value(Injected::new("x", "i", false, &config)).unwrap();
+        assert!(matches!(
+            Injected::new("x", "i", false, &config).security_context,
+            Fragment::Rendered(_)
+        ));
+        config.hardening.run_as_user = 1000;
+        config
+            .resources
+            .limits
+            .insert("cpu".into(), config::Quantity("1".into()));
+        let c = Injected::new("x", "i", false, &config);
+        assert!(matches!(c.security_context, Fragment::Live(_)));
+        let changed = serde_json::to_value(&c).unwrap();
+        assert_eq!(changed, serde_json::to_value(typed(&c, &config)).unwrap());
+        assert_eq!(changed["securityContext"]["runAsUser"], json!(1000));
+        assert_eq!(changed["resources"]["limits"]["cpu"], json!("1"));
+        assert_ne!(changed, rendered);
+        // The same config rendered fresh says the same as the live one.
+        let fresh = config.clone();
+        let fresh_config = Config {
+            rendered: config::Rendered::default(),
+            ..fresh
+        };
+        assert_eq!(
+            serde_json::to_value(Injected::new("x", "i", false, &fresh_config)).unwrap(),
+            changed
+        );
+    }
+}

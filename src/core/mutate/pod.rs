@@ -1,0 +1,352 @@
+//! Pods: reads the annotations, plans the injected containers, volumes, mounts and env, and emits the patch.
+//!
+//! The plan is built with typed k8s-openapi structs (readable, and every field spelled right) but only *added*
+//! to the Pod: the Pod itself is read as raw JSON and never round-tripped, so fields this build does not know
+//! survive untouched.
+
+use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
+use serde_json::Value;
+
+use super::{ambassador, harden::Injected, logs, Outcome, Pattern, Reason, Verdict};
+use crate::support::names::Taken;
+use crate::{
+    core::annotations::{self, AnnotationError},
+    core::config::{Config, SidecarMode},
+    core::patch::{key, PatchBuilder, Step},
+    core::reads::Reads,
+};
+
+/// Every part of a Pod that [`mutate_pod`] reads (the webhook parses only these; see `crate::review::pruned`). Whoever
+/// makes the core read another field adds it here, or the webhook will not see it.
+pub const READS: Reads = Reads::Members(&[
+    ("kind", Reads::All),
+    (
+        "metadata",
+        Reads::Members(&[
+            ("name", Reads::All),
+            ("generateName", Reads::All),
+            // Only entourage's own annotations are read, and of the labels only the Job controller's.
+            ("annotations", Reads::Prefixed(annotations::PREFIX)),
+            (
+                "labels",
+                Reads::Members(&[(JOB_NAME_LABEL, Reads::All), (LEGACY_JOB_NAME_LABEL, Reads::All)]),
+            ),
+            (
+                "ownerReferences",
+                Reads::Each(&Reads::Members(&[("kind", Reads::All), ("controller", Reads::All)])),
+            ),
+        ]),
+    ),
+    (
+        "spec",
+        Reads::Members(&[
+            ("containers", Reads::Each(&CONTAINER_READS)),
+            ("initContainers", Reads::Each(&CONTAINER_READS)),
+            (
+                "ephemeralContainers",
+                Reads::Each(&Reads::Members(&[("name", Reads::All)])),
+            ),
+            ("volumes", Reads::Each(&Reads::Members(&[("name", Reads::All)]))),
+        ]),
+    ),
+]);
+
+/// What is read of each container: its name and what `add_container` compares, its ports, mounts and the env
+/// entries the ambassador's env var could collide with (`ambassador::reads_env`).
+const CONTAINER_READS: Reads = Reads::Members(&[
+    ("name", Reads::All),
+    ("image", Reads::All),
+    ("command", Reads::All),
+    ("args", Reads::All),
+    ("ports", Reads::Each(&Reads::Members(&[("containerPort", Reads::All)]))),
+    (
+        "volumeMounts",
+        Reads::Each(&Reads::Members(&[
+            ("name", Reads::All),
+            ("mountPath", Reads::All),
+            ("subPath", Reads::All),
+            ("subPathExpr", Reads::All),
+        ])),
+    ),
+    ("env", Reads::EachNamed("name")),
+]);
+
+/// The label the Job controller puts on its Pods, and the one it used to.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+const LEGACY_JOB_NAME_LABEL: &str = "job-name";
+
+/// What the Pod looks like, read once.
+pub(crate) struct PodView<'a> {
+    /// `spec.containers`.
+    pub containers: &'a [Value],
+    /// `spec.initContainers`.
+    pub init_containers: &'a [Value],
+    /// Index of the app container in `containers`.
+    pub target_index: usize,
+}
+
+impl<'a> PodView<'a> {
+    /// The app container.
+    pub fn target(&self) -> &'a Value {
+        &self.containers[self.target_index]
+    }
+
+    /// The app container's name.
+    pub fn target_name(&self) -> &'a str {
+        self.target().get("name").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    /// Every container, init container included, with its name.
+    pub fn all_containers(&self) -> impl Iterator<Item = &'a Value> {
+        self.containers.iter().chain(self.init_containers.iter())
+    }
+}
+
+/// What will be added to the Pod; `'c` is the config's lifetime, which injected containers borrow from.
+pub(crate) struct Plan<'c> {
+    /// Whether injected containers are native sidecars.
+    pub native: bool,
+    /// Containers to inject, in order.
+    pub containers: Vec<(Pattern, Injected<'c>)>,
+    /// Containers that are already there, identical (a Pod injected before whose status annotation was lost).
+    pub present: Vec<String>,
+    /// Volumes to add.
+    pub volumes: Vec<Volume>,
+    /// Mounts to add to the app container.
+    pub app_mounts: Vec<VolumeMount>,
+    /// Env to add to the app container.
+    pub app_env: Vec<EnvVar>,
+    /// Container names in use.
+    pub container_names: Taken,
+    /// Volume names in use.
+    pub volume_names: Taken,
+    /// Messages for the user.
+    pub warnings: Vec<String>,
+}
+
+impl<'c> Plan<'c> {
+    /// Adds a container under `base` (or `base-2`…), unless an identical container of that name is there.
+    pub fn add_container(
+        &mut self,
+        view: &PodView<'_>,
+        pattern: Pattern,
+        base: &str,
+        build: impl Fn(&str) -> Injected<'c>,
+    ) {
+        let candidate = build(base);
+        let identical = view.all_containers().any(|c| {
+            c.get("name").and_then(Value::as_str) == Some(base)
+                && c.get("image").and_then(Value::as_str) == Some(candidate.image)
+                && same_list(c.get("command"), candidate.command.as_deref())
+                && same_list(c.get("args"), candidate.args.as_deref())
+        });
+        if identical {
+            self.present.push(base.to_string());
+            return;
+        }
+        let name = self.container_names.claim(base);
+        self.containers
+            .push((pattern, if name == base { candidate } else { build(&name) }));
+    }
+}
+
+/// Whether a container's `command` or `args` as the Pod has it is exactly `ours` (both absent counts as the same).
+fn same_list(theirs: Option<&Value>, ours: Option<&[String]>) -> bool {
+    match (theirs, ours) {
+        (None, None) => true,
+        (Some(Value::Array(items)), Some(ours)) => {
+            items.len() == ours.len() && items.iter().zip(ours).all(|(a, b)| a.as_str() == Some(b.as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// `object.<path…>`, walked member by member (`Value::pointer` unescapes and allocates every token).
+fn member<'v>(object: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(object, |node, key| node.get(key))
+}
+
+/// Injects what a Pod's annotations ask for.
+pub fn mutate_pod(pod: &Value, config: &Config) -> Outcome {
+    inject(pod, config, is_job_owned(pod))
+}
+
+/// Injects into the Pod template of a workload (`entourage inject`). A template has no ownerReferences, so the
+/// caller says whether its Pods will belong to a Job (Job and CronJob templates): auto mode then picks native
+/// sidecars, which keep the Job completing. The patch applies to the template.
+pub fn mutate_pod_template(template: &Value, config: &Config, job_owned: bool) -> Outcome {
+    inject(template, config, job_owned)
+}
+
+fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
+    let annotations = member(pod, &["metadata", "annotations"]).and_then(Value::as_object);
+    if annotations
+        .and_then(|a| a.get(annotations::INJECT))
+        .and_then(Value::as_str)
+        == Some("false")
+    {
+        return Outcome::unchanged(Reason::OptedOut);
+    }
+    let parsed = match annotations::parse_pod(annotations, config) {
+        Ok(parsed) => parsed,
+        Err(errors) => return Outcome::deny(join(&errors), Vec::new()),
+    };
+    let mut warnings = parsed.warnings;
+    let request = parsed.request;
+    if request.status.is_some() {
+        return Outcome::unchanged(Reason::AlreadyInjected);
+    }
+    if !request.wants_injection() {
+        return Outcome::unchanged_with(Reason::NotRequested, warnings);
+    }
+    let array = |field: &str| {
+        member(pod, &["spec", field])
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let containers = array("containers");
+    if containers.is_empty() || containers.iter().any(|c| !c.is_object()) {
+        warnings.push("entourage: the Pod has no valid spec.containers; nothing injected".into());
+        return Outcome::unchanged_with(Reason::MalformedObject, warnings);
+    }
+    let target_index = match &request.target_container {
+        None => 0,
+        Some(name) => match containers
+            .iter()
+            .position(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        {
+            Some(i) => i,
+            None => {
+                let known: Vec<&str> = containers.iter().filter_map(|c| c.get("name")?.as_str()).collect();
+                let rule = format!("names no container of this Pod (containers: {})", known.join(", "));
+                return Outcome::deny(
+                    join(&[AnnotationError {
+                        key: annotations::TARGET_CONTAINER,
+                        value: name.clone(),
+                        rule,
+                    }]),
+                    warnings,
+                );
+            }
+        },
+    };
+    let view = PodView {
+        containers,
+        init_containers: array("initContainers"),
+        target_index,
+    };
+    let native = match config.sidecars.mode {
+        SidecarMode::Native => true,
+        SidecarMode::Classic => false,
+        SidecarMode::Auto => job_owned || config.native_everywhere(),
+    };
+    let container_names = Taken::new(
+        view.all_containers()
+            .chain(array("ephemeralContainers"))
+            .filter_map(|c| c.get("name").and_then(Value::as_str)),
+    );
+    let volume_names = Taken::new(
+        array("volumes")
+            .iter()
+            .filter_map(|v| v.get("name").and_then(Value::as_str)),
+    );
+    let mut plan = Plan {
+        native,
+        containers: Vec::new(),
+        present: Vec::new(),
+        volumes: Vec::new(),
+        app_mounts: Vec::new(),
+        app_env: Vec::new(),
+        container_names,
+        volume_names,
+        warnings,
+    };
+
+    let mut mounts = logs::LogMounts::default();
+    logs::plan_sidecars(&request.sidecar_logs, &view, config, &mut mounts, &mut plan);
+    if let Some(adapter) = &request.adapter {
+        logs::plan_adapters(adapter, &view, config, &mut mounts, &mut plan);
+    }
+    if let Err(errors) = ambassador::plan(&request.ambassadors, &view, config, &mut plan) {
+        return Outcome::deny(join(&errors), plan.warnings);
+    }
+    if !native && job_owned && !plan.containers.is_empty() {
+        plan.warnings.push(
+            "entourage: sidecars.mode is classic, so this Job's Pod keeps running after the app exits and the Job will not complete"
+                .into(),
+        );
+    }
+    emit(pod, &view, plan)
+}
+
+/// A Pod created by a Job: a controller ownerReference of kind Job, or the Job controller's label.
+fn is_job_owned(pod: &Value) -> bool {
+    let owned = pod
+        .get("metadata")
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter().any(|r| {
+                r.get("kind").and_then(Value::as_str) == Some("Job")
+                    && r.get("controller").and_then(Value::as_bool) == Some(true)
+            })
+        });
+    let labels = member(pod, &["metadata", "labels"]).and_then(Value::as_object);
+    owned || labels.is_some_and(|l| l.contains_key(JOB_NAME_LABEL) || l.contains_key(LEGACY_JOB_NAME_LABEL))
+}
+
+fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
+    let mut b = PatchBuilder::new(pod);
+    for volume in &plan.volumes {
+        b.add_serialized(&[key("spec"), key("volumes"), Step::End], volume);
+    }
+    let app = [key("spec"), key("containers"), Step::Index(view.target_index)];
+    for mount in &plan.app_mounts {
+        b.add_serialized(&[app[0], app[1], app[2], key("volumeMounts"), Step::End], mount);
+    }
+    for env in &plan.app_env {
+        b.add_serialized(&[app[0], app[1], app[2], key("env"), Step::End], env);
+    }
+    for (i, (_, container)) in plan.containers.iter().enumerate() {
+        if plan.native {
+            // Native sidecars go first: appended after the user's init containers they would wait for each of them.
+            b.add_serialized(&[key("spec"), key("initContainers"), Step::Index(i)], container);
+        } else {
+            b.add_serialized(&[key("spec"), key("containers"), Step::End], container);
+        }
+    }
+    if plan.containers.is_empty() {
+        return Outcome::unchanged_with(Reason::AlreadyInjected, plan.warnings);
+    }
+    let status = InjectionStatus {
+        containers: plan.containers.iter().map(|(_, c)| c.name.as_str()).collect(),
+        mode: if plan.native { "native" } else { "classic" },
+        version: env!("CARGO_PKG_VERSION"),
+        volumes: plan.volumes.iter().map(|v| v.name.as_str()).collect(),
+    };
+    let status = serde_json::to_string(&status).expect("strings serialise");
+    b.set_annotation(&[key("metadata")], annotations::STATUS, &status);
+    Outcome {
+        verdict: Verdict::Allow,
+        reason: Reason::Injected,
+        patch: b.finish(),
+        warnings: plan.warnings,
+        injected: plan.containers.iter().map(|(p, _)| *p).collect(),
+        generate_name: None,
+    }
+}
+
+/// The `entourage.dev/status` annotation: what was injected, by which version.
+#[derive(serde::Serialize)]
+struct InjectionStatus<'a> {
+    // In this order, the one it has always had (members sorted by name).
+    containers: Vec<&'a str>,
+    mode: &'static str,
+    version: &'static str,
+    volumes: Vec<&'a str>,
+}
+
+fn join(errors: &[AnnotationError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}

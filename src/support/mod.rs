@@ -1,0 +1,6 @@
+//! Small shared support, used by every program and depending on nothing else in the crate: one shutdown signal,
+//! one duration grammar, the Kubernetes name rules.
+
+pub mod duration;
+pub mod names;
+pub mod shutdown;

@@ -1,0 +1,10 @@
+//! The webhook (`entourage serve`): the HTTPS server, its TLS, the certificate and config reload, the CA bundle
+//! patcher, metrics and the request log.
+
+pub mod cabundle;
+pub mod jsonlog;
+pub mod logsink;
+pub mod metrics;
+pub mod reload;
+pub mod server;
+pub mod tls;
