@@ -125,3 +125,58 @@ fn ambassador_sample_points_the_app_at_localhost_and_mounts_the_secret_only_in_t
     assert_eq!(ambassador["volumeMounts"][0]["readOnly"], true);
     assert_eq!(ambassador["readinessProbe"]["httpGet"]["path"], "/healthz");
 }
+
+/// The ambassador container's `command` + `args` (whichever list carries `ambassador`) of a patched Pod.
+fn ambassador_argv(pod: &Value) -> Vec<String> {
+    let spec = &pod["spec"];
+    let containers = spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .chain(spec["containers"].as_array())
+        .flatten();
+    for c in containers {
+        let argv: Vec<String> = c["command"]
+            .as_array()
+            .into_iter()
+            .chain(c["args"].as_array())
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
+        if let Some(at) = argv.iter().position(|a| a == "ambassador") {
+            return argv[at..].to_vec();
+        }
+    }
+    panic!("no ambassador container in {pod}");
+}
+
+#[test]
+fn every_timeout_the_config_accepts_is_one_the_injected_ambassador_accepts() {
+    use clap::{Args, Command};
+    let ambassador =
+        || entourage::ambassador::AmbassadorArgs::augment_args(Command::new("entourage").no_binary_name(true));
+    for timeout in ["1ms", "500ms", "30s", "2m", "1h", "1m30s", "90s"] {
+        let config = Config::from_yaml(&format!("ambassador:\n  timeout: {timeout:?}\n"), "test")
+            .unwrap_or_else(|e| panic!("timeout {timeout:?} refused by config: {e}"));
+        let (pod, _) = patched("pod-ambassador.json", &config);
+        let argv = ambassador_argv(&pod);
+        assert!(argv.iter().any(|a| a == timeout), "{argv:?}");
+        if let Err(e) = ambassador().try_get_matches_from(&argv[1..]) {
+            panic!("entourage ambassador refuses what the webhook injects for timeout {timeout:?}: {e}");
+        }
+    }
+    // What the ambassador would refuse (it exits at start), the config refuses at load, naming the key.
+    for timeout in ["0s", "0ms", "30", "1d", ""] {
+        let err = Config::from_yaml(&format!("ambassador:\n  timeout: {timeout:?}\n"), "test").unwrap_err();
+        assert!(err.to_string().contains("ambassador.timeout"), "{timeout:?}: {err}");
+        assert!(ambassador()
+            .try_get_matches_from([
+                "--listen",
+                "127.0.0.1:9000",
+                "--upstream",
+                "http://a",
+                "--timeout",
+                timeout
+            ])
+            .is_err());
+    }
+}
