@@ -3,6 +3,8 @@
 //! ECDSA P-256 (fast handshakes, small keys). The serving certificate names the Service the way the apiserver
 //! dials it (`<service>.<namespace>.svc`) plus `localhost` and `127.0.0.1` for `make run` and `curl`.
 
+pub mod cli;
+
 use std::{fs, io, path::Path};
 
 use rcgen::{

@@ -7,13 +7,15 @@
 //! give them. Each patch is applied strictly (RFC 6902, as the apiserver does), so what `inject` prints is what
 //! the cluster would store.
 
+pub mod cli;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
     core::config::Config,
     core::mutate::{self, job, pod, Outcome, Verdict},
-    review::{self, AdmissionResponse, ReviewOut},
+    review,
 };
 
 /// Why a file could not be processed. Every message names the document and the field.
@@ -182,12 +184,9 @@ pub fn review(text: &str, config: &Config) -> Result<Value, OfflineError> {
     // The webhook's decode, for the webhook's answer; the whole object, to apply the patch to.
     let review = review::decode(&body, config)?;
     let request = &review.request;
-    let outcome = mutate::mutate(request, config);
-    let response = match &outcome.verdict {
-        Verdict::Allow => AdmissionResponse::allow(&request.uid, &outcome.patch, outcome.warnings.clone()),
-        Verdict::Deny(message) => AdmissionResponse::deny(&request.uid, message.clone(), outcome.warnings.clone()),
-    };
-    let answer = serde_json::to_value(ReviewOut::new(review.api_version, response)).expect("answers serialise");
+    let mut outcome = mutate::mutate(request, config);
+    let (_, out) = review::answer(&review, &mut outcome);
+    let answer = serde_json::to_value(out).expect("answers serialise");
     let mut result = json!({ "review": answer, "reason": outcome.reason.as_str() });
     if outcome.verdict == Verdict::Allow {
         let whole = review::decode_whole(&body)?;

@@ -42,6 +42,50 @@ pub fn decode(body: &[u8], config: &Config) -> Result<Review, DecodeError> {
     )
 }
 
+/// What became of a review, for the log line and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed unchanged.
+    Allowed,
+    /// Allowed with a patch.
+    Patched,
+    /// Denied.
+    Denied,
+}
+
+impl Decision {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Patched => "patched",
+            Decision::Denied => "denied",
+        }
+    }
+}
+
+/// The one place a decision becomes an answer: the core's `outcome` for `review`, in the review's own version,
+/// with the review's uid. The warnings move into the answer (only their number is left to log).
+pub fn answer(review: &Review, outcome: &mut mutate::Outcome) -> (Decision, ReviewOut) {
+    let uid = &review.request.uid;
+    let warnings = std::mem::take(&mut outcome.warnings);
+    let (decision, response) = match &outcome.verdict {
+        mutate::Verdict::Allow if outcome.patch.0.is_empty() => (
+            Decision::Allowed,
+            AdmissionResponse::allow(uid, &outcome.patch, warnings),
+        ),
+        mutate::Verdict::Allow => (
+            Decision::Patched,
+            AdmissionResponse::allow(uid, &outcome.patch, warnings),
+        ),
+        mutate::Verdict::Deny(message) => (
+            Decision::Denied,
+            AdmissionResponse::deny(uid, message.clone(), warnings),
+        ),
+    };
+    (decision, ReviewOut::new(review.api_version, response))
+}
+
 /// What [`decode_reading`] parses of a request's object.
 #[derive(Clone, Copy)]
 pub struct ObjectReads<'a> {

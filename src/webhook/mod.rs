@@ -2,6 +2,7 @@
 //! patcher, metrics and the request log.
 
 pub mod cabundle;
+pub mod cli;
 pub mod jsonlog;
 pub mod logsink;
 pub mod metrics;

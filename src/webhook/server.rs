@@ -35,8 +35,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     core::config::Config,
-    core::mutate::{self, Verdict},
-    review::{AdmissionResponse, ReviewOut},
+    core::mutate,
     webhook::metrics::{Metrics, ReasonLabels, ReviewLabels},
     webhook::tls::CertStore,
 };
@@ -256,23 +255,9 @@ fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
     };
     let request = &review.request;
     let mut outcome = mutate::mutate(request, &config);
-    // The warnings move into the answer; only their number is logged.
-    let warnings = std::mem::take(&mut outcome.warnings);
-    let warning_count = warnings.len();
-    let (decision, response) = match &outcome.verdict {
-        Verdict::Allow if outcome.patch.0.is_empty() => (
-            "allowed",
-            AdmissionResponse::allow(&request.uid, &outcome.patch, warnings),
-        ),
-        Verdict::Allow => (
-            "patched",
-            AdmissionResponse::allow(&request.uid, &outcome.patch, warnings),
-        ),
-        Verdict::Deny(message) => (
-            "denied",
-            AdmissionResponse::deny(&request.uid, message.clone(), warnings),
-        ),
-    };
+    let (decision, out) = crate::review::answer(&review, &mut outcome);
+    let warning_count = out.response.warnings.len();
+    let decision = decision.as_str();
     let operation = operation_name(&request.operation);
     let m = &state.metrics;
     m.reviews
@@ -290,7 +275,7 @@ fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
         _ => 0,
     };
     tracing::debug!(uid = %request.uid, patch = %serde_json::to_string(&outcome.patch).unwrap_or_default(), "patch");
-    let body = ReviewOut::new(review.api_version, response).to_vec();
+    let body = out.to_vec();
     let http = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     let generate_name;
     let name = match (request.name.as_str(), outcome.generate_name.as_deref()) {
