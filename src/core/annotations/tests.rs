@@ -1,0 +1,127 @@
+//! Unit tests of the parent module.
+
+use super::*;
+use serde_json::json;
+
+fn parse(a: Value) -> Result<Parsed, Vec<AnnotationError>> {
+    parse_pod(a.as_object(), &Config::default())
+}
+
+fn first_error(a: Value) -> String {
+    parse(a).unwrap_err()[0].to_string()
+}
+
+#[test]
+fn relative_sidecar_path_names_annotation_value_and_rule() {
+    assert_eq!(
+        first_error(json!({SIDECAR_LOGS: "logs/app.log"})),
+        r#"entourage.dev/sidecar-logs: "logs/app.log" is not an absolute path"#
+    );
+}
+
+#[test]
+fn path_rules_are_enforced() {
+    for (path, rule) in [
+        ("/var/log/../etc/x", "not normalised"),
+        ("/var//log/x", "not normalised"),
+        ("/var/log/nginx/", "directory"),
+        ("/etc/passwd", "system directory"),
+        ("/var/log/a b", "whitespace"),
+    ] {
+        let msg = first_error(json!({SIDECAR_LOGS: path}));
+        assert!(msg.contains(rule), "{path}: {msg}");
+    }
+}
+
+#[test]
+fn too_many_files_are_refused() {
+    let many: Vec<String> = (0..9).map(|i| format!("/logs/f{i}.log")).collect();
+    assert!(first_error(json!({SIDECAR_LOGS: many.join(",")})).contains("at most 8"));
+}
+
+#[test]
+fn every_bad_value_is_reported() {
+    let errors = parse(json!({SIDECAR_LOGS: "x", INJECT: "maybe", AMBASSADOR_UPSTREAM: "ftp://h"})).unwrap_err();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+}
+
+#[test]
+fn unknown_key_warns_with_closest_known_key() {
+    let parsed = parse(json!({"entourage.dev/sidecar-log": "/var/log/x.log"})).unwrap();
+    assert_eq!(parsed.warnings.len(), 1);
+    assert!(
+        parsed.warnings[0].contains("did you mean entourage.dev/sidecar-logs"),
+        "{:?}",
+        parsed.warnings
+    );
+}
+
+#[test]
+fn unknown_adapter_format_lists_known_formats() {
+    let msg = first_error(json!({ADAPTER_LOGS: "/var/log/app/a.log", ADAPTER_FORMAT: "xml"}));
+    assert!(msg.contains("\"xml\"") && msg.contains("apache-combined"), "{msg}");
+}
+
+#[test]
+fn invalid_adapter_regex_is_refused_with_the_regex_error() {
+    let msg = first_error(json!({ADAPTER_LOGS: "/var/log/app/a.log", ADAPTER_FORMAT: "regex:(?P<x>[a-"}));
+    assert!(msg.contains("not a valid regex"), "{msg}");
+}
+
+#[test]
+fn adapter_fields_are_parsed_and_reserved_names_refused() {
+    let p = parse(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "app=web, team=shop"})).unwrap();
+    assert_eq!(
+        p.request.adapter.unwrap().fields,
+        vec![("app".into(), "web".into()), ("team".into(), "shop".into())]
+    );
+    assert!(first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "time=now"})).contains("writes itself"));
+}
+
+#[test]
+fn ambassador_urls_are_checked() {
+    for (url, rule) in [
+        ("ftp://h/x", "only http and https"),
+        ("http://user:pw@h", "credentials"),
+        ("orders:8080", "scheme"),
+    ] {
+        let msg = first_error(json!({AMBASSADOR_UPSTREAM: url}));
+        assert!(msg.contains(rule), "{url}: {msg}");
+    }
+}
+
+#[test]
+fn several_upstreams_get_consecutive_ports_and_their_secrets() {
+    let p = parse(json!({
+        AMBASSADOR_UPSTREAMS: "orders=http://orders:8080,pay=https://pay",
+        AMBASSADOR_PORT: "9100",
+        AMBASSADOR_AUTH_SECRET: "pay=pay-token",
+    }))
+    .unwrap();
+    let a = &p.request.ambassadors;
+    assert_eq!((a[0].port, a[1].port), (9100, 9101));
+    assert_eq!(
+        (a[0].auth_secret.as_deref(), a[1].auth_secret.as_deref()),
+        (None, Some("pay-token"))
+    );
+}
+
+#[test]
+fn upstreams_that_would_run_past_port_65535_from_the_config_port_are_refused() {
+    let mut config = Config::default();
+    config.ambassador.port = 65534;
+    let three = json!({AMBASSADOR_UPSTREAMS: "a=http://a,b=http://b,c=http://c"});
+    let errors = parse_pod(three.as_object(), &config).unwrap_err();
+    assert!(errors[0].to_string().contains("needs 3 ports from 65534"), "{errors:?}");
+    let two = json!({AMBASSADOR_UPSTREAMS: "a=http://a,b=http://b"});
+    assert!(parse_pod(two.as_object(), &config).is_ok());
+}
+
+#[test]
+fn bad_secret_name_and_port_are_refused() {
+    assert!(
+        first_error(json!({AMBASSADOR_UPSTREAM: "http://h", AMBASSADOR_AUTH_SECRET: "Bad_Name"}))
+            .contains("not a Secret name")
+    );
+    assert!(first_error(json!({AMBASSADOR_UPSTREAM: "http://h", AMBASSADOR_PORT: "70000"})).contains("not a port"));
+}

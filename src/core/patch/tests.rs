@@ -1,0 +1,163 @@
+//! Unit tests of the parent module.
+
+use super::*;
+use serde_json::json;
+
+fn apply(doc: &Value, patch: &Patch) -> Value {
+    let mut out = doc.clone();
+    json_patch::patch(&mut out, &patch.to_json_patch()).expect("patch applies");
+    out
+}
+
+#[test]
+fn creates_missing_annotations_map_in_one_add() {
+    let doc = json!({"metadata": {"name": "p"}});
+    let mut b = PatchBuilder::new(&doc);
+    b.set_annotation(&[key("metadata")], "entourage.dev/status", "x");
+    b.set_annotation(&[key("metadata")], "entourage.dev/defaulted", "y");
+    let patch = b.finish();
+    assert_eq!(patch.0.len(), 1);
+    let out = apply(&doc, &patch);
+    assert_eq!(
+        out["metadata"]["annotations"],
+        json!({"entourage.dev/status": "x", "entourage.dev/defaulted": "y"})
+    );
+}
+
+#[test]
+fn patch_text_is_what_serde_writes() {
+    let doc = json!({"metadata": {"annotations": {"a/b": "x"}}, "spec": {"containers": [{"name": "app"}]}});
+    let mut b = PatchBuilder::new(&doc);
+    b.set_annotation(&[key("metadata")], "a/b", "new \"quoted\" ~ value");
+    b.add_serialized(&[key("spec"), key("containers"), Step::End], &json!({"name": "é\n"}));
+    b.add(&[key("spec"), key("volumes"), Step::End], json!({"name": "v"}));
+    let patch = b.finish();
+    assert_eq!(patch.0.len(), 3);
+    assert_eq!(patch.to_json(), serde_json::to_vec(&patch).unwrap());
+    assert_eq!(Patch::default().to_json(), b"[]");
+}
+
+#[test]
+fn pointers_from_steps_and_from_tokens_are_the_same() {
+    let paths: [&[Step<'_>]; 4] = [
+        &[key("spec"), key("containers"), Step::Index(12), key("env"), Step::End],
+        &[key("metadata"), key("annotations"), key("entourage.dev/status")],
+        &[key("a~b/c~1"), key(""), Step::Index(0), key("ü/~")],
+        &[],
+    ];
+    for path in paths {
+        let tokens: Vec<String> = path.iter().map(step_token).collect();
+        assert_eq!(pointer_to(path), pointer(&tokens));
+    }
+    assert_eq!(pointer_to(paths[2]), "/a~0b~1c~01//0/ü~1~0");
+}
+
+#[test]
+fn escapes_slash_and_tilde_in_keys() {
+    let doc = json!({"metadata": {"annotations": {}}});
+    let mut b = PatchBuilder::new(&doc);
+    b.set_annotation(&[key("metadata")], "a~b/c", "v");
+    let patch = b.finish();
+    assert_eq!(
+        serde_json::to_value(&patch).unwrap()[0]["path"],
+        json!("/metadata/annotations/a~0b~1c")
+    );
+    assert_eq!(apply(&doc, &patch)["metadata"]["annotations"]["a~b/c"], json!("v"));
+}
+
+#[test]
+fn appends_to_existing_array_and_creates_missing_one() {
+    let doc = json!({"spec": {"containers": [{"name": "app"}]}});
+    let mut b = PatchBuilder::new(&doc);
+    b.add(&[key("spec"), key("containers"), Step::End], json!({"name": "s1"}));
+    b.add(&[key("spec"), key("volumes"), Step::End], json!({"name": "v1"}));
+    b.add(&[key("spec"), key("volumes"), Step::End], json!({"name": "v2"}));
+    let patch = b.finish();
+    assert_eq!(patch.0.len(), 2);
+    let out = apply(&doc, &patch);
+    assert_eq!(out["spec"]["containers"][1]["name"], "s1");
+    assert_eq!(out["spec"]["volumes"], json!([{"name": "v1"}, {"name": "v2"}]));
+}
+
+#[test]
+fn inserts_at_the_front_in_order() {
+    let doc = json!({"spec": {"initContainers": [{"name": "user-init"}]}});
+    let mut b = PatchBuilder::new(&doc);
+    b.add(
+        &[key("spec"), key("initContainers"), Step::Index(0)],
+        json!({"name": "a"}),
+    );
+    b.add(
+        &[key("spec"), key("initContainers"), Step::Index(1)],
+        json!({"name": "b"}),
+    );
+    let out = apply(&doc, &b.finish());
+    let names: Vec<_> = out["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("a"), json!("b"), json!("user-init")]);
+}
+
+#[test]
+fn adds_under_a_created_array_element() {
+    let doc = json!({"spec": {"containers": [{"name": "app"}]}});
+    let mut b = PatchBuilder::new(&doc);
+    b.add(
+        &[
+            key("spec"),
+            key("containers"),
+            Step::Index(0),
+            key("volumeMounts"),
+            Step::End,
+        ],
+        json!({"name": "m1"}),
+    );
+    b.add(
+        &[
+            key("spec"),
+            key("containers"),
+            Step::Index(0),
+            key("volumeMounts"),
+            Step::End,
+        ],
+        json!({"name": "m2"}),
+    );
+    let patch = b.finish();
+    assert_eq!(patch.0.len(), 1);
+    assert_eq!(
+        apply(&doc, &patch)["spec"]["containers"][0]["volumeMounts"],
+        json!([{"name": "m1"}, {"name": "m2"}])
+    );
+}
+
+#[test]
+fn set_replaces_existing_value_and_leaves_neighbours_alone() {
+    let doc = json!({"spec": {"backoffLimit": 6, "futureField": {"x": 1}}});
+    let mut b = PatchBuilder::new(&doc);
+    b.set(&[key("spec"), key("backoffLimit")], json!(3));
+    let patch = b.finish();
+    assert_eq!(serde_json::to_value(&patch).unwrap()[0]["op"], "replace");
+    assert_eq!(
+        apply(&doc, &patch),
+        json!({"spec": {"backoffLimit": 3, "futureField": {"x": 1}}})
+    );
+}
+
+#[test]
+fn never_adds_under_a_parent_of_the_wrong_type() {
+    let doc = json!({"metadata": {"annotations": "not-a-map"}});
+    let mut b = PatchBuilder::new(&doc);
+    b.set_annotation(&[key("metadata")], "k", "v");
+    assert!(b.is_empty());
+}
+
+#[test]
+fn creates_metadata_when_absent() {
+    let doc = json!({"spec": {}});
+    let mut b = PatchBuilder::new(&doc);
+    b.set_annotation(&[key("metadata")], "k", "v");
+    assert_eq!(apply(&doc, &b.finish())["metadata"], json!({"annotations": {"k": "v"}}));
+}

@@ -1,0 +1,197 @@
+//! Unit tests of the parent module.
+
+use super::*;
+use serde_json::json;
+
+/// The webhook's decode: of the object, what the core reads.
+fn decode(body: &[u8]) -> Result<Review, DecodeError> {
+    crate::review::decode(body, &crate::core::config::Config::default())
+}
+
+fn body(v: Value) -> Vec<u8> {
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn pod_review(version: &str) -> Value {
+    json!({
+        "apiVersion": version, "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "default", "operation": "CREATE", "userInfo": {"username": "me"},
+            "object": {"metadata": {"generateName": "web-"}, "spec": {"containers": []}},
+            "dryRun": true
+        }
+    })
+}
+
+#[test]
+fn decodes_v1_and_v1beta1_and_remembers_which() {
+    assert_eq!(decode(&body(pod_review(V1))).unwrap().api_version, V1);
+    let r = decode_whole(&body(pod_review(V1BETA1))).unwrap();
+    assert_eq!(r.api_version, V1BETA1);
+    assert_eq!(r.request.object.unwrap()["metadata"]["generateName"], "web-");
+    assert_eq!(r.request.dry_run, Some(true));
+}
+
+#[test]
+fn refuses_what_is_not_a_review_with_a_precise_message() {
+    let cases = [
+        (b"{not json".to_vec(), "not valid JSON"),
+        (body(json!([1, 2])), "not an AdmissionReview"),
+        (body(json!({"apiVersion": V1, "kind": "Pod"})), "kind is \"Pod\""),
+        (
+            body(json!({"apiVersion": "admission.k8s.io/v2", "kind": "AdmissionReview"})),
+            "apiVersion is",
+        ),
+        (
+            body(json!({"apiVersion": V1, "kind": "AdmissionReview"})),
+            "has no request",
+        ),
+        (
+            body(json!({"apiVersion": V1, "kind": "AdmissionReview", "request": {"uid": 5}})),
+            "malformed",
+        ),
+    ];
+    for (input, expected) in cases {
+        let msg = decode(&input).unwrap_err().to_string();
+        assert!(msg.contains(expected), "{expected:?} not in {msg:?}");
+    }
+}
+
+#[test]
+fn member_order_does_not_matter_and_the_envelope_is_judged_before_the_request() {
+    let request = r#"{"uid": "u-2", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE"}"#;
+    let first = format!(r#"{{"request": {request}, "kind": "AdmissionReview", "apiVersion": "{V1}"}}"#);
+    assert_eq!(decode(first.as_bytes()).unwrap().request.uid, "u-2");
+    let wrong_kind = format!(r#"{{"request": {{"uid": 5}}, "kind": "Pod", "apiVersion": "{V1}"}}"#);
+    assert!(matches!(decode(wrong_kind.as_bytes()), Err(DecodeError::WrongKind(k)) if k == "Pod"));
+    let empty_uid = format!(
+        r#"{{"apiVersion": "{V1}", "kind": "AdmissionReview", "request": {}}}"#,
+        request.replace("u-2", "")
+    );
+    assert!(matches!(decode(empty_uid.as_bytes()), Err(DecodeError::EmptyUid)));
+}
+
+#[test]
+fn the_core_gets_only_what_it_reads_of_a_pod_in_either_member_order() {
+    let object = r#"{"kind": "Pod", "metadata": {"generateName": "web-", "managedFields": [{"manager": "x"}]},
+                     "spec": {"containers": [{"name": "app", "image": "nginx", "resources": {}}]}}"#;
+    let head = r#""uid": "u-3", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE""#;
+    let wrap =
+        |request: String| format!(r#"{{"apiVersion": "{V1}", "kind": "AdmissionReview", "request": {request}}}"#);
+    let apiserver = wrap(format!(r#"{{{head}, "object": {object}}}"#));
+    let object_first = wrap(format!(r#"{{"object": {object}, {head}}}"#));
+    let pruned = json!({"kind": "Pod", "metadata": {"generateName": "web-"},
+                        "spec": {"containers": [{"name": "app", "image": "nginx"}]}});
+    for body in [&apiserver, &object_first] {
+        assert_eq!(
+            decode(body.as_bytes()).unwrap().request.object,
+            Some(pruned.clone()),
+            "{body}"
+        );
+        let whole = decode_whole(body.as_bytes()).unwrap().request.object.unwrap();
+        assert_eq!(whole, serde_json::from_str::<Value>(object).unwrap());
+    }
+}
+
+#[test]
+fn objects_the_core_does_not_read_are_checked_but_not_kept() {
+    let review = |operation: &str, object: &str| {
+        format!(
+            r#"{{"apiVersion": "{V1}", "kind": "AdmissionReview", "request": {{"uid": "u",
+                "kind": {{"group": "apps", "version": "v1", "kind": "Pod"}}, "operation": "{operation}",
+                "object": {object}}}}}"#
+        )
+    };
+    assert_eq!(
+        decode(review("CREATE", r#"{"a": [1]}"#).as_bytes())
+            .unwrap()
+            .request
+            .object,
+        None
+    );
+    assert!(matches!(
+        decode(review("CREATE", r#"{"a": [1,]}"#).as_bytes()),
+        Err(DecodeError::NotJson(_))
+    ));
+}
+
+#[test]
+fn a_request_member_given_twice_or_missing_is_refused_by_name() {
+    let review =
+        |request: &str| format!(r#"{{"apiVersion": "{V1}", "kind": "AdmissionReview", "request": {request}}}"#);
+    let kind = r#""kind": {"group": "", "version": "v1", "kind": "Pod"}"#;
+    let twice = review(&format!(r#"{{"uid": "a", "uid": "b", {kind}, "operation": "CREATE"}}"#));
+    assert!(decode(twice.as_bytes())
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate field `uid`"));
+    let objects = review(&format!(
+        r#"{{"uid": "a", {kind}, "operation": "CREATE", "object": {{}}, "object": {{}}}}"#
+    ));
+    assert!(decode(objects.as_bytes())
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate field `object`"));
+    let missing = review(&format!(r#"{{"uid": "a", {kind}}}"#));
+    assert!(decode(missing.as_bytes())
+        .unwrap_err()
+        .to_string()
+        .contains("missing field `operation`"));
+}
+
+#[test]
+fn deeply_nested_json_is_an_error_not_a_stack_overflow() {
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    assert!(matches!(decode(deep.as_bytes()), Err(DecodeError::NotJson(_))));
+}
+
+#[test]
+fn answers_are_written_exactly_as_serde_writes_them() {
+    let patch = Patch(vec![crate::core::patch::Operation {
+        op: crate::core::patch::Op::Add,
+        path: "/metadata/annotations/a~1b".into(),
+        value: serde_json::value::to_raw_value(&json!({"x": "\"quoted\" \u{1}"})).unwrap(),
+    }]);
+    let warnings = vec!["entourage: \"one\"\n".to_string(), "two ✓".to_string()];
+    let answers = [
+        AdmissionResponse::allow("u-\"1\"", &patch, vec![]),
+        AdmissionResponse::allow("u", &patch, warnings.clone()),
+        AdmissionResponse::allow("u", &Patch::default(), vec![]),
+        AdmissionResponse::deny("u", "entourage.dev/x: \"bad\"\tvalue".into(), warnings),
+        AdmissionResponse::deny("u", String::new(), vec![]),
+    ];
+    for response in answers {
+        for version in [V1, V1BETA1] {
+            let out = ReviewOut::new(version, response.clone());
+            assert_eq!(
+                String::from_utf8(out.to_vec()).unwrap(),
+                serde_json::to_string(&out).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn patch_is_a_base64_string_and_only_present_when_non_empty() {
+    let patch = Patch(vec![crate::core::patch::Operation {
+        op: crate::core::patch::Op::Add,
+        path: "/a".into(),
+        value: serde_json::value::to_raw_value(&1).unwrap(),
+    }]);
+    let out = serde_json::to_value(ReviewOut::new(V1, AdmissionResponse::allow("u", &patch, vec![]))).unwrap();
+    assert_eq!(out["response"]["patchType"], "JSONPatch");
+    // Decoded by another implementation than the one that encoded it.
+    let decoded = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        out["response"]["patch"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&decoded).unwrap(),
+        json!([{"op": "add", "path": "/a", "value": 1}])
+    );
+    let empty = serde_json::to_value(AdmissionResponse::allow("u", &Patch::default(), vec![])).unwrap();
+    assert_eq!(empty, json!({"uid": "u", "allowed": true}));
+}
