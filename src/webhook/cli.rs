@@ -31,9 +31,15 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "ENTOURAGE_GRACE_PERIOD", default_value_t = 10)]
     pub grace_period: u64,
-    /// Seconds a client has to send request headers (idle keep-alive connections close after this too).
+    /// Seconds a client has to send a request's headers, from the connection's opening or the request's first
+    /// byte (against slow clients; an idle kept-alive connection waits for --idle-timeout instead).
     #[arg(long, env = "ENTOURAGE_HEADER_TIMEOUT", default_value_t = 10)]
     pub header_timeout: u64,
+    /// How long a kept-alive connection may stay idle between requests (`120s`). Keep it above the apiserver's
+    /// 90 s: the client must be the side that closes an idle connection, or a POST sent as the server closes it
+    /// fails with EOF and, with `failurePolicy: Fail`, the Pod is refused.
+    #[arg(long, env = "ENTOURAGE_IDLE_TIMEOUT", default_value = "120s", value_parser = crate::support::duration::parse_timeout)]
+    pub idle_timeout: Duration,
     /// Most simultaneous connections.
     #[arg(long, env = "ENTOURAGE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
@@ -156,6 +162,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     tracing::info!(listen = %local, config = ?args.config, "serving admission reviews on https://{local}/mutate");
     let options = server::ServeOptions {
         header_timeout: Duration::from_secs(args.header_timeout),
+        idle_timeout: args.idle_timeout,
         grace_period: Duration::from_secs(args.grace_period),
         max_connections: args.max_connections,
         ..server::ServeOptions::default()

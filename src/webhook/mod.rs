@@ -3,6 +3,7 @@
 
 pub mod cabundle;
 pub mod cli;
+pub mod conn;
 pub mod jsonlog;
 pub mod logsink;
 pub mod metrics;

@@ -181,6 +181,11 @@ impl ApiClient {
         ApiClient { sender, alpn }
     }
 
+    /// Whether the server has closed this connection.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Sends a request on this connection.
     pub async fn send(&mut self, method: &str, path: &str, body: Vec<u8>) -> Reply {
         self.sender.ready().await.expect("connection still open");
