@@ -11,7 +11,11 @@
 
 mod follow;
 mod formats;
+mod keys;
+mod multiline;
 mod output;
+mod records;
+mod timefmt;
 
 pub use formats::{render_line, Format, FormatError, FORMAT_NAMES};
 pub use output::{LineContext, MAX_LINE};

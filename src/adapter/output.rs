@@ -22,6 +22,10 @@ pub struct LineContext {
     read_time: String,
     year: i32,
     month: u8,
+    /// The read time again, for completing source times ([`super::timefmt`]).
+    clock: chrono::DateTime<chrono::FixedOffset>,
+    /// The zone of source times written without an offset (`--time-zone`).
+    zone: chrono_tz::Tz,
     /// Each extra field, for formats whose keys vary per line.
     extras: Vec<Extra>,
     /// All extras concatenated, then `}` and the newline: the common tail of every object.
@@ -50,6 +54,8 @@ impl LineContext {
             read_time: String::new(),
             year: 1970,
             month: 1,
+            clock: chrono::DateTime::UNIX_EPOCH.fixed_offset(),
+            zone: chrono_tz::Tz::UTC,
             extras,
             suffix,
         };
@@ -62,6 +68,9 @@ impl LineContext {
         let t = t.to_offset(time::UtcOffset::UTC);
         self.year = t.year();
         self.month = u8::from(t.month());
+        self.clock = chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())
+            .unwrap_or_default()
+            .fixed_offset();
         self.read_time.clear();
         // Writing to a String cannot fail.
         let _ = std::fmt::Write::write_fmt(
@@ -82,6 +91,22 @@ impl LineContext {
     /// The read time as RFC 3339 (UTC, milliseconds).
     pub fn read_time(&self) -> &str {
         &self.read_time
+    }
+
+    /// Reads source times written without an offset in `zone`.
+    pub fn set_zone(&mut self, zone: chrono_tz::Tz) {
+        self.zone = zone;
+    }
+
+    /// The zone of source times written without an offset.
+    pub(crate) fn zone(&self) -> chrono_tz::Tz {
+        self.zone
+    }
+
+    /// `raw` as RFC 3339 with an offset, completed from the read time and the zone ([`super::timefmt`]); `None`
+    /// when it is no time the adapter knows.
+    pub(crate) fn normalize_time(&self, raw: &str) -> Option<String> {
+        super::timefmt::normalize(raw, self.clock, self.zone)
     }
 
     /// Year and month of the read time: RFC 3164 syslog timestamps have no year, so it is inferred from these.
@@ -209,6 +234,11 @@ impl<'o> ObjectWriter<'o> {
     /// for formats whose keys vary per line, the line's own field wins.
     pub(crate) fn finish_unless(self, ctx: &LineContext, line_has: impl Fn(&str) -> bool) {
         finish_extras_unless(self.out, ctx, line_has);
+    }
+
+    /// Closes the object as it is (no extras: a reshaped object already has them) and adds the newline.
+    pub(crate) fn close(self) {
+        self.out.extend_from_slice(b"}\n");
     }
 
     /// Discards everything written since [`ObjectWriter::begin`].

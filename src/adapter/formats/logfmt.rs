@@ -2,7 +2,8 @@
 //!
 //! A line needs at least one `key=value` pair to count as logfmt (otherwise any sentence would become a set of
 //! `true` flags). A key repeated on one line keeps its first position and its last value. The line's keys win over
-//! the adapter's extra fields, and a `time` key is kept as written.
+//! the adapter's extra fields, and a `time` value becomes RFC 3339 when it is a time the adapter knows (kept as written
+//! otherwise).
 
 use super::{LineContext, ObjectWriter};
 use std::borrow::Cow;
@@ -24,6 +25,10 @@ pub(super) fn render(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
     }
     for (key, value) in &pairs {
         match value {
+            Value::Str(s) if *key == "time" => match ctx.normalize_time(s) {
+                Some(t) => obj.str(key, &t),
+                None => obj.str(key, s),
+            },
             Value::Str(s) => obj.str(key, s),
             Value::True => obj.raw(key, b"true"),
         }

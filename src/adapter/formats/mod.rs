@@ -124,7 +124,10 @@ fn render_regex(re: &regex::Regex, text: &str, ctx: &LineContext, out: &mut Vec<
     match caps.name("time") {
         Some(t) => match clf::rfc3339_from_clf(t.as_str()) {
             Some(rfc) => obj.raw("time", &quoted(&rfc)),
-            None => obj.str("time", t.as_str()),
+            None => match ctx.normalize_time(t.as_str()) {
+                Some(rfc) => obj.str("time", &rfc),
+                None => obj.str("time", t.as_str()),
+            },
         },
         None => obj.str("time", ctx.read_time()),
     }

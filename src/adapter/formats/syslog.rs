@@ -305,7 +305,7 @@ fn looks_like_tag(word: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'[' | b']' | b'@'))
 }
 
-/// `Mmm dd hh:mm:ss ` (day space-padded) as RFC 3339 UTC with the inferred year, and the text after it.
+/// `Mmm dd hh:mm:ss ` (day space-padded) as RFC 3339 in the configured zone with the inferred year, and the text after it.
 fn bsd_timestamp<'a>(s: &'a str, ctx: &LineContext) -> Option<(String, &'a str)> {
     let b = s.as_bytes().get(..16)?;
     let month: u8 = match &b[..3] {
@@ -347,7 +347,13 @@ fn bsd_timestamp<'a>(s: &'a str, ctx: &LineContext) -> Option<(String, &'a str)>
     } else {
         read_year
     };
-    let time = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
+    // No zone either: the configured one (`--time-zone`, UTC by default).
+    let time = match ctx.zone() {
+        chrono_tz::Tz::UTC => format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"),
+        _ => ctx
+            .normalize_time(&format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}"))
+            .unwrap_or_else(|| format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")),
+    };
     Some((time, &s[16..]))
 }
 
@@ -447,5 +453,16 @@ mod tests {
             assert_eq!(v["parse_error"], true, "{line}");
             assert_eq!(v["message"], line);
         }
+    }
+
+    #[test]
+    fn rfc3164_time_is_read_in_the_configured_zone() {
+        let mut ctx = LineContext::new("f", &[]);
+        ctx.set_read_time(time::OffsetDateTime::from_unix_timestamp(1_714_564_800).unwrap());
+        ctx.set_zone(chrono_tz::Europe::Paris);
+        let mut out = Vec::new();
+        crate::adapter::render_line(&Format::Syslog, b"May  1 11:59:58 web-1 CRON: run", &ctx, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time"], "2024-05-01T11:59:58+02:00");
     }
 }

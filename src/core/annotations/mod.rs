@@ -23,6 +23,14 @@ pub const ADAPTER_LOGS: &str = "entourage.dev/adapter-logs";
 pub const ADAPTER_FORMAT: &str = "entourage.dev/adapter-format";
 /// Static `key=value` fields the adapter adds to every line.
 pub const ADAPTER_FIELDS: &str = "entourage.dev/adapter-fields";
+/// How the adapter groups the lines of one event (a stack trace) into one record.
+pub const ADAPTER_MULTILINE: &str = "entourage.dev/adapter-multiline";
+/// The key under which the adapter writes each record's time.
+pub const ADAPTER_TIME_KEY: &str = "entourage.dev/adapter-time-key";
+/// `from=to` renames of the keys the adapter writes.
+pub const ADAPTER_RENAME: &str = "entourage.dev/adapter-rename";
+/// `normalize` maps level spellings to `debug`, `info`, `warn`, `error`, `fatal`.
+pub const ADAPTER_LEVEL: &str = "entourage.dev/adapter-level";
 /// One upstream URL for the ambassador.
 pub const AMBASSADOR_UPSTREAM: &str = "entourage.dev/ambassador-upstream";
 /// Several `name=url` upstreams, one ambassador each.
@@ -80,6 +88,30 @@ pub const KEYS: &[KeyDoc] = &[
         on: "Pod",
         values: "`key=value,key=value` added to every JSON line",
         default: "none",
+    },
+    KeyDoc {
+        key: ADAPTER_MULTILINE,
+        on: "Pod",
+        values: "`java`, `python`, `go`, `regex:<first-line pattern>`: one record per stack trace",
+        default: "one record per line",
+    },
+    KeyDoc {
+        key: ADAPTER_TIME_KEY,
+        on: "Pod",
+        values: "the key of the record's time (`@timestamp`, `timestamp`); the time is always RFC 3339",
+        default: "`time`",
+    },
+    KeyDoc {
+        key: ADAPTER_RENAME,
+        on: "Pod",
+        values: "`from=to,from=to` (`message=msg,level=severity`)",
+        default: "keys as the format writes them",
+    },
+    KeyDoc {
+        key: ADAPTER_LEVEL,
+        on: "Pod",
+        values: "`normalize` (to `debug`, `info`, `warn`, `error`, `fatal`), `keep`",
+        default: "`keep`",
     },
     KeyDoc {
         key: AMBASSADOR_UPSTREAM,
@@ -201,6 +233,14 @@ pub struct AdapterRequest {
     pub format: String,
     /// Static fields.
     pub fields: Vec<(String, String)>,
+    /// The validated multiline preset, passed to `entourage adapt --multiline`.
+    pub multiline: Option<String>,
+    /// The time key, when not the default `time`.
+    pub time_key: Option<String>,
+    /// Validated `from=to` renames.
+    pub renames: Vec<(String, String)>,
+    /// Level normalisation.
+    pub level: LevelMode,
 }
 
 /// One ambassador upstream.
@@ -258,13 +298,26 @@ pub fn parse_pod(annotations: Option<&Map<String, Value>>, config: &Config) -> R
         let fields = get(ADAPTER_FIELDS)
             .map(|f| parse_fields(f, &mut errors))
             .unwrap_or_default();
-        request.adapter = Some(AdapterRequest {
+        let mut adapter = AdapterRequest {
             logs,
             format: format.to_string(),
             fields,
-        });
+            multiline: None,
+            time_key: None,
+            renames: Vec::new(),
+            level: LevelMode::Keep,
+        };
+        parse_adapter_output(Lookup(annotations), &mut adapter, &mut errors);
+        request.adapter = Some(adapter);
     } else {
-        for orphan in [ADAPTER_FORMAT, ADAPTER_FIELDS] {
+        for orphan in [
+            ADAPTER_FORMAT,
+            ADAPTER_FIELDS,
+            ADAPTER_MULTILINE,
+            ADAPTER_TIME_KEY,
+            ADAPTER_RENAME,
+            ADAPTER_LEVEL,
+        ] {
             if let Some(v) = get(orphan) {
                 errors.push(err(
                     orphan,
@@ -407,6 +460,67 @@ fn check_format(format: &str) -> Result<(), String> {
 
 /// Keys the adapter writes itself; a static field may not shadow them.
 use super::logformat::RESERVED_KEYS as RESERVED_FIELDS;
+use super::logformat::{parse_renames, parse_time_key, LevelMode, Multiline, MultilineError};
+
+/// Multiline grouping, time key, renames and level: each value checked by the parser `entourage adapt` uses for
+/// the flag it becomes, so admission and runtime never disagree.
+fn parse_adapter_output(get: Lookup<'_>, adapter: &mut AdapterRequest, errors: &mut Vec<AnnotationError>) {
+    if let Some(v) = get.text(ADAPTER_MULTILINE) {
+        match v.parse::<Multiline>() {
+            Ok(_) => adapter.multiline = Some(v.to_string()),
+            Err(MultilineError::Unknown(_)) => errors.push(err(
+                ADAPTER_MULTILINE,
+                v,
+                format!(
+                    "is not a known preset; known presets: {}",
+                    super::logformat::MULTILINE_NAMES.join(", ")
+                ),
+            )),
+            Err(MultilineError::InvalidRegex(e)) => errors.push(err(
+                ADAPTER_MULTILINE,
+                v,
+                format!(
+                    "is not a valid regex: {}",
+                    e.to_string().lines().last().unwrap_or_default().trim()
+                ),
+            )),
+        }
+    }
+    let time_key = match get.text(ADAPTER_TIME_KEY) {
+        None => super::logformat::DEFAULT_TIME_KEY.to_string(),
+        Some(v) => match parse_time_key(v) {
+            Ok(key) => {
+                let clash = adapter.fields.iter().any(|(k, _)| *k == key);
+                if clash {
+                    errors.push(err(
+                        ADAPTER_TIME_KEY,
+                        v,
+                        format!("is also a static field of {ADAPTER_FIELDS}; two keys would collide"),
+                    ));
+                }
+                adapter.time_key = (key != super::logformat::DEFAULT_TIME_KEY).then(|| key.clone());
+                key
+            }
+            Err(e) => {
+                errors.push(err(ADAPTER_TIME_KEY, v, e.to_string()));
+                super::logformat::DEFAULT_TIME_KEY.to_string()
+            }
+        },
+    };
+    if let Some(v) = get.text(ADAPTER_RENAME) {
+        let statics: Vec<&str> = adapter.fields.iter().map(|(k, _)| k.as_str()).collect();
+        match parse_renames(v, &time_key, &statics) {
+            Ok(pairs) => adapter.renames = pairs,
+            Err(refused) => errors.extend(refused.into_iter().map(|e| err(ADAPTER_RENAME, &e.value, e.rule))),
+        }
+    }
+    if let Some(v) = get.text(ADAPTER_LEVEL) {
+        match v.parse::<LevelMode>() {
+            Ok(mode) => adapter.level = mode,
+            Err(rule) => errors.push(err(ADAPTER_LEVEL, v, rule)),
+        }
+    }
+}
 
 fn parse_fields(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, String)> {
     let mut fields: Vec<(String, String)> = Vec::new();

@@ -31,6 +31,8 @@ pub struct Config {
     pub resources: Resources,
     /// Defaults of the ambassador pattern.
     pub ambassador: AmbassadorConfig,
+    /// How the adapter completes times and groups stack traces.
+    pub adapter: AdapterConfig,
     /// Safe defaults for Jobs and CronJobs.
     pub jobs: JobPolicy,
     /// What every injected container takes from `hardening` and `resources`, as JSON, rendered on first use
@@ -197,6 +199,28 @@ impl Default for AmbassadorConfig {
             url_env: "AMBASSADOR_URL".into(),
             auth_secret_key: "token".into(),
             timeout: "30s".into(),
+        }
+    }
+}
+
+/// How the injected adapters complete times and group stack traces (`entourage adapt --time-zone`,
+/// `--multiline-flush-after`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AdapterConfig {
+    /// The zone of source times written without an offset (syslog RFC 3164, `2024-05-01 12:00:00`): an IANA
+    /// name, as the apps of the cluster log in it.
+    pub time_zone: String,
+    /// With `entourage.dev/adapter-multiline`, how long a record waits for more lines once its last line is read
+    /// (so the last exception of a quiet app is not held back), as `1s` or `500ms`.
+    pub multiline_flush_after: String,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        AdapterConfig {
+            time_zone: "UTC".into(),
+            multiline_flush_after: "1s".into(),
         }
     }
 }
@@ -379,6 +403,13 @@ impl Config {
         if let Err(e) = crate::support::duration::parse_timeout(&a.timeout) {
             p.push(format!("ambassador.timeout: {e}"));
         }
+        // The same parsers as `entourage adapt --time-zone` and `--multiline-flush-after`.
+        if let Err(e) = crate::core::logformat::parse_time_zone(&self.adapter.time_zone) {
+            p.push(format!("adapter.timeZone: {e}"));
+        }
+        if let Err(e) = crate::core::logformat::parse_flush_after(&self.adapter.multiline_flush_after) {
+            p.push(format!("adapter.multilineFlushAfter: {e}"));
+        }
         p.extend(self.jobs.problems());
         p
     }
@@ -438,6 +469,17 @@ mod tests {
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }
+    }
+
+    #[test]
+    fn adapter_zone_and_flush_period_are_checked_with_the_adapters_parsers() {
+        let err = Config::from_yaml("adapter:\n  timeZone: Mars/Olympus\n  multilineFlushAfter: 0s\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("adapter.timeZone") && err.contains("Mars/Olympus"), "{err}");
+        assert!(err.contains("adapter.multilineFlushAfter"), "{err}");
+        let c = Config::from_yaml("adapter:\n  timeZone: Europe/Paris\n  multilineFlushAfter: 250ms\n", "t").unwrap();
+        assert_eq!(c.adapter.time_zone, "Europe/Paris");
     }
 
     #[test]

@@ -20,7 +20,8 @@ use super::{
 use crate::support::names::{file_stem, label};
 use crate::{
     core::annotations::{parent_dir, AdapterRequest},
-    core::config::Config,
+    core::config::{AdapterConfig, Config},
+    core::logformat::LevelMode,
 };
 
 /// Where a log directory is found, keyed by directory: the mount readers copy.
@@ -143,10 +144,41 @@ pub(crate) fn plan_adapters<'c>(
             args.push("--field".into());
             args.push(format!("{k}={v}"));
         }
+        args.extend(record_args(adapter, config));
         let native = plan.native;
         plan.add_container(view, Pattern::Adapter, &base, |name| Injected {
             args: Some(args.clone()),
             ..reader(name, &config.images.entourage, &mount, native, config)
         });
     }
+}
+
+/// The flags of multiline grouping, time and keys; each is given only when it differs from the adapter's default,
+/// so Pods that do not use them keep the exact command they had.
+fn record_args(adapter: &AdapterRequest, config: &Config) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut flag = |name: &str, value: String| {
+        args.push(name.into());
+        args.push(value);
+    };
+    if let Some(multiline) = &adapter.multiline {
+        flag("--multiline", multiline.clone());
+        if config.adapter.multiline_flush_after != AdapterConfig::default().multiline_flush_after {
+            flag("--multiline-flush-after", config.adapter.multiline_flush_after.clone());
+        }
+    }
+    if let Some(key) = &adapter.time_key {
+        flag("--time-key", key.clone());
+    }
+    if !adapter.renames.is_empty() {
+        let pairs: Vec<String> = adapter.renames.iter().map(|(f, t)| format!("{f}={t}")).collect();
+        flag("--rename", pairs.join(","));
+    }
+    if adapter.level != LevelMode::Keep {
+        flag("--level", adapter.level.to_string());
+    }
+    if config.adapter.time_zone != AdapterConfig::default().time_zone {
+        flag("--time-zone", config.adapter.time_zone.clone());
+    }
+    args
 }

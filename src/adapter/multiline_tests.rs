@@ -1,0 +1,261 @@
+//! Unit tests of the grouper. The traces are copies of what the runtimes print; tests/multiline_runtimes.rs runs
+//! the runtimes themselves.
+
+use super::*;
+use proptest::prelude::*;
+
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Groups `text`'s lines, all read at one instant, and returns each record's text and cut flag.
+fn group(preset: &str, text: &str) -> Vec<String> {
+    group_with(preset, text, usize::MAX)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect()
+}
+
+fn group_with(preset: &str, text: &str, max_bytes: usize) -> Vec<(String, bool)> {
+    let mut g = Grouper::new(&preset.parse().unwrap(), QUIET, max_bytes);
+    let mut out = Vec::new();
+    let mut emit = |r: Record<'_>| {
+        assert_eq!(r.continuation().is_some(), r.text.len() > r.first_len);
+        out.push((String::from_utf8(r.text.to_vec()).unwrap(), r.cut));
+    };
+    let now = Instant::now();
+    for line in text.split('\n') {
+        g.push(line.as_bytes(), now, &mut emit);
+    }
+    g.finish(&mut emit);
+    out
+}
+
+const JAVA: &str = "2024-05-01 12:00:00.001 INFO  [main] c.e.Shop - started
+2024-05-01 12:00:01.002 ERROR [pool-1-thread-2] c.e.Shop - checkout failed
+java.lang.IllegalStateException: cart 7 is closed
+\tat com.example.Shop.checkout(Shop.java:42)
+\tat com.example.Shop.lambda$main$0(Shop.java:17)
+\tat java.base/java.util.concurrent.ThreadPoolExecutor.runWorker(ThreadPoolExecutor.java:1136)
+\tSuppressed: java.io.IOException: rollback failed
+\t\tat com.example.Shop.rollback(Shop.java:60)
+\t\t... 3 more
+Caused by: java.io.UncheckedIOException: disk full
+\tat com.example.Store.write(Store.java:9)
+\t... 4 more
+Caused by: java.io.IOException
+\t... 5 more
+2024-05-01 12:00:01.003 INFO  [main] c.e.Shop - next";
+
+#[test]
+fn java_exception_with_causes_and_suppressed_is_one_record_with_its_message_line() {
+    let records = group("java", JAVA);
+    assert_eq!(records.len(), 3, "{records:#?}");
+    assert!(records[1].starts_with("2024-05-01 12:00:01.002 ERROR"));
+    assert!(records[1].ends_with("Caused by: java.io.IOException\n\t... 5 more"));
+    assert_eq!(records[2], "2024-05-01 12:00:01.003 INFO  [main] c.e.Shop - next");
+}
+
+#[test]
+fn java_uncaught_exception_starts_its_own_record() {
+    let text = "12:00 INFO ok\nException in thread \"main\" java.lang.RuntimeException: boom\n\tat A.main(A.java:3)";
+    assert_eq!(
+        group("java", text),
+        [
+            "12:00 INFO ok",
+            "Exception in thread \"main\" java.lang.RuntimeException: boom\n\tat A.main(A.java:3)"
+        ]
+    );
+}
+
+#[test]
+fn java_header_needs_a_package_and_a_class_name() {
+    for header in ["java.lang.Error", "com.example.App$Failure: x", "a.B:", "x.y.Z: with: colons"] {
+        assert!(is_java_exception_header(header.as_bytes()), "{header}");
+    }
+    for line in ["INFO started", "Error: x", "java.lang.error: x", "10.0.0.1 GET", "a.B:x", "see a.B here"] {
+        assert!(!is_java_exception_header(line.as_bytes()), "{line}");
+    }
+}
+
+const PYTHON: &str = "2024-05-01 12:00:00,001 INFO shop: started
+2024-05-01 12:00:01,002 ERROR shop: checkout failed
+Traceback (most recent call last):
+  File \"/app/shop.py\", line 12, in checkout
+    cart[\"items\"]
+KeyError: 'items'
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File \"/app/shop.py\", line 14, in checkout
+    raise ValueError(\"no items\") from None
+ValueError: no items
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File \"/app/shop.py\", line 20, in main
+    checkout()
+RuntimeError: checkout failed
+
+2024-05-01 12:00:01,003 INFO shop: next";
+
+#[test]
+fn python_chained_tracebacks_are_one_record_and_the_blank_line_after_stays_alone() {
+    let records = group("python", PYTHON);
+    assert_eq!(records.len(), 4, "{records:#?}");
+    assert!(records[1].starts_with("2024-05-01 12:00:01,002 ERROR shop: checkout failed\nTraceback"));
+    assert!(records[1].ends_with("RuntimeError: checkout failed"));
+    assert_eq!(records[1].matches("Traceback (most recent call last):").count(), 3);
+    assert_eq!(records[2], "");
+    assert_eq!(records[3], "2024-05-01 12:00:01,003 INFO shop: next");
+}
+
+#[test]
+fn python_exception_group_ends_at_the_first_line_that_is_not_indented() {
+    let text = "ERROR failed\n  + Exception Group Traceback (most recent call last):\n  |   File \"x.py\", line 1\n  \
+                | ExceptionGroup: two (2 sub-exceptions)\n  +-+---------------- 1 ----------------\n    \
+                | ValueError: a\n    +------------------------------------\nINFO next";
+    let records = group("python", text);
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records[1], "INFO next");
+}
+
+const GO: &str = "2024/05/01 12:00:00 started
+2024/05/01 12:00:01 worker 3 recovered: boom
+goroutine 7 [running]:
+runtime/debug.Stack()
+\t/usr/lib/go-1.19/src/runtime/debug/stack.go:24 +0x65
+main.worker.func1()
+\t/app/main.go:15 +0x45
+panic({0x4a5b20, 0x4e2b10})
+\t/usr/lib/go-1.19/src/runtime/panic.go:884 +0x212
+main.worker(0x3)
+\t/app/main.go:20 +0x5d
+created by main.main
+\t/app/main.go:30 +0x4c
+2024/05/01 12:00:02 shutting down
+panic: runtime error: invalid memory address or nil pointer dereference
+[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x45a1b2]
+
+goroutine 1 [running]:
+main.main()
+\t/app/main.go:40 +0x12
+
+goroutine 9 [chan receive]:
+main.(*Pool).wait(0xc000010000)
+\t/app/pool.go:8 +0x1d
+created by main.main in goroutine 1
+\t/app/main.go:33 +0x88";
+
+#[test]
+fn go_recovered_stack_joins_its_message_and_a_panic_takes_every_goroutine() {
+    let records = group("go", GO);
+    assert_eq!(records.len(), 4, "{records:#?}");
+    assert!(records[1].starts_with("2024/05/01 12:00:01 worker 3 recovered: boom\ngoroutine 7 [running]:"));
+    assert!(records[1].ends_with("\t/app/main.go:30 +0x4c"));
+    assert_eq!(records[2], "2024/05/01 12:00:02 shutting down");
+    assert!(records[3].starts_with("panic: runtime error"));
+    assert!(records[3].ends_with("created by main.main in goroutine 1\n\t/app/main.go:33 +0x88"));
+}
+
+#[test]
+fn go_fatal_error_starts_a_record_and_a_log_line_ends_it() {
+    let text = "fatal error: concurrent map writes\n\ngoroutine 5 [running]:\nmain.write()\n\t/a.go:3\n2024/05/01 ok";
+    let records = group("go", text);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1], "2024/05/01 ok");
+}
+
+#[test]
+fn regex_first_line_pattern_starts_records_and_everything_else_continues() {
+    let text = "[12:00] a\nmore\n  more\n[12:01] b\n[12:02] c\ntail";
+    assert_eq!(
+        group(r"regex:^\[\d\d:\d\d\]", text),
+        ["[12:00] a\nmore\n  more", "[12:01] b", "[12:02] c\ntail"]
+    );
+}
+
+#[test]
+fn continuation_at_the_start_of_the_file_starts_a_record() {
+    assert_eq!(group("java", "\tat A.b(A.java:1)\nINFO x"), ["\tat A.b(A.java:1)", "INFO x"]);
+}
+
+#[test]
+fn record_at_the_size_cap_is_cut_marked_and_the_rest_starts_the_next_record() {
+    let text = "ERROR x\n\tat a\n\tat b\n\tat c";
+    let records = group_with("java", text, 14);
+    assert_eq!(
+        records,
+        [
+            ("ERROR x\n\tat a".to_string(), true),
+            ("\tat b\n\tat c".to_string(), false)
+        ]
+    );
+}
+
+#[test]
+fn open_record_is_emitted_after_the_quiet_period_and_not_before() {
+    let mut g = Grouper::new(&Multiline::Java, Duration::from_millis(500), 1 << 20);
+    let mut out: Vec<String> = Vec::new();
+    let mut emit = |r: Record<'_>| out.push(String::from_utf8_lossy(r.text).into_owned());
+    let t0 = Instant::now();
+    g.push(b"ERROR failed", t0, &mut emit);
+    g.push(b"java.lang.Error: x", t0 + Duration::from_millis(100), &mut emit);
+    g.push(b"", t0 + Duration::from_millis(200), &mut emit);
+    g.poll(t0 + Duration::from_millis(599), &mut emit);
+    assert!(out.is_empty(), "emitted before the quiet period: {out:?}");
+    g.poll(t0 + Duration::from_millis(700), &mut emit);
+    assert_eq!(out, ["ERROR failed\njava.lang.Error: x", ""]);
+    // A continuation after the flush starts a record of its own: nothing is appended to what was sent.
+    g.push(b"\tat A.b(A.java:1)", t0 + Duration::from_millis(800), &mut emit);
+    g.finish(&mut emit);
+    assert_eq!(out.last().unwrap(), "\tat A.b(A.java:1)");
+}
+
+fn presets() -> impl Strategy<Value = &'static str> {
+    prop_oneof![Just("java"), Just("python"), Just("go"), Just(r"regex:^\d")]
+}
+
+/// Lines drawn from the shapes the presets look at, so that groups of every kind form.
+fn trace_line() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"".to_vec()),
+        Just(b"  ".to_vec()),
+        Just(b"\tat a.B.c(B.java:1)".to_vec()),
+        Just(b"Caused by: java.io.IOException: x".to_vec()),
+        Just(b"java.lang.Error: y".to_vec()),
+        Just(PY_TRACEBACK.to_vec()),
+        Just(b"ValueError: z".to_vec()),
+        Just(PY_CHAINS[0].to_vec()),
+        Just(b"panic: boom".to_vec()),
+        Just(b"goroutine 1 [running]:".to_vec()),
+        Just(b"main.main()".to_vec()),
+        Just(b"1 INFO ok".to_vec()),
+        proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..20),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn grouping_never_drops_or_reorders_a_byte(
+        preset in presets(),
+        lines in proptest::collection::vec(trace_line(), 0..40),
+        max_bytes in 1usize..200,
+        polls in proptest::collection::vec(any::<bool>(), 40),
+    ) {
+        let mut g = Grouper::new(&preset.parse().unwrap(), QUIET, max_bytes);
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut emit = |r: Record<'_>| records.push(r.text.to_vec());
+        let t0 = Instant::now();
+        for (i, line) in lines.iter().enumerate() {
+            let now = t0 + QUIET * (i as u32);
+            g.push(line, now, &mut emit);
+            if polls[i] {
+                g.poll(now + QUIET, &mut emit);
+            }
+        }
+        g.finish(&mut emit);
+        prop_assert_eq!(records.join(&b'\n'), lines.join(&b'\n'));
+        prop_assert_eq!(records.len() <= lines.len(), true);
+    }
+}

@@ -1,0 +1,148 @@
+//! Record times as RFC 3339 with an offset, whatever the source wrote.
+//!
+//! Backends index one time key in one format; apps write times in a dozen. An RFC 3339 time is kept as written;
+//! another source time that carries an offset keeps its instant and offset. One without a zone (`2024-05-01 12:00:00,123` from Python's logging, Go's
+//! `2024/05/01 12:00:00`, most regex captures) is read in the configured zone (`adapter.timeZone`, `--time-zone`,
+//! default UTC: the zone the cluster's apps log in). One without a year (syslog RFC 3164 `May  1 12:00:00`) takes
+//! the year of the file's clock (the read time), the previous year when that would put it more than a month ahead
+//! (a December line read in January). A time that matches none of these is left as written.
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone};
+use chrono_tz::Tz;
+
+/// Layouts with an offset, tried in order after RFC 3339 itself.
+const WITH_OFFSET: &[&str] = &[
+    "%Y-%m-%d %H:%M:%S%.f%:z",
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f %z",
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%d/%b/%Y:%H:%M:%S %z",
+];
+
+/// Layouts without a zone.
+const NAIVE: &[&str] = &[
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y/%m/%d %H:%M:%S%.f",
+    "%d/%b/%Y:%H:%M:%S",
+];
+
+/// The time `raw` stands for, as RFC 3339 with an offset; `None` when it matches no known layout (the caller then
+/// keeps it as written). `read` is the file's clock (UTC) and `zone` the zone of times written without one.
+pub(crate) fn normalize(raw: &str, read: DateTime<FixedOffset>, zone: Tz) -> Option<String> {
+    let raw = raw.trim();
+    if raw.len() < 8 || raw.len() > 48 {
+        return None;
+    }
+    if DateTime::parse_from_rfc3339(raw).is_ok() {
+        // Already what backends want: kept byte for byte (`Z` stays `Z`, the fraction keeps its digits).
+        return Some(raw.to_owned());
+    }
+    // Python's logging writes milliseconds after a comma; chrono reads fractions after a dot.
+    let dotted;
+    let text = match raw.as_bytes().get(19) {
+        Some(b',') => {
+            dotted = format!("{}.{}", &raw[..19], &raw[20..]);
+            dotted.as_str()
+        }
+        _ => raw,
+    };
+    for layout in WITH_OFFSET {
+        if let Ok(t) = DateTime::parse_from_str(text, layout) {
+            return Some(render(t));
+        }
+    }
+    for layout in NAIVE {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, layout) {
+            return in_zone(naive, zone);
+        }
+    }
+    without_year(text, read, zone)
+}
+
+/// `May  1 12:00:00` (RFC 3164): the year from the read time, the previous one if that puts the time more than a
+/// month ahead of it.
+fn without_year(text: &str, read: DateTime<FixedOffset>, zone: Tz) -> Option<String> {
+    let year = read.year();
+    let parse = |year: i32| NaiveDateTime::parse_from_str(&format!("{year} {text}"), "%Y %b %e %H:%M:%S%.f").ok();
+    let naive = parse(year)?;
+    let month_ahead = read.naive_utc().checked_add_signed(chrono::Duration::days(31))?;
+    let naive = if naive > month_ahead {
+        parse(year - 1)?
+    } else {
+        naive
+    };
+    in_zone(naive, zone)
+}
+
+/// A wall-clock time in `zone`; in the hour a DST change repeats, the earlier instant.
+fn in_zone(naive: NaiveDateTime, zone: Tz) -> Option<String> {
+    let t = zone.from_local_datetime(&naive).earliest()?;
+    Some(render(t.fixed_offset()))
+}
+
+fn render(t: DateTime<FixedOffset>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read() -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z").unwrap()
+    }
+
+    fn norm(raw: &str, zone: &str) -> Option<String> {
+        normalize(raw, read(), zone.parse().unwrap())
+    }
+
+    #[test]
+    fn times_with_an_offset_keep_their_instant_and_offset() {
+        for (raw, want) in [
+            ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00Z"),
+            ("2024-05-01T12:00:00.123456+02:00", "2024-05-01T12:00:00.123456+02:00"),
+            ("2024-05-01 12:00:00+0200", "2024-05-01T12:00:00+02:00"),
+            ("2024-05-01 12:00:00.5 -0700", "2024-05-01T12:00:00.500-07:00"),
+            ("10/Oct/2000:13:55:36 -0700", "2000-10-10T13:55:36-07:00"),
+        ] {
+            assert_eq!(norm(raw, "Asia/Tokyo").as_deref(), Some(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn times_without_a_zone_are_read_in_the_configured_zone() {
+        assert_eq!(
+            norm("2024-05-01 12:00:00,123", "Europe/Paris").as_deref(),
+            Some("2024-05-01T12:00:00.123+02:00")
+        );
+        assert_eq!(
+            norm("2024/01/15 08:30:00", "Europe/Paris").as_deref(),
+            Some("2024-01-15T08:30:00+01:00")
+        );
+        assert_eq!(norm("2024-05-01T12:00:00", "UTC").as_deref(), Some("2024-05-01T12:00:00+00:00"));
+    }
+
+    #[test]
+    fn times_without_a_year_take_the_read_times_year_or_the_one_before() {
+        assert_eq!(norm("Apr 30 23:59:58", "UTC").as_deref(), Some("2024-04-30T23:59:58+00:00"));
+        assert_eq!(norm("May  1 12:00:00", "America/New_York").as_deref(), Some("2024-05-01T12:00:00-04:00"));
+        // Read on 2024-05-01: a December line is last year's.
+        assert_eq!(norm("Dec 31 23:00:00", "UTC").as_deref(), Some("2023-12-31T23:00:00+00:00"));
+    }
+
+    #[test]
+    fn a_time_that_matches_no_layout_is_left_to_the_caller() {
+        for raw in ["yesterday", "", "12:00", "2024-13-01 00:00:00", "1714564800"] {
+            assert_eq!(norm(raw, "UTC"), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_wall_time_repeated_by_a_dst_change_is_the_earlier_instant() {
+        assert_eq!(
+            norm("2024-10-27 02:30:00", "Europe/Paris").as_deref(),
+            Some("2024-10-27T02:30:00+02:00")
+        );
+    }
+}
