@@ -55,7 +55,7 @@ fn format_without_message_gets_the_continuation_as_message_before_the_extras() {
     let mut out = Vec::new();
     Shape::default().reshape(&first, Some("more"), false, &ctx, &mut out);
     let text = String::from_utf8(out).unwrap();
-    assert!(text.ends_with(r#""message":"more","file":"/var/log/app.log","app":"shop"}"#.to_owned() + "\n"), "{text}");
+    assert!(text.ends_with("\"message\":\"more\",\"file\":\"/var/log/app.log\",\"app\":\"shop\"}\n"), "{text}");
 }
 
 #[test]

@@ -39,6 +39,9 @@ pub struct AdaptArgs {
     /// A static field added to every object, as `key=value` (repeatable).
     #[arg(long = "field", value_name = "KEY=VALUE")]
     pub fields: Vec<String>,
+    /// Grouping, time and keys.
+    #[command(flatten)]
+    pub records: records::RecordArgs,
 }
 
 /// Errors of the adapter runtime.
@@ -52,6 +55,16 @@ pub enum AdaptError {
     Field {
         /// The argument as given.
         field: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A grouping, time or key flag breaks its rule.
+    #[error("invalid {flag} {value:?}: {reason}")]
+    Record {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: String,
         /// Why it was refused.
         reason: String,
     },
@@ -79,13 +92,16 @@ pub async fn run(args: AdaptArgs) -> Result<(), AdaptError> {
 async fn run_inner(args: AdaptArgs) -> Result<(), AdaptError> {
     let format: Format = args.format.parse()?;
     let fields = parse_fields(&args.fields, &format)?;
-    let ctx = LineContext::new(&args.follow.file.display().to_string(), &fields);
+    let mut ctx = LineContext::new(&args.follow.file.display().to_string(), &fields);
+    let field_keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    let (options, zone) = args.records.parse(&field_keys)?;
+    ctx.set_zone(zone);
     let shutdown = crate::support::shutdown::shutdown_signal().map_err(AdaptError::Signal)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut follower = {
         let stop = Arc::clone(&stop);
         tokio::task::spawn_blocking(move || {
-            let mut sink = sink::JsonSink::new(format, ctx, std::io::stdout().lock());
+            let mut sink = sink::JsonSink::new(format, options, ctx, std::io::stdout().lock());
             crate::follow::follow(&args.follow, &stop, &mut sink)
         })
     };

@@ -53,6 +53,8 @@ pub(crate) struct Grouper {
     text: Vec<u8>,
     first_len: usize,
     open: bool,
+    /// The bytes of the file the open record and the blank lines after it stand for (newlines included).
+    held_input: usize,
     /// Blank lines read after the open record, not yet known to belong to it.
     blanks: Vec<Vec<u8>>,
     /// When the last line was read.
@@ -97,16 +99,19 @@ impl Grouper {
             text: Vec::new(),
             first_len: 0,
             open: false,
+            held_input: 0,
             blanks: Vec::new(),
             last: None,
         }
     }
 
-    /// Takes one line (without its `\n`) read at `now`; calls `emit` for every record this completes.
-    pub(crate) fn push(&mut self, line: &[u8], now: Instant, emit: &mut impl FnMut(Record<'_>)) {
+    /// Takes one line (without its `\n`) that stands for `input` bytes of the file (its newline included, if it
+    /// had one) read at `now`; calls `emit` for every record this completes.
+    pub(crate) fn push(&mut self, line: &[u8], input: usize, now: Instant, emit: &mut impl FnMut(Record<'_>)) {
         self.last = Some(now);
         if is_blank(line) {
             if self.open {
+                self.held_input += input;
                 self.blanks.push(line.to_vec());
             } else {
                 emit(single(line));
@@ -116,13 +121,14 @@ impl Grouper {
         let continues = self.rule.continues(line);
         if !(continues && self.open) {
             self.emit_open(false, emit);
-            return self.start(line);
+            return self.start(line, input);
         }
         let added = self.blanks.iter().map(|b| b.len() + 1).sum::<usize>() + 1 + line.len();
         if self.text.len() + added > self.max_bytes {
             self.emit_open(true, emit);
-            return self.start(line);
+            return self.start(line, input);
         }
+        self.held_input += input;
         for blank in self.blanks.drain(..) {
             self.text.push(b'\n');
             self.text.extend_from_slice(&blank);
@@ -144,7 +150,13 @@ impl Grouper {
         self.emit_open(false, emit);
     }
 
-    fn start(&mut self, line: &[u8]) {
+    /// The bytes of the file that the records held back stand for; see [`Grouper::push`].
+    pub(crate) fn held_input(&self) -> usize {
+        self.held_input
+    }
+
+    fn start(&mut self, line: &[u8], input: usize) {
+        self.held_input = input;
         self.text.clear();
         self.text.extend_from_slice(line);
         self.first_len = line.len();
@@ -164,6 +176,7 @@ impl Grouper {
         for blank in self.blanks.drain(..) {
             emit(single(&blank));
         }
+        self.held_input = 0;
     }
 }
 

@@ -23,7 +23,7 @@ fn group_with(preset: &str, text: &str, max_bytes: usize) -> Vec<(String, bool)>
     };
     let now = Instant::now();
     for line in text.split('\n') {
-        g.push(line.as_bytes(), now, &mut emit);
+        g.push(line.as_bytes(), line.len() + 1, now, &mut emit);
     }
     g.finish(&mut emit);
     out
@@ -197,17 +197,26 @@ fn record_at_the_size_cap_is_cut_marked_and_the_rest_starts_the_next_record() {
 fn open_record_is_emitted_after_the_quiet_period_and_not_before() {
     let mut g = Grouper::new(&Multiline::Java, Duration::from_millis(500), 1 << 20);
     let mut out: Vec<String> = Vec::new();
-    let mut emit = |r: Record<'_>| out.push(String::from_utf8_lossy(r.text).into_owned());
     let t0 = Instant::now();
-    g.push(b"ERROR failed", t0, &mut emit);
-    g.push(b"java.lang.Error: x", t0 + Duration::from_millis(100), &mut emit);
-    g.push(b"", t0 + Duration::from_millis(200), &mut emit);
-    g.poll(t0 + Duration::from_millis(599), &mut emit);
+    let ms = |n| t0 + Duration::from_millis(n);
+    {
+        let mut emit = |r: Record<'_>| out.push(String::from_utf8_lossy(r.text).into_owned());
+        g.push(b"ERROR failed", 13, t0, &mut emit);
+        g.push(b"java.lang.Error: x", 19, ms(100), &mut emit);
+        g.push(b"", 1, ms(200), &mut emit);
+        assert_eq!(g.held_input(), 33);
+        g.poll(ms(699), &mut emit);
+    }
     assert!(out.is_empty(), "emitted before the quiet period: {out:?}");
-    g.poll(t0 + Duration::from_millis(700), &mut emit);
+    {
+        let mut emit = |r: Record<'_>| out.push(String::from_utf8_lossy(r.text).into_owned());
+        g.poll(ms(700), &mut emit);
+    }
     assert_eq!(out, ["ERROR failed\njava.lang.Error: x", ""]);
+    assert_eq!(g.held_input(), 0);
     // A continuation after the flush starts a record of its own: nothing is appended to what was sent.
-    g.push(b"\tat A.b(A.java:1)", t0 + Duration::from_millis(800), &mut emit);
+    let mut emit = |r: Record<'_>| out.push(String::from_utf8_lossy(r.text).into_owned());
+    g.push(b"\tat A.b(A.java:1)", 18, ms(800), &mut emit);
     g.finish(&mut emit);
     assert_eq!(out.last().unwrap(), "\tat A.b(A.java:1)");
 }
@@ -245,16 +254,21 @@ proptest! {
     ) {
         let mut g = Grouper::new(&preset.parse().unwrap(), QUIET, max_bytes);
         let mut records: Vec<Vec<u8>> = Vec::new();
-        let mut emit = |r: Record<'_>| records.push(r.text.to_vec());
         let t0 = Instant::now();
+        let mut pushed = 0;
         for (i, line) in lines.iter().enumerate() {
             let now = t0 + QUIET * (i as u32);
-            g.push(line, now, &mut emit);
+            let mut emit = |r: Record<'_>| records.push(r.text.to_vec());
+            g.push(line, line.len() + 1, now, &mut emit);
             if polls[i] {
                 g.poll(now + QUIET, &mut emit);
             }
+            pushed += line.len() + 1;
+            // What is held is exactly what was pushed and not emitted: the follower's position relies on it.
+            let emitted: usize = records.iter().map(|r| r.len() + 1).sum();
+            prop_assert_eq!(g.held_input(), pushed - emitted);
         }
-        g.finish(&mut emit);
+        g.finish(&mut |r: Record<'_>| records.push(r.text.to_vec()));
         prop_assert_eq!(records.join(&b'\n'), lines.join(&b'\n'));
         prop_assert_eq!(records.len() <= lines.len(), true);
     }

@@ -9,8 +9,80 @@ use std::time::{Duration, Instant};
 use super::keys::Shape;
 use super::multiline::{Grouper, Record};
 use super::output::LineContext;
-use super::{render_line, Format};
-use crate::core::logformat::Multiline;
+use super::{render_line, AdaptError, Format};
+use crate::core::logformat::{self, LevelMode, Multiline};
+
+/// The flags of grouping, time and keys (`entourage.dev/adapter-multiline`, `-time-key`, `-rename`, `-level`,
+/// config `adapter.timeZone` and `adapter.multilineFlushAfter`); each parsed by the grammar the webhook checks the
+/// annotation with (`core::logformat`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecordArgs {
+    /// Group the lines of one event into one record: `java`, `python`, `go` or `regex:<first-line pattern>`.
+    #[arg(long)]
+    pub multiline: Option<String>,
+    /// With --multiline: emit a record once no line has come for this long (`1s`, `500ms`; 10ms to 1m).
+    #[arg(long, default_value = "1s")]
+    pub multiline_flush_after: String,
+    /// With --multiline: a record that reaches this many bytes is emitted with `"truncated":true`; the lines after
+    /// it start the next record.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..=(16 << 20)))]
+    pub multiline_max_bytes: u64,
+    /// The key of each record's time (written as RFC 3339 with an offset).
+    #[arg(long, default_value = logformat::DEFAULT_TIME_KEY)]
+    pub time_key: String,
+    /// Renames of keys, as `from=to,from=to`.
+    #[arg(long)]
+    pub rename: Option<String>,
+    /// `keep` levels as written, or `normalize` them to debug, info, warn, error, fatal.
+    #[arg(long, default_value = "keep")]
+    pub level: String,
+    /// The IANA zone of source times written without an offset.
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: String,
+}
+
+impl RecordArgs {
+    /// The parsed options and the zone; `static_fields` are the `--field` keys, which a rename may not take.
+    pub(crate) fn parse(&self, static_fields: &[&str]) -> Result<(RecordOptions, chrono_tz::Tz), AdaptError> {
+        let refuse = |flag: &'static str, value: &str, reason: String| AdaptError::Record {
+            flag,
+            value: value.to_owned(),
+            reason,
+        };
+        let multiline = match &self.multiline {
+            None => None,
+            Some(name) => {
+                let preset: Multiline = name.parse().map_err(|e: logformat::MultilineError| {
+                    refuse("--multiline", name, e.to_string())
+                })?;
+                let quiet = logformat::parse_flush_after(&self.multiline_flush_after)
+                    .map_err(|e| refuse("--multiline-flush-after", &self.multiline_flush_after, e))?;
+                let max = usize::try_from(self.multiline_max_bytes).unwrap_or(usize::MAX);
+                Some((preset, quiet, max))
+            }
+        };
+        let time_key = logformat::parse_time_key(&self.time_key)
+            .map_err(|e| refuse("--time-key", &self.time_key, e.to_string()))?;
+        if static_fields.contains(&time_key.as_str()) {
+            return Err(refuse("--time-key", &time_key, "is also a --field key".into()));
+        }
+        let renames = match &self.rename {
+            None => Vec::new(),
+            Some(pairs) => logformat::parse_renames(pairs, &time_key, static_fields).map_err(|errors| {
+                let reasons: Vec<String> = errors.iter().map(|e| format!("{:?} {}", e.value, e.rule)).collect();
+                refuse("--rename", pairs, reasons.join("; "))
+            })?,
+        };
+        let level: LevelMode = self.level.parse().map_err(|e| refuse("--level", &self.level, e))?;
+        let zone = logformat::parse_time_zone(&self.time_zone).map_err(|e| refuse("--time-zone", &self.time_zone, e))?;
+        let shape = Shape {
+            time_key: (time_key != logformat::DEFAULT_TIME_KEY).then_some(time_key),
+            renames,
+            level,
+        };
+        Ok((RecordOptions { multiline, shape }, zone))
+    }
+}
 
 /// Turns lines into records and records into JSON objects.
 #[derive(Debug)]
@@ -41,8 +113,9 @@ impl Records {
         }
     }
 
-    /// Takes one line (without its `\n`) read at `now`, appending to `out` every record it completes.
-    pub(crate) fn line(&mut self, line: &[u8], now: Instant, ctx: &LineContext, out: &mut Vec<u8>) {
+    /// Takes one line (without its `\n`; `input` bytes of the file, its newline included) read at `now`, appending to
+    /// `out` every record it completes.
+    pub(crate) fn line(&mut self, line: &[u8], input: usize, now: Instant, ctx: &LineContext, out: &mut Vec<u8>) {
         let Records {
             format,
             grouper,
@@ -52,7 +125,7 @@ impl Records {
         match grouper {
             None if shape.is_identity() => render_line(format, line, ctx, out),
             None => render(format, shape, scratch, single(line), ctx, out),
-            Some(g) => g.push(line, now, &mut |r| render(format, shape, scratch, r, ctx, out)),
+            Some(g) => g.push(line, input, now, &mut |r| render(format, shape, scratch, r, ctx, out)),
         }
     }
 
@@ -67,6 +140,12 @@ impl Records {
         if let Some(g) = grouper {
             g.poll(now, &mut |r| render(format, shape, scratch, r, ctx, out));
         }
+    }
+
+    /// How many input bytes (lines and their newlines) the records held back stand for: the follower must not count
+    /// them as done (its saved position stays before them, so a restart reads them again).
+    pub(crate) fn held_input(&self) -> usize {
+        self.grouper.as_ref().map_or(0, Grouper::held_input)
     }
 
     /// Appends every record still held (at a rotation, at shutdown, at the end of a batch run).
@@ -126,7 +205,7 @@ mod tests {
         let mut out = Vec::new();
         let now = Instant::now();
         for line in lines {
-            records.line(line.as_bytes(), now, &ctx, &mut out);
+            records.line(line.as_bytes(), line.len() + 1, now, &ctx, &mut out);
         }
         records.finish(&ctx, &mut out);
         out.split(|&b| b == b'\n')

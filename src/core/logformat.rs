@@ -4,9 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Keys the adapter writes itself for every line: a static `--field` (`entourage.dev/adapter-fields`) must not
-/// use them.
-pub const RESERVED_KEYS: &[&str] = &["time", "file", "message", "parse_error"];
+/// Keys the adapter writes itself (`truncated` on a grouped record cut at the size cap): a static `--field`
+/// (`entourage.dev/adapter-fields`) or a rename must not use them.
+pub const RESERVED_KEYS: &[&str] = &["time", "file", "message", "parse_error", TRUNCATED_KEY];
 
 /// The names of the formats, as accepted by [`Format::from_str`] (the last one is a pattern).
 pub const FORMAT_NAMES: &[&str] = &[
@@ -167,12 +167,8 @@ pub enum KeyError {
     #[error("is not a key (1-63 letters, digits, _ . - @, not starting with . or -)")]
     Shape,
     /// A key the adapter writes itself.
-    #[error("is a key the adapter writes itself ({})", written_keys())]
+    #[error("is a key the adapter writes itself ({})", RESERVED_KEYS.join(", "))]
     Reserved,
-}
-
-fn written_keys() -> String {
-    RESERVED_KEYS.iter().chain([&TRUNCATED_KEY]).copied().collect::<Vec<_>>().join(", ")
 }
 
 /// The shape every key the adapter is told to write must have: plain enough for every backend's field names
@@ -194,7 +190,7 @@ pub fn check_key(key: &str) -> Result<(), KeyError> {
 /// Parses the time key: `time` itself, or any key the adapter does not write for something else.
 pub fn parse_time_key(key: &str) -> Result<String, KeyError> {
     check_key(key)?;
-    if key != DEFAULT_TIME_KEY && (RESERVED_KEYS.contains(&key) || key == TRUNCATED_KEY) {
+    if key != DEFAULT_TIME_KEY && RESERVED_KEYS.contains(&key) {
         return Err(KeyError::Reserved);
     }
     Ok(key.to_owned())
@@ -235,7 +231,7 @@ pub fn parse_renames(
             refuse(pair, e.to_string());
         } else if from == DEFAULT_TIME_KEY || from == time_key {
             refuse(pair, "renames the time key; set entourage.dev/adapter-time-key instead".into());
-        } else if to == time_key || RESERVED_KEYS.contains(&to) || to == TRUNCATED_KEY {
+        } else if to == time_key || RESERVED_KEYS.contains(&to) {
             refuse(to, format!("{} (and would collide with it)", KeyError::Reserved));
         } else if static_fields.contains(&to) {
             refuse(to, "is a static field of entourage.dev/adapter-fields; two keys would collide".into());

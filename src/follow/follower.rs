@@ -143,6 +143,7 @@ impl<'a, S: Sink> Follower<'a, S> {
                 }
                 let until = self.stop.finishing().then(|| reading.file.metadata().map(|m| m.len()).ok()).flatten();
                 self.drain(reading, until)?;
+                self.offer_held()?;
                 if self.stop.finishing() || self.args.exit_at_eof {
                     break;
                 }
@@ -390,6 +391,16 @@ impl<'a, S: Sink> Follower<'a, S> {
                 self.save(reading)?;
             }
         }
+    }
+
+    /// Hands the held-back bytes over again without new data: a sink that holds whole lines back for a while
+    /// (the adapter's multiline grouping, until a quiet period passes) may be done with them now.
+    fn offer_held(&mut self) -> Result<(), FollowError> {
+        if self.start < self.end {
+            let done = self.sink.consume(&self.buf[self.start..self.end]).map_err(FollowError::Write)?;
+            self.start += done;
+        }
+        Ok(())
     }
 
     fn held(&self) -> u64 {

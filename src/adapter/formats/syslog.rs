@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn rfc3164_time_is_read_in_the_configured_zone() {
-        let mut ctx = LineContext::new("f", &[]);
+        let mut ctx = crate::adapter::LineContext::new("f", &[]);
         ctx.set_read_time(time::OffsetDateTime::from_unix_timestamp(1_714_564_800).unwrap());
         ctx.set_zone(chrono_tz::Europe::Paris);
         let mut out = Vec::new();
