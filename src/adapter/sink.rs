@@ -70,6 +70,14 @@ impl<W: Write> JsonSink<W> {
     }
 }
 
+#[cfg(test)]
+impl JsonSink<Vec<u8>> {
+    /// What was written so far.
+    pub(crate) fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+}
+
 impl<W: Write> Sink for JsonSink<W> {
     fn consume(&mut self, data: &[u8]) -> io::Result<usize> {
         let now = Instant::now();

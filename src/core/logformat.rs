@@ -231,8 +231,10 @@ pub fn parse_renames(
             refuse(pair, e.to_string());
         } else if from == DEFAULT_TIME_KEY || from == time_key {
             refuse(pair, "renames the time key; set entourage.dev/adapter-time-key instead".into());
-        } else if to == time_key || RESERVED_KEYS.contains(&to) {
-            refuse(to, format!("{} (and would collide with it)", KeyError::Reserved));
+        } else if to == time_key {
+            refuse(to, "is the time key (entourage.dev/adapter-time-key); two keys would collide".into());
+        } else if RESERVED_KEYS.contains(&to) {
+            refuse(to, KeyError::Reserved.to_string());
         } else if static_fields.contains(&to) {
             refuse(to, "is a static field of entourage.dev/adapter-fields; two keys would collide".into());
         } else if from == to {

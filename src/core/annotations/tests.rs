@@ -125,3 +125,65 @@ fn bad_secret_name_and_port_are_refused() {
     );
     assert!(first_error(json!({AMBASSADOR_UPSTREAM: "http://h", AMBASSADOR_PORT: "70000"})).contains("not a port"));
 }
+
+#[test]
+fn adapter_multiline_time_key_renames_and_level_are_parsed() {
+    let p = parse(json!({
+        ADAPTER_LOGS: "/var/log/app/a.log",
+        ADAPTER_MULTILINE: "java",
+        ADAPTER_TIME_KEY: "@timestamp",
+        ADAPTER_RENAME: "message=msg, level=severity",
+        ADAPTER_LEVEL: "normalize",
+    }))
+    .unwrap();
+    let a = p.request.adapter.unwrap();
+    assert_eq!(a.multiline.as_deref(), Some("java"));
+    assert_eq!(a.time_key.as_deref(), Some("@timestamp"));
+    assert_eq!(
+        a.renames,
+        vec![("message".into(), "msg".into()), ("level".into(), "severity".into())]
+    );
+    assert_eq!(a.level, LevelMode::Normalize);
+    // The default time key is not passed on: the adapter's default is the same.
+    let p = parse(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_TIME_KEY: "time"})).unwrap();
+    assert_eq!(p.request.adapter.unwrap().time_key, None);
+}
+
+#[test]
+fn bad_adapter_output_values_name_the_annotation_the_value_and_the_rule() {
+    let logs = "/var/log/app/a.log";
+    for (key, value, want) in [
+        (ADAPTER_MULTILINE, "ruby", "\"ruby\" is not a known preset; known presets: java, python, go, regex:"),
+        (ADAPTER_MULTILINE, "regex:^[0-9", "\"regex:^[0-9\" is not a valid regex: error: unclosed character class"),
+        (ADAPTER_TIME_KEY, "my time", "\"my time\" is not a key"),
+        (ADAPTER_TIME_KEY, "message", "\"message\" is a key the adapter writes itself"),
+        (ADAPTER_RENAME, "message=file", "\"file\" is a key the adapter writes itself"),
+        (ADAPTER_RENAME, "msg=severity,level=severity", "\"severity\" is the target of two renames"),
+        (ADAPTER_RENAME, "msg", "\"msg\" is not from=to"),
+        (ADAPTER_RENAME, "time=ts", "\"time=ts\" renames the time key"),
+        (ADAPTER_RENAME, "a=b,b=c", "\"b=c\" chains with another rename"),
+        (ADAPTER_LEVEL, "upper", "\"upper\" is not one of keep, normalize"),
+    ] {
+        let msg = first_error(json!({ADAPTER_LOGS: logs, key: value}));
+        assert!(msg.starts_with(&format!("{key}: ")), "{msg}");
+        assert!(msg.contains(want), "{key}={value}: {msg}");
+    }
+}
+
+#[test]
+fn rename_onto_the_time_key_or_a_static_field_is_refused() {
+    let msg = first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_TIME_KEY: "ts", ADAPTER_RENAME: "when=ts"}));
+    assert!(msg.contains("\"ts\" is the time key"), "{msg}");
+    let msg = first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "app=web", ADAPTER_RENAME: "svc=app"}));
+    assert!(msg.contains("\"app\" is a static field"), "{msg}");
+    let msg = first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "ts=1", ADAPTER_TIME_KEY: "ts"}));
+    assert!(msg.contains("also a static field"), "{msg}");
+}
+
+#[test]
+fn adapter_output_annotations_without_adapter_logs_are_refused() {
+    for key in [ADAPTER_MULTILINE, ADAPTER_TIME_KEY, ADAPTER_RENAME, ADAPTER_LEVEL] {
+        let msg = first_error(json!({key: "x"}));
+        assert!(msg.contains("needs entourage.dev/adapter-logs"), "{msg}");
+    }
+}
