@@ -74,9 +74,10 @@ fn render_message(text: &str, parse_error: bool, ctx: &LineContext, out: &mut Ve
 /// serde_json has checked that it is one object; the extras go in before the closing brace unless the line has
 /// them already.
 fn render_json(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
-    let Ok(TopLevelKeys(keys)) = serde_json::from_str::<TopLevelKeys>(text) else {
+    let Ok(TopLevelKeys(keys, time)) = serde_json::from_str::<TopLevelKeys>(text) else {
         return false;
     };
+    let start = out.len();
     let has = |key: &str| keys.iter().any(|k| k == key);
     // Valid JSON object text: trimmed, it ends with the closing brace.
     let body = text.trim();
@@ -89,11 +90,17 @@ fn render_json(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
         push_str(out, ctx.read_time());
     }
     finish_extras_unless(out, ctx, has);
+    // A time in another layout than RFC 3339 (`2024-05-01 12:00:00`) is rewritten; the rest stays as written.
+    if let Some(time) = time.filter(|t| ctx.normalize_time(t).is_some_and(|n| n != *t)) {
+        let rendered = out.split_off(start);
+        super::keys::Shape::default().reshape(&rendered, None, false, ctx, out);
+    }
     true
 }
 
-/// The keys of a JSON object (values are checked and skipped), or an error if the text is not one object.
-struct TopLevelKeys(Vec<String>);
+/// The keys of a JSON object (values are checked and skipped, but for a string `time`), or an error if the text is
+/// not one object.
+struct TopLevelKeys(Vec<String>, Option<String>);
 
 impl<'de> serde::Deserialize<'de> for TopLevelKeys {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -105,11 +112,18 @@ impl<'de> serde::Deserialize<'de> for TopLevelKeys {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TopLevelKeys, A::Error> {
                 let mut keys = Vec::new();
+                let mut time = None;
                 while let Some(key) = map.next_key::<String>()? {
-                    map.next_value::<serde::de::IgnoredAny>()?;
+                    if key == "time" {
+                        if let serde_json::Value::String(t) = map.next_value::<serde_json::Value>()? {
+                            time = Some(t);
+                        }
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
                     keys.push(key);
                 }
-                Ok(TopLevelKeys(keys))
+                Ok(TopLevelKeys(keys, time))
             }
         }
         deserializer.deserialize_map(Keys)
@@ -344,6 +358,17 @@ mod tests {
         assert_eq!(v["time"], "2020-01-01T00:00:00Z");
         assert_eq!(v["file"], "main.go");
         assert_eq!(v["app"], "shop");
+    }
+
+    #[test]
+    fn json_time_in_another_layout_becomes_rfc3339_and_the_rest_stays() {
+        let v = render(&Format::Json, r#"{"time":"2024-05-01 12:00:00,5","n":1.50,"time2":"x"}"#);
+        assert_eq!(
+            v,
+            json!({"time": "2024-05-01T12:00:00.500+00:00", "n": 1.50, "time2": "x", "file": "/var/log/app.log",
+                   "app": "shop"})
+        );
+        assert_eq!(render(&Format::Json, r#"{"time":"soon"}"#)["time"], "soon");
     }
 
     #[test]
