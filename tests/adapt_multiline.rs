@@ -314,3 +314,62 @@ fn trace_held_by_grouping_survives_kill_9_because_the_saved_position_stays_befor
     assert_eq!(got.first().map(String::as_str), Some("ERROR two\n\tat a.B.c(B.java:1)"), "{got:?}");
     assert_eq!(second.stop("-TERM"), ["ERROR two\n\tat a.B.c(B.java:1)", "INFO three"]);
 }
+
+/// The adapter's arguments exactly as the webhook injected them in a golden case, with the log and position moved
+/// into `dir` and `--exit-at-eof` added.
+fn injected_args(case: &str, dir: &Path) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(case).join("response.json");
+    let response: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let container = response["patch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|op| match &op["value"] {
+            Value::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        })
+        .find(|c| c["args"][0] == "adapt")
+        .expect("an injected adapter");
+    let mut args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+    for (flag, file) in [("--file", "app.log"), ("--position", "app.pos")] {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            args[i + 1] = dir.join(file).display().to_string();
+        }
+    }
+    args.push("--exit-at-eof".into());
+    args
+}
+
+#[test]
+fn adapter_runs_with_the_flags_the_webhook_injects_for_every_multiline_annotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = injected_args("adapter-multiline-java-with-time-key-renames-and-levels", dir.path());
+    append(
+        &dir.path().join("app.log"),
+        "2024-05-01 12:00:00.001 WARNING slow\n2024-05-01 12:00:01.002 SEVERE checkout failed\n\
+         java.lang.IllegalStateException: closed\n\tat a.B.c(B.java:1)\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_entourage")).args(&args[..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let objects: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objects.len(), 2, "{objects:#?}");
+    assert_eq!(objects[0]["@timestamp"], "2024-05-01T12:00:00.001+00:00");
+    assert_eq!(objects[0]["severity"], "warn");
+    assert_eq!(objects[1]["severity"], "error");
+    assert_eq!(
+        objects[1]["msg"],
+        "checkout failed\njava.lang.IllegalStateException: closed\n\tat a.B.c(B.java:1)"
+    );
+    assert!(objects.iter().all(|o| o.get("time").is_none() && o.get("message").is_none()));
+
+    // With the config's zone and quiet period (case.json): times without a zone are read in Europe/Paris.
+    let dir = tempfile::tempdir().unwrap();
+    let args = injected_args("adapter-multiline-python-zone-and-quiet-period-from-config", dir.path());
+    assert!(args.windows(2).any(|w| w == ["--time-zone", "Europe/Paris"]), "{args:?}");
+    append(&dir.path().join("app.log"), "Traceback (most recent call last):\nValueError: x\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_entourage")).args(&args[..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+}

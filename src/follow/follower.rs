@@ -31,6 +31,9 @@ use super::{event, FollowArgs, FollowError, Sink};
 const READ_SIZE: usize = 1 << 20;
 /// Positions are saved (and space given back) at most this often: what a `kill -9` may repeat.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// ...or once this many bytes were streamed since the last save, whichever comes first: a fast writer's file
+/// then keeps at most about this much (plus the backlog) on disk.
+const CHECKPOINT_BYTES: u64 = 4 << 20;
 
 /// Follows `args.file` into `sink` until `stop` is set (then for `--drain-period`, then to the end of the file) or,
 /// with `--exit-at-eof`, until the end of the file.
@@ -74,6 +77,8 @@ struct Follower<'a, S: Sink> {
     progress: &'a Progress,
     checkpoint: Option<Checkpoint>,
     last_checkpoint: Instant,
+    /// The offset saved last (in the file being read).
+    saved_done: u64,
     /// Bytes read and not done with by the sink: `buf[start..end]`.
     buf: Vec<u8>,
     start: usize,
@@ -95,7 +100,10 @@ impl<'a, S: Sink> Follower<'a, S> {
             },
             progress,
             checkpoint: args.position.clone().map(Checkpoint::new),
-            last_checkpoint: Instant::now(),
+            // Due at once: a reader restarted in a loop saves its first position as soon as it has streamed
+            // something, not a second later.
+            last_checkpoint: Instant::now().checked_sub(CHECKPOINT_EVERY).unwrap_or_else(Instant::now),
+            saved_done: 0,
             buf: vec![0; 2 * READ_SIZE],
             start: 0,
             end: 0,
@@ -125,6 +133,7 @@ impl<'a, S: Sink> Follower<'a, S> {
                         self.leave(reading)?;
                         reading.pos = reading.file.seek(SeekFrom::Start(0)).map_err(|e| self.read_error(e))?;
                         reading.tail.clear();
+                        self.saved_done = 0;
                         reading.give_back = GiveBack::new(reading.give_back.enabled(), true, &reading.file);
                     }
                     Rotation::Replaced => {
@@ -365,6 +374,8 @@ impl<'a, S: Sink> Follower<'a, S> {
 
     /// Reads `reading` to its current end (or to `until`), handing the data to the sink.
     fn drain(&mut self, reading: &mut Reading, until: Option<u64>) -> Result<(), FollowError> {
+        // Before the sink may block on a full stdout: the backlog monitor compares the file with this.
+        self.progress.set(reading.ino, reading.pos - self.held());
         loop {
             if until.is_some_and(|until| reading.pos >= until) {
                 return Ok(());
@@ -386,8 +397,11 @@ impl<'a, S: Sink> Follower<'a, S> {
             reading.tail.extend_from_slice(&read[n.saturating_sub(BEFORE_LEN)..]);
             let done = self.sink.consume(&self.buf[self.start..self.end]).map_err(FollowError::Write)?;
             self.start += done;
-            self.progress.set(reading.ino, reading.pos - self.held());
-            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            let done = reading.pos - self.held();
+            self.progress.set(reading.ino, done);
+            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+                || done.saturating_sub(self.saved_done) >= CHECKPOINT_BYTES
+            {
                 self.save(reading)?;
             }
         }
@@ -443,6 +457,7 @@ impl<'a, S: Sink> Follower<'a, S> {
             // Truncated under us: the next poll notices; nothing to save for these bytes.
             return Ok(());
         }
+        self.saved_done = done;
         let position = Position::new(&self.name, reading.dev, reading.ino, done, &before);
         if checkpoint.save(&position) {
             reading.give_back.release(&reading.file, done, &self.args.file);

@@ -91,7 +91,7 @@ fn render_json(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
     }
     finish_extras_unless(out, ctx, has);
     // A time in another layout than RFC 3339 (`2024-05-01 12:00:00`) is rewritten; the rest stays as written.
-    if let Some(time) = time.filter(|t| ctx.normalize_time(t).is_some_and(|n| n != *t)) {
+    if time.is_some_and(|t| ctx.normalize_time(&t).is_some_and(|n| n != t)) {
         let rendered = out.split_off(start);
         super::keys::Shape::default().reshape(&rendered, None, false, ctx, out);
     }

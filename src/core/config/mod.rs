@@ -45,9 +45,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Images {
-    /// The log-streaming sidecar image (runs `tail -n+1 -F FILE`).
+    /// The busybox image of log sidecars when `sidecars.streamer` is `busybox` (runs `tail -n+1 -F FILE`);
+    /// unused otherwise.
     pub sidecar: String,
-    /// The entourage image itself, which runs the adapter and the ambassador.
+    /// The entourage image itself, which runs the streamer, the adapter and the ambassador.
     pub entourage: String,
     /// The pull policy of injected containers.
     pub pull_policy: PullPolicy,
@@ -93,9 +94,16 @@ pub struct Sidecars {
     pub mode: SidecarMode,
     /// The most log files one Pod may list across `sidecar-logs` and `adapter-logs`.
     pub max_log_files: usize,
-    /// `sizeLimit` of the emptyDir volumes entourage creates for log directories (an emptyDir otherwise grows
-    /// until the kubelet evicts the Pod).
+    /// `sizeLimit` of the emptyDir volumes entourage creates for log directories. Past it the kubelet evicts the
+    /// Pod; entourage's readers give back what they streamed, so the volume holds about the unstreamed backlog.
     pub log_volume_size_limit: Quantity,
+    /// What log sidecars run: `entourage` (`entourage stream`: resumes after restarts, gives back disk space,
+    /// drains on stop) or `busybox` (`tail -n+1 -F` from `images.sidecar`, with none of that).
+    pub streamer: Streamer,
+    /// Readers warn when their unstreamed backlog passes this share of `logVolumeSizeLimit`, in percent.
+    pub backlog_warn_percent: u8,
+    /// How long classic-mode injected containers keep working after SIGTERM (`--drain-period`), as `10s`.
+    pub drain_period: String,
 }
 
 impl Default for Sidecars {
@@ -104,8 +112,21 @@ impl Default for Sidecars {
             mode: SidecarMode::Auto,
             max_log_files: 8,
             log_volume_size_limit: Quantity("256Mi".into()),
+            streamer: Streamer::Entourage,
+            backlog_warn_percent: 50,
+            drain_period: "10s".into(),
         }
     }
+}
+
+/// What log sidecars run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Streamer {
+    /// `entourage stream` from `images.entourage`.
+    Entourage,
+    /// `tail -n+1 -F` from `images.sidecar`: repeats the whole file after a restart, never gives back disk space.
+    Busybox,
 }
 
 /// Where injected containers go.
@@ -243,6 +264,38 @@ impl Quantity {
         );
         number_ok && suffix_ok
     }
+
+    /// The quantity in bytes (rounded down), if it is valid.
+    pub fn bytes(&self) -> Option<u64> {
+        if !self.is_valid() {
+            return None;
+        }
+        let s = self.0.as_str();
+        let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (number, suffix) = s.split_at(number_end);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let (multiplier, divisor): (u128, u128) = match suffix {
+            "m" => (1, 1000),
+            "" => (1, 1),
+            "k" => (1000, 1),
+            "M" => (1000u128.pow(2), 1),
+            "G" => (1000u128.pow(3), 1),
+            "T" => (1000u128.pow(4), 1),
+            "P" => (1000u128.pow(5), 1),
+            "E" => (1000u128.pow(6), 1),
+            "Ki" => (1 << 10, 1),
+            "Mi" => (1 << 20, 1),
+            "Gi" => (1 << 30, 1),
+            "Ti" => (1 << 40, 1),
+            "Pi" => (1 << 50, 1),
+            _ => (1 << 60, 1),
+        };
+        // Exact: the digits as an integer, scaled by the fraction's length.
+        let digits: u128 = format!("{whole}{fraction}").parse().ok()?;
+        let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+        let bytes = digits.checked_mul(multiplier)? / divisor / scale;
+        u64::try_from(bytes).ok()
+    }
 }
 
 impl fmt::Display for Quantity {
@@ -344,6 +397,15 @@ impl Config {
             p.push(format!(
                 "sidecars.maxLogFiles: {} is outside 1..=64",
                 self.sidecars.max_log_files
+            ));
+        }
+        if let Err(e) = crate::support::duration::parse_duration(&self.sidecars.drain_period) {
+            p.push(format!("sidecars.drainPeriod: {e}"));
+        }
+        if !(1..=100).contains(&self.sidecars.backlog_warn_percent) {
+            p.push(format!(
+                "sidecars.backlogWarnPercent: {} is outside 1..=100",
+                self.sidecars.backlog_warn_percent
             ));
         }
         if !self.sidecars.log_volume_size_limit.is_valid() {
@@ -498,5 +560,31 @@ mod tests {
         for bad in ["", "Mi", "1.2.3", "10 Mi", "lots", "-1"] {
             assert!(!Quantity(bad.into()).is_valid(), "{bad}");
         }
+    }
+
+    #[test]
+    fn quantities_convert_to_bytes_as_the_apiserver_counts_them() {
+        for (q, bytes) in [
+            ("256Mi", Some(256 << 20)),
+            ("1.5Gi", Some(3 << 29)),
+            ("100M", Some(100_000_000)),
+            ("1k", Some(1000)),
+            ("2500m", Some(2)),
+            ("7", Some(7)),
+            ("lots", None),
+            ("99999Ei", None),
+        ] {
+            assert_eq!(Quantity(q.into()).bytes(), bytes, "{q}");
+        }
+    }
+
+    #[test]
+    fn backlog_warning_share_and_streamer_are_checked_at_load() {
+        let err = Config::from_yaml("sidecars:\n  backlogWarnPercent: 0\n", "t").unwrap_err().to_string();
+        assert!(err.contains("sidecars.backlogWarnPercent: 0 is outside 1..=100"), "{err}");
+        let err = Config::from_yaml("sidecars:\n  streamer: fluentbit\n", "t").unwrap_err().to_string();
+        assert!(err.contains("fluentbit") && err.contains("busybox"), "{err}");
+        let c = Config::from_yaml("sidecars:\n  streamer: busybox\n", "t").unwrap();
+        assert_eq!(c.sidecars.streamer, Streamer::Busybox);
     }
 }
