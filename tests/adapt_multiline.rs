@@ -19,7 +19,9 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/multiline").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/multiline")
+        .join(name)
 }
 
 /// Whether `tool` runs; if not, panics under CI (which must have it) and returns false elsewhere.
@@ -59,26 +61,41 @@ fn adapt(log: &Path, args: &[&str]) -> Vec<Value> {
 }
 
 fn messages(objects: &[Value]) -> Vec<String> {
-    objects.iter().map(|o| o["message"].as_str().unwrap_or_default().to_owned()).collect()
+    objects
+        .iter()
+        .map(|o| o["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// The checks every runtime shares: one record per event, each event once, the whole text in order.
 fn assert_one_record_per_event(log: &Path, events: usize, records: &[String]) {
     let text = fs::read_to_string(log).unwrap();
-    assert_eq!(records.join("\n"), text.trim_end_matches('\n'), "grouping lost or reordered text");
+    assert_eq!(
+        records.join("\n"),
+        text.trim_end_matches('\n'),
+        "grouping lost or reordered text"
+    );
     let ids: Vec<usize> = records
         .iter()
         .map(|r| {
             let first = r.lines().next().unwrap_or_default();
-            let at = first.find("event ").unwrap_or_else(|| panic!("record without an event: {r}"));
+            let at = first
+                .find("event ")
+                .unwrap_or_else(|| panic!("record without an event: {r}"));
             let digits: String = first[at + 6..].chars().take_while(char::is_ascii_digit).collect();
-            let markers = r.match_indices("event ").filter(|(i, _)| r[i + 6..].starts_with(|c: char| c.is_ascii_digit()));
+            let markers = r
+                .match_indices("event ")
+                .filter(|(i, _)| r[i + 6..].starts_with(|c: char| c.is_ascii_digit()));
             assert_eq!(markers.count(), 1, "not one event in {r}");
             digits.parse().unwrap()
         })
         .collect();
     assert_eq!(ids.len(), events, "records: {records:#?}");
-    assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), (0..events).collect(), "{ids:?}");
+    assert_eq!(
+        ids.iter().copied().collect::<BTreeSet<_>>(),
+        (0..events).collect(),
+        "{ids:?}"
+    );
 }
 
 fn count(records: &[String], needle: &str) -> usize {
@@ -92,7 +109,11 @@ fn java_nested_suppressed_and_concurrent_exceptions_are_one_record_each() {
     }
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("shop.log");
-    let out = Command::new("java").arg(fixture("Shop.java")).arg(&log).output().expect("run java");
+    let out = Command::new("java")
+        .arg(fixture("Shop.java"))
+        .arg(&log)
+        .output()
+        .expect("run java");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let events: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let records = messages(&adapt(&log, &["--multiline", "java"]));
@@ -110,7 +131,11 @@ fn python_chained_tracebacks_exception_groups_and_threads_are_one_record_each() 
     }
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("shop.log");
-    let out = Command::new("python3").arg(fixture("shop.py")).arg(&log).output().expect("run python3");
+    let out = Command::new("python3")
+        .arg(fixture("shop.py"))
+        .arg(&log)
+        .output()
+        .expect("run python3");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let events: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let records = messages(&adapt(&log, &["--multiline", "python"]));
@@ -123,7 +148,16 @@ fn python_chained_tracebacks_exception_groups_and_threads_are_one_record_each() 
     let format = r"regex:^(?P<time>\S+ \S+) (?P<level>\w+) \[(?P<thread>[^\]]+)\] (?P<message>.*)$";
     let objects = adapt(
         &log,
-        &["--multiline", "python", "--format", format, "--level", "normalize", "--time-key", "@timestamp"],
+        &[
+            "--multiline",
+            "python",
+            "--format",
+            format,
+            "--level",
+            "normalize",
+            "--time-key",
+            "@timestamp",
+        ],
     );
     assert_eq!(objects.len(), events);
     for o in &objects {
@@ -132,7 +166,10 @@ fn python_chained_tracebacks_exception_groups_and_threads_are_one_record_each() 
         assert!(["info", "error", "warn"].contains(&o["level"].as_str().unwrap()), "{o}");
     }
     let failed = objects.iter().find(|o| o["level"] == "error").unwrap();
-    assert!(failed["message"].as_str().unwrap().contains("\nTraceback (most recent call last):\n"));
+    assert!(failed["message"]
+        .as_str()
+        .unwrap()
+        .contains("\nTraceback (most recent call last):\n"));
 }
 
 #[test]
@@ -166,7 +203,10 @@ fn go_recovered_stacks_and_the_final_panic_with_every_goroutine_are_one_record_e
     let records = messages(&adapt(&log, &["--multiline", "go"]));
     assert_one_record_per_event(&log, events, &records);
     assert_eq!(count(&records, "recovered: runtime error"), 16);
-    assert!(records.iter().filter(|r| r.contains("recovered")).all(|r| r.contains("\ncreated by main.main")));
+    assert!(records
+        .iter()
+        .filter(|r| r.contains("recovered"))
+        .all(|r| r.contains("\ncreated by main.main")));
     let last = records.last().unwrap();
     assert!(last.starts_with("panic: event "), "{last}");
     assert_eq!(last.matches("\ngoroutine ").count(), 3, "{last}");
@@ -214,7 +254,10 @@ impl Running {
     }
 
     fn stop(mut self, signal: &str) -> Vec<String> {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         self.child.wait().unwrap();
         thread::sleep(Duration::from_millis(100));
@@ -250,8 +293,14 @@ fn last_trace_of_a_quiet_app_is_emitted_after_the_quiet_period_and_slow_writes_s
     append(&log, "\tat a.B.c(B.java:1)\n");
     let got = adapter.wait_for(1);
     let waited = written.elapsed();
-    assert_eq!(got, ["ERROR failed\njava.lang.IllegalStateException: x\n\tat a.B.c(B.java:1)"]);
-    assert!(waited >= Duration::from_millis(700), "emitted before the quiet period: {waited:?}");
+    assert_eq!(
+        got,
+        ["ERROR failed\njava.lang.IllegalStateException: x\n\tat a.B.c(B.java:1)"]
+    );
+    assert!(
+        waited >= Duration::from_millis(700),
+        "emitted before the quiet period: {waited:?}"
+    );
     assert!(waited < Duration::from_secs(10), "held back too long: {waited:?}");
     assert_eq!(adapter.stop("-TERM"), got);
 }
@@ -260,7 +309,9 @@ fn last_trace_of_a_quiet_app_is_emitted_after_the_quiet_period_and_slow_writes_s
 fn trace_over_the_size_cap_is_cut_into_marked_records_and_no_byte_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");
-    let frames: Vec<String> = (0..100).map(|i| format!("\tat com.example.Deep.call{i:03}(Deep.java:{i})")).collect();
+    let frames: Vec<String> = (0..100)
+        .map(|i| format!("\tat com.example.Deep.call{i:03}(Deep.java:{i})"))
+        .collect();
     let trace = format!("ERROR deep\njava.lang.StackOverflowError\n{}", frames.join("\n"));
     append(&log, &format!("{trace}\nINFO after\n"));
     let objects = adapt(&log, &["--multiline", "java", "--multiline-max-bytes", "1024"]);
@@ -269,7 +320,10 @@ fn trace_over_the_size_cap_is_cut_into_marked_records_and_no_byte_is_lost() {
     assert_eq!(records[..records.len() - 1].join("\n"), trace);
     assert!(records.iter().all(|r| r.len() <= 1024));
     let cut: Vec<bool> = objects.iter().map(|o| o["truncated"] == true).collect();
-    assert!(cut[..cut.len() - 2].iter().all(|&c| c), "every piece but the last says it was cut: {cut:?}");
+    assert!(
+        cut[..cut.len() - 2].iter().all(|&c| c),
+        "every piece but the last says it was cut: {cut:?}"
+    );
     assert_eq!(records.last().unwrap(), "INFO after");
     assert_eq!(objects.last().unwrap().get("truncated"), None);
 }
@@ -290,7 +344,12 @@ fn trace_split_by_a_rotation_loses_and_repeats_nothing() {
     );
     assert_eq!(
         adapter.stop("-TERM"),
-        ["INFO one", "ERROR two\n\tat a.B.c(B.java:1)", "\tat d.E.f(E.java:2)", "INFO three"]
+        [
+            "INFO one",
+            "ERROR two\n\tat a.B.c(B.java:1)",
+            "\tat d.E.f(E.java:2)",
+            "INFO three"
+        ]
     );
 }
 
@@ -302,7 +361,17 @@ fn trace_held_by_grouping_survives_kill_9_because_the_saved_position_stays_befor
     fs::create_dir_all(position.parent().unwrap()).unwrap();
     let pos = position.to_str().unwrap();
     append(&log, "INFO one\nERROR two\n\tat a.B.c(B.java:1)\n");
-    let first = Running::start(&log, &["--multiline", "java", "--multiline-flush-after", "60s", "--position", pos]);
+    let first = Running::start(
+        &log,
+        &[
+            "--multiline",
+            "java",
+            "--multiline-flush-after",
+            "60s",
+            "--position",
+            pos,
+        ],
+    );
     assert_eq!(first.wait_for(1), ["INFO one"]);
     // Longer than the checkpoint period: a position is saved while the trace is held.
     thread::sleep(Duration::from_millis(1500));
@@ -311,14 +380,21 @@ fn trace_held_by_grouping_survives_kill_9_because_the_saved_position_stays_befor
     let second = Running::start(&log, &["--multiline", "java", "--position", pos]);
     append(&log, "INFO three\n");
     let got = second.wait_for(1);
-    assert_eq!(got.first().map(String::as_str), Some("ERROR two\n\tat a.B.c(B.java:1)"), "{got:?}");
+    assert_eq!(
+        got.first().map(String::as_str),
+        Some("ERROR two\n\tat a.B.c(B.java:1)"),
+        "{got:?}"
+    );
     assert_eq!(second.stop("-TERM"), ["ERROR two\n\tat a.B.c(B.java:1)", "INFO three"]);
 }
 
 /// The adapter's arguments exactly as the webhook injected them in a golden case, with the log and position moved
 /// into `dir` and `--exit-at-eof` added.
 fn injected_args(case: &str, dir: &Path) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(case).join("response.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case)
+        .join("response.json");
     let response: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
     let container = response["patch"]
         .as_array()
@@ -349,10 +425,20 @@ fn adapter_runs_with_the_flags_the_webhook_injects_for_every_multiline_annotatio
         "2024-05-01 12:00:00.001 WARNING slow\n2024-05-01 12:00:01.002 SEVERE checkout failed\n\
          java.lang.IllegalStateException: closed\n\tat a.B.c(B.java:1)\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_entourage")).args(&args[..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let objects: Vec<Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_entourage"))
+        .args(&args[..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(objects.len(), 2, "{objects:#?}");
     assert_eq!(objects[0]["@timestamp"], "2024-05-01T12:00:00.001+00:00");
     assert_eq!(objects[0]["severity"], "warn");
@@ -361,15 +447,30 @@ fn adapter_runs_with_the_flags_the_webhook_injects_for_every_multiline_annotatio
         objects[1]["msg"],
         "checkout failed\njava.lang.IllegalStateException: closed\n\tat a.B.c(B.java:1)"
     );
-    assert!(objects.iter().all(|o| o.get("time").is_none() && o.get("message").is_none()));
+    assert!(objects
+        .iter()
+        .all(|o| o.get("time").is_none() && o.get("message").is_none()));
 
     // With the config's zone and quiet period (case.json): times without a zone are read in Europe/Paris.
     let dir = tempfile::tempdir().unwrap();
     let args = injected_args("adapter-multiline-python-zone-and-quiet-period-from-config", dir.path());
-    assert!(args.windows(2).any(|w| w == ["--time-zone", "Europe/Paris"]), "{args:?}");
-    append(&dir.path().join("app.log"), "Traceback (most recent call last):\nValueError: x\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_entourage")).args(&args[..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        args.windows(2).any(|w| w == ["--time-zone", "Europe/Paris"]),
+        "{args:?}"
+    );
+    append(
+        &dir.path().join("app.log"),
+        "Traceback (most recent call last):\nValueError: x\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_entourage"))
+        .args(&args[..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
 }

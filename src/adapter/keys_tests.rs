@@ -18,13 +18,24 @@ fn shaped(shape: &Shape, format: &str, line: &str, continuation: Option<&str>, c
     render_line(&format.parse::<Format>().unwrap(), line.as_bytes(), &ctx, &mut first);
     let mut out = Vec::new();
     shape.reshape(&first, continuation, cut, &ctx, &mut out);
-    assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(
+        out.iter().filter(|&&b| b == b'\n').count(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     serde_json::from_slice(&out).unwrap()
 }
 
 #[test]
 fn continuation_is_appended_to_the_message_of_the_first_line() {
-    let v = shaped(&Shape::default(), "plain", "ERROR failed", Some("java.lang.Error: x\n\tat A.b()"), false);
+    let v = shaped(
+        &Shape::default(),
+        "plain",
+        "ERROR failed",
+        Some("java.lang.Error: x\n\tat A.b()"),
+        false,
+    );
     assert_eq!(
         v,
         json!({"time": READ_TIME, "message": "ERROR failed\njava.lang.Error: x\n\tat A.b()",
@@ -43,7 +54,10 @@ fn first_line_keeps_its_parsed_fields_and_the_trace_goes_into_message() {
     );
     assert_eq!(v["level"], "ERROR");
     assert_eq!(v["time"], "2024-05-01T14:00:00.250+00:00");
-    assert_eq!(v["message"], "checkout failed\nTraceback (most recent call last):\nValueError: x");
+    assert_eq!(
+        v["message"],
+        "checkout failed\nTraceback (most recent call last):\nValueError: x"
+    );
 }
 
 #[test]
@@ -55,7 +69,10 @@ fn format_without_message_gets_the_continuation_as_message_before_the_extras() {
     let mut out = Vec::new();
     Shape::default().reshape(&first, Some("more"), false, &ctx, &mut out);
     let text = String::from_utf8(out).unwrap();
-    assert!(text.ends_with("\"message\":\"more\",\"file\":\"/var/log/app.log\",\"app\":\"shop\"}\n"), "{text}");
+    assert!(
+        text.ends_with("\"message\":\"more\",\"file\":\"/var/log/app.log\",\"app\":\"shop\"}\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -71,7 +88,13 @@ fn time_key_and_renames_rename_and_levels_normalise() {
         renames: vec![("message".into(), "msg".into()), ("level".into(), "severity".into())],
         level: LevelMode::Normalize,
     };
-    let v = shaped(&shape, "logfmt", "time=\"2024-05-01 12:00:00\" level=WARNING message=disk", None, false);
+    let v = shaped(
+        &shape,
+        "logfmt",
+        "time=\"2024-05-01 12:00:00\" level=WARNING message=disk",
+        None,
+        false,
+    );
     assert_eq!(
         v,
         json!({"@timestamp": "2024-05-01T12:00:00+00:00", "severity": "warn", "msg": "disk",
@@ -89,7 +112,10 @@ fn time_that_does_not_parse_keeps_its_raw_value() {
         ..Shape::default()
     };
     let v = shaped(&shape, "json", r#"{"time":"yesterday","n":1.50}"#, None, false);
-    assert_eq!(v, json!({"ts": "yesterday", "n": 1.50, "file": "/var/log/app.log", "app": "shop"}));
+    assert_eq!(
+        v,
+        json!({"ts": "yesterday", "n": 1.50, "file": "/var/log/app.log", "app": "shop"})
+    );
 }
 
 #[test]
@@ -114,7 +140,10 @@ fn levels_map_to_one_vocabulary_and_unknown_ones_are_kept() {
         ..Shape::default()
     };
     assert_eq!(shaped(&shape, "json", r#"{"level":50}"#, None, false)["level"], "error");
-    assert_eq!(shaped(&shape, "json", r#"{"level":"chatty"}"#, None, false)["level"], "chatty");
+    assert_eq!(
+        shaped(&shape, "json", r#"{"level":"chatty"}"#, None, false)["level"],
+        "chatty"
+    );
 }
 
 #[test]

@@ -139,7 +139,9 @@ impl Grouper {
 
     /// Emits the open record if no line has come for the quiet period.
     pub(crate) fn poll(&mut self, now: Instant, emit: &mut impl FnMut(Record<'_>)) {
-        let quiet = self.last.is_some_and(|t| now.saturating_duration_since(t) >= self.quiet);
+        let quiet = self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.quiet);
         if quiet && (self.open || !self.blanks.is_empty()) {
             self.emit_open(false, emit);
         }
@@ -222,8 +224,12 @@ fn is_java_exception_header(line: &[u8]) -> bool {
     let mut parts = 0;
     let mut last_start = 0;
     for (i, part) in name.split(|&b| b == b'.').enumerate() {
-        let ident = part.first().is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'$')
-            && part.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$');
+        let ident = part
+            .first()
+            .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'$')
+            && part
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$');
         if !ident {
             return false;
         }

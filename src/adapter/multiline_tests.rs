@@ -68,10 +68,22 @@ fn java_uncaught_exception_starts_its_own_record() {
 
 #[test]
 fn java_header_needs_a_package_and_a_class_name() {
-    for header in ["java.lang.Error", "com.example.App$Failure: x", "a.B:", "x.y.Z: with: colons"] {
+    for header in [
+        "java.lang.Error",
+        "com.example.App$Failure: x",
+        "a.B:",
+        "x.y.Z: with: colons",
+    ] {
         assert!(is_java_exception_header(header.as_bytes()), "{header}");
     }
-    for line in ["INFO started", "Error: x", "java.lang.error: x", "10.0.0.1 GET", "a.B:x", "see a.B here"] {
+    for line in [
+        "INFO started",
+        "Error: x",
+        "java.lang.error: x",
+        "10.0.0.1 GET",
+        "a.B:x",
+        "see a.B here",
+    ] {
         assert!(!is_java_exception_header(line.as_bytes()), "{line}");
     }
 }
@@ -177,7 +189,10 @@ fn regex_first_line_pattern_starts_records_and_everything_else_continues() {
 
 #[test]
 fn continuation_at_the_start_of_the_file_starts_a_record() {
-    assert_eq!(group("java", "\tat A.b(A.java:1)\nINFO x"), ["\tat A.b(A.java:1)", "INFO x"]);
+    assert_eq!(
+        group("java", "\tat A.b(A.java:1)\nINFO x"),
+        ["\tat A.b(A.java:1)", "INFO x"]
+    );
 }
 
 #[test]

@@ -52,9 +52,9 @@ impl RecordArgs {
         let multiline = match &self.multiline {
             None => None,
             Some(name) => {
-                let preset: Multiline = name.parse().map_err(|e: logformat::MultilineError| {
-                    refuse("--multiline", name, e.to_string())
-                })?;
+                let preset: Multiline = name
+                    .parse()
+                    .map_err(|e: logformat::MultilineError| refuse("--multiline", name, e.to_string()))?;
                 let quiet = logformat::parse_flush_after(&self.multiline_flush_after)
                     .map_err(|e| refuse("--multiline-flush-after", &self.multiline_flush_after, e))?;
                 let max = usize::try_from(self.multiline_max_bytes).unwrap_or(usize::MAX);
@@ -74,7 +74,8 @@ impl RecordArgs {
             })?,
         };
         let level: LevelMode = self.level.parse().map_err(|e| refuse("--level", &self.level, e))?;
-        let zone = logformat::parse_time_zone(&self.time_zone).map_err(|e| refuse("--time-zone", &self.time_zone, e))?;
+        let zone =
+            logformat::parse_time_zone(&self.time_zone).map_err(|e| refuse("--time-zone", &self.time_zone, e))?;
         let shape = Shape {
             time_key: (time_key != logformat::DEFAULT_TIME_KEY).then_some(time_key),
             renames,
@@ -171,7 +172,14 @@ fn single(line: &[u8]) -> Record<'_> {
 }
 
 /// One record: its first line through the format; the rest, the cut mark and the shape through [`Shape::reshape`].
-fn render(format: &Format, shape: &Shape, scratch: &mut Vec<u8>, record: Record<'_>, ctx: &LineContext, out: &mut Vec<u8>) {
+fn render(
+    format: &Format,
+    shape: &Shape,
+    scratch: &mut Vec<u8>,
+    record: Record<'_>,
+    ctx: &LineContext,
+    out: &mut Vec<u8>,
+) {
     let first = &record.text[..record.first_len];
     let continuation = record.continuation();
     if continuation.is_none() && !record.cut && shape.is_identity() {
@@ -227,9 +235,15 @@ mod tests {
             multiline: Some((Multiline::Java, Duration::from_secs(1), 1 << 20)),
             ..RecordOptions::default()
         };
-        let objects = run(options, &["ERROR x\r", "java.lang.Error: y\r", "\tat a.B.c(B.java:1)\r", "INFO z"]);
+        let objects = run(
+            options,
+            &["ERROR x\r", "java.lang.Error: y\r", "\tat a.B.c(B.java:1)\r", "INFO z"],
+        );
         assert_eq!(objects.len(), 2);
-        assert_eq!(objects[0]["message"], "ERROR x\njava.lang.Error: y\n\tat a.B.c(B.java:1)");
+        assert_eq!(
+            objects[0]["message"],
+            "ERROR x\njava.lang.Error: y\n\tat a.B.c(B.java:1)"
+        );
         assert_eq!(objects[1]["message"], "INFO z");
     }
 }

@@ -138,7 +138,12 @@ mod tests {
     use super::*;
 
     fn sink() -> JsonSink<Vec<u8>> {
-        JsonSink::new(Format::Plain, RecordOptions::default(), LineContext::new("f", &[]), Vec::new())
+        JsonSink::new(
+            Format::Plain,
+            RecordOptions::default(),
+            LineContext::new("f", &[]),
+            Vec::new(),
+        )
     }
 
     fn messages(s: &mut JsonSink<Vec<u8>>) -> Vec<String> {
@@ -206,7 +211,11 @@ mod tests {
             feed(&mut held, &mut s, &text[..cut]);
             feed(&mut held, &mut s, &text[cut..]);
             s.finish(&held).unwrap();
-            assert_eq!(messages(&mut s), ["alpha", "beta", "", "gamma delta", "epsilon"], "cut at {cut}");
+            assert_eq!(
+                messages(&mut s),
+                ["alpha", "beta", "", "gamma delta", "epsilon"],
+                "cut at {cut}"
+            );
         }
     }
 

@@ -22,7 +22,12 @@ fn messages(s: &mut JsonSink<Vec<u8>>) -> Vec<String> {
     String::from_utf8(s.take_output())
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -37,7 +42,14 @@ fn feed(held: &mut Vec<u8>, s: &mut JsonSink<Vec<u8>>, data: &[u8]) -> usize {
 #[test]
 fn lines_held_by_grouping_are_not_done_until_their_record_is_written() {
     let (mut held, mut s) = (Vec::new(), sink(Duration::from_secs(60)));
-    assert_eq!(feed(&mut held, &mut s, b"ERROR x\njava.lang.Error: y\n\tat a.B.c(B.java:1)\n"), 0);
+    assert_eq!(
+        feed(
+            &mut held,
+            &mut s,
+            b"ERROR x\njava.lang.Error: y\n\tat a.B.c(B.java:1)\n"
+        ),
+        0
+    );
     assert!(messages(&mut s).is_empty());
     let done = feed(&mut held, &mut s, b"INFO z\npart");
     assert_eq!(done, "ERROR x\njava.lang.Error: y\n\tat a.B.c(B.java:1)\n".len());
@@ -69,7 +81,12 @@ fn any_split_of_the_input_gives_the_same_records() {
         s.finish(&held).unwrap();
         assert_eq!(
             messages(&mut s),
-            ["1 INFO a", "1 ERROR b\njava.lang.Error: c\n\tat d.E.f(E.java:1)", "", "1 INFO g\n\tmore"],
+            [
+                "1 INFO a",
+                "1 ERROR b\njava.lang.Error: c\n\tat d.E.f(E.java:1)",
+                "",
+                "1 INFO g\n\tmore"
+            ],
             "cut at {cut}"
         );
     }
@@ -80,7 +97,13 @@ fn records_without_options_pass_lines_straight_through() {
     let mut records = Records::new(Format::Plain, RecordOptions::default());
     assert_eq!(records.held_input(), 0);
     let mut out = Vec::new();
-    records.line(b"\tat x", 6, std::time::Instant::now(), &LineContext::new("f", &[]), &mut out);
+    records.line(
+        b"\tat x",
+        6,
+        std::time::Instant::now(),
+        &LineContext::new("f", &[]),
+        &mut out,
+    );
     assert_eq!(records.held_input(), 0);
     assert!(!out.is_empty());
 }

@@ -67,11 +67,7 @@ fn without_year(text: &str, read: DateTime<FixedOffset>, zone: Tz) -> Option<Str
     let parse = |year: i32| NaiveDateTime::parse_from_str(&format!("{year} {text}"), "%Y %b %e %H:%M:%S%.f").ok();
     let naive = parse(year)?;
     let month_ahead = read.naive_utc().checked_add_signed(chrono::Duration::days(31))?;
-    let naive = if naive > month_ahead {
-        parse(year - 1)?
-    } else {
-        naive
-    };
+    let naive = if naive > month_ahead { parse(year - 1)? } else { naive };
     in_zone(naive, zone)
 }
 
@@ -120,15 +116,27 @@ mod tests {
             norm("2024/01/15 08:30:00", "Europe/Paris").as_deref(),
             Some("2024-01-15T08:30:00+01:00")
         );
-        assert_eq!(norm("2024-05-01T12:00:00", "UTC").as_deref(), Some("2024-05-01T12:00:00+00:00"));
+        assert_eq!(
+            norm("2024-05-01T12:00:00", "UTC").as_deref(),
+            Some("2024-05-01T12:00:00+00:00")
+        );
     }
 
     #[test]
     fn times_without_a_year_take_the_read_times_year_or_the_one_before() {
-        assert_eq!(norm("Apr 30 23:59:58", "UTC").as_deref(), Some("2024-04-30T23:59:58+00:00"));
-        assert_eq!(norm("May  1 12:00:00", "America/New_York").as_deref(), Some("2024-05-01T12:00:00-04:00"));
+        assert_eq!(
+            norm("Apr 30 23:59:58", "UTC").as_deref(),
+            Some("2024-04-30T23:59:58+00:00")
+        );
+        assert_eq!(
+            norm("May  1 12:00:00", "America/New_York").as_deref(),
+            Some("2024-05-01T12:00:00-04:00")
+        );
         // Read on 2024-05-01: a December line is last year's.
-        assert_eq!(norm("Dec 31 23:00:00", "UTC").as_deref(), Some("2023-12-31T23:00:00+00:00"));
+        assert_eq!(
+            norm("Dec 31 23:00:00", "UTC").as_deref(),
+            Some("2023-12-31T23:00:00+00:00")
+        );
     }
 
     #[test]

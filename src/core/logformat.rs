@@ -230,13 +230,22 @@ pub fn parse_renames(
         if let Err(e) = check_key(from).and(check_key(to)) {
             refuse(pair, e.to_string());
         } else if from == DEFAULT_TIME_KEY || from == time_key {
-            refuse(pair, "renames the time key; set entourage.dev/adapter-time-key instead".into());
+            refuse(
+                pair,
+                "renames the time key; set entourage.dev/adapter-time-key instead".into(),
+            );
         } else if to == time_key {
-            refuse(to, "is the time key (entourage.dev/adapter-time-key); two keys would collide".into());
+            refuse(
+                to,
+                "is the time key (entourage.dev/adapter-time-key); two keys would collide".into(),
+            );
         } else if RESERVED_KEYS.contains(&to) {
             refuse(to, KeyError::Reserved.to_string());
         } else if static_fields.contains(&to) {
-            refuse(to, "is a static field of entourage.dev/adapter-fields; two keys would collide".into());
+            refuse(
+                to,
+                "is a static field of entourage.dev/adapter-fields; two keys would collide".into(),
+            );
         } else if from == to {
             refuse(pair, "renames a key to itself".into());
         } else if pairs.iter().any(|(f, _)| f == from) {
@@ -244,7 +253,10 @@ pub fn parse_renames(
         } else if pairs.iter().any(|(_, t)| t == to) {
             refuse(to, "is the target of two renames; two keys would collide".into());
         } else if pairs.iter().any(|(f, t)| f == to || t == from) {
-            refuse(pair, "chains with another rename; rename each key once, to its final name".into());
+            refuse(
+                pair,
+                "chains with another rename; rename each key once, to its final name".into(),
+            );
         } else {
             pairs.push((from.to_owned(), to.to_owned()));
         }

@@ -362,7 +362,10 @@ mod tests {
 
     #[test]
     fn json_time_in_another_layout_becomes_rfc3339_and_the_rest_stays() {
-        let v = render(&Format::Json, r#"{"time":"2024-05-01 12:00:00,5","n":1.50,"time2":"x"}"#);
+        let v = render(
+            &Format::Json,
+            r#"{"time":"2024-05-01 12:00:00,5","n":1.50,"time2":"x"}"#,
+        );
         assert_eq!(
             v,
             json!({"time": "2024-05-01T12:00:00.500+00:00", "n": 1.50, "time2": "x", "file": "/var/log/app.log",

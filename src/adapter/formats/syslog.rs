@@ -351,7 +351,9 @@ fn bsd_timestamp<'a>(s: &'a str, ctx: &LineContext) -> Option<(String, &'a str)>
     let time = match ctx.zone() {
         chrono_tz::Tz::UTC => format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"),
         _ => ctx
-            .normalize_time(&format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}"))
+            .normalize_time(&format!(
+                "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}"
+            ))
             .unwrap_or_else(|| format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")),
     };
     Some((time, &s[16..]))

@@ -466,68 +466,6 @@ fn check_format(format: &str) -> Result<(), String> {
 
 /// Keys the adapter writes itself; a static field may not shadow them.
 use super::logformat::RESERVED_KEYS as RESERVED_FIELDS;
-use super::logformat::{parse_renames, parse_time_key, LevelMode, Multiline, MultilineError};
-
-/// Multiline grouping, time key, renames and level: each value checked by the parser `entourage adapt` uses for
-/// the flag it becomes, so admission and runtime never disagree.
-fn parse_adapter_output(get: Lookup<'_>, adapter: &mut AdapterRequest, errors: &mut Vec<AnnotationError>) {
-    if let Some(v) = get.text(ADAPTER_MULTILINE) {
-        match v.parse::<Multiline>() {
-            Ok(_) => adapter.multiline = Some(v.to_string()),
-            Err(MultilineError::Unknown(_)) => errors.push(err(
-                ADAPTER_MULTILINE,
-                v,
-                format!(
-                    "is not a known preset; known presets: {}",
-                    super::logformat::MULTILINE_NAMES.join(", ")
-                ),
-            )),
-            Err(MultilineError::InvalidRegex(e)) => errors.push(err(
-                ADAPTER_MULTILINE,
-                v,
-                format!(
-                    "is not a valid regex: {}",
-                    e.to_string().lines().last().unwrap_or_default().trim()
-                ),
-            )),
-        }
-    }
-    let time_key = match get.text(ADAPTER_TIME_KEY) {
-        None => super::logformat::DEFAULT_TIME_KEY.to_string(),
-        Some(v) => match parse_time_key(v) {
-            Ok(key) => {
-                let clash = adapter.fields.iter().any(|(k, _)| *k == key);
-                if clash {
-                    errors.push(err(
-                        ADAPTER_TIME_KEY,
-                        v,
-                        format!("is also a static field of {ADAPTER_FIELDS}; two keys would collide"),
-                    ));
-                }
-                adapter.time_key = (key != super::logformat::DEFAULT_TIME_KEY).then(|| key.clone());
-                key
-            }
-            Err(e) => {
-                errors.push(err(ADAPTER_TIME_KEY, v, e.to_string()));
-                super::logformat::DEFAULT_TIME_KEY.to_string()
-            }
-        },
-    };
-    if let Some(v) = get.text(ADAPTER_RENAME) {
-        let statics: Vec<&str> = adapter.fields.iter().map(|(k, _)| k.as_str()).collect();
-        match parse_renames(v, &time_key, &statics) {
-            Ok(pairs) => adapter.renames = pairs,
-            Err(refused) => errors.extend(refused.into_iter().map(|e| err(ADAPTER_RENAME, &e.value, e.rule))),
-        }
-    }
-    if let Some(v) = get.text(ADAPTER_LEVEL) {
-        match v.parse::<LevelMode>() {
-            Ok(mode) => adapter.level = mode,
-            Err(rule) => errors.push(err(ADAPTER_LEVEL, v, rule)),
-        }
-    }
-}
-
 fn parse_fields(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, String)> {
     let mut fields: Vec<(String, String)> = Vec::new();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -737,6 +675,10 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 pub use crate::support::names::{is_dns_label, is_dns_subdomain};
+
+mod adapter;
+pub use super::logformat::LevelMode;
+use adapter::parse_adapter_output;
 
 #[cfg(test)]
 mod tests;

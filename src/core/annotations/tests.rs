@@ -153,12 +153,32 @@ fn adapter_multiline_time_key_renames_and_level_are_parsed() {
 fn bad_adapter_output_values_name_the_annotation_the_value_and_the_rule() {
     let logs = "/var/log/app/a.log";
     for (key, value, want) in [
-        (ADAPTER_MULTILINE, "ruby", "\"ruby\" is not a known preset; known presets: java, python, go, regex:"),
-        (ADAPTER_MULTILINE, "regex:^[0-9", "\"regex:^[0-9\" is not a valid regex: error: unclosed character class"),
+        (
+            ADAPTER_MULTILINE,
+            "ruby",
+            "\"ruby\" is not a known preset; known presets: java, python, go, regex:",
+        ),
+        (
+            ADAPTER_MULTILINE,
+            "regex:^[0-9",
+            "\"regex:^[0-9\" is not a valid regex: error: unclosed character class",
+        ),
         (ADAPTER_TIME_KEY, "my time", "\"my time\" is not a key"),
-        (ADAPTER_TIME_KEY, "message", "\"message\" is a key the adapter writes itself"),
-        (ADAPTER_RENAME, "message=file", "\"file\" is a key the adapter writes itself"),
-        (ADAPTER_RENAME, "msg=severity,level=severity", "\"severity\" is the target of two renames"),
+        (
+            ADAPTER_TIME_KEY,
+            "message",
+            "\"message\" is a key the adapter writes itself",
+        ),
+        (
+            ADAPTER_RENAME,
+            "message=file",
+            "\"file\" is a key the adapter writes itself",
+        ),
+        (
+            ADAPTER_RENAME,
+            "msg=severity,level=severity",
+            "\"severity\" is the target of two renames",
+        ),
         (ADAPTER_RENAME, "msg", "\"msg\" is not from=to"),
         (ADAPTER_RENAME, "time=ts", "\"time=ts\" renames the time key"),
         (ADAPTER_RENAME, "a=b,b=c", "\"b=c\" chains with another rename"),

@@ -538,9 +538,16 @@ mod tests {
         let err = Config::from_yaml("adapter:\n  timeZone: Mars/Olympus\n  multilineFlushAfter: 0s\n", "t")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("adapter.timeZone") && err.contains("Mars/Olympus"), "{err}");
+        assert!(
+            err.contains("adapter.timeZone") && err.contains("Mars/Olympus"),
+            "{err}"
+        );
         assert!(err.contains("adapter.multilineFlushAfter"), "{err}");
-        let c = Config::from_yaml("adapter:\n  timeZone: Europe/Paris\n  multilineFlushAfter: 250ms\n", "t").unwrap();
+        let c = Config::from_yaml(
+            "adapter:\n  timeZone: Europe/Paris\n  multilineFlushAfter: 250ms\n",
+            "t",
+        )
+        .unwrap();
         assert_eq!(c.adapter.time_zone, "Europe/Paris");
     }
 
@@ -580,9 +587,16 @@ mod tests {
 
     #[test]
     fn backlog_warning_share_and_streamer_are_checked_at_load() {
-        let err = Config::from_yaml("sidecars:\n  backlogWarnPercent: 0\n", "t").unwrap_err().to_string();
-        assert!(err.contains("sidecars.backlogWarnPercent: 0 is outside 1..=100"), "{err}");
-        let err = Config::from_yaml("sidecars:\n  streamer: fluentbit\n", "t").unwrap_err().to_string();
+        let err = Config::from_yaml("sidecars:\n  backlogWarnPercent: 0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sidecars.backlogWarnPercent: 0 is outside 1..=100"),
+            "{err}"
+        );
+        let err = Config::from_yaml("sidecars:\n  streamer: fluentbit\n", "t")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fluentbit") && err.contains("busybox"), "{err}");
         let c = Config::from_yaml("sidecars:\n  streamer: busybox\n", "t").unwrap();
         assert_eq!(c.sidecars.streamer, Streamer::Busybox);
