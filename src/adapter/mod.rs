@@ -96,7 +96,7 @@ async fn run_inner(args: AdaptArgs) -> Result<(), AdaptError> {
     let fields = parse_fields(&args.fields, &format)?;
     let mut ctx = LineContext::new(&args.follow.file.display().to_string(), &fields);
     let field_keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
-    let (options, zone) = args.records.parse(&field_keys)?;
+    let (options, zone) = args.records.parse(&format, &field_keys)?;
     ctx.set_zone(zone);
     let shutdown = crate::support::shutdown::shutdown_signal().map_err(AdaptError::Signal)?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -42,8 +42,13 @@ pub struct RecordArgs {
 }
 
 impl RecordArgs {
-    /// The parsed options and the zone; `static_fields` are the `--field` keys, which a rename may not take.
-    pub(crate) fn parse(&self, static_fields: &[&str]) -> Result<(RecordOptions, chrono_tz::Tz), AdaptError> {
+    /// The parsed options and the zone; `static_fields` are the `--field` keys, which the time key and renames may
+    /// not take, nor the keys `format` writes.
+    pub(crate) fn parse(
+        &self,
+        format: &Format,
+        static_fields: &[&str],
+    ) -> Result<(RecordOptions, chrono_tz::Tz), AdaptError> {
         let refuse = |flag: &'static str, value: &str, reason: String| AdaptError::Record {
             flag,
             value: value.to_owned(),
@@ -63,12 +68,11 @@ impl RecordArgs {
         };
         let time_key = logformat::parse_time_key(&self.time_key)
             .map_err(|e| refuse("--time-key", &self.time_key, e.to_string()))?;
-        if static_fields.contains(&time_key.as_str()) {
-            return Err(refuse("--time-key", &time_key, "is also a --field key".into()));
-        }
+        logformat::check_time_key_collisions(&time_key, format, static_fields)
+            .map_err(|e| refuse("--time-key", &time_key, e))?;
         let renames = match &self.rename {
             None => Vec::new(),
-            Some(pairs) => logformat::parse_renames(pairs, &time_key, static_fields).map_err(|errors| {
+            Some(pairs) => logformat::parse_renames(pairs, &time_key, static_fields, format).map_err(|errors| {
                 let reasons: Vec<String> = errors.iter().map(|e| format!("{:?} {}", e.value, e.rule)).collect();
                 refuse("--rename", pairs, reasons.join("; "))
             })?,

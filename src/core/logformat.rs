@@ -81,6 +81,51 @@ impl FromStr for Format {
     }
 }
 
+/// Every key the `nginx`, `apache-combined` and `apache-common` formats may write.
+pub const CLF_KEYS: &[&str] = &[
+    "time",
+    "remote_addr",
+    "ident",
+    "remote_user",
+    "method",
+    "path",
+    "protocol",
+    "request",
+    "status",
+    "bytes",
+    "referer",
+    "user_agent",
+    "extra",
+];
+
+/// Every key the `syslog` format may write.
+pub const SYSLOG_KEYS: &[&str] = &[
+    "time",
+    "priority",
+    "facility",
+    "severity",
+    "hostname",
+    "app_name",
+    "procid",
+    "msgid",
+    "structured_data",
+    "message",
+];
+
+impl Format {
+    /// The keys this format may write for a line, when they are known before reading any line; `None` for formats
+    /// whose keys come from the line itself (`json`, `logfmt`: there the line's own key wins over an extra field).
+    pub fn keys(&self) -> Option<Vec<&str>> {
+        match self {
+            Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => Some(CLF_KEYS.to_vec()),
+            Format::Syslog => Some(SYSLOG_KEYS.to_vec()),
+            Format::Plain => Some(vec!["time", "message"]),
+            Format::Regex(re) => Some(std::iter::once("time").chain(re.capture_names().flatten()).collect()),
+            Format::Logfmt | Format::Json => None,
+        }
+    }
+}
+
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -196,6 +241,17 @@ pub fn parse_time_key(key: &str) -> Result<String, KeyError> {
     Ok(key.to_owned())
 }
 
+/// Checks the time key against the other keys of a record: those the format writes and the static fields.
+pub fn check_time_key_collisions(key: &str, format: &Format, static_fields: &[&str]) -> Result<(), String> {
+    if key != DEFAULT_TIME_KEY && format.keys().unwrap_or_default().contains(&key) {
+        return Err(format!("is a key the {format} format writes; two keys would collide"));
+    }
+    if static_fields.contains(&key) {
+        return Err("is also a static field (entourage.dev/adapter-fields); two keys would collide".into());
+    }
+    Ok(())
+}
+
 /// One refused pair of `adapter-rename`: the pair (or key) and the rule, phrased to follow it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenameError {
@@ -207,13 +263,16 @@ pub struct RenameError {
 
 /// Parses `from=to,from=to` (`entourage.dev/adapter-rename`, `entourage adapt --rename`): each key a record may
 /// have is written under its new name. Every refused pair is reported. A target may not be a key the adapter
-/// writes (the time key included: `adapter-time-key` names it), a static field, or another pair's key, since two
-/// keys of one object would then collide; `time` is renamed with `adapter-time-key`, not here.
+/// writes (the time key included: `adapter-time-key` names it), a key the format writes, a static field, or
+/// another pair's key, since two keys of one object would then collide; `time` is renamed with `adapter-time-key`,
+/// not here.
 pub fn parse_renames(
     value: &str,
     time_key: &str,
     static_fields: &[&str],
+    format: &Format,
 ) -> Result<Vec<(String, String)>, Vec<RenameError>> {
+    let format_keys = format.keys().unwrap_or_default();
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut errors = Vec::new();
     let mut refuse = |value: &str, rule: String| {
@@ -241,6 +300,11 @@ pub fn parse_renames(
             );
         } else if RESERVED_KEYS.contains(&to) {
             refuse(to, KeyError::Reserved.to_string());
+        } else if format_keys.contains(&to) {
+            refuse(
+                to,
+                format!("is a key the {format} format writes; two keys would collide"),
+            );
         } else if static_fields.contains(&to) {
             refuse(
                 to,

@@ -12,22 +12,8 @@ use super::{quoted, LineContext, ObjectWriter};
 use memchr::{memchr, memchr2};
 use std::borrow::Cow;
 
-/// Every key this parser may write.
-pub(super) const KEYS: &[&str] = &[
-    "time",
-    "remote_addr",
-    "ident",
-    "remote_user",
-    "method",
-    "path",
-    "protocol",
-    "request",
-    "status",
-    "bytes",
-    "referer",
-    "user_agent",
-    "extra",
-];
+/// Every key this parser may write (listed in `core::logformat`, where admission checks renames against it).
+pub(super) const KEYS: &[&str] = crate::core::logformat::CLF_KEYS;
 
 /// Writes the object for one line; false (with nothing written) if the line is not in this format.
 pub(super) fn render(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {

@@ -15,20 +15,6 @@ use std::fmt;
 
 pub use crate::core::logformat::{Format, FormatError, FORMAT_NAMES};
 
-impl Format {
-    /// The keys this format may write for a line, when they are known before reading any line; `None` for formats
-    /// whose keys come from the line itself (`json`, `logfmt`: there the line's own key wins over an extra field).
-    pub fn keys(&self) -> Option<Vec<&str>> {
-        match self {
-            Format::Nginx | Format::ApacheCombined | Format::ApacheCommon => Some(clf::KEYS.to_vec()),
-            Format::Syslog => Some(syslog::KEYS.to_vec()),
-            Format::Plain => Some(vec!["time", "message"]),
-            Format::Regex(re) => Some(std::iter::once("time").chain(re.capture_names().flatten()).collect()),
-            Format::Logfmt | Format::Json => None,
-        }
-    }
-}
-
 /// Appends to `out` one JSON object and a newline for one line (without its `\n`; a trailing `\r` is ignored).
 ///
 /// Never fails: a line that does not parse as `format` is written with its raw text as `message` and

@@ -10,18 +10,7 @@ use crate::adapter::output::push_str;
 use std::borrow::Cow;
 
 /// Every key this parser may write.
-pub(super) const KEYS: &[&str] = &[
-    "time",
-    "priority",
-    "facility",
-    "severity",
-    "hostname",
-    "app_name",
-    "procid",
-    "msgid",
-    "structured_data",
-    "message",
-];
+pub(super) const KEYS: &[&str] = crate::core::logformat::SYSLOG_KEYS;
 
 const FACILITIES: [&str; 24] = [
     "kern",

@@ -198,6 +198,15 @@ fn rename_onto_the_time_key_or_a_static_field_is_refused() {
     assert!(msg.contains("\"app\" is a static field"), "{msg}");
     let msg = first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FIELDS: "ts=1", ADAPTER_TIME_KEY: "ts"}));
     assert!(msg.contains("also a static field"), "{msg}");
+    let msg =
+        first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FORMAT: "syslog", ADAPTER_RENAME: "level=severity"}));
+    assert!(msg.contains("\"severity\" is a key the syslog format writes"), "{msg}");
+    let msg = first_error(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FORMAT: "nginx", ADAPTER_TIME_KEY: "status"}));
+    assert!(msg.contains("\"status\" is a key the nginx format writes"), "{msg}");
+    // A JSON line's keys are not known in advance: its own key wins, as for static fields.
+    assert!(
+        parse(json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FORMAT: "json", ADAPTER_RENAME: "msg=message_text"})).is_ok()
+    );
 }
 
 #[test]
