@@ -12,8 +12,6 @@ use super::{quoted, LineContext, ObjectWriter};
 use memchr::{memchr, memchr2};
 use std::borrow::Cow;
 
-/// Every key this parser may write (listed in `core::logformat`, where admission checks renames against it).
-pub(super) const KEYS: &[&str] = crate::core::logformat::CLF_KEYS;
 
 /// Writes the object for one line; false (with nothing written) if the line is not in this format.
 pub(super) fn render(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {

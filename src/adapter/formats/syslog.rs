@@ -9,8 +9,6 @@ use super::{LineContext, ObjectWriter};
 use crate::adapter::output::push_str;
 use std::borrow::Cow;
 
-/// Every key this parser may write.
-pub(super) const KEYS: &[&str] = crate::core::logformat::SYSLOG_KEYS;
 
 const FACILITIES: [&str; 24] = [
     "kern",
