@@ -50,16 +50,18 @@ impl Shape {
             out.extend_from_slice(object);
             return;
         };
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
         let mut obj = ObjectWriter::begin(out);
         let mut continuation = continuation;
+        let has_message = keys.contains(&"message");
         for (key, value) in &pairs {
-            if key == "file" {
+            if key == "file" && !has_message {
                 // The extras (`file`, static fields) close every object: the grouped text goes before them.
                 if let Some(rest) = continuation.take() {
-                    obj.str(self.name("message"), rest);
+                    obj.str(self.name("message", &keys), rest);
                 }
             }
-            let name = self.name(key);
+            let name = self.name(key, &keys);
             match key.as_ref() {
                 DEFAULT_TIME_KEY => match as_str(value) {
                     Some(raw) => match ctx.normalize_time(&raw) {
@@ -84,23 +86,31 @@ impl Shape {
             }
         }
         if let Some(rest) = continuation {
-            obj.str(self.name("message"), rest);
+            obj.str(self.name("message", &keys), rest);
         }
         if cut {
-            obj.raw(self.name(TRUNCATED_KEY), b"true");
+            obj.raw(self.name(TRUNCATED_KEY, &keys), b"true");
         }
         obj.close();
     }
 
-    /// The key `key` is written under.
-    fn name<'k>(&'k self, key: &'k str) -> &'k str {
-        if key == DEFAULT_TIME_KEY {
-            return self.time_key.as_deref().unwrap_or(DEFAULT_TIME_KEY);
+    /// The key `key` is written under in a record whose keys are `present`: its new name, unless the record
+    /// already has a key of that name (a JSON or logfmt line's own keys are not known at admission), which would
+    /// then appear twice: the line's own key wins, and `key` keeps its name.
+    fn name<'k>(&'k self, key: &'k str, present: &[&str]) -> &'k str {
+        let to = if key == DEFAULT_TIME_KEY {
+            self.time_key.as_deref().unwrap_or(DEFAULT_TIME_KEY)
+        } else {
+            self.renames
+                .iter()
+                .find(|(from, _)| from == key)
+                .map_or(key, |(_, to)| to.as_str())
+        };
+        if to != key && present.contains(&to) {
+            key
+        } else {
+            to
         }
-        self.renames
-            .iter()
-            .find(|(from, _)| from == key)
-            .map_or(key, |(_, to)| to.as_str())
     }
 }
 

@@ -155,3 +155,38 @@ fn identity_shape_is_only_the_default() {
     };
     assert!(!levels.is_identity());
 }
+
+#[test]
+fn a_json_line_with_message_after_file_gets_the_continuation_once() {
+    let v = shaped(
+        &Shape::default(),
+        "json",
+        r#"{"file":"main.go","message":"boom"}"#,
+        Some("goroutine 1"),
+        false,
+    );
+    assert_eq!(v["message"], "boom\ngoroutine 1");
+    assert_eq!(v["file"], "main.go");
+}
+
+#[test]
+fn a_rename_onto_a_key_the_line_has_keeps_both_keys_under_their_own_names() {
+    let shape = Shape {
+        time_key: Some("ts".into()),
+        renames: vec![("message".into(), "msg".into())],
+        level: LevelMode::Keep,
+    };
+    let ctx = ctx();
+    let mut out = Vec::new();
+    shape.reshape(
+        br#"{"time":"t","ts":1,"message":"a","msg":"b"}"#,
+        None,
+        false,
+        &ctx,
+        &mut out,
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"time\":\"t\",\"ts\":1,\"message\":\"a\",\"msg\":\"b\"}\n"
+    );
+}

@@ -216,6 +216,13 @@ impl Rule {
 /// `java.lang.IllegalStateException: boom`, `com.example.App$Failure`: a class name with a package, its last part
 /// capitalised, alone or followed by `: message`.
 fn is_java_exception_header(line: &[u8]) -> bool {
+    // Most lines start with a date or a level: out at the first byte.
+    if !line
+        .first()
+        .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'$')
+    {
+        return false;
+    }
     let end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
     if end < line.len() && !matches!(line.get(end + 1), None | Some(b' ')) {
         return false;

@@ -107,3 +107,43 @@ fn records_without_options_pass_lines_straight_through() {
     assert_eq!(records.held_input(), 0);
     assert!(!out.is_empty());
 }
+
+proptest::proptest! {
+    /// Whatever the chunks the follower hands over, and whenever it hands held bytes over again, the records hold
+    /// every line once, in order; and what is reported done is exactly what was written.
+    #[test]
+    fn any_chunking_and_any_quiet_flush_keep_every_line_once_in_order(
+        lines in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "", "1 INFO a", "1 ERROR b", "java.lang.Error: c", "\tat d.E.f(E.java:1)", "Caused by: x.Y: z",
+                "\t... 3 more", "plain", "  indented",
+            ]),
+            0..30,
+        ),
+        cuts in proptest::collection::vec(0usize..400, 0..8),
+        pauses in proptest::collection::vec(proptest::bool::ANY, 8),
+    ) {
+        let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        let mut cuts = cuts.into_iter().map(|c| c.min(text.len())).collect::<Vec<_>>();
+        cuts.push(text.len());
+        cuts.sort_unstable();
+        let (mut held, mut s) = (Vec::new(), sink(Duration::from_millis(1)));
+        let (mut at, mut done) = (0, 0);
+        let mut all: Vec<String> = Vec::new();
+        for (i, cut) in cuts.into_iter().enumerate() {
+            done += feed(&mut held, &mut s, text[at..cut].as_bytes());
+            at = cut;
+            if pauses[i % pauses.len()] {
+                std::thread::sleep(Duration::from_millis(2));
+                done += feed(&mut held, &mut s, b"");
+            }
+            all.extend(messages(&mut s));
+            // Done is exactly what reached the output: the saved position never passes a held line.
+            proptest::prop_assert_eq!(all.iter().map(|m| m.len() + 1).sum::<usize>(), done);
+        }
+        s.finish(&held).unwrap();
+        all.extend(messages(&mut s));
+        let joined = all.iter().map(|m| format!("{m}\n")).collect::<String>();
+        proptest::prop_assert_eq!(joined, text);
+    }
+}

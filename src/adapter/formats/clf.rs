@@ -12,7 +12,6 @@ use super::{quoted, LineContext, ObjectWriter};
 use memchr::{memchr, memchr2};
 use std::borrow::Cow;
 
-
 /// Writes the object for one line; false (with nothing written) if the line is not in this format.
 pub(super) fn render(text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
     let mut obj = ObjectWriter::begin(out);

@@ -9,7 +9,6 @@ use super::{LineContext, ObjectWriter};
 use crate::adapter::output::push_str;
 use std::borrow::Cow;
 
-
 const FACILITIES: [&str; 24] = [
     "kern",
     "user",
