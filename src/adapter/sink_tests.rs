@@ -131,7 +131,7 @@ proptest::proptest! {
         let (mut at, mut done) = (0, 0);
         let mut all: Vec<String> = Vec::new();
         for (i, cut) in cuts.into_iter().enumerate() {
-            done += feed(&mut held, &mut s, text[at..cut].as_bytes());
+            done += feed(&mut held, &mut s, &text.as_bytes()[at..cut]);
             at = cut;
             if pauses[i % pauses.len()] {
                 std::thread::sleep(Duration::from_millis(2));
