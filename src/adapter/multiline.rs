@@ -14,11 +14,12 @@
 //! What the presets recognise follows what the runtimes print:
 //! - every preset: an indented line continues the record before it;
 //! - Java: an exception header (`java.lang.IllegalStateException: boom`, as logging frameworks print it under the
-//!   message line), `Caused by: …`; `\tat …`, `\t... N more`, `\tSuppressed: …` are indented;
+//!   message line), `Caused by: …` (logback's root-cause-first order: `Wrapped by: …`); `\tat …`, `\t... N more`, `\tSuppressed: …` are indented;
 //! - Python: `Traceback (most recent call last):` (and `+ Exception Group Traceback …`) through the final
 //!   exception line, then `During handling of the above exception…` / `The above exception was the direct cause…`
 //!   and the next traceback;
-//! - Go: `panic: …` and `fatal error: …` start a record; `goroutine N […]:` (also as `runtime/debug.Stack` prints
+//! - Go: `panic: …` and `fatal error: …` start a record (after `runtime: …` lines, they continue theirs);
+//!   `runtime stack:`, `goroutine N […]:` (also as `runtime/debug.Stack` prints
 //!   it under a message line), frames (`main.main()`), `created by …`, `[signal …]` continue it.
 
 use std::time::{Duration, Instant};
@@ -80,6 +81,8 @@ enum Py {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GoState {
     Normal,
+    /// After `runtime: …` lines, which the runtime prints before some fatal errors (stack overflow).
+    Runtime,
     Dump,
 }
 
@@ -202,7 +205,12 @@ impl Rule {
     /// Whether `line` (not blank) continues the record before it; updates the preset's state.
     fn continues(&mut self, line: &[u8]) -> bool {
         match self {
-            Rule::Java => is_indented(line) || line.starts_with(b"Caused by: ") || is_java_exception_header(line),
+            Rule::Java => {
+                is_indented(line)
+                    || line.starts_with(b"Caused by: ")
+                    || line.starts_with(b"Wrapped by: ")
+                    || is_java_exception_header(line)
+            }
             Rule::Python(state) => python(state, line),
             Rule::Go(state) => go(state, line),
             Rule::Regex(re) => !match std::str::from_utf8(line) {
@@ -278,9 +286,15 @@ fn python(state: &mut Py, line: &[u8]) -> bool {
 }
 
 fn go(state: &mut GoState, line: &[u8]) -> bool {
+    if line.starts_with(b"runtime: ") {
+        let continues = *state == GoState::Runtime;
+        *state = GoState::Runtime;
+        return continues;
+    }
     if line.starts_with(b"panic: ") || line.starts_with(b"fatal error: ") {
+        let continues = *state == GoState::Runtime;
         *state = GoState::Dump;
-        return false;
+        return continues;
     }
     if is_goroutine_header(line) {
         *state = GoState::Dump;
@@ -289,6 +303,7 @@ fn go(state: &mut GoState, line: &[u8]) -> bool {
     let in_dump = *state == GoState::Dump
         && (line.starts_with(b"created by ")
             || line.starts_with(b"[signal ")
+            || line == b"runtime stack:"
             || line.starts_with(b"...additional frames elided...")
             || is_go_frame(line));
     if !in_dump && !is_indented(line) {

@@ -179,6 +179,24 @@ fn go_fatal_error_starts_a_record_and_a_log_line_ends_it() {
 }
 
 #[test]
+fn go_stack_overflow_with_its_runtime_lines_and_runtime_stack_is_one_record() {
+    let text = "2024/05/01 ok\nruntime: goroutine stack exceeds 1000000000-byte limit\nruntime: sp=0xc020160398 \
+                stack=[0xc020160000, 0xc040160000]\nfatal error: stack overflow\n\nruntime stack:\n\
+                runtime.throw({0x4a3c3a?, 0x5ae4c0?})\n\t/usr/lib/go/src/runtime/panic.go:1047 +0x5d\n\n\
+                goroutine 1 [running]:\nmain.f(0x0)\n\t/a.go:3\n2024/05/01 next";
+    let records = group("go", text);
+    assert_eq!(records.len(), 3, "{records:#?}");
+    assert!(records[1].starts_with("runtime: goroutine stack exceeds"));
+    assert!(records[1].ends_with("\t/a.go:3"));
+}
+
+#[test]
+fn java_logback_root_cause_first_wrapped_by_continues() {
+    let text = "ERROR x\njava.io.IOException: disk\n\tat a.B.c(B.java:1)\nWrapped by: java.lang.IllegalStateException: y\n\tat d.E.f(E.java:2)";
+    assert_eq!(group("java", text).len(), 1);
+}
+
+#[test]
 fn regex_first_line_pattern_starts_records_and_everything_else_continues() {
     let text = "[12:00] a\nmore\n  more\n[12:01] b\n[12:02] c\ntail";
     assert_eq!(
