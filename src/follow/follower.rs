@@ -33,7 +33,7 @@ const READ_SIZE: usize = 1 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// ...or once this many bytes were streamed since the last save, whichever comes first: a fast writer's file
 /// then keeps at most about this much (plus the backlog) on disk.
-const CHECKPOINT_BYTES: u64 = 4 << 20;
+const CHECKPOINT_BYTES: u64 = 1 << 20;
 
 /// Follows `args.file` into `sink` until `stop` is set (then for `--drain-period`, then to the end of the file) or,
 /// with `--exit-at-eof`, until the end of the file.

@@ -18,8 +18,8 @@ pub(crate) use rendered::Rendered;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
-    /// The cluster's Kubernetes version (`"1.33"`). When it is 1.29 or later, `auto` mode injects native
-    /// sidecars into every Pod; when unset, only Pods owned by a Job get them.
+    /// The cluster's Kubernetes version (`"1.33"`). Only needed for a cluster older than 1.29, where `auto` mode
+    /// then falls back to classic sidecars; unset, every supported Kubernetes (≥ 1.29) runs native sidecars.
     pub kubernetes_version: Option<KubeVersion>,
     /// Images of the injected containers. Only config chooses images, never an annotation.
     pub images: Images,
@@ -100,7 +100,9 @@ pub struct Sidecars {
     pub streamer: Streamer,
     /// Readers warn when their unstreamed backlog passes this share of `logVolumeSizeLimit`, in percent.
     pub backlog_warn_percent: u8,
-    /// How long classic-mode injected containers keep working after SIGTERM (`--drain-period`), as `10s`.
+    /// Classic mode only: how long an injected ambassador or log reader keeps serving after SIGTERM. In a classic
+    /// Pod every container gets SIGTERM at once, and the app, shutting down, still calls through its ambassador
+    /// and writes its last log lines; native sidecars are stopped after the app and need no such delay.
     pub drain_period: String,
 }
 
@@ -131,7 +133,7 @@ pub enum Streamer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SidecarMode {
-    /// Native for Pods owned by a Job, and for every Pod when `kubernetesVersion` is 1.29 or later.
+    /// Native sidecars, unless `kubernetesVersion` says the cluster is older than 1.29 (then classic).
     Auto,
     /// Always native sidecars: first in `initContainers` with `restartPolicy: Always`.
     Native,
@@ -375,9 +377,6 @@ impl Config {
                 self.sidecars.max_log_files
             ));
         }
-        if let Err(e) = crate::support::duration::parse_duration(&self.sidecars.drain_period) {
-            p.push(format!("sidecars.drainPeriod: {e}"));
-        }
         if !(1..=100).contains(&self.sidecars.backlog_warn_percent) {
             p.push(format!(
                 "sidecars.backlogWarnPercent: {} is outside 1..=100",
@@ -441,14 +440,19 @@ impl Config {
         if let Err(e) = crate::support::duration::parse_timeout(&a.timeout) {
             p.push(format!("ambassador.timeout: {e}"));
         }
+        // The same parser as the runtimes' `--drain-period`, which this value is handed to in classic mode.
+        if let Err(e) = crate::support::duration::parse_drain_period(&self.sidecars.drain_period) {
+            p.push(format!("sidecars.drainPeriod: {e}"));
+        }
         p.extend(self.jobs.problems());
         p
     }
 
-    /// Whether native sidecars may be used for every Pod (not only Job-owned ones).
-    pub fn native_everywhere(&self) -> bool {
+    /// Whether the cluster runs native sidecars: every supported Kubernetes does (on by default since 1.29, GA
+    /// in 1.33), so only a `kubernetesVersion` older than 1.29 says no.
+    pub fn cluster_has_native_sidecars(&self) -> bool {
         self.kubernetes_version
-            .is_some_and(|v| v >= KubeVersion::NATIVE_SIDECARS)
+            .is_none_or(|v| v >= KubeVersion::NATIVE_SIDECARS)
     }
 }
 
@@ -507,7 +511,7 @@ mod tests {
         let c = Config::from_yaml("kubernetesVersion: \"1.30\"\nsidecars:\n  mode: classic\n", "t").unwrap();
         assert_eq!(c.sidecars.mode, SidecarMode::Classic);
         assert_eq!(c.sidecars.max_log_files, 8);
-        assert!(c.native_everywhere());
+        assert!(c.cluster_has_native_sidecars());
     }
 
     #[test]
