@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use super::disk::{self, Checkpoint, GiveBack};
 use super::monitor::{self, Progress};
 use super::position::{Assessment, Position, Seen, BEFORE_LEN};
+use super::stop::Stop;
 use super::{event, FollowArgs, FollowError, Sink};
 
 /// Bytes asked for by one `read`.
@@ -93,11 +94,7 @@ impl<'a, S: Sink> Follower<'a, S> {
             args,
             name: args.file.display().to_string(),
             sink,
-            stop: Stop {
-                flag: stop,
-                drain_period: args.drain_period,
-                since: None,
-            },
+            stop: Stop::new(stop, args.drain_period),
             progress,
             checkpoint: args.position.clone().map(Checkpoint::new),
             // Due at once: a reader restarted in a loop saves its first position as soon as it has streamed
@@ -487,33 +484,4 @@ fn assess(saved: &Position, reading: &Reading) -> Assessment {
         size,
         before: read.then_some(before),
     })
-}
-
-/// The shutdown request: after it, keep following for the drain period, then finish.
-struct Stop<'a> {
-    flag: &'a AtomicBool,
-    drain_period: Duration,
-    since: Option<Instant>,
-}
-
-impl Stop<'_> {
-    /// SIGTERM came, and the drain period is over: read to the end and exit.
-    fn finishing(&mut self) -> bool {
-        if self.since.is_none() && self.flag.load(Ordering::Relaxed) {
-            self.since = Some(Instant::now());
-        }
-        self.since.is_some_and(|t| t.elapsed() >= self.drain_period)
-    }
-
-    /// Sleeps for `total`, waking early when it is time to finish.
-    fn sleep(&mut self, total: Duration) {
-        let deadline = Instant::now() + total;
-        while !self.finishing() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(20)));
-        }
-    }
 }

@@ -23,6 +23,7 @@ pub mod event;
 mod follower;
 mod monitor;
 pub mod position;
+mod stop;
 
 use std::io;
 use std::path::{Path, PathBuf};
