@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use super::disk::{self, Checkpoint, GiveBack};
 use super::monitor::{self, Progress};
 use super::position::{Assessment, Position, Seen, BEFORE_LEN};
+use super::stop::Stop;
 use super::{event, FollowArgs, FollowError, Sink};
 
 /// Bytes asked for by one `read`.
@@ -33,7 +34,7 @@ const READ_SIZE: usize = 1 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// ...or once this many bytes were streamed since the last save, whichever comes first: a fast writer's file
 /// then keeps at most about this much (plus the backlog) on disk.
-const CHECKPOINT_BYTES: u64 = 4 << 20;
+const CHECKPOINT_BYTES: u64 = 1 << 20;
 
 /// Follows `args.file` into `sink` until `stop` is set (then for `--drain-period`, then to the end of the file) or,
 /// with `--exit-at-eof`, until the end of the file.
@@ -93,11 +94,7 @@ impl<'a, S: Sink> Follower<'a, S> {
             args,
             name: args.file.display().to_string(),
             sink,
-            stop: Stop {
-                flag: stop,
-                drain_period: args.drain_period,
-                since: None,
-            },
+            stop: Stop::new(stop, args.drain_period),
             progress,
             checkpoint: args.position.clone().map(Checkpoint::new),
             // Due at once: a reader restarted in a loop saves its first position as soon as it has streamed
@@ -498,33 +495,4 @@ fn assess(saved: &Position, reading: &Reading) -> Assessment {
         size,
         before: read.then_some(before),
     })
-}
-
-/// The shutdown request: after it, keep following for the drain period, then finish.
-struct Stop<'a> {
-    flag: &'a AtomicBool,
-    drain_period: Duration,
-    since: Option<Instant>,
-}
-
-impl Stop<'_> {
-    /// SIGTERM came, and the drain period is over: read to the end and exit.
-    fn finishing(&mut self) -> bool {
-        if self.since.is_none() && self.flag.load(Ordering::Relaxed) {
-            self.since = Some(Instant::now());
-        }
-        self.since.is_some_and(|t| t.elapsed() >= self.drain_period)
-    }
-
-    /// Sleeps for `total`, waking early when it is time to finish.
-    fn sleep(&mut self, total: Duration) {
-        let deadline = Instant::now() + total;
-        while !self.finishing() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(20)));
-        }
-    }
 }

@@ -23,6 +23,7 @@ pub mod event;
 mod follower;
 mod monitor;
 pub mod position;
+mod stop;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ pub struct FollowArgs {
     pub backlog_warn_bytes: Option<u64>,
     /// After SIGTERM, keep following for this long (classic sidecars stop together with the app), then read the
     /// file to its end and exit.
-    #[arg(long, default_value = "0s", value_parser = crate::support::duration::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = crate::support::duration::parse_drain_period)]
     pub drain_period: Duration,
     /// Exit (status 0) once the end of the file is reached instead of following it (batch runs, benchmarks; a
     /// missing file is still waited for).

@@ -15,11 +15,12 @@ use serde::{
 };
 use serde_json::{error::Category, value::RawValue, Value};
 
+mod members;
 pub mod pruned;
 
 use crate::{
     core::{config::Config, mutate, patch::Patch},
-    review::pruned::{from_str_seed, Key, Names, Pruned, Reads},
+    review::pruned::{from_str_seed, JsonType, Key, Names, Pruned, Reads, Skip},
 };
 
 /// `apiVersion` of v1 reviews.
@@ -138,8 +139,28 @@ const REQUEST_FIELDS: &[&str] = &[
     "namespace",
     "operation",
     "object",
+    "oldObject",
     "dryRun",
 ];
+
+/// `request.object` and `request.oldObject` are Kubernetes objects, or null (a DELETE has no `object`, a
+/// CREATE no `oldObject`). No apiserver sends anything else; a review that does is not a review of an object, and
+/// answering it `allowed` would let it pass silently.
+fn object_or_null<E: serde::de::Error>(member: &str, found: JsonType) -> Result<(), E> {
+    match found {
+        JsonType::Object | JsonType::Null => Ok(()),
+        other => Err(E::custom(format_args!(
+            "request.{member} is {}, expected a JSON object or null",
+            other.described()
+        ))),
+    }
+}
+
+/// [`object_or_null`] of a parsed member.
+fn parsed_object_or_null<E: serde::de::Error>(member: &str, value: Option<Value>) -> Result<Option<Value>, E> {
+    object_or_null(member, value.as_ref().map_or(JsonType::Null, JsonType::of))?;
+    Ok(value)
+}
 
 impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
     type Value = AdmissionRequest;
@@ -170,16 +191,17 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             Ok(())
         }
         let mut uid: Option<String> = None;
-        let mut kind: Option<GroupVersionKind> = None;
+        let mut kind: Option<members::Gvk> = None;
         let mut sub_resource: Option<Option<String>> = None;
         let mut name: Option<String> = None;
         let mut namespace: Option<Option<String>> = None;
-        let mut operation: Option<Operation> = None;
+        let mut operation: Option<members::Op> = None;
         let mut object: Option<Option<Value>> = None;
         // An object met before the kind and operation: its text, parsed at the end. Only `decode_reading`
         // parses by kind, and always with serde_json, which can lend the text.
         let mut pending: Option<Option<Box<RawValue>>> = None;
         let mut dry_run: Option<Option<bool>> = None;
+        let mut old_object = false;
         while let Some(Key(key)) = map.next_key()? {
             match key.as_ref() {
                 "uid" => take(&mut map, &mut uid, "uid")?,
@@ -189,18 +211,29 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                 "namespace" => take(&mut map, &mut namespace, "namespace")?,
                 "operation" => take(&mut map, &mut operation, "operation")?,
                 "dryRun" => take(&mut map, &mut dry_run, "dryRun")?,
+                // The core reads nothing of the old object: its type is checked, the rest only parsed.
+                "oldObject" => {
+                    if std::mem::replace(&mut old_object, true) {
+                        return Err(serde::de::Error::duplicate_field("oldObject"));
+                    }
+                    object_or_null("oldObject", map.next_value_seed(Skip)?)?;
+                }
                 "object" => {
                     if object.is_some() || pending.is_some() {
                         return Err(serde::de::Error::duplicate_field("object"));
                     }
-                    match (self.0, &kind, &operation) {
-                        (ObjectParse::Whole, _, _) => object = Some(map.next_value()?),
+                    match (self.0, kind.as_ref().map(|k| &k.0), operation.as_ref().map(|o| &o.0)) {
+                        (ObjectParse::Whole, _, _) => {
+                            object = Some(parsed_object_or_null("object", map.next_value()?)?);
+                        }
                         (ObjectParse::Reading(object_reads), Some(kind), Some(operation)) => {
                             let sub = sub_resource.as_ref().and_then(Option::as_deref);
                             object = Some(match object_reads.pruned(kind, operation, sub) {
-                                Some(pruned) => map.next_value_seed(OptionSeed(pruned))?,
+                                Some(pruned) => {
+                                    parsed_object_or_null("object", map.next_value_seed(OptionSeed(pruned))?)?
+                                }
                                 None => {
-                                    map.next_value::<IgnoredAny>()?;
+                                    object_or_null("object", map.next_value_seed(Skip)?)?;
                                     None
                                 }
                             });
@@ -214,14 +247,17 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             }
         }
         let uid = uid.ok_or_else(|| serde::de::Error::missing_field("uid"))?;
-        let kind = kind.ok_or_else(|| serde::de::Error::missing_field("kind"))?;
-        let operation = operation.ok_or_else(|| serde::de::Error::missing_field("operation"))?;
+        let kind = kind.ok_or_else(|| serde::de::Error::missing_field("kind"))?.0;
+        let operation = operation.ok_or_else(|| serde::de::Error::missing_field("operation"))?.0;
         let sub_resource = sub_resource.flatten();
         if let (Some(Some(text)), ObjectParse::Reading(object_reads)) = (pending, self.0) {
-            if let Some(pruned) = object_reads.pruned(&kind, &operation, sub_resource.as_deref()) {
-                object = Some(Some(
-                    from_str_seed(text.get(), pruned).map_err(serde::de::Error::custom)?,
-                ));
+            let text = text.get();
+            match object_reads.pruned(&kind, &operation, sub_resource.as_deref()) {
+                Some(pruned) => {
+                    let value = from_str_seed(text, pruned).map_err(serde::de::Error::custom)?;
+                    object = Some(parsed_object_or_null("object", Some(value))?);
+                }
+                None => object_or_null("object", from_str_seed(text, Skip).map_err(serde::de::Error::custom)?)?,
             }
         }
         Ok(AdmissionRequest {
@@ -238,14 +274,45 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
 }
 
 /// The envelope, for the careful decode. `request` is kept as raw text and parsed once, on its own, so that
-/// what is wrong with it can be told apart from what is wrong with the envelope.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// what is wrong with it can be told apart from what is wrong with the envelope. Only an object is an envelope
+/// (a derived struct would also take an array of its members).
 struct ReviewIn<'a> {
     api_version: Option<String>,
     kind: Option<String>,
-    #[serde(borrow)]
     request: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for ReviewIn<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> Visitor<'de> for EnvelopeVisitor {
+            type Value = ReviewIn<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an AdmissionReview object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReviewIn<'de>, A::Error> {
+                let mut review = ReviewIn {
+                    api_version: None,
+                    kind: None,
+                    request: None,
+                };
+                while let Some(Key(key)) = map.next_key()? {
+                    match key.as_ref() {
+                        "apiVersion" => review.api_version = map.next_value()?,
+                        "kind" => review.kind = map.next_value()?,
+                        "request" => review.request = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(review)
+            }
+        }
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
 }
 
 /// A decoded review: its version and its request.

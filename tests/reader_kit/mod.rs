@@ -244,8 +244,18 @@ impl Drop for Running {
 
 /// Line `k` of a log with lines of `len` bytes: its number, a space, letters, a newline.
 pub fn line(k: u64, len: usize) -> Vec<u8> {
-    let mut l = format!("{k:010} ").into_bytes();
-    l.extend((0..len - 12).map(|i| b'a' + ((k as usize + i) % 26) as u8));
+    let mut l = Vec::with_capacity(len);
+    l.extend_from_slice(format!("{k:010} ").as_bytes());
+    let from = (k % 26) as usize;
+    // Letters from the k-th on, cycling (sliced from a repeated alphabet: this runs for every line of 1 GiB).
+    let mut left = len - 12;
+    let mut at = from;
+    while left > 0 {
+        let n = left.min(26 - at);
+        l.extend_from_slice(&b"abcdefghijklmnopqrstuvwxyz"[at..at + n]);
+        left -= n;
+        at = 0;
+    }
     l.push(b'\n');
     l
 }

@@ -6,11 +6,13 @@
 
 mod jobs;
 
-use std::{collections::BTreeMap, fmt};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod quantity;
 mod rendered;
+pub use quantity::Quantity;
 pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
 pub(crate) use rendered::Rendered;
 
@@ -18,8 +20,8 @@ pub(crate) use rendered::Rendered;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
-    /// The cluster's Kubernetes version (`"1.33"`). When it is 1.29 or later, `auto` mode injects native
-    /// sidecars into every Pod; when unset, only Pods owned by a Job get them.
+    /// The cluster's Kubernetes version (`"1.33"`). Only needed for a cluster older than 1.29, where `auto` mode
+    /// then falls back to classic sidecars; unset, every supported Kubernetes (≥ 1.29) runs native sidecars.
     pub kubernetes_version: Option<KubeVersion>,
     /// Images of the injected containers. Only config chooses images, never an annotation.
     pub images: Images,
@@ -102,7 +104,9 @@ pub struct Sidecars {
     pub streamer: Streamer,
     /// Readers warn when their unstreamed backlog passes this share of `logVolumeSizeLimit`, in percent.
     pub backlog_warn_percent: u8,
-    /// How long classic-mode injected containers keep working after SIGTERM (`--drain-period`), as `10s`.
+    /// Classic mode only: how long an injected ambassador or log reader keeps serving after SIGTERM. In a classic
+    /// Pod every container gets SIGTERM at once, and the app, shutting down, still calls through its ambassador
+    /// and writes its last log lines; native sidecars are stopped after the app and need no such delay.
     pub drain_period: String,
 }
 
@@ -133,7 +137,7 @@ pub enum Streamer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SidecarMode {
-    /// Native for Pods owned by a Job, and for every Pod when `kubernetesVersion` is 1.29 or later.
+    /// Native sidecars, unless `kubernetesVersion` says the cluster is older than 1.29 (then classic).
     Auto,
     /// Always native sidecars: first in `initContainers` with `restartPolicy: Always`.
     Native,
@@ -246,64 +250,6 @@ impl Default for AdapterConfig {
     }
 }
 
-/// A Kubernetes resource quantity (`64Mi`, `100m`), checked at load.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Quantity(pub String);
-
-impl Quantity {
-    /// Whether the text has the shape the apiserver accepts: a decimal number and an optional suffix.
-    pub fn is_valid(&self) -> bool {
-        let s = self.0.as_str();
-        let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-        let (number, suffix) = s.split_at(number_end);
-        let number_ok = !number.is_empty() && number.matches('.').count() <= 1 && number != ".";
-        let suffix_ok = matches!(
-            suffix,
-            "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-        );
-        number_ok && suffix_ok
-    }
-
-    /// The quantity in bytes (rounded down), if it is valid.
-    pub fn bytes(&self) -> Option<u64> {
-        if !self.is_valid() {
-            return None;
-        }
-        let s = self.0.as_str();
-        let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-        let (number, suffix) = s.split_at(number_end);
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        let (multiplier, divisor): (u128, u128) = match suffix {
-            "m" => (1, 1000),
-            "" => (1, 1),
-            "k" => (1000, 1),
-            "M" => (1000u128.pow(2), 1),
-            "G" => (1000u128.pow(3), 1),
-            "T" => (1000u128.pow(4), 1),
-            "P" => (1000u128.pow(5), 1),
-            "E" => (1000u128.pow(6), 1),
-            "Ki" => (1 << 10, 1),
-            "Mi" => (1 << 20, 1),
-            "Gi" => (1 << 30, 1),
-            "Ti" => (1 << 40, 1),
-            "Pi" => (1 << 50, 1),
-            _ => (1 << 60, 1),
-        };
-        // Exact: the digits as an integer, scaled by the fraction's length.
-        let digits: u128 = format!("{whole}{fraction}").parse().ok()?;
-        let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
-        let bytes = digits.checked_mul(multiplier)? / divisor / scale;
-        u64::try_from(bytes).ok()
-    }
-}
-
-impl fmt::Display for Quantity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// A Kubernetes `major.minor` version such as `1.33`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -399,9 +345,6 @@ impl Config {
                 self.sidecars.max_log_files
             ));
         }
-        if let Err(e) = crate::support::duration::parse_duration(&self.sidecars.drain_period) {
-            p.push(format!("sidecars.drainPeriod: {e}"));
-        }
         if !(1..=100).contains(&self.sidecars.backlog_warn_percent) {
             p.push(format!(
                 "sidecars.backlogWarnPercent: {} is outside 1..=100",
@@ -465,6 +408,10 @@ impl Config {
         if let Err(e) = crate::support::duration::parse_timeout(&a.timeout) {
             p.push(format!("ambassador.timeout: {e}"));
         }
+        // The same parser as the runtimes' `--drain-period`, which this value is handed to in classic mode.
+        if let Err(e) = crate::support::duration::parse_drain_period(&self.sidecars.drain_period) {
+            p.push(format!("sidecars.drainPeriod: {e}"));
+        }
         // The same parsers as `entourage adapt --time-zone` and `--multiline-flush-after`.
         if let Err(e) = crate::core::logformat::parse_time_zone(&self.adapter.time_zone) {
             p.push(format!("adapter.timeZone: {e}"));
@@ -476,10 +423,11 @@ impl Config {
         p
     }
 
-    /// Whether native sidecars may be used for every Pod (not only Job-owned ones).
-    pub fn native_everywhere(&self) -> bool {
+    /// Whether the cluster runs native sidecars: every supported Kubernetes does (on by default since 1.29, GA
+    /// in 1.33), so only a `kubernetesVersion` older than 1.29 says no.
+    pub fn cluster_has_native_sidecars(&self) -> bool {
         self.kubernetes_version
-            .is_some_and(|v| v >= KubeVersion::NATIVE_SIDECARS)
+            .is_none_or(|v| v >= KubeVersion::NATIVE_SIDECARS)
     }
 }
 
@@ -556,33 +504,7 @@ mod tests {
         let c = Config::from_yaml("kubernetesVersion: \"1.30\"\nsidecars:\n  mode: classic\n", "t").unwrap();
         assert_eq!(c.sidecars.mode, SidecarMode::Classic);
         assert_eq!(c.sidecars.max_log_files, 8);
-        assert!(c.native_everywhere());
-    }
-
-    #[test]
-    fn quantities_follow_the_kubernetes_shape() {
-        for ok in ["64Mi", "100m", "1", "0.5", "2Gi", "1k"] {
-            assert!(Quantity(ok.into()).is_valid(), "{ok}");
-        }
-        for bad in ["", "Mi", "1.2.3", "10 Mi", "lots", "-1"] {
-            assert!(!Quantity(bad.into()).is_valid(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn quantities_convert_to_bytes_as_the_apiserver_counts_them() {
-        for (q, bytes) in [
-            ("256Mi", Some(256 << 20)),
-            ("1.5Gi", Some(3 << 29)),
-            ("100M", Some(100_000_000)),
-            ("1k", Some(1000)),
-            ("2500m", Some(2)),
-            ("7", Some(7)),
-            ("lots", None),
-            ("99999Ei", None),
-        ] {
-            assert_eq!(Quantity(q.into()).bytes(), bytes, "{q}");
-        }
+        assert!(c.cluster_has_native_sidecars());
     }
 
     #[test]

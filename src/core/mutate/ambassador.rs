@@ -129,6 +129,11 @@ fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c 
         "--timeout".into(),
         config.ambassador.timeout.clone(),
     ];
+    if !plan.native {
+        // Every container of a classic Pod gets SIGTERM at once: the app, shutting down, still calls through us.
+        args.push("--drain-period".into());
+        args.push(config.sidecars.drain_period.clone());
+    }
     let mut mounts = Vec::new();
     if let Some(secret) = &upstream.auth_secret {
         let volume = auth_volume(secret, config, plan);

@@ -154,7 +154,7 @@ fn follow_args(name: &str, file: &str, owned_volume: bool, native: bool, config:
     if !native {
         // Classic readers get SIGTERM with the app: they keep following while it writes its last lines.
         args.push("--drain-period".into());
-        // Validated at load by the parser `--drain-period` uses (`support::duration::parse_duration`).
+        // Validated at load by the parser `--drain-period` uses (`support::duration::parse_drain_period`).
         args.push(config.sidecars.drain_period.clone());
     }
     args
