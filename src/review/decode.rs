@@ -2,7 +2,7 @@
 //! that a body that is not a review gets a 400 saying exactly what is wrong.
 
 use kube::core::{admission::Operation, gvk::GroupVersionKind};
-use std::fmt;
+use std::{fmt, marker::PhantomData};
 
 use serde::{
     de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor},
@@ -216,75 +216,37 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
     }
 }
 
-/// The envelope, for the careful decode. `request` is kept as raw text and parsed once, on its own, so that
-/// what is wrong with it can be told apart from what is wrong with the envelope. Only an object is an envelope
-/// (a derived struct would also take an array of its members).
-struct ReviewIn<'a> {
+/// A review's envelope, with `request` as its seed makes it: the request itself (the one-pass decode), or its raw
+/// text for the careful decode, parsed once on its own so that what is wrong with it can be told apart from what
+/// is wrong with the envelope.
+struct Envelope<R> {
     api_version: Option<String>,
     kind: Option<String>,
-    request: Option<&'a RawValue>,
+    request: Option<R>,
 }
 
-impl<'de> Deserialize<'de> for ReviewIn<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EnvelopeVisitor;
-        impl<'de> Visitor<'de> for EnvelopeVisitor {
-            type Value = ReviewIn<'de>;
+/// Deserialises an envelope, handing `request` to the seed `S`. Only an object is an envelope (a derived struct
+/// would also take an array of its members).
+#[derive(Clone, Copy)]
+struct EnvelopeSeed<S>(S);
 
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an AdmissionReview object")
-            }
+impl<'de, R, S: DeserializeSeed<'de, Value = Option<R>> + Copy> DeserializeSeed<'de> for EnvelopeSeed<S> {
+    type Value = Envelope<R>;
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReviewIn<'de>, A::Error> {
-                let mut review = ReviewIn {
-                    api_version: None,
-                    kind: None,
-                    request: None,
-                };
-                while let Some(Key(key)) = map.next_key()? {
-                    match key.as_ref() {
-                        "apiVersion" => review.api_version = map.next_value()?,
-                        "kind" => review.kind = map.next_value()?,
-                        "request" => review.request = map.next_value()?,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(review)
-            }
-        }
-        deserializer.deserialize_map(EnvelopeVisitor)
-    }
-}
-
-/// A well-formed review's envelope, parsed in one pass with its request.
-struct ReviewFast {
-    api_version: Option<String>,
-    kind: Option<String>,
-    request: Option<AdmissionRequest>,
-}
-
-/// Deserialises the envelope, handing `request` to a [`RequestSeed`].
-struct EnvelopeSeed<'a>(ObjectParse<'a>);
-
-impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
-    type Value = ReviewFast;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<ReviewFast, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Envelope<R>, D::Error> {
         deserializer.deserialize_struct("AdmissionReview", &["apiVersion", "kind", "request"], self)
     }
 }
 
-impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
-    type Value = ReviewFast;
+impl<'de, R, S: DeserializeSeed<'de, Value = Option<R>> + Copy> Visitor<'de> for EnvelopeSeed<S> {
+    type Value = Envelope<R>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an AdmissionReview object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReviewFast, A::Error> {
-        let mut review = ReviewFast {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<R>, A::Error> {
+        let mut review = Envelope {
             api_version: None,
             kind: None,
             request: None,
@@ -293,7 +255,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
             match key.as_ref() {
                 "apiVersion" => review.api_version = map.next_value()?,
                 "kind" => review.kind = map.next_value()?,
-                "request" => review.request = map.next_value_seed(OptionSeed(RequestSeed(self.0)))?,
+                "request" => review.request = map.next_value_seed(self.0)?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -304,6 +266,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
 }
 
 /// `null` or what the inner seed makes of the value.
+#[derive(Clone, Copy)]
 struct OptionSeed<S>(S);
 
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for OptionSeed<S> {
@@ -355,8 +318,8 @@ fn decode_with(body: &[u8], parse: ObjectParse<'_>) -> Result<Review, DecodeErro
     // One UTF-8 check of the whole body up front (fast on long runs) spares serde_json checking every string.
     let fast = std::str::from_utf8(body)
         .ok()
-        .map(|text| from_str_seed(text, EnvelopeSeed(parse)));
-    if let Some(Ok(ReviewFast {
+        .map(|text| from_str_seed(text, EnvelopeSeed(OptionSeed(RequestSeed(parse)))));
+    if let Some(Ok(Envelope {
         api_version,
         kind: Some(kind),
         request: Some(request),
@@ -373,7 +336,13 @@ fn decode_with(body: &[u8], parse: ObjectParse<'_>) -> Result<Review, DecodeErro
 
 /// Decodes a body that is not a plain, well-formed review, and says what is wrong with it.
 fn decode_carefully(body: &[u8], parse: ObjectParse<'_>) -> Result<Review, DecodeError> {
-    let review: ReviewIn = serde_json::from_slice(body).map_err(|e| match e.classify() {
+    let careful = EnvelopeSeed(PhantomData::<Option<&RawValue>>);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = careful.deserialize(&mut deserializer).and_then(|review| {
+        deserializer.end()?;
+        Ok(review)
+    });
+    let review = parsed.map_err(|e| match e.classify() {
         // A `Value` (not `IgnoredAny`) so that JSON nested deeper than serde_json's limit still counts as not JSON.
         Category::Data => match serde_json::from_slice::<Value>(body) {
             // Well-formed JSON of the wrong shape.
