@@ -156,26 +156,85 @@ async fn generated_certificate_is_served_and_verified_as_the_apiserver_does() {
     assert_eq!(reply.status, 200, "{SERVER_NAME}");
 }
 
-#[test]
-fn upgrades_reuse_the_certificate_secret_through_lookup() {
-    // `helm template` cannot reach a cluster, so lookup finds nothing there; what it would find is read back as is.
-    let template = std::fs::read_to_string(install::chart().join("templates/webhook.yaml")).unwrap();
-    let lookup = r#"lookup "v1" "Secret" .Release.Namespace $c.secretName"#;
-    assert!(template.contains(lookup), "the Secret is looked up before generating");
-    let reuse = template
-        .find("$data = $existing.data")
-        .expect("an existing Secret's data is reused");
-    let generate = template.find("genCA").expect("a CA is generated otherwise");
+/// `helm template --dry-run=server` against tests/support/kube_api.py holding `objects`: what `helm upgrade`
+/// would apply, the chart's `lookup` answered as by a cluster.
+fn render_against_cluster(objects: &[Value]) -> Option<Vec<Value>> {
+    use std::io::BufRead;
+    let helm = tool("helm")?;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("objects.json");
+    std::fs::write(&state, serde_json::to_vec(objects).unwrap()).unwrap();
+    let mut api = std::process::Command::new("python3")
+        .arg(install::root().join("tests/support/kube_api.py"))
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut port = String::new();
+    std::io::BufReader::new(api.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let server = format!("http://127.0.0.1:{}", port.trim());
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "stand-in",
+        "clusters": [{"name": "stand-in", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "u"}}],
+    });
+    std::fs::write(&kubeconfig, config.to_string()).unwrap();
+    let chart = install::chart();
+    let args = [
+        "template",
+        "entourage",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "entourage-system",
+        "--dry-run=server",
+        "--disable-openapi-validation",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ];
+    let out = std::process::Command::new(&helm).args(args).output().unwrap();
+    let _ = api.kill();
+    let _ = api.wait();
     assert!(
-        reuse < generate,
-        "reuse comes first, generation only in the else branch"
+        out.status.success(),
+        "helm template --dry-run=server: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    // Two renders without a cluster give two CAs: the reuse is what keeps them stable.
-    let ca = |docs: Vec<Value>| find(&docs, "Secret", "entourage-tls")["data"]["ca.crt"].clone();
-    let (Some(a), Some(b)) = (helm_template(&[]), helm_template(&[])) else {
+    Some(install::parse_yaml(&String::from_utf8(out.stdout).unwrap()))
+}
+
+#[test]
+fn helm_upgrade_keeps_the_certificate_secret_and_its_ca_bundle() {
+    // The first install: no Secret in the cluster, the chart generates one.
+    let Some(first) = render_against_cluster(&[]) else {
         return;
     };
-    assert_ne!(ca(a), ca(b));
+    let mut installed = find(&first, "Secret", "entourage-tls").clone();
+    // As Helm leaves it in the cluster: owned by the release.
+    installed["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("Helm");
+    installed["metadata"]["annotations"] = json!({
+        "meta.helm.sh/release-name": "entourage", "meta.helm.sh/release-namespace": "entourage-system",
+    });
+    // The upgrade finds it and keeps its certificate, key and CA, and the caBundle stays that CA.
+    let upgrade = render_against_cluster(std::slice::from_ref(&installed)).unwrap();
+    let kept = find(&upgrade, "Secret", "entourage-tls");
+    assert_eq!(kept["data"], installed["data"]);
+    for hook in webhooks(&upgrade) {
+        assert_eq!(
+            hook["clientConfig"]["caBundle"], installed["data"]["ca.crt"],
+            "{}",
+            hook["name"]
+        );
+    }
+    // Without it (a cluster where it was deleted), a new CA.
+    let fresh = render_against_cluster(&[]).unwrap();
+    assert_ne!(
+        find(&fresh, "Secret", "entourage-tls")["data"]["ca.crt"],
+        installed["data"]["ca.crt"]
+    );
 }
 
 #[test]
@@ -301,6 +360,12 @@ fn cert_manager_value_set_needs_no_api_access_and_injects_the_ca() {
     let plain = install::parse_yaml(&std::fs::read_to_string(install::chart().join("files/alerts.yaml")).unwrap());
     assert_eq!(only(&docs, "PrometheusRule")["spec"]["groups"], plain[0]["groups"]);
     let monitor = only(&docs, "ServiceMonitor");
+    // The alerts select job="entourage": the ServiceMonitor takes the job from this Service label.
+    assert_eq!(monitor["spec"]["jobLabel"], "app.kubernetes.io/name");
+    assert_eq!(
+        find(&docs, "Service", "entourage")["metadata"]["labels"]["app.kubernetes.io/name"],
+        "entourage"
+    );
     assert_eq!(monitor["spec"]["endpoints"][0]["tlsConfig"]["serverName"], SERVER_NAME);
     let board = find(&docs, "ConfigMap", "entourage-dashboard");
     let board: Value = serde_json::from_str(board["data"]["entourage.json"].as_str().unwrap()).unwrap();
