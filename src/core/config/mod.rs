@@ -4,6 +4,7 @@
 //! it key by key (every key is optional). Unknown keys and invalid values are refused at load with a message
 //! naming the key and the rule, so a typo never silently falls back to a default.
 
+mod adapter;
 mod jobs;
 
 use std::collections::BTreeMap;
@@ -12,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 mod quantity;
 mod rendered;
-pub use quantity::Quantity;
+pub use adapter::AdapterConfig;
 pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
+pub use quantity::Quantity;
 pub(crate) use rendered::Rendered;
 
 /// The whole configuration. Field names are the YAML keys in camelCase.
@@ -224,28 +226,6 @@ impl Default for AmbassadorConfig {
             url_env: "AMBASSADOR_URL".into(),
             auth_secret_key: "token".into(),
             timeout: "30s".into(),
-        }
-    }
-}
-
-/// How the injected adapters complete times and group stack traces (`entourage adapt --time-zone`,
-/// `--multiline-flush-after`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct AdapterConfig {
-    /// The zone of source times written without an offset (syslog RFC 3164, `2024-05-01 12:00:00`): an IANA
-    /// name, as the apps of the cluster log in it.
-    pub time_zone: String,
-    /// With `entourage.dev/adapter-multiline`, how long a record waits for more lines once its last line is read
-    /// (so the last exception of a quiet app is not held back), as `1s` or `500ms`.
-    pub multiline_flush_after: String,
-}
-
-impl Default for AdapterConfig {
-    fn default() -> Self {
-        AdapterConfig {
-            time_zone: "UTC".into(),
-            multiline_flush_after: "1s".into(),
         }
     }
 }
