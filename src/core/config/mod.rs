@@ -392,13 +392,7 @@ impl Config {
         if let Err(e) = crate::support::duration::parse_drain_period(&self.sidecars.drain_period) {
             p.push(format!("sidecars.drainPeriod: {e}"));
         }
-        // The same parsers as `entourage adapt --time-zone` and `--multiline-flush-after`.
-        if let Err(e) = crate::core::logformat::parse_time_zone(&self.adapter.time_zone) {
-            p.push(format!("adapter.timeZone: {e}"));
-        }
-        if let Err(e) = crate::core::logformat::parse_flush_after(&self.adapter.multiline_flush_after) {
-            p.push(format!("adapter.multilineFlushAfter: {e}"));
-        }
+        p.extend(self.adapter.problems());
         p.extend(self.jobs.problems());
         p
     }
@@ -459,24 +453,6 @@ mod tests {
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }
-    }
-
-    #[test]
-    fn adapter_zone_and_flush_period_are_checked_with_the_adapters_parsers() {
-        let err = Config::from_yaml("adapter:\n  timeZone: Mars/Olympus\n  multilineFlushAfter: 0s\n", "t")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("adapter.timeZone") && err.contains("Mars/Olympus"),
-            "{err}"
-        );
-        assert!(err.contains("adapter.multilineFlushAfter"), "{err}");
-        let c = Config::from_yaml(
-            "adapter:\n  timeZone: Europe/Paris\n  multilineFlushAfter: 250ms\n",
-            "t",
-        )
-        .unwrap();
-        assert_eq!(c.adapter.time_zone, "Europe/Paris");
     }
 
     #[test]
