@@ -9,7 +9,7 @@ URL ?= https://localhost:8443
 IMAGE ?= ghcr.io/entourage-dev/entourage:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 KUBECTL ?= kubectl
 
-.PHONY: run test test-rust certs fmt fmt-check lint curl build release bench bench-adapter bench-ambassador fuzz soak deploy manifests undeploy image clean python-deps
+.PHONY: run test test-rust certs fmt fmt-check lint curl build release bench bench-logs bench-ambassador fuzz soak deploy manifests undeploy image clean python-deps
 
 ## run: serve the webhook on https://127.0.0.1:8443 with dev certificates and the built-in config
 run: $(CERTS)/tls.crt
@@ -66,9 +66,9 @@ fuzz:
 soak:
 	scripts/soak.sh
 
-## bench-adapter: adapter throughput vs cat and jq (ADAPT_BENCH_MB=200; ADAPT_BENCH_BIG=1 adds the 1 GiB flat-memory check)
-bench-adapter:
-	scripts/bench-adapter.sh
+## bench-logs: streamer vs tail -F and cat, adapter vs main's, checkpoints and give-back on/off, allocated size and RSS (LOGS_BENCH_MB=1024); chart in docs/bench/logs.svg
+bench-logs:
+	scripts/bench-logs.sh
 
 ## bench-ambassador: ambassador vs nginx reverse proxy vs direct; writes target/bench/ambassador.json
 bench-ambassador:
