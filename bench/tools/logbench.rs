@@ -136,7 +136,10 @@ fn run(args: &[String]) -> Value {
 
 fn chart(results: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let report: Value = serde_json::from_slice(&fs::read(results)?)?;
-    let rows: Vec<&Value> = report["results"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let rows: Vec<&Value> = report["results"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let root = SVGBackend::new(out, (960, 80 + 34 * rows.len() as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(620);
@@ -173,7 +176,10 @@ fn chart(results: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
             RGBColor(120, 120, 120)
         };
         Rectangle::new(
-            [(0.0, SegmentValue::Exact(i as i32)), (mi_b(r), SegmentValue::Exact(i as i32 + 1))],
+            [
+                (0.0, SegmentValue::Exact(i as i32)),
+                (mi_b(r), SegmentValue::Exact(i as i32 + 1)),
+            ],
             colour.mix(0.8).filled(),
         )
     }))?;
@@ -193,7 +199,10 @@ fn chart(results: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let alloc = r["max_allocated_bytes"].as_f64()? / 1048576.0;
         (alloc > 0.0).then(|| {
             Rectangle::new(
-                [(0.1, SegmentValue::Exact(i as i32)), (alloc.max(0.1), SegmentValue::Exact(i as i32 + 1))],
+                [
+                    (0.1, SegmentValue::Exact(i as i32)),
+                    (alloc.max(0.1), SegmentValue::Exact(i as i32 + 1)),
+                ],
                 RGBColor(31, 119, 180).mix(0.8).filled(),
             )
         })

@@ -174,7 +174,11 @@ mod tests {
             feed(&mut held, &mut s, &text[..cut]);
             feed(&mut held, &mut s, &text[cut..]);
             s.finish(&held).unwrap();
-            assert_eq!(messages(&mut s), ["alpha", "beta", "", "gamma delta", "epsilon"], "cut at {cut}");
+            assert_eq!(
+                messages(&mut s),
+                ["alpha", "beta", "", "gamma delta", "epsilon"],
+                "cut at {cut}"
+            );
         }
     }
 

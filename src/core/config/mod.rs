@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 mod quantity;
 mod rendered;
-pub use quantity::Quantity;
 pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
+pub use quantity::Quantity;
 pub(crate) use rendered::Rendered;
 
 /// The whole configuration. Field names are the YAML keys in camelCase.
@@ -460,9 +460,16 @@ mod tests {
 
     #[test]
     fn backlog_warning_share_and_streamer_are_checked_at_load() {
-        let err = Config::from_yaml("sidecars:\n  backlogWarnPercent: 0\n", "t").unwrap_err().to_string();
-        assert!(err.contains("sidecars.backlogWarnPercent: 0 is outside 1..=100"), "{err}");
-        let err = Config::from_yaml("sidecars:\n  streamer: fluentbit\n", "t").unwrap_err().to_string();
+        let err = Config::from_yaml("sidecars:\n  backlogWarnPercent: 0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sidecars.backlogWarnPercent: 0 is outside 1..=100"),
+            "{err}"
+        );
+        let err = Config::from_yaml("sidecars:\n  streamer: fluentbit\n", "t")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fluentbit") && err.contains("busybox"), "{err}");
         let c = Config::from_yaml("sidecars:\n  streamer: busybox\n", "t").unwrap();
         assert_eq!(c.sidecars.streamer, Streamer::Busybox);

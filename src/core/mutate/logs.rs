@@ -143,7 +143,10 @@ fn follow_args(name: &str, file: &str, owned_volume: bool, native: bool, config:
         "--give-back".into(),
     ];
     // The backlog is compared with the sizeLimit only of volumes entourage created: an app's own volume has its own.
-    if let Some(limit) = owned_volume.then(|| config.sidecars.log_volume_size_limit.bytes()).flatten() {
+    if let Some(limit) = owned_volume
+        .then(|| config.sidecars.log_volume_size_limit.bytes())
+        .flatten()
+    {
         args.push("--backlog-warn-bytes".into());
         args.push((limit.saturating_mul(u64::from(config.sidecars.backlog_warn_percent)) / 100).to_string());
     }
