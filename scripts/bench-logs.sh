@@ -70,14 +70,16 @@ if [[ ! -s "$data" ]]; then
   generate "$data" "$size_mb"
 fi
 
-# Today's adapter: main's tree, built with the same release profile into its own target dir.
+# Today's adapter: main's tree (LOGS_BENCH_OLD_REF), built with the same release profile and the same target dir
+# (its dependencies are shared; only the entourage crate differs), then copied aside.
 old="$out_dir/old/entourage"
 if [[ ! -x "$old" || "${LOGS_BENCH_REBUILD_OLD:-0}" == 1 ]]; then
-  echo "building main's entourage (today's adapter)..." >&2
+  echo "building ${LOGS_BENCH_OLD_REF:-main}'s entourage (today's adapter)..." >&2
   rm -rf "$out_dir/old-src" && mkdir -p "$out_dir/old-src" "$out_dir/old"
-  git archive main | tar -x -C "$out_dir/old-src"
-  (cd "$out_dir/old-src" && cargo build --release --quiet --bin entourage --target-dir "$PWD/../old-target")
-  cp "$out_dir/old-target/release/entourage" "$old"
+  git archive "${LOGS_BENCH_OLD_REF:-main}" | tar -x -C "$out_dir/old-src"
+  cargo build --release --quiet --bin entourage --manifest-path "$out_dir/old-src/Cargo.toml" --target-dir target
+  cp target/release/entourage "$old"
+  rm -rf "$out_dir/old-src"
 fi
 cargo build --release --quiet --bin entourage --example logbench
 bin=target/release/entourage
