@@ -212,7 +212,10 @@ fn the_rule_catches_an_upward_arrow_an_arrow_between_programs_and_io_in_the_core
     );
     write("core/mutate.rs", "fn now() { std::time::SystemTime::now(); }\n");
     write("support/names.rs", "// crate::core is named only in a comment\n");
-    write("follow/follower.rs", "use crate::adapter::Format;\nuse crate::core::config::Config;\n");
+    write(
+        "follow/follower.rs",
+        "use crate::adapter::Format;\nuse crate::core::config::Config;\n",
+    );
     write(
         "webhook/reload.rs",
         "use crate::core::config::Config;\n#[cfg(test)]\nmod tests { use crate::certs; }\n",

@@ -53,8 +53,15 @@ fn nginx_sample_becomes_the_seed_two_sidecar_pod() {
         assert_eq!(
             sidecar["args"],
             json!([
-                "stream", "--file", file, "--position", position, "--create", "--give-back",
-                "--backlog-warn-bytes", "134217728"
+                "stream",
+                "--file",
+                file,
+                "--position",
+                position,
+                "--create",
+                "--give-back",
+                "--backlog-warn-bytes",
+                "134217728"
             ]),
             "exec form, no shell; warns at half of the 256Mi sizeLimit"
         );
@@ -89,7 +96,11 @@ fn classic_sidecar_keeps_following_for_the_drain_period_after_sigterm() {
     assert_eq!(sidecar["name"], "sidecar-access");
     let args = sidecar["args"].as_array().unwrap();
     assert_eq!(args[args.len() - 2..], [json!("--drain-period"), json!("10s")]);
-    assert_eq!(sidecar["startupProbe"], Value::Null, "a classic container holds nothing back");
+    assert_eq!(
+        sidecar["startupProbe"],
+        Value::Null,
+        "a classic container holds nothing back"
+    );
 }
 
 #[test]
@@ -99,7 +110,10 @@ fn busybox_streamer_is_a_config_choice_with_the_log_volume_read_only() {
     let (pod, _) = patched("pod-sidecar-nginx.json", &config);
     let sidecar = &pod["spec"]["initContainers"][0];
     assert_eq!(sidecar["image"], "busybox:1.36");
-    assert_eq!(sidecar["command"], json!(["tail", "-n+1", "-F", "/var/log/nginx/access.log"]));
+    assert_eq!(
+        sidecar["command"],
+        json!(["tail", "-n+1", "-F", "/var/log/nginx/access.log"])
+    );
     assert_eq!(sidecar["volumeMounts"][0]["readOnly"], true);
     assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 1, "no state volume");
 }
@@ -113,7 +127,12 @@ fn job_owned_variant_gets_native_sidecars_first_in_init_containers() {
     assert_eq!(init[0]["restartPolicy"], "Always");
     assert_eq!(
         init[0]["startupProbe"]["exec"]["command"],
-        json!(["/entourage", "started", "--position", "/var/lib/entourage/sidecar-run.pos"]),
+        json!([
+            "/entourage",
+            "started",
+            "--position",
+            "/var/lib/entourage/sidecar-run.pos"
+        ]),
         "the app starts once the reader has created the log file"
     );
     assert!(

@@ -64,7 +64,11 @@ fn stream_through_kills(count: u64, len: usize, rate: f64, kills: usize, max_rep
     runs.push(check);
     assert!(wait_until(|| reader.probe_passes()), "the startup probe never passed");
     let meta = fs::metadata(&log).expect("the reader created the log file before the app started");
-    assert_eq!(meta.permissions().mode() & 0o777, 0o666, "writable by an app of any uid");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o666,
+        "writable by an app of any uid"
+    );
     if root() {
         assert_eq!(meta.uid(), reader.uid, "created by the reader, as its runAsUser");
     }
@@ -94,14 +98,21 @@ fn stream_through_kills(count: u64, len: usize, rate: f64, kills: usize, max_rep
     }
     let (status, events) = running.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    assert_eq!(messages(&events, "warn"), Vec::<String>::new(), "no warnings: {events:?}");
+    assert_eq!(
+        messages(&events, "warn"),
+        Vec::<String>::new(),
+        "no warnings: {events:?}"
+    );
     let mut previous_end = 0;
     for (i, run) in runs.iter().enumerate() {
         let run = run.lock().unwrap();
         assert_eq!(run.error, None, "run {i}");
         // A run killed before it streamed anything (a loaded machine) proves nothing either way.
         let Some(start) = run.start else { continue };
-        assert!(start <= previous_end, "run {i} starts at {start}: bytes {previous_end}..{start} were lost");
+        assert!(
+            start <= previous_end,
+            "run {i} starts at {start}: bytes {previous_end}..{start} were lost"
+        );
         assert!(
             previous_end - start <= max_repeat,
             "run {i} repeats {} bytes, more than {max_repeat}",
@@ -110,7 +121,11 @@ fn stream_through_kills(count: u64, len: usize, rate: f64, kills: usize, max_rep
         previous_end = run.end;
     }
     assert_eq!(previous_end, total, "the last run streamed to the end");
-    assert_eq!(fs::metadata(&log).unwrap().len(), total, "the file keeps its apparent size");
+    assert_eq!(
+        fs::metadata(&log).unwrap().len(),
+        total,
+        "the file keeps its apparent size"
+    );
     max_allocated
 }
 
@@ -141,7 +156,12 @@ fn slow_streamer_streams_1_gib_written_by_another_uid_exactly_once_with_at_most_
 #[test]
 fn adapter_killed_twice_emits_every_line_as_one_object_and_repeats_at_most_a_second() {
     let pod = Pod::new();
-    let reader = pod.injected(ADAPTER_LOGS, ACCESS_LOG, &[("entourage.dev/adapter-format", "plain")], &config(SidecarMode::Native));
+    let reader = pod.injected(
+        ADAPTER_LOGS,
+        ACCESS_LOG,
+        &[("entourage.dev/adapter-format", "plain")],
+        &config(SidecarMode::Native),
+    );
     assert_eq!(reader.args[0], "adapt");
     let log = pod.log("access.log");
     let mut runs = Vec::new();
@@ -158,7 +178,11 @@ fn adapter_killed_twice_emits_every_line_as_one_object_and_repeats_at_most_a_sec
     }
     assert!(app.wait().unwrap().success());
     let last = Arc::clone(runs.last().unwrap());
-    assert!(wait_until(|| last.lock().unwrap().windows(10).any(|w| w == b"0000029999")));
+    assert!(wait_until(|| last
+        .lock()
+        .unwrap()
+        .windows(10)
+        .any(|w| w == b"0000029999")));
     let (status, _) = running.terminate();
     assert!(status.success());
     let mut previous: Option<u64> = None;
@@ -173,10 +197,21 @@ fn adapter_killed_twice_emits_every_line_as_one_object_and_repeats_at_most_a_sec
             })
             .collect();
         let first = got[0];
-        assert_eq!(got, range(first, first + got.len() as u64), "run {i}: in order, each once");
+        assert_eq!(
+            got,
+            range(first, first + got.len() as u64),
+            "run {i}: in order, each once"
+        );
         if let Some(previous) = previous {
-            assert!(first <= previous + 1, "run {i} starts at line {first}, after {previous}: lines lost");
-            assert!(previous + 1 - first <= 10_000, "run {i} repeats {} lines (a second is 10,000)", previous + 1 - first);
+            assert!(
+                first <= previous + 1,
+                "run {i} starts at line {first}, after {previous}: lines lost"
+            );
+            assert!(
+                previous + 1 - first <= 10_000,
+                "run {i} repeats {} lines (a second is 10,000)",
+                previous + 1 - first
+            );
         } else {
             assert_eq!(first, 0);
         }
@@ -222,7 +257,12 @@ fn file_truncated_while_the_reader_was_down_is_read_again_from_its_start_after_o
     assert!(running.wait().0.success());
     // copytruncate while down: the copy is logrotate's; the app goes on writing into the emptied file.
     fs::copy(&log, pod.log("access.log.1")).unwrap();
-    fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     write(&log, 500, 20, 80);
     let (mut running, out) = collected(&reader, &["--exit-at-eof"]);
     let (status, events) = running.wait();
@@ -230,7 +270,11 @@ fn file_truncated_while_the_reader_was_down_is_read_again_from_its_start_after_o
     assert_eq!(numbers(&out.lock().unwrap()), range(500, 520));
     let warnings = messages(&events, "warn");
     assert_eq!(warnings.len(), 1, "{events:?}");
-    assert!(warnings[0].contains("shorter than the saved position"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("shorter than the saved position"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
@@ -250,7 +294,12 @@ fn rename_copytruncate_and_replacement_while_running_stream_every_line_once_in_o
     assert!(count(200));
     // copytruncate.
     fs::copy(&log, pod.log("access.log.2")).unwrap();
-    fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     write(&log, 200, 5, 60);
     assert!(count(205));
     write(&log, 205, 95, 60);
@@ -303,7 +352,10 @@ fn classic_reader_of_a_file_the_app_created_first_warns_once_and_streams_everyth
 fn native_reader_drains_to_the_end_on_sigterm_and_exits_0() {
     let pod = Pod::new();
     let reader = pod.injected(SIDECAR_LOGS, ACCESS_LOG, &[], &config(SidecarMode::Native));
-    assert!(!reader.args.contains(&"--drain-period".to_string()), "a native sidecar stops after the app");
+    assert!(
+        !reader.args.contains(&"--drain-period".to_string()),
+        "a native sidecar stops after the app"
+    );
     let log = pod.log("access.log");
     let (running, out) = collected(&reader, &["--poll-interval-ms", "5000"]);
     assert!(wait_until(|| reader.probe_passes()));
@@ -335,7 +387,11 @@ fn garbled_position_streams_the_file_from_its_start_after_one_warning() {
     let (got, warnings) = with_position(b"{\"version\":1,\"file\":\"/var/log/app/acc\x00");
     assert_eq!(got, range(0, 300));
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("the saved position is unusable"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("the saved position is unusable"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
@@ -361,9 +417,14 @@ fn position_past_the_end_streams_the_file_from_its_start_after_one_warning() {
     assert_eq!(numbers(&out.lock().unwrap()), range(0, 300));
     let warnings = messages(&events, "warn");
     assert_eq!(warnings.len(), 1, "{events:?}");
-    assert!(warnings[0].contains("shorter than the saved position"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("shorter than the saved position"),
+        "{}",
+        warnings[0]
+    );
     // And a position of another path is not used either.
-    let (got, warnings) = with_position(b"{\"version\":1,\"file\":\"/elsewhere.log\",\"dev\":1,\"ino\":2,\"offset\":0,\"before\":\"\"}");
+    let (got, warnings) =
+        with_position(b"{\"version\":1,\"file\":\"/elsewhere.log\",\"dev\":1,\"ino\":2,\"offset\":0,\"before\":\"\"}");
     assert_eq!((got, warnings.len()), (range(0, 300), 1));
 }
 
@@ -383,7 +444,10 @@ fn log_path_that_is_a_directory_or_a_fifo_is_one_clear_warning_and_no_panic() {
         let warnings: Vec<_> = events.iter().filter(|e| e["level"] == "warn").collect();
         assert_eq!(warnings.len(), 1, "{kind}: said once, not at every poll: {events:?}");
         assert!(
-            warnings.iter().any(|w| w["error"].as_str().unwrap_or_default().contains(&format!("the path is {kind}"))),
+            warnings.iter().any(|w| w["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("the path is {kind}"))),
             "{kind}: {events:?}"
         );
     }
@@ -395,7 +459,11 @@ fn backlog_past_the_share_of_the_size_limit_warns_once_per_episode() {
     let mut config = config(SidecarMode::Native);
     config.sidecars.log_volume_size_limit = entourage::core::config::Quantity("4Mi".into());
     let reader = pod.injected(SIDECAR_LOGS, ACCESS_LOG, &[], &config);
-    assert!(reader.args.windows(2).any(|w| w == ["--backlog-warn-bytes", "2097152"]), "{:?}", reader.args);
+    assert!(
+        reader.args.windows(2).any(|w| w == ["--backlog-warn-bytes", "2097152"]),
+        "{:?}",
+        reader.args
+    );
     let log = pod.log("access.log");
     // stdout is not read while `blocked`: the pipe fills and the reader waits in write().
     let blocked = Arc::new(AtomicBool::new(true));

@@ -86,7 +86,10 @@ impl GiveBack {
                 event::warn(
                     "cannot give back disk space behind the reader (the filesystem does not punch holes?); the \
                      file keeps its size on disk until it is rotated, streaming goes on",
-                    &[("file", &path.display().to_string()), ("error", &io::Error::from(e).to_string())],
+                    &[
+                        ("file", &path.display().to_string()),
+                        ("error", &io::Error::from(e).to_string()),
+                    ],
                 );
             }
         }
@@ -150,7 +153,10 @@ impl Checkpoint {
                     self.warned = true;
                     event::warn(
                         "cannot save the position; a restart will repeat lines, and no disk space is given back",
-                        &[("position", &self.path.display().to_string()), ("error", &e.to_string())],
+                        &[
+                            ("position", &self.path.display().to_string()),
+                            ("error", &e.to_string()),
+                        ],
                     );
                 }
                 false
@@ -190,7 +196,11 @@ mod tests {
         let after = allocated(&path).unwrap();
         assert!(give.enabled(), "ext4 and tmpfs punch holes");
         assert!(after <= before - 3 * 1024 * 1024 + 2 * MIN_BLOCK, "{before} -> {after}");
-        assert_eq!(file.metadata().unwrap().len(), data.len() as u64, "the apparent size is kept");
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            data.len() as u64,
+            "the apparent size is kept"
+        );
         let mut kept = vec![0; BEFORE_LEN];
         file.seek(SeekFrom::Start(offset - BEFORE_LEN as u64)).unwrap();
         file.read_exact(&mut kept).unwrap();

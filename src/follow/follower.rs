@@ -99,7 +99,9 @@ impl<'a, S: Sink> Follower<'a, S> {
             checkpoint: args.position.clone().map(Checkpoint::new),
             // Due at once: a reader restarted in a loop saves its first position as soon as it has streamed
             // something, not a second later.
-            last_checkpoint: Instant::now().checked_sub(CHECKPOINT_EVERY).unwrap_or_else(Instant::now),
+            last_checkpoint: Instant::now()
+                .checked_sub(CHECKPOINT_EVERY)
+                .unwrap_or_else(Instant::now),
             saved_done: 0,
             buf: vec![0; 2 * READ_SIZE],
             start: 0,
@@ -126,7 +128,10 @@ impl<'a, S: Sink> Follower<'a, S> {
                 match self.rotation(reading) {
                     Rotation::None => {}
                     Rotation::Truncated => {
-                        event::info("file truncated; reading it again from its start", &[("file", &self.name)]);
+                        event::info(
+                            "file truncated; reading it again from its start",
+                            &[("file", &self.name)],
+                        );
                         self.leave(reading)?;
                         reading.pos = reading.file.seek(SeekFrom::Start(0)).map_err(|e| self.read_error(e))?;
                         reading.tail.clear();
@@ -147,7 +152,11 @@ impl<'a, S: Sink> Follower<'a, S> {
                         continue;
                     }
                 }
-                let until = self.stop.finishing().then(|| reading.file.metadata().map(|m| m.len()).ok()).flatten();
+                let until = self
+                    .stop
+                    .finishing()
+                    .then(|| reading.file.metadata().map(|m| m.len()).ok())
+                    .flatten();
                 self.drain(reading, until)?;
                 self.offer_held()?;
                 if self.stop.finishing() || self.args.exit_at_eof {
@@ -205,7 +214,10 @@ impl<'a, S: Sink> Follower<'a, S> {
         };
         let saved = match checkpoint.load() {
             Ok(None) => {
-                event::info("no saved position; reading the file from its start", &[("file", &self.name)]);
+                event::info(
+                    "no saved position; reading the file from its start",
+                    &[("file", &self.name)],
+                );
                 return Ok(self.open(0));
             }
             Ok(Some(text)) => Position::parse(&text).map_err(|e| e.to_string()),
@@ -250,12 +262,18 @@ impl<'a, S: Sink> Follower<'a, S> {
 
     /// The current file from its first byte still on disk, after one warning saying why.
     fn start_over(&mut self, why: &str) -> Option<Reading> {
-        event::warn(&format!("{why}; reading the current file from its start"), &[("file", &self.name)]);
+        event::warn(
+            &format!("{why}; reading the current file from its start"),
+            &[("file", &self.name)],
+        );
         self.open(0)
     }
 
     fn seek(&self, reading: &mut Reading, offset: u64, saved: &Position) -> Result<(), FollowError> {
-        reading.pos = reading.file.seek(SeekFrom::Start(offset)).map_err(|e| self.read_error(e))?;
+        reading.pos = reading
+            .file
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| self.read_error(e))?;
         reading.tail = saved.before_bytes();
         Ok(())
     }
@@ -392,7 +410,10 @@ impl<'a, S: Sink> Follower<'a, S> {
             let keep = BEFORE_LEN.saturating_sub(n).min(reading.tail.len());
             reading.tail.drain(..reading.tail.len() - keep);
             reading.tail.extend_from_slice(&read[n.saturating_sub(BEFORE_LEN)..]);
-            let done = self.sink.consume(&self.buf[self.start..self.end]).map_err(FollowError::Write)?;
+            let done = self
+                .sink
+                .consume(&self.buf[self.start..self.end])
+                .map_err(FollowError::Write)?;
             self.start += done;
             let done = reading.pos - self.held();
             self.progress.set(reading.ino, done);
@@ -473,7 +494,10 @@ impl<'a, S: Sink> Follower<'a, S> {
             Ok(meta) if meta.len() < reading.pos => Rotation::Truncated,
             Ok(_) if !reading.tail.is_empty() => {
                 let mut now = vec![0; reading.tail.len()];
-                match reading.file.read_exact_at(&mut now, reading.pos - reading.tail.len() as u64) {
+                match reading
+                    .file
+                    .read_exact_at(&mut now, reading.pos - reading.tail.len() as u64)
+                {
                     Ok(()) if now != reading.tail => Rotation::Truncated,
                     _ => Rotation::None,
                 }
@@ -488,7 +512,11 @@ fn assess(saved: &Position, reading: &Reading) -> Assessment {
     let size = reading.file.metadata().map(|m| m.len()).unwrap_or(0);
     let len = saved.before_bytes().len();
     let mut before = vec![0; len];
-    let read = saved.offset <= size && reading.file.read_exact_at(&mut before, saved.offset - len as u64).is_ok();
+    let read = saved.offset <= size
+        && reading
+            .file
+            .read_exact_at(&mut before, saved.offset - len as u64)
+            .is_ok();
     saved.assess(&Seen {
         dev: reading.dev,
         ino: reading.ino,

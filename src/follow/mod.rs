@@ -107,7 +107,10 @@ pub fn started(position: &Path) -> Result<(), String> {
     let marker = disk::started_marker(position);
     match marker.try_exists() {
         Ok(true) => Ok(()),
-        Ok(false) => Err(format!("{} does not exist yet: the reader has not started", marker.display())),
+        Ok(false) => Err(format!(
+            "{} does not exist yet: the reader has not started",
+            marker.display()
+        )),
         Err(e) => Err(format!("cannot check {}: {e}", marker.display())),
     }
 }

@@ -68,8 +68,7 @@ impl Position {
 
     /// Parses and checks a saved position.
     pub fn parse(text: &[u8]) -> Result<Position, PositionError> {
-        let position: Position =
-            serde_json::from_slice(text).map_err(|e| PositionError::Garbled(e.to_string()))?;
+        let position: Position = serde_json::from_slice(text).map_err(|e| PositionError::Garbled(e.to_string()))?;
         if position.version != VERSION {
             return Err(PositionError::Version(position.version));
         }
@@ -183,14 +182,20 @@ mod tests {
     #[test]
     fn garbled_positions_are_refused_with_the_reason() {
         assert!(matches!(Position::parse(b""), Err(PositionError::Garbled(_))));
-        assert!(matches!(Position::parse(b"{\"version\":1"), Err(PositionError::Garbled(_))));
+        assert!(matches!(
+            Position::parse(b"{\"version\":1"),
+            Err(PositionError::Garbled(_))
+        ));
         let mut p = Position::new("/f", 1, 2, 3, b"abc");
         p.version = 2;
         assert_eq!(Position::parse(&p.render()), Err(PositionError::Version(2)));
         for before in ["zz", "abc", &"00".repeat(65)] {
             p = Position::new("/f", 1, 2, 100, b"");
             p.before = before.to_string();
-            assert!(matches!(Position::parse(&p.render()), Err(PositionError::Before(_))), "{before}");
+            assert!(
+                matches!(Position::parse(&p.render()), Err(PositionError::Before(_))),
+                "{before}"
+            );
         }
         // More bytes before the offset than the offset itself.
         p = Position::new("/f", 1, 2, 1, b"ab");

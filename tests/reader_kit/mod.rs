@@ -134,7 +134,13 @@ impl Reader {
         self.start_as(self.uid, self.gid, extra, sink)
     }
 
-    pub fn start_as(&self, uid: u32, gid: u32, extra: &[&str], mut sink: impl FnMut(&[u8]) + Send + 'static) -> Running {
+    pub fn start_as(
+        &self,
+        uid: u32,
+        gid: u32,
+        extra: &[&str],
+        mut sink: impl FnMut(&[u8]) + Send + 'static,
+    ) -> Running {
         let mut command = Command::new(env!("CARGO_BIN_EXE_entourage"));
         command.args(&self.args).args(extra);
         if !extra.contains(&"--poll-interval-ms") {
@@ -290,10 +296,13 @@ while k < first + count:
 /// 0644 if it is missing), `batch` lines per write, at about `rate` bytes/s (0: as fast as it can).
 pub fn writer(path: &Path, from: u64, count: u64, len: usize, rate: f64, batch: u64) -> Child {
     let mut command = Command::new("python3");
-    command
-        .args(["-c", WRITER])
-        .arg(path)
-        .args([from.to_string(), count.to_string(), len.to_string(), rate.to_string(), batch.to_string()]);
+    command.args(["-c", WRITER]).arg(path).args([
+        from.to_string(),
+        count.to_string(),
+        len.to_string(),
+        rate.to_string(),
+        batch.to_string(),
+    ]);
     as_user(&mut command, APP_UID, APP_UID)
         .spawn()
         .expect("start the writer (python3)")
@@ -351,10 +360,16 @@ impl RunCheck {
             if self.pending.len() < nl + 11 {
                 return;
             }
-            let k: u64 = match std::str::from_utf8(&self.pending[nl + 1..nl + 11]).ok().and_then(|s| s.parse().ok()) {
+            let k: u64 = match std::str::from_utf8(&self.pending[nl + 1..nl + 11])
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
                 Some(k) => k,
                 None => {
-                    self.error = Some(format!("no line number after the first newline: {:?}", &self.pending[..nl + 11]));
+                    self.error = Some(format!(
+                        "no line number after the first newline: {:?}",
+                        &self.pending[..nl + 11]
+                    ));
                     return;
                 }
             };
