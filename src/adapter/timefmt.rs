@@ -7,7 +7,9 @@
 //! the year of the file's clock (the read time), the previous year when that would put it more than a month ahead
 //! (a December line read in January). A time that matches none of these is left as written.
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone};
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, Offset, SecondsFormat, TimeZone};
 use chrono_tz::Tz;
 
 /// Layouts with an offset, tried in order after RFC 3339 itself.
@@ -34,9 +36,8 @@ pub(crate) fn normalize(raw: &str, read: DateTime<FixedOffset>, zone: Tz) -> Opt
     if raw.len() < 8 || raw.len() > 48 {
         return None;
     }
-    if DateTime::parse_from_rfc3339(raw).is_ok() {
-        // Already what backends want: kept byte for byte (`Z` stays `Z`, the fraction keeps its digits).
-        return Some(raw.to_owned());
+    if let Some(time) = iso(raw, zone) {
+        return time;
     }
     // Python's logging writes milliseconds after a comma; chrono reads fractions after a dot.
     let dotted;
@@ -58,6 +59,98 @@ pub(crate) fn normalize(raw: &str, read: DateTime<FixedOffset>, zone: Tz) -> Opt
         }
     }
     without_year(text, read, zone)
+}
+
+/// The layouts apps write most (`2024-05-01T12:00:00Z`, `2024-05-01 12:00:00,123`, `2024/05/01 12:00:00.123456`,
+/// `2024-05-01 12:00:00 +0200`), read by hand: chrono's format parser, tried layout after layout, costs more than
+/// parsing the rest of the line. `None` when `raw` does not have this shape; `Some(None)` when it has, but names no
+/// valid time. An RFC 3339 time is kept byte for byte (`Z` stays `Z`, the fraction keeps its digits); others get
+/// the fraction padded to 3, 6 or 9 digits and an offset (`+00:00` for UTC).
+fn iso(raw: &str, zone: Tz) -> Option<Option<String>> {
+    let b = raw.as_bytes();
+    let number = |at: usize, len: usize| -> Option<u32> {
+        b.get(at..at + len)?
+            .iter()
+            .try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let sep = *b.get(4)?;
+    let shape = matches!(sep, b'-' | b'/')
+        && b.get(7) == Some(&sep)
+        && matches!(b.get(10), Some(b'T' | b' '))
+        && b.get(13) == Some(&b':')
+        && b.get(16) == Some(&b':');
+    if !shape {
+        return None;
+    }
+    let (year, month, day) = (number(0, 4)?, number(5, 2)?, number(8, 2)?);
+    let (hour, minute, second) = (number(11, 2)?, number(14, 2)?, number(17, 2)?);
+    let mut at = 19;
+    let mut fraction = "";
+    if matches!(b.get(at), Some(b'.' | b',')) {
+        let len = b[at + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if len == 0 {
+            return None;
+        }
+        fraction = &raw[at + 1..at + 1 + len];
+        at += 1 + len;
+    }
+    let rest = &raw[at..];
+    let written_offset = match rest {
+        "" => None,
+        "Z" | "z" => Some(0),
+        _ => {
+            let r = rest.strip_prefix(' ').unwrap_or(rest).as_bytes();
+            let sign = match r.first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = match r.len() {
+                6 if r[3] == b':' => (&r[1..3], &r[4..6]),
+                5 => (&r[1..3], &r[3..5]),
+                _ => return None,
+            };
+            let two = |d: &[u8]| {
+                d.iter()
+                    .try_fold(0i32, |n, &c| c.is_ascii_digit().then(|| n * 10 + i32::from(c - b'0')))
+            };
+            Some(sign * (two(h)? * 3600 + two(m)? * 60))
+        }
+    };
+    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day);
+    let Some(naive) = date.and_then(|d| d.and_hms_opt(hour, minute, second)) else {
+        return Some(None);
+    };
+    let rfc3339 = sep == b'-'
+        && b[10] == b'T'
+        && b.get(19) != Some(&b',')
+        && (rest.len() == 1 || rest.as_bytes().get(3) == Some(&b':'));
+    if written_offset.is_some() && rfc3339 {
+        return Some(Some(raw.to_owned()));
+    }
+    let offset = match written_offset {
+        Some(seconds) => seconds,
+        None if zone == Tz::UTC => 0,
+        None => match zone.offset_from_local_datetime(&naive).earliest() {
+            Some(o) => o.fix().local_minus_utc(),
+            None => return Some(None),
+        },
+    };
+    let mut out = String::with_capacity(35);
+    let _ = write!(out, "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+    if !fraction.is_empty() {
+        let width: usize = match fraction.len() {
+            0..=3 => 3,
+            4..=6 => 6,
+            _ => 9,
+        };
+        out.push('.');
+        out.push_str(&fraction[..fraction.len().min(9)]);
+        out.extend(std::iter::repeat_n('0', width.saturating_sub(fraction.len())));
+    }
+    let (sign, abs) = if offset < 0 { ('-', -offset) } else { ('+', offset) };
+    let _ = write!(out, "{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60);
+    Some(Some(out))
 }
 
 /// `May  1 12:00:00` (RFC 3164): the year from the read time, the previous one if that puts the time more than a
@@ -137,6 +230,31 @@ mod tests {
             norm("Dec 31 23:00:00", "UTC").as_deref(),
             Some("2023-12-31T23:00:00+00:00")
         );
+    }
+
+    #[test]
+    fn the_hand_reader_agrees_with_chrono_on_the_common_layouts() {
+        for raw in [
+            "2024-05-01 12:00:00",
+            "2024-05-01 12:00:00,1",
+            "2024-05-01T12:00:00.1234",
+            "2024/05/01 12:00:00.123456789",
+            "2024-05-01 23:59:59+0530",
+            "2024-05-01 00:00:00 -0130",
+            "2024-02-29 12:00:00",
+        ] {
+            let by_hand = iso(raw, chrono_tz::Tz::UTC).unwrap().unwrap();
+            let text = raw.replacen(',', ".", 1).replacen('/', "-", 2).replacen('T', " ", 1);
+            let naive = NaiveDateTime::parse_from_str(&text[..19], "%Y-%m-%d %H:%M:%S").unwrap();
+            let parsed = DateTime::parse_from_rfc3339(&by_hand).unwrap();
+            assert_eq!(
+                parsed.naive_local().format("%Y-%m-%d %H:%M:%S").to_string(),
+                naive.format("%Y-%m-%d %H:%M:%S").to_string(),
+                "{raw}"
+            );
+        }
+        assert_eq!(iso("2023-02-29 12:00:00", chrono_tz::Tz::UTC), Some(None));
+        assert_eq!(iso("May  1 12:00:00", chrono_tz::Tz::UTC), None);
     }
 
     #[test]
