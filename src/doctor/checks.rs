@@ -306,7 +306,7 @@ fn endpoints(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
             ),
         ));
     } else {
-        out.push(ok(ID, format!("{service} has {ready} ready endpoints")));
+        out.push(ok(ID, format!("{service}: {ready} of {} endpoints ready", endpoints.len())));
     }
 }
 
@@ -538,7 +538,7 @@ fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
             ID,
             Level::Warn,
             format!(
-                "{} Pods were injected by another version than the running webhook's {version}: {listed}",
+                "Pods injected by another version than the running webhook's {version}: {} ({listed})",
                 stale.len()
             ),
             "recreate them to get the current containers (kubectl rollout restart for their Deployments)",

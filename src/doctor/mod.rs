@@ -98,6 +98,11 @@ async fn client(args: &DoctorArgs) -> Result<(kube::Client, String), DoctorError
     } else {
         kube::Config::infer().await.map_err(|e| fail(&e))?
     };
+    let mut config = config;
+    // A person is waiting: a 503 from the service proxy (the API server cannot reach the webhook) is the answer,
+    // not something to retry with backoff for minutes, as kube's default policy for controllers does.
+    config.default_retry = false;
+    config.read_timeout = Some(std::time::Duration::from_secs(30));
     let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).map_err(|e| fail(&e))?;
     Ok((client, server))
