@@ -143,12 +143,16 @@ impl Cluster {
             (200, deployment),
         );
         // Two pages: the doctor must follow `continue`.
-        let list = |items: Vec<Value>, next: &str| {
-            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {"continue": next}, "items": items})
-        };
+        let list = |items: Vec<Value>, next: &str| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {"continue": next}, "items": items});
         routes.insert(
             PODS.to_string(),
-            (200, list(vec![pod("shop", "web-1", Some(VERSION)), pod("shop", "plain", None)], "page-2")),
+            (
+                200,
+                list(
+                    vec![pod("shop", "web-1", Some(VERSION)), pod("shop", "plain", None)],
+                    "page-2",
+                ),
+            ),
         );
         routes.insert(
             format!("{PODS}?continue"),
@@ -313,10 +317,30 @@ async fn a_healthy_install_passes_every_check_and_exits_0() {
             assert!(line.starts_with("[ok]"), "{line}");
         }
     }
-    assert!(report.has("[ok]", "service-endpoints", "Service entourage-system/entourage: 1 of 2 endpoints ready"), "{}", report.stdout);
-    assert!(report.has("[ok]", "stale-injections", &format!("all 2 injected Pods carry the running webhook's version {VERSION}")));
-    assert!(report.has("[ok]", "certificate-expiry", "valid for 300 more days"), "{}", report.stdout);
-    assert!(report.stdout.ends_with("9 ok, 0 warnings, 0 failed\n"), "{}", report.stdout);
+    assert!(
+        report.has(
+            "[ok]",
+            "service-endpoints",
+            "Service entourage-system/entourage: 1 of 2 endpoints ready"
+        ),
+        "{}",
+        report.stdout
+    );
+    assert!(report.has(
+        "[ok]",
+        "stale-injections",
+        &format!("all 2 injected Pods carry the running webhook's version {VERSION}")
+    ));
+    assert!(
+        report.has("[ok]", "certificate-expiry", "valid for 300 more days"),
+        "{}",
+        report.stdout
+    );
+    assert!(
+        report.stdout.ends_with("9 ok, 0 warnings, 0 failed\n"),
+        "{}",
+        report.stdout
+    );
 }
 
 #[tokio::test]
@@ -324,8 +348,18 @@ async fn a_missing_webhook_configuration_fails_and_says_how_to_install() {
     let mut cluster = Cluster::healthy(&Ca::new());
     cluster.set(CONFIGURATION, not_found());
     let report = doctor(cluster).await;
-    assert_report(&report, 1, "[FAIL]", "webhook-configuration", "MutatingWebhookConfiguration entourage does not exist");
-    assert!(report.has("[FAIL]", "webhook-configuration", "fix: install entourage (kubectl apply -k manifests)"));
+    assert_report(
+        &report,
+        1,
+        "[FAIL]",
+        "webhook-configuration",
+        "MutatingWebhookConfiguration entourage does not exist",
+    );
+    assert!(report.has(
+        "[FAIL]",
+        "webhook-configuration",
+        "fix: install entourage (kubectl apply -k manifests)"
+    ));
 }
 
 #[tokio::test]
@@ -334,8 +368,18 @@ async fn a_ca_bundle_from_another_ca_fails_naming_the_webhook() {
     let mut cluster = Cluster::healthy(&ca);
     cluster.json(CONFIGURATION)["webhooks"][0]["clientConfig"]["caBundle"] = json!(b64(stale.pem.as_bytes()));
     let report = doctor(cluster).await;
-    assert_report(&report, 1, "[FAIL]", "ca-bundle", "pods.entourage.dev caBundle did not sign the serving certificate");
-    assert_eq!(report.line("ca-bundle").len(), 1, "jobs.entourage.dev's caBundle is right");
+    assert_report(
+        &report,
+        1,
+        "[FAIL]",
+        "ca-bundle",
+        "pods.entourage.dev caBundle did not sign the serving certificate",
+    );
+    assert_eq!(
+        report.line("ca-bundle").len(),
+        1,
+        "jobs.entourage.dev's caBundle is right"
+    );
     assert!(report.has("[FAIL]", "ca-bundle", "rollout restart deployment/entourage"));
 }
 
@@ -346,7 +390,13 @@ async fn a_serving_certificate_for_another_name_fails() {
     let wrong = ca.serving("entourage.default.svc", 300);
     cluster.json(SECRET)["data"]["tls.crt"] = json!(b64(wrong.as_bytes()));
     let report = doctor(cluster).await;
-    assert_report(&report, 1, "[FAIL]", "ca-bundle", "does not name entourage.entourage-system.svc");
+    assert_report(
+        &report,
+        1,
+        "[FAIL]",
+        "ca-bundle",
+        "does not name entourage.entourage-system.svc",
+    );
 }
 
 #[tokio::test]
@@ -375,7 +425,13 @@ async fn an_unreadable_secret_fails_with_the_apis_reason() {
         ),
     );
     let report = doctor(cluster).await;
-    assert_report(&report, 1, "[FAIL]", "ca-bundle", "cannot read Secret entourage-system/entourage-tls: secrets \"entourage-tls\" is forbidden");
+    assert_report(
+        &report,
+        1,
+        "[FAIL]",
+        "ca-bundle",
+        "cannot read Secret entourage-system/entourage-tls: secrets \"entourage-tls\" is forbidden",
+    );
 }
 
 #[tokio::test]
@@ -383,7 +439,13 @@ async fn a_service_without_ready_endpoints_fails() {
     let mut cluster = Cluster::healthy(&Ca::new());
     cluster.json(SLICES)["items"][0]["endpoints"][0]["conditions"]["ready"] = json!(false);
     let report = doctor(cluster).await;
-    assert_report(&report, 1, "[FAIL]", "service-endpoints", "Service entourage-system/entourage has no ready endpoints (2 not ready)");
+    assert_report(
+        &report,
+        1,
+        "[FAIL]",
+        "service-endpoints",
+        "Service entourage-system/entourage has no ready endpoints (2 not ready)",
+    );
 }
 
 #[tokio::test]
@@ -398,7 +460,13 @@ async fn an_api_server_that_cannot_reach_the_webhook_fails() {
         ),
     );
     let report = doctor(cluster).await;
-    assert_report(&report, 1, "[FAIL]", "apiserver-reach", "dial tcp 10.0.0.5:8443: i/o timeout");
+    assert_report(
+        &report,
+        1,
+        "[FAIL]",
+        "apiserver-reach",
+        "dial tcp 10.0.0.5:8443: i/o timeout",
+    );
     assert!(report.has("[FAIL]", "apiserver-reach", "GKE private clusters"));
 }
 
@@ -407,8 +475,18 @@ async fn a_webhook_that_selects_kube_system_fails() {
     let mut cluster = Cluster::healthy(&Ca::new());
     cluster.json(CONFIGURATION)["webhooks"][1]["namespaceSelector"] = json!({});
     let report = doctor(cluster).await;
-    assert_report(&report, 1, "[FAIL]", "namespace-exclusion", "jobs.entourage.dev sends kube-system's objects to entourage");
-    assert!(report.has("[FAIL]", "namespace-exclusion", "jobs.entourage.dev sends entourage-system's objects"));
+    assert_report(
+        &report,
+        1,
+        "[FAIL]",
+        "namespace-exclusion",
+        "jobs.entourage.dev sends kube-system's objects to entourage",
+    );
+    assert!(report.has(
+        "[FAIL]",
+        "namespace-exclusion",
+        "jobs.entourage.dev sends entourage-system's objects"
+    ));
 }
 
 #[tokio::test]
@@ -419,8 +497,18 @@ async fn a_pod_webhook_without_match_conditions_warns_and_with_failure_policy_fa
         .unwrap()
         .remove("matchConditions");
     let report = doctor(cluster).await;
-    assert_report(&report, 1, "[warn]", "match-conditions", "pods.entourage.dev has no matchConditions");
-    assert!(report.has("[FAIL]", "failure-policy", "pods.entourage.dev has failurePolicy Fail and no matchConditions"));
+    assert_report(
+        &report,
+        1,
+        "[warn]",
+        "match-conditions",
+        "pods.entourage.dev has no matchConditions",
+    );
+    assert!(report.has(
+        "[FAIL]",
+        "failure-policy",
+        "pods.entourage.dev has failurePolicy Fail and no matchConditions"
+    ));
 }
 
 #[tokio::test]
@@ -429,8 +517,18 @@ async fn a_failure_policy_that_lets_pods_start_without_their_sidecars_warns() {
     cluster.json(CONFIGURATION)["webhooks"][0]["failurePolicy"] = json!("Ignore");
     cluster.json(CONFIGURATION)["webhooks"][1]["failurePolicy"] = json!("Fail");
     let report = doctor(cluster).await;
-    assert_report(&report, 0, "[warn]", "failure-policy", "pods.entourage.dev has failurePolicy Ignore");
-    assert!(report.has("[warn]", "failure-policy", "jobs.entourage.dev has failurePolicy Fail: while entourage is down no Job"));
+    assert_report(
+        &report,
+        0,
+        "[warn]",
+        "failure-policy",
+        "pods.entourage.dev has failurePolicy Ignore",
+    );
+    assert!(report.has(
+        "[warn]",
+        "failure-policy",
+        "jobs.entourage.dev has failurePolicy Fail: while entourage is down no Job"
+    ));
 }
 
 #[tokio::test]
@@ -461,7 +559,11 @@ async fn an_unreachable_api_exits_2_without_checking() {
         .unwrap();
     assert!(made.status.success());
     // A port nothing listens on: bound, then closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let report = tokio::time::timeout(
         Duration::from_secs(60),
         run(dir.path(), &format!("https://127.0.0.1:{port}"), &certs),
@@ -469,6 +571,10 @@ async fn an_unreachable_api_exits_2_without_checking() {
     .await
     .unwrap();
     assert_eq!(report.status, 2, "{}{}", report.stdout, report.stderr);
-    assert!(report.stderr.contains("cannot reach the Kubernetes API"), "{}", report.stderr);
+    assert!(
+        report.stderr.contains("cannot reach the Kubernetes API"),
+        "{}",
+        report.stderr
+    );
     assert!(report.stdout.is_empty(), "{}", report.stdout);
 }

@@ -74,7 +74,10 @@ mod tests {
     fn serving(ca: &(CertificateParams, KeyPair, String), name: &str) -> String {
         let key = KeyPair::generate().unwrap();
         let params = CertificateParams::new(vec![name.to_string()]).unwrap();
-        params.signed_by(&key, &Issuer::from_params(&ca.0, &ca.1)).unwrap().pem()
+        params
+            .signed_by(&key, &Issuer::from_params(&ca.0, &ca.1))
+            .unwrap()
+            .pem()
     }
 
     #[test]
@@ -82,12 +85,18 @@ mod tests {
         let (a, b) = (ca(), ca());
         let cert = serving(&a, "entourage.entourage-system.svc");
         let now = UnixTime::now();
-        assert_eq!(verify(a.2.as_bytes(), cert.as_bytes(), "entourage.entourage-system.svc", now), Ok(()));
+        assert_eq!(
+            verify(a.2.as_bytes(), cert.as_bytes(), "entourage.entourage-system.svc", now),
+            Ok(())
+        );
         let other = verify(b.2.as_bytes(), cert.as_bytes(), "entourage.entourage-system.svc", now).unwrap_err();
         assert!(other.starts_with("did not sign"), "{other}");
         let wrong = verify(a.2.as_bytes(), cert.as_bytes(), "entourage.default.svc", now).unwrap_err();
         assert!(wrong.contains("does not name entourage.default.svc"), "{wrong}");
-        assert_eq!(verify(b"junk", cert.as_bytes(), "x.y.svc", now), Err("holds no PEM certificate".into()));
+        assert_eq!(
+            verify(b"junk", cert.as_bytes(), "x.y.svc", now),
+            Err("holds no PEM certificate".into())
+        );
         assert!(seconds_left(cert.as_bytes(), now).unwrap() > 0);
     }
 }

@@ -56,10 +56,7 @@ fn bad(id: &'static str, level: Level, message: String, fix: impl Into<String>) 
 /// Every check, in order.
 pub fn run(s: &Snapshot, args: &DoctorArgs, now: UnixTime) -> Vec<Check> {
     let mut out = Vec::new();
-    let ours = match configuration(s, args, &mut out) {
-        Some(webhooks) => webhooks,
-        None => Vec::new(),
-    };
+    let ours = configuration(s, args, &mut out).unwrap_or_default();
     if !ours.is_empty() {
         ca_bundle(s, args, &ours, now, &mut out);
     }
@@ -126,7 +123,11 @@ fn configuration<'s>(s: &'s Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) -
                 "no webhook of {name} calls Service {}/{} ({})",
                 args.namespace,
                 args.service,
-                if targets.is_empty() { "it has no webhooks".to_string() } else { targets.join(", ") }
+                if targets.is_empty() {
+                    "it has no webhooks".to_string()
+                } else {
+                    targets.join(", ")
+                }
             ),
             "reinstall the configuration, or point --namespace and --service at the Service it calls",
         ));
@@ -161,7 +162,10 @@ fn serving<'s>(s: &'s Snapshot, args: &DoctorArgs, id: &'static str) -> Result<&
         Ok(None) => Err(bad(
             id,
             Level::Fail,
-            format!("{} does not exist or has no tls.crt: the webhook has no certificate to serve", secret_name(args)),
+            format!(
+                "{} does not exist or has no tls.crt: the webhook has no certificate to serve",
+                secret_name(args)
+            ),
             "create it (entourage certs, then kubectl create secret tls; or the cert-manager overlay), or name it \
              with --tls-secret",
         )),
@@ -211,7 +215,9 @@ fn ca_bundle(s: &Snapshot, args: &DoctorArgs, ours: &[&MutatingWebhook], now: Un
 
 /// `2027-01-31`.
 fn date(now: UnixTime, seconds_left: i64) -> String {
-    let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX).saturating_add(seconds_left);
+    let at = i64::try_from(now.as_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_add(seconds_left);
     chrono::DateTime::from_timestamp(at, 0).map_or_else(|| at.to_string(), |d| d.format("%Y-%m-%d").to_string())
 }
 
@@ -242,14 +248,20 @@ fn expiry(s: &Snapshot, args: &DoctorArgs, now: UnixTime, out: &mut Vec<Check>) 
         out.push(bad(
             ID,
             Level::Fail,
-            format!("the serving certificate in {} expired on {when}: every admission call fails", secret_name(args)),
+            format!(
+                "the serving certificate in {} expired on {when}: every admission call fails",
+                secret_name(args)
+            ),
             renew,
         ));
     } else if days < i64::from(args.expiry_warning_days) {
         out.push(bad(
             ID,
             Level::Warn,
-            format!("the serving certificate in {} expires in {days} days ({when})", secret_name(args)),
+            format!(
+                "the serving certificate in {} expires in {days} days ({when})",
+                secret_name(args)
+            ),
             renew,
         ));
     } else {
@@ -264,7 +276,14 @@ fn endpoints(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
     const ID: &str = "service-endpoints";
     let service = format!("Service {}/{}", args.namespace, args.service);
     match &s.service {
-        Err(e) => return out.push(bad(ID, Level::Fail, format!("cannot read {service}: {e}"), "check --context")),
+        Err(e) => {
+            return out.push(bad(
+                ID,
+                Level::Fail,
+                format!("cannot read {service}: {e}"),
+                "check --context",
+            ))
+        }
         Ok(None) => {
             return out.push(bad(
                 ID,
@@ -306,7 +325,10 @@ fn endpoints(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
             ),
         ));
     } else {
-        out.push(ok(ID, format!("{service}: {ready} of {} endpoints ready", endpoints.len())));
+        out.push(ok(
+            ID,
+            format!("{service}: {ready} of {} endpoints ready", endpoints.len()),
+        ));
     }
 }
 
@@ -366,7 +388,10 @@ fn exclusions(s: &Snapshot, ours: &[&MutatingWebhook], out: &mut Vec<Check>) {
                 out.push(bad(
                     ID,
                     Level::Fail,
-                    format!("{} sends {namespace}'s objects to entourage (its namespaceSelector selects it)", webhook.name),
+                    format!(
+                        "{} sends {namespace}'s objects to entourage (its namespaceSelector selects it)",
+                        webhook.name
+                    ),
                     format!(
                         "add {namespace} to the namespaceSelector (kubernetes.io/metadata.name NotIn): the control \
                          plane's and the webhook's own Pods must start while the webhook is down"
@@ -478,7 +503,12 @@ fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
             .spec
             .as_ref()
             .and_then(|s| s.template.spec.as_ref())
-            .and_then(|p| p.containers.iter().find(|c| c.name == "entourage").or(p.containers.first()))
+            .and_then(|p| {
+                p.containers
+                    .iter()
+                    .find(|c| c.name == "entourage")
+                    .or(p.containers.first())
+            })
             .and_then(|c| c.image.clone()),
         Ok(None) => None,
         Err(e) => {
@@ -525,7 +555,10 @@ fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
     if stale.is_empty() {
         out.push(ok(
             ID,
-            format!("all {} injected Pods carry the running webhook's version {version}", pods.len()),
+            format!(
+                "all {} injected Pods carry the running webhook's version {version}",
+                pods.len()
+            ),
         ));
     } else {
         const SHOWN: usize = 5;
@@ -580,7 +613,10 @@ mod tests {
     #[test]
     fn the_version_is_the_images_tag() {
         assert_eq!(image_version("ghcr.io/entourage-dev/entourage:0.1.0"), Some("0.1.0"));
-        assert_eq!(image_version("registry:5000/entourage:v0.2.0@sha256:abc"), Some("0.2.0"));
+        assert_eq!(
+            image_version("registry:5000/entourage:v0.2.0@sha256:abc"),
+            Some("0.2.0")
+        );
         assert_eq!(image_version("registry:5000/entourage@sha256:abc"), None);
     }
 }

@@ -66,9 +66,8 @@ pub async fn read_cluster(client: kube::Client, args: &DoctorArgs) -> Result<Sna
     let webhook_configuration = read(configurations.get_opt(&args.webhook_configuration).await)?;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let serving_certificate = read(secrets.get_opt(&args.tls_secret).await)?.map(|secret| {
-        secret.and_then(|s| s.data.and_then(|mut d| d.remove("tls.crt")).map(|b| b.0))
-    });
+    let serving_certificate = read(secrets.get_opt(&args.tls_secret).await)?
+        .map(|secret| secret.and_then(|s| s.data.and_then(|mut d| d.remove("tls.crt")).map(|b| b.0)));
 
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let service = read(services.get_opt(&args.service).await)?;
@@ -83,8 +82,13 @@ pub async fn read_cluster(client: kube::Client, args: &DoctorArgs) -> Result<Sna
     // The API server dials the Service itself, as it does for admission calls: a firewall between the control
     // plane and the nodes (GKE private clusters) fails this exactly as it fails the webhook.
     let port = webhook_port(webhook_configuration.as_ref().ok().and_then(Option::as_ref), args);
-    let path = format!("/api/v1/namespaces/{ns}/services/https:{}:{port}/proxy/readyz", args.service);
-    let request = http::Request::get(path).body(Vec::new()).expect("a GET without a body is a request");
+    let path = format!(
+        "/api/v1/namespaces/{ns}/services/https:{}:{port}/proxy/readyz",
+        args.service
+    );
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .expect("a GET without a body is a request");
     let proxied_readyz = match client.request_text(request).await {
         Ok(body) => Ok(body),
         Err(e) => Err(api_error(e)?),

@@ -37,7 +37,11 @@ pub(super) fn parse(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<Annota
     let mut one = |key: &'static str, pattern: &str, maxima, needs: &[&'static str]| {
         let value = lookup.text(key)?;
         if !asked(needs) {
-            errors.push(err(key, value, format!("needs {} (no such container in this Pod)", needs.join(" or "))));
+            errors.push(err(
+                key,
+                value,
+                format!("needs {} (no such container in this Pod)", needs.join(" or ")),
+            ));
             return None;
         }
         parse_one(key, value, pattern, maxima, errors)
@@ -75,7 +79,10 @@ fn parse_one(
             let rule = if RESOURCE_NAMES.contains(&name) {
                 format!("names a resource config does not let a Pod set for {pattern} containers (resources.maxima.{pattern} lists {})", list(&settable))
             } else {
-                format!("names an unknown resource; {pattern} containers may set {}", list(&settable))
+                format!(
+                    "names an unknown resource; {pattern} containers may set {}",
+                    list(&settable)
+                )
             };
             errors.push(err(key, pair, rule));
             continue;
@@ -90,7 +97,9 @@ fn parse_one(
             Ok(n) if max.nanos().is_ok_and(|max| n > max) => errors.push(err(
                 key,
                 pair,
-                format!("is over the maximum for {pattern} containers, {max} (config resources.maxima.{pattern}.{name})"),
+                format!(
+                    "is over the maximum for {pattern} containers, {max} (config resources.maxima.{pattern}.{name})"
+                ),
             )),
             Ok(_) => {
                 out.insert(name.to_string(), quantity);
@@ -162,7 +171,8 @@ mod tests {
             "entourage.dev/adapter-resources": "cpu=1.5",
         }))
         .contains("over the maximum for adapter containers, 1"));
-        let ok = json!({"entourage.dev/adapter-logs": "/var/log/app/a.log", "entourage.dev/adapter-resources": "cpu=900m"});
+        let ok =
+            json!({"entourage.dev/adapter-logs": "/var/log/app/a.log", "entourage.dev/adapter-resources": "cpu=900m"});
         assert!(parse(ok, &Config::default()).is_ok());
     }
 

@@ -169,7 +169,9 @@ mod tests {
 
     #[test]
     fn malformed_negative_and_huge_quantities_are_refused() {
-        for bad in ["", "Mi", "1.2.3", "10 Mi", "lots", "1mi", "1KI", "1e", "1e--3", "1ee3", ".", "1.5.", "0x10"] {
+        for bad in [
+            "", "Mi", "1.2.3", "10 Mi", "lots", "1mi", "1KI", "1e", "1e--3", "1ee3", ".", "1.5.", "0x10",
+        ] {
             assert_eq!(parse(bad), Err(QuantityError::Malformed), "{bad}");
         }
         assert_eq!(parse("-1"), Err(QuantityError::Negative));

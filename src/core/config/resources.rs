@@ -181,10 +181,19 @@ mod tests {
     #[test]
     fn a_missing_resource_an_unknown_one_and_a_request_above_its_limit_are_refused() {
         let err = problems("resources:\n  requests: {cpu: 1, memory: 16Mi}\n");
-        assert!(err.contains("resources.requests.ephemeral-storage: is missing"), "{err}");
-        assert!(err.contains("resources.requests.cpu: 1 is above resources.limits.cpu 200m"), "{err}");
+        assert!(
+            err.contains("resources.requests.ephemeral-storage: is missing"),
+            "{err}"
+        );
+        assert!(
+            err.contains("resources.requests.cpu: 1 is above resources.limits.cpu 200m"),
+            "{err}"
+        );
         let err = problems("resources:\n  maxima:\n    sidecar: {nvidia.com/gpu: 1}\n");
-        assert!(err.contains("resources.maxima.sidecar.nvidia.com/gpu: is not a resource"), "{err}");
+        assert!(
+            err.contains("resources.maxima.sidecar.nvidia.com/gpu: is not a resource"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -201,6 +210,9 @@ mod tests {
     #[test]
     fn a_disk_limit_below_the_log_volume_is_refused() {
         let err = problems("sidecars:\n  logVolumeSizeLimit: 1Gi\n");
-        assert!(err.contains("resources.limits.ephemeral-storage: 512Mi is below"), "{err}");
+        assert!(
+            err.contains("resources.limits.ephemeral-storage: 512Mi is below"),
+            "{err}"
+        );
     }
 }
