@@ -1,13 +1,13 @@
 //! The checks, on what [`super::cluster`] read: pure functions, one [`Check`] (one line) per finding.
+//! [`policy`] judges the webhooks' own settings, [`stale`] the injected Pods' versions.
 
-use std::collections::BTreeMap;
+mod policy;
+mod stale;
 
-use k8s_openapi::{
-    api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration},
-    apimachinery::pkg::apis::meta::v1::LabelSelector,
-};
+pub use policy::selects;
+
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
 use rustls::pki_types::UnixTime;
-use serde_json::Value;
 
 use super::{cert, cluster::Snapshot, DoctorArgs};
 
@@ -35,7 +35,7 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-fn ok(id: &'static str, message: String) -> Check {
+pub(super) fn ok(id: &'static str, message: String) -> Check {
     Check {
         id,
         level: Level::Ok,
@@ -44,7 +44,7 @@ fn ok(id: &'static str, message: String) -> Check {
     }
 }
 
-fn bad(id: &'static str, level: Level, message: String, fix: impl Into<String>) -> Check {
+pub(super) fn bad(id: &'static str, level: Level, message: String, fix: impl Into<String>) -> Check {
     Check {
         id,
         level,
@@ -64,11 +64,11 @@ pub fn run(s: &Snapshot, args: &DoctorArgs, now: UnixTime) -> Vec<Check> {
     endpoints(s, args, &mut out);
     reach(s, args, &mut out);
     if !ours.is_empty() {
-        exclusions(s, &ours, &mut out);
-        match_conditions(&ours, &mut out);
-        failure_policy(&ours, &mut out);
+        policy::exclusions(s, &ours, &mut out);
+        policy::match_conditions(&ours, &mut out);
+        policy::failure_policy(&ours, &mut out);
     }
-    stale(s, args, &mut out);
+    stale::stale(s, args, &mut out);
     out
 }
 
@@ -353,270 +353,5 @@ fn reach(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
             "let the control plane reach the webhook Pods on their port (GKE private clusters: a firewall rule from \
              the control plane's range, or serve on 443 or 10250; EKS with a custom CNI: hostNetwork)",
         )),
-    }
-}
-
-/// Whether `selector` selects an object with `labels` (an absent selector selects everything).
-pub fn selects(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
-    let Some(selector) = selector else { return true };
-    let by_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
-        let value = labels.get(&e.key);
-        let values = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            // The API refuses any other operator; a selector it kept cannot have one.
-            _ => false,
-        }
-    });
-    by_labels && by_expressions
-}
-
-fn exclusions(s: &Snapshot, ours: &[&MutatingWebhook], out: &mut Vec<Check>) {
-    const ID: &str = "namespace-exclusion";
-    let before = out.len();
-    for webhook in ours {
-        for (namespace, labels) in &s.namespace_labels {
-            if selects(webhook.namespace_selector.as_ref(), labels) {
-                out.push(bad(
-                    ID,
-                    Level::Fail,
-                    format!(
-                        "{} sends {namespace}'s objects to entourage (its namespaceSelector selects it)",
-                        webhook.name
-                    ),
-                    format!(
-                        "add {namespace} to the namespaceSelector (kubernetes.io/metadata.name NotIn): the control \
-                         plane's and the webhook's own Pods must start while the webhook is down"
-                    ),
-                ));
-            }
-        }
-    }
-    if out.len() == before {
-        let names: Vec<&str> = s.namespace_labels.keys().map(String::as_str).collect();
-        out.push(ok(ID, format!("every webhook leaves {} alone", names.join(" and "))));
-    }
-}
-
-/// Whether a webhook is called for Pods.
-fn handles_pods(webhook: &MutatingWebhook) -> bool {
-    webhook.rules.iter().flatten().any(|r| {
-        r.api_groups.iter().flatten().any(|g| g.is_empty() || g == "*")
-            && r.resources.iter().flatten().any(|res| res == "pods" || res == "*")
-    })
-}
-
-fn has_conditions(webhook: &MutatingWebhook) -> bool {
-    webhook.match_conditions.as_ref().is_some_and(|c| !c.is_empty())
-}
-
-fn match_conditions(ours: &[&MutatingWebhook], out: &mut Vec<Check>) {
-    const ID: &str = "match-conditions";
-    for webhook in ours.iter().filter(|w| handles_pods(w)) {
-        if has_conditions(webhook) {
-            out.push(ok(
-                ID,
-                format!("{} is called only for Pods its matchConditions select", webhook.name),
-            ));
-        } else {
-            out.push(bad(
-                ID,
-                Level::Warn,
-                format!(
-                    "{} has no matchConditions: every Pod created in a selected namespace calls entourage, not only \
-                     those with an entourage.dev/ annotation",
-                    webhook.name
-                ),
-                "add the has-entourage-annotation matchCondition of manifests/base/webhook.yaml (Kubernetes 1.30+)",
-            ));
-        }
-    }
-}
-
-fn failure_policy(ours: &[&MutatingWebhook], out: &mut Vec<Check>) {
-    const ID: &str = "failure-policy";
-    let before = out.len();
-    let mut summary = Vec::new();
-    for webhook in ours {
-        // Unset is Fail in admissionregistration/v1.
-        let policy = webhook.failure_policy.as_deref().unwrap_or("Fail");
-        summary.push(format!("{} {policy}", webhook.name));
-        match (handles_pods(webhook), policy) {
-            (true, "Fail") if !has_conditions(webhook) => out.push(bad(
-                ID,
-                Level::Fail,
-                format!(
-                    "{} has failurePolicy Fail and no matchConditions: while entourage is down no Pod can be created \
-                     in any namespace it selects",
-                    webhook.name
-                ),
-                "add the has-entourage-annotation matchCondition, so that only Pods that ask for entourage wait for it",
-            )),
-            (true, "Ignore") => out.push(bad(
-                ID,
-                Level::Warn,
-                format!(
-                    "{} has failurePolicy Ignore: while entourage is down, Pods that ask for sidecars start without them",
-                    webhook.name
-                ),
-                "set failurePolicy: Fail (with matchConditions, only annotated Pods wait for entourage)",
-            )),
-            (false, "Fail") => out.push(bad(
-                ID,
-                Level::Warn,
-                format!(
-                    "{} has failurePolicy Fail: while entourage is down no Job or CronJob can be created, for \
-                     defaults that are optional",
-                    webhook.name
-                ),
-                "set failurePolicy: Ignore",
-            )),
-            _ => {}
-        }
-    }
-    if out.len() == before {
-        out.push(ok(ID, summary.join(", ")));
-    }
-}
-
-/// The version in an image reference's tag (`…/entourage:0.1.0@sha256:…` is `0.1.0`).
-fn image_version(image: &str) -> Option<&str> {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    let tag = last.split_once(':')?.1;
-    Some(tag.strip_prefix('v').unwrap_or(tag))
-}
-
-fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
-    const ID: &str = "stale-injections";
-    let deployment = format!("Deployment {}/{}", args.namespace, args.deployment);
-    let image = match &s.deployment {
-        Ok(Some(d)) => d
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .and_then(|p| {
-                p.containers
-                    .iter()
-                    .find(|c| c.name == "entourage")
-                    .or(p.containers.first())
-            })
-            .and_then(|c| c.image.clone()),
-        Ok(None) => None,
-        Err(e) => {
-            return out.push(bad(
-                ID,
-                Level::Warn,
-                format!("cannot tell the running webhook's version: cannot read {deployment}: {e}"),
-                "name the webhook's Deployment with --deployment",
-            ))
-        }
-    };
-    let Some(version) = image.as_deref().and_then(image_version) else {
-        return out.push(bad(
-            ID,
-            Level::Warn,
-            format!(
-                "cannot tell the running webhook's version from {deployment} (image {})",
-                image.as_deref().unwrap_or("not found")
-            ),
-            "name the webhook's Deployment with --deployment; its image tag is the version",
-        ));
-    };
-    let pods = match &s.injected_pods {
-        Ok(pods) => pods,
-        Err(e) => {
-            return out.push(bad(
-                ID,
-                Level::Warn,
-                format!("cannot list Pods to compare their entourage.dev/status: {e}"),
-                "run as a user who may list pods in all namespaces (--context)",
-            ))
-        }
-    };
-    let stale: Vec<String> = pods
-        .iter()
-        .filter_map(|(pod, status)| {
-            let theirs = serde_json::from_str::<Value>(status)
-                .ok()
-                .and_then(|v| v.get("version").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or_else(|| "unknown".into());
-            (theirs != version).then(|| format!("{pod} ({theirs})"))
-        })
-        .collect();
-    if stale.is_empty() {
-        out.push(ok(
-            ID,
-            format!(
-                "all {} injected Pods carry the running webhook's version {version}",
-                pods.len()
-            ),
-        ));
-    } else {
-        const SHOWN: usize = 5;
-        let more = stale.len().saturating_sub(SHOWN);
-        let mut listed = stale.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
-        if more > 0 {
-            listed.push_str(&format!(" and {more} more"));
-        }
-        out.push(bad(
-            ID,
-            Level::Warn,
-            format!(
-                "Pods injected by another version than the running webhook's {version}: {} ({listed})",
-                stale.len()
-            ),
-            "recreate them to get the current containers (kubectl rollout restart for their Deployments)",
-        ));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    fn labels(name: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([("kubernetes.io/metadata.name".to_string(), name.to_string())])
-    }
-
-    #[test]
-    fn selectors_follow_the_api_semantics() {
-        let not_in = |values: &[&str]| LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "kubernetes.io/metadata.name".into(),
-                operator: "NotIn".into(),
-                values: Some(values.iter().map(|v| v.to_string()).collect()),
-            }]),
-            match_labels: None,
-        };
-        let manifests = not_in(&["kube-system", "entourage-system"]);
-        assert!(!selects(Some(&manifests), &labels("kube-system")));
-        assert!(selects(Some(&manifests), &labels("default")));
-        assert!(selects(None, &labels("kube-system")));
-        assert!(selects(Some(&LabelSelector::default()), &labels("kube-system")));
-        let opt_in = LabelSelector {
-            match_labels: Some(BTreeMap::from([("entourage".to_string(), "enabled".to_string())])),
-            match_expressions: None,
-        };
-        assert!(!selects(Some(&opt_in), &labels("kube-system")));
-    }
-
-    #[test]
-    fn the_version_is_the_images_tag() {
-        assert_eq!(image_version("ghcr.io/entourage-dev/entourage:0.1.0"), Some("0.1.0"));
-        assert_eq!(
-            image_version("registry:5000/entourage:v0.2.0@sha256:abc"),
-            Some("0.2.0")
-        );
-        assert_eq!(image_version("registry:5000/entourage@sha256:abc"), None);
     }
 }

@@ -3,28 +3,16 @@
 //! fails (or warns about) exactly the check that names its problem, with the exit status `linkerd check` users
 //! expect: 0 when nothing failed, 1 when a check failed, 2 when the API could not be asked at all.
 
-use std::{
-    collections::BTreeMap,
-    convert::Infallible,
-    net::SocketAddr,
-    path::Path,
-    process::Command,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod standin;
 
-use base64::Engine;
-use bytes::Bytes;
-use http_body_util::Full;
+use std::{collections::BTreeMap, time::Duration};
+
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{json, Value};
+use standin::{api_certs, b64, not_found, run, serve, Answer, Report};
 
 const NS: &str = "entourage-system";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 fn manifest(name: &str) -> Value {
     let path = format!("{}/manifests/base/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -61,19 +49,9 @@ impl Ca {
     }
 }
 
-/// One answer of the stand-in API: status and JSON body.
-type Answer = (u16, Value);
-
 /// The cluster as the API serves it, by path (the query is ignored, except a list's `continue`).
 struct Cluster {
     routes: BTreeMap<String, Answer>,
-}
-
-fn not_found() -> Answer {
-    (
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "message": "not found", "code": 404}),
-    )
 }
 
 const CONFIGURATION: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/entourage";
@@ -171,118 +149,12 @@ impl Cluster {
     }
 }
 
-/// Serves `cluster` over HTTPS with `certs` (the API's own CA and certificate); returns the address.
-async fn serve(cluster: Cluster, certs: &Path) -> SocketAddr {
-    use hyper::{server::conn::http1, service::service_fn, Request, Response};
-    let store = entourage::webhook::tls::CertStore::load(&certs.join("tls.crt"), &certs.join("tls.key")).unwrap();
-    let mut tls = entourage::webhook::tls::server_config(Arc::new(store), None).unwrap();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let routes = Arc::new(Mutex::new(cluster.routes));
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let (routes, acceptor) = (routes.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let Ok(tcp) = acceptor.accept(tcp).await else { return };
-                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let routes = routes.clone();
-                    async move {
-                        let mut key = request.uri().path().to_string();
-                        if request.uri().query().is_some_and(|q| q.contains("continue=")) {
-                            key.push_str("?continue");
-                        }
-                        let (status, body) = routes.lock().unwrap().get(&key).cloned().unwrap_or_else(not_found);
-                        let (content_type, body) = match body {
-                            Value::String(text) => ("text/plain", text.into_bytes()),
-                            other => ("application/json", serde_json::to_vec(&other).unwrap()),
-                        };
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .header("content-type", content_type)
-                                .body(Full::new(Bytes::from(body)))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// What the doctor printed, and its exit status.
-struct Report {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Report {
-    fn line(&self, check: &str) -> Vec<&str> {
-        self.stdout
-            .lines()
-            .filter(|l| l.split_whitespace().nth(1) == Some(&format!("{check}:")))
-            .collect()
-    }
-
-    fn has(&self, tag: &str, check: &str, text: &str) -> bool {
-        self.line(check).iter().any(|l| l.starts_with(tag) && l.contains(text))
-    }
-}
-
 /// Runs `entourage doctor` against `cluster`.
 async fn doctor(cluster: Cluster) -> Report {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let made = Command::new(env!("CARGO_BIN_EXE_entourage"))
-        .args(["certs", "--out"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
-    let addr = serve(cluster, &certs).await;
+    let certs = api_certs(dir.path());
+    let addr = serve(cluster.routes, &certs).await;
     run(dir.path(), &format!("https://{addr}"), &certs).await
-}
-
-async fn run(dir: &Path, server: &str, certs: &Path) -> Report {
-    let ca = b64(&std::fs::read(certs.join("ca.crt")).unwrap());
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {server}\n    \
-             certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: test-token\ncontexts:\n\
-             - name: other\n  context:\n    cluster: nowhere\n    user: admin\n- name: stand-in\n  context:\n    \
-             cluster: stand-in\n    user: admin\ncurrent-context: other\n"
-        ),
-    )
-    .unwrap();
-    let (kubeconfig, home) = (kubeconfig.clone(), dir.to_path_buf());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_entourage"))
-            .args(["doctor", "--context", "stand-in", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .env("HOME", &home)
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    Report {
-        status: output.status.code().unwrap(),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
 }
 
 fn assert_report(report: &Report, status: i32, tag: &str, check: &str, text: &str) {
@@ -551,13 +423,7 @@ async fn pods_injected_by_another_version_are_listed() {
 #[tokio::test]
 async fn an_unreachable_api_exits_2_without_checking() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let made = Command::new(env!("CARGO_BIN_EXE_entourage"))
-        .args(["certs", "--out"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let certs = api_certs(dir.path());
     // A port nothing listens on: bound, then closed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
