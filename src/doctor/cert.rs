@@ -49,11 +49,17 @@ pub fn verify(ca_bundle: &[u8], serving: &[u8], server_name: &str, now: UnixTime
     }
 }
 
-/// Seconds from `now` until the certificate's `notAfter` (negative once expired), or why it cannot be read.
-pub fn seconds_left(serving: &[u8], now: UnixTime) -> Result<i64, String> {
-    let chain = pem_certificates(serving);
+/// Seconds from `now` until the first certificate of a PEM text expires (negative once expired), or why it
+/// cannot be read.
+pub fn seconds_left(pem: &[u8], now: UnixTime) -> Result<i64, String> {
+    let chain = pem_certificates(pem);
     let first = chain.first().ok_or("the serving certificate is not PEM")?;
-    let (_, cert) = x509_parser::parse_x509_certificate(first).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    der_seconds_left(first, now)
+}
+
+/// Seconds from `now` until one certificate (DER) expires.
+pub fn der_seconds_left(der: &[u8], now: UnixTime) -> Result<i64, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     Ok(cert.validity().not_after.timestamp() - now)
 }

@@ -28,9 +28,15 @@ struct Ca {
 
 impl Ca {
     fn new() -> Ca {
+        Ca::lasting(3650)
+    }
+
+    /// A CA valid until `days` from now.
+    fn lasting(days: i64) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days) + time::Duration::hours(1);
         let pem = params.self_signed(&key).unwrap().pem();
         Ca { params, key, pem }
     }
@@ -283,6 +289,19 @@ async fn a_certificate_close_to_expiry_warns_and_an_expired_one_fails() {
     expired.json(SECRET)["data"]["tls.crt"] = json!(b64(ca.serving("entourage.entourage-system.svc", -3).as_bytes()));
     let report = doctor(expired).await;
     assert_report(&report, 1, "[FAIL]", "certificate-expiry", "expired on");
+}
+
+#[tokio::test]
+async fn a_ca_close_to_expiry_warns_naming_the_cabundle() {
+    let ca = Ca::lasting(10);
+    let report = doctor(Cluster::healthy(&ca)).await;
+    assert_report(
+        &report,
+        0,
+        "[warn]",
+        "certificate-expiry",
+        "the CA in pods.entourage.dev's caBundle expires in 10 days",
+    );
 }
 
 #[tokio::test]

@@ -60,7 +60,7 @@ pub fn run(s: &Snapshot, args: &DoctorArgs, now: UnixTime) -> Vec<Check> {
     if !ours.is_empty() {
         ca_bundle(s, args, &ours, now, &mut out);
     }
-    expiry(s, args, now, &mut out);
+    expiry(s, args, &ours, now, &mut out);
     endpoints(s, args, &mut out);
     reach(s, args, &mut out);
     if !ours.is_empty() {
@@ -221,15 +221,17 @@ fn date(now: UnixTime, seconds_left: i64) -> String {
     chrono::DateTime::from_timestamp(at, 0).map_or_else(|| at.to_string(), |d| d.format("%Y-%m-%d").to_string())
 }
 
-fn expiry(s: &Snapshot, args: &DoctorArgs, now: UnixTime, out: &mut Vec<Check>) {
+/// The soonest expiry that breaks admission: the serving certificate's, or that of the CA a caBundle trusts (of
+/// a bundle holding several CAs, as during a CA rotation, the one that lasts longest).
+fn expiry(s: &Snapshot, args: &DoctorArgs, ours: &[&MutatingWebhook], now: UnixTime, out: &mut Vec<Check>) {
     const ID: &str = "certificate-expiry";
     let pem = match serving(s, args, ID) {
         Ok(pem) => pem,
-        // Already reported by ca-bundle when the configuration was read.
-        Err(check) if s.webhook_configuration.as_ref().is_ok_and(Option::is_none) => return out.push(check),
+        // ca-bundle reported it already when it ran.
+        Err(check) if ours.is_empty() => return out.push(check),
         Err(_) => return,
     };
-    let left = match cert::seconds_left(pem, now) {
+    let serving_left = match cert::seconds_left(pem, now) {
         Ok(left) => left,
         Err(e) => {
             return out.push(bad(
@@ -240,34 +242,48 @@ fn expiry(s: &Snapshot, args: &DoctorArgs, now: UnixTime, out: &mut Vec<Check>) 
             ))
         }
     };
-    let renew = "renew it: cert-manager renews before expiry; otherwise write a new certificate into the Secret \
-                 (the webhook reloads it without a restart)";
+    let mut soonest = (
+        serving_left,
+        format!("the serving certificate in {}", secret_name(args)),
+    );
+    for webhook in ours {
+        let bundle = webhook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.as_slice())
+            .unwrap_or_default();
+        let longest = cert::pem_certificates(bundle)
+            .iter()
+            .filter_map(|ca| cert::der_seconds_left(ca, now).ok())
+            .max();
+        if let Some(left) = longest.filter(|left| *left < soonest.0) {
+            soonest = (left, format!("the CA in {}'s caBundle", webhook.name));
+        }
+    }
+    let (left, what) = soonest;
+    let renew = "renew it: cert-manager renews before expiry; otherwise write a new certificate (and CA) into the \
+                 Secret (the webhook reloads it without a restart) and the caBundle";
     let days = left.div_euclid(86_400);
     let when = date(now, left);
     if left <= 0 {
         out.push(bad(
             ID,
             Level::Fail,
-            format!(
-                "the serving certificate in {} expired on {when}: every admission call fails",
-                secret_name(args)
-            ),
+            format!("{what} expired on {when}: every admission call fails"),
             renew,
         ));
     } else if days < i64::from(args.expiry_warning_days) {
         out.push(bad(
             ID,
             Level::Warn,
-            format!(
-                "the serving certificate in {} expires in {days} days ({when})",
-                secret_name(args)
-            ),
+            format!("{what} expires in {days} days ({when})"),
             renew,
         ));
     } else {
         out.push(ok(
             ID,
-            format!("the serving certificate is valid for {days} more days ({when})"),
+            format!("the serving certificate and its CA are valid for {days} more days ({when})"),
         ));
     }
 }
