@@ -1,7 +1,8 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use serde_json::json;
+use crate::core::patch::Patch;
+use serde_json::{json, Value};
 
 /// The webhook's decode: of the object, what the core reads.
 fn decode(body: &[u8]) -> Result<Review, DecodeError> {
