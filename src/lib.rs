@@ -19,8 +19,9 @@
 //! - [`follow`]: the log follower both readers share (position, disk give-back, drain). A runtime layer below
 //!   the programs: it may use `core` and `support`, never a program.
 //! - The programs, one folder each: [`webhook`] (`serve`), [`adapter`] (`adapt`), [`streamer`] (`stream`),
-//!   [`ambassador`] (`ambassador`), [`offline`] (`inject`, `review`), [`certs`] (`certs`). A program may use
-//!   `follow`, `review`, `core` and `support`, never another program (test code aside).
+//!   [`ambassador`] (`ambassador`), [`offline`] (`inject`, `review`), [`certs`] (`certs`), [`doctor`]
+//!   (`doctor`). A program may use `follow`, `review`, `core` and `support`, never another program (test code
+//!   aside).
 //!
 //! `tests/layering.rs` reads the `use crate::…` paths of every file and fails on an arrow that points up or
 //! between two programs. `src/main.rs` parses the command line and dispatches to the programs.
@@ -38,6 +39,7 @@ pub mod follow;
 pub mod adapter;
 pub mod ambassador;
 pub mod certs;
+pub mod doctor;
 pub mod offline;
 pub mod streamer;
 pub mod webhook;

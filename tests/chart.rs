@@ -275,10 +275,14 @@ fn gke_private_value_set_listens_on_10250_pins_the_digest_and_narrows_ingress() 
         ingress,
         &json!([
             {"ports": [{"port": "https", "protocol": "TCP"}], "from": [{"ipBlock": {"cidr": "172.16.0.0/28"}}]},
-            {"ports": [{"port": "https", "protocol": "TCP"}],
+            {"ports": [{"port": "metrics", "protocol": "TCP"}],
              "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
         ])
     );
+    // Metrics have their own port, apart from the one the control plane reaches.
+    assert!(args_of(&c)
+        .windows(2)
+        .any(|w| w == ["--metrics-listen", "0.0.0.0:9090"]));
 }
 
 #[test]
@@ -366,7 +370,9 @@ fn cert_manager_value_set_needs_no_api_access_and_injects_the_ca() {
         find(&docs, "Service", "entourage")["metadata"]["labels"]["app.kubernetes.io/name"],
         "entourage"
     );
-    assert_eq!(monitor["spec"]["endpoints"][0]["tlsConfig"]["serverName"], SERVER_NAME);
+    // Scraped on the metrics port, which the NetworkPolicy opens to the monitoring namespace only.
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "http");
     let board = find(&docs, "ConfigMap", "entourage-dashboard");
     let board: Value = serde_json::from_str(board["data"]["entourage.json"].as_str().unwrap()).unwrap();
     assert_eq!(board["uid"], "entourage");

@@ -153,18 +153,28 @@ fn deployment_args_parse_and_pass_the_startup_checks() {
 }
 
 #[test]
-fn network_policy_opens_the_webhook_port_and_egress_only_to_the_apiserver() {
+fn network_policy_opens_the_webhook_port_the_metrics_port_to_monitoring_only_and_egress_to_the_apiserver() {
     let Some(docs) = base() else { return };
     let policy = &find(&docs, "NetworkPolicy", "entourage")["spec"];
     let labels = &find(&docs, "Deployment", "entourage")["spec"]["template"]["metadata"]["labels"];
     assert!(selects(&policy["podSelector"]["matchLabels"], labels));
     assert_eq!(policy["policyTypes"], json!(["Ingress", "Egress"]));
-    // The apiserver may come from anywhere: no `from`, only the webhook's port (by name, as the container has it).
+    // The apiserver may come from anywhere: no `from` on the webhook's port (by name, as the container has it);
+    // the metrics port, served apart (`--metrics-listen`), only from the monitoring namespace.
     assert_eq!(
         policy["ingress"],
-        json!([{"ports": [{"port": "https", "protocol": "TCP"}]}])
+        json!([
+            {"ports": [{"port": "https", "protocol": "TCP"}]},
+            {"ports": [{"port": "metrics", "protocol": "TCP"}],
+             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
+        ])
     );
     assert_eq!(container(&docs)["ports"][0]["name"], "https");
+    assert_eq!(container(&docs)["ports"][1]["name"], "metrics");
+    let port = container(&docs)["ports"][1]["containerPort"].clone();
+    assert!(args_of(&container(&docs))
+        .windows(2)
+        .any(|w| w[0] == "--metrics-listen" && w[1] == format!("0.0.0.0:{port}")));
     assert_eq!(
         policy["egress"],
         json!([{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}])

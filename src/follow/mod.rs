@@ -4,7 +4,7 @@
 //!
 //! What it promises, whichever reader runs it:
 //! - **Every line once.** The position (file identity and offset) is saved in the Pod, in a small emptyDir that
-//!   survives container restarts, at most about once a second and only after the lines up to it reached stdout:
+//!   survives container restarts, about once a second (or each MiB) and only after the lines up to it reached stdout:
 //!   a `kill -9` repeats at most about a second of lines and loses none. A file rotated, truncated or replaced
 //!   while the reader was down is recognised ([`position`]), never resumed into.
 //! - **Bounded disk.** Behind each saved position, the file's blocks are given back ([`disk`]): the volume's usage,

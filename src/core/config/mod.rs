@@ -7,16 +7,18 @@
 mod adapter;
 mod jobs;
 
-use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 mod quantity;
 mod rendered;
 pub use adapter::AdapterConfig;
+mod resources;
 pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
-pub use quantity::Quantity;
+pub use quantity::{Nanos, QuantityError};
 pub(crate) use rendered::Rendered;
+pub use resources::{Maxima, Resources, RESOURCE_NAMES};
 
 /// The whole configuration. Field names are the YAML keys in camelCase.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,7 +33,7 @@ pub struct Config {
     pub sidecars: Sidecars,
     /// The security context every injected container gets.
     pub hardening: Hardening,
-    /// Requests and limits of every injected container.
+    /// Requests and limits of every injected container, and the most a Pod may ask for.
     pub resources: Resources,
     /// Defaults of the ambassador pattern.
     pub ambassador: AmbassadorConfig,
@@ -181,26 +183,6 @@ pub enum SeccompProfile {
     Unconfined,
 }
 
-/// Requests and limits of injected containers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct Resources {
-    /// `requests` (`cpu`, `memory`, ...).
-    pub requests: BTreeMap<String, Quantity>,
-    /// `limits`.
-    pub limits: BTreeMap<String, Quantity>,
-}
-
-impl Default for Resources {
-    fn default() -> Self {
-        let q = |s: &str| Quantity(s.into());
-        Resources {
-            requests: BTreeMap::from([("cpu".into(), q("10m")), ("memory".into(), q("16Mi"))]),
-            limits: BTreeMap::from([("cpu".into(), q("200m")), ("memory".into(), q("64Mi"))]),
-        }
-    }
-}
-
 /// Defaults of the ambassador pattern.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -227,6 +209,17 @@ impl Default for AmbassadorConfig {
             auth_secret_key: "token".into(),
             timeout: "30s".into(),
         }
+    }
+}
+
+/// A Kubernetes resource quantity (`64Mi`, `100m`), checked at load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Quantity(pub String);
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -325,12 +318,6 @@ impl Config {
                 self.sidecars.max_log_files
             ));
         }
-        if !(1..=100).contains(&self.sidecars.backlog_warn_percent) {
-            p.push(format!(
-                "sidecars.backlogWarnPercent: {} is outside 1..=100",
-                self.sidecars.backlog_warn_percent
-            ));
-        }
         if !self.sidecars.log_volume_size_limit.is_valid() {
             p.push(format!(
                 "sidecars.logVolumeSizeLimit: {:?} is not a Kubernetes quantity",
@@ -349,16 +336,13 @@ impl Config {
                 self.hardening.run_as_group
             ));
         }
-        for (section, map) in [
-            ("resources.requests", &self.resources.requests),
-            ("resources.limits", &self.resources.limits),
-        ] {
-            for (name, q) in map {
-                if !q.is_valid() {
-                    p.push(format!("{section}.{name}: {:?} is not a Kubernetes quantity", q.0));
-                }
-            }
+        if !(1..=100).contains(&self.sidecars.backlog_warn_percent) {
+            p.push(format!(
+                "sidecars.backlogWarnPercent: {} is outside 1..=100",
+                self.sidecars.backlog_warn_percent
+            ));
         }
+        p.extend(self.resources.problems(&self.sidecars.log_volume_size_limit));
         let a = &self.ambassador;
         if a.port == 0 {
             p.push("ambassador.port: 0 is not a port".into());
@@ -478,5 +462,15 @@ mod tests {
         assert!(err.contains("fluentbit") && err.contains("busybox"), "{err}");
         let c = Config::from_yaml("sidecars:\n  streamer: busybox\n", "t").unwrap();
         assert_eq!(c.sidecars.streamer, Streamer::Busybox);
+    }
+
+    #[test]
+    fn quantities_follow_the_kubernetes_shape() {
+        for ok in ["64Mi", "100m", "1", "0.5", "2Gi", "1k"] {
+            assert!(Quantity(ok.into()).is_valid(), "{ok}");
+        }
+        for bad in ["", "Mi", "1.2.3", "10 Mi", "lots", "-1"] {
+            assert!(!Quantity(bad.into()).is_valid(), "{bad}");
+        }
     }
 }

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::support::names::{file_stem, label};
 use crate::{
-    core::annotations::{parent_dir, AdapterRequest, READER_STATE_DIR},
+    core::annotations::{parent_dir, AdapterRequest, Override, READER_STATE_DIR},
     core::config::{AdapterConfig, Config, Streamer},
     core::logformat::LevelMode,
 };
@@ -144,9 +144,11 @@ fn follow_args(name: &str, file: &str, owned_volume: bool, native: bool, config:
         "--give-back".into(),
     ];
     // The backlog is compared with the sizeLimit only of volumes entourage created: an app's own volume has its own.
+    // Nano-units by the apiserver's own quantity grammar (`config::quantity`), as bytes.
     if let Some(limit) = owned_volume
-        .then(|| config.sidecars.log_volume_size_limit.bytes())
+        .then(|| config.sidecars.log_volume_size_limit.nanos().ok())
         .flatten()
+        .and_then(|nanos| u64::try_from(nanos / 1_000_000_000).ok())
     {
         args.push("--backlog-warn-bytes".into());
         args.push((limit.saturating_mul(u64::from(config.sidecars.backlog_warn_percent)) / 100).to_string());
@@ -167,7 +169,13 @@ fn position_path(name: &str) -> String {
 
 /// An entourage reader: hardened, the log volume read-write (it creates the file and gives back space), its
 /// state volume, and as a native sidecar a startup probe that holds the app back until the file is prepared.
-fn reader<'c>(name: &str, mounts: [&VolumeMount; 2], native: bool, config: &'c Config) -> Injected<'c> {
+fn reader<'c>(
+    name: &str,
+    mounts: [&VolumeMount; 2],
+    native: bool,
+    config: &'c Config,
+    own: Option<&Override>,
+) -> Injected<'c> {
     Injected {
         volume_mounts: mounts.into_iter().cloned().collect(),
         startup_probe: native.then(|| Probe {
@@ -183,7 +191,7 @@ fn reader<'c>(name: &str, mounts: [&VolumeMount; 2], native: bool, config: &'c C
             failure_threshold: Some(30),
             ..Probe::default()
         }),
-        ..Injected::new(name, &config.images.entourage, native, config)
+        ..Injected::new(name, &config.images.entourage, native, config, own)
     }
 }
 
@@ -201,22 +209,22 @@ pub(crate) fn plan_sidecars<'c>(
         let base = format!("sidecar-{}", label(file_stem(file), 50, "log"));
         let native = plan.native;
         match config.sidecars.streamer {
-            Streamer::Busybox => plan.add_container(view, Pattern::Sidecar, &base, |name| Injected {
+            Streamer::Busybox => plan.add_container(view, Pattern::Sidecar, &base, |name, own| Injected {
                 command: Some(vec!["tail".into(), "-n+1".into(), "-F".into(), file.clone()]),
                 volume_mounts: vec![VolumeMount {
                     read_only: Some(true),
                     ..mount.clone()
                 }],
-                ..Injected::new(name, &config.images.sidecar, native, config)
+                ..Injected::new(name, &config.images.sidecar, native, config, own)
             }),
             Streamer::Entourage => {
                 let state = mounts.state(plan);
-                plan.add_container(view, Pattern::Sidecar, &base, |name| {
+                plan.add_container(view, Pattern::Sidecar, &base, |name, own| {
                     let mut args = vec!["stream".to_string()];
                     args.extend(follow_args(name, file, owned, native, config));
                     Injected {
                         args: Some(args),
-                        ..reader(name, [&mount, &state], native, config)
+                        ..reader(name, [&mount, &state], native, config, own)
                     }
                 });
             }
@@ -237,7 +245,7 @@ pub(crate) fn plan_adapters<'c>(
         let state = mounts.state(plan);
         let base = format!("adapter-{}", label(file_stem(file), 50, "log"));
         let native = plan.native;
-        plan.add_container(view, Pattern::Adapter, &base, |name| {
+        plan.add_container(view, Pattern::Adapter, &base, |name, own| {
             let mut args: Vec<String> = vec!["adapt".into()];
             args.extend(follow_args(name, file, owned, native, config));
             args.extend(["--format".into(), adapter.format.clone()]);
@@ -248,7 +256,7 @@ pub(crate) fn plan_adapters<'c>(
             args.extend(record_args(adapter, config));
             Injected {
                 args: Some(args),
-                ..reader(name, [&mount, &state], native, config)
+                ..reader(name, [&mount, &state], native, config, own)
             }
         });
     }
