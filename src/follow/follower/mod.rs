@@ -336,7 +336,10 @@ impl<'a, S: Sink> Follower<'a, S> {
     /// (the adapter's multiline grouping, until a quiet period passes) may be done with them now.
     fn offer_held(&mut self) -> Result<(), FollowError> {
         if self.start < self.end {
-            let done = self.sink.consume(&self.buf[self.start..self.end]).map_err(FollowError::Write)?;
+            let done = self
+                .sink
+                .consume(&self.buf[self.start..self.end])
+                .map_err(FollowError::Write)?;
             self.start += done;
         }
         Ok(())
