@@ -3,16 +3,20 @@
 //! The app in the Pod talks plain HTTP to `--listen`; the ambassador adds the credential, forwards to the
 //! upstream over pooled keep-alive connections (TLS when the upstream is `https://`), bounds the wait, retries what
 //! is safe to retry and logs one JSON line per request. Modules, in the order a request meets them:
-//! [`config`] (flags parsed once), [`auth`] (the rotating credential), [`forward`] (one request),
-//! [`upstream`] (pooled upstream connections), [`body`] (the relayed response body), [`access_log`] (the log
-//! line), and [`admin`] (the readiness endpoint).
+//! [`config`] (flags parsed once), [`auth`] (the rotating credential), [`forward`] (one request: through the
+//! [`breaker`] and the concurrency cap, retried as [`retry`] allows), [`upstream`] (pooled upstream connections),
+//! [`body`] (the relayed response body), [`access_log`] (the log line), [`metrics`] (Prometheus) and [`admin`]
+//! (readiness, liveness and metrics endpoints).
 
 pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod breaker;
 pub mod config;
 pub mod forward;
+pub mod metrics;
+pub mod retry;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -32,6 +36,7 @@ use tokio::net::TcpListener;
 use self::access_log::AccessLog;
 use self::config::{Upstream, UpstreamError};
 use self::forward::{Forwarder, Settings};
+use self::metrics::Metrics;
 use crate::support::duration::{parse_duration, parse_timeout};
 
 /// Command-line arguments of `entourage ambassador`.
@@ -61,10 +66,20 @@ pub struct AmbassadorArgs {
     /// Bound on establishing a connection (TCP and TLS) to the upstream.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
-    /// Retries of body-less idempotent requests after a connect error or a 503 answer.
+    /// Retries of body-less idempotent requests after a connect error, a 503, or a 429 with `Retry-After`;
+    /// never past `--timeout`.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_RETRIES", default_value_t = 2)]
     pub retries: u32,
-    /// Where `GET /healthz` is served for the readiness probe.
+    /// Consecutive failures (connect and TLS errors, timeouts, 5xx answers) that open the circuit; 0 never opens.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+    /// How long an open circuit answers 503 at once before it lets one trial request through.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_BREAKER_COOLDOWN", default_value = "10s", value_parser = parse_timeout)]
+    pub breaker_cooldown: Duration,
+    /// Requests in flight to the upstream (response bodies included) past which new ones get a 503, not a queue.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_MAX_CONCURRENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent: u32,
+    /// Where `/healthz` (readiness), `/livez` (liveness) and `/metrics` (Prometheus) are served.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
     /// How long in-flight requests may finish after SIGTERM before the ambassador exits anyway.
@@ -151,15 +166,20 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
     let tls = tls_config(upstream.is_https(), args.ca_file.as_deref())?;
     let log = Arc::new(AccessLog::stdout().map_err(ProxyError::AccessLog)?);
     let upstream_text = upstream.display().to_owned();
+    let metrics = Arc::new(Metrics::new(&upstream_text));
     let forwarder = Arc::new(Forwarder::new(
         Settings {
             upstream,
             timeout: args.timeout,
             connect_timeout: args.connect_timeout,
             retries: args.retries,
+            breaker_failures: args.breaker_failures,
+            breaker_cooldown: args.breaker_cooldown,
+            max_concurrent: args.max_concurrent as usize,
             credential,
         },
         tls,
+        Arc::clone(&metrics),
         Arc::clone(&log),
     )?);
 
@@ -176,7 +196,11 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
         tokio::spawn(refresher.run());
     }
     let draining = Arc::new(AtomicBool::new(false));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&draining)));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&draining),
+        Arc::clone(&metrics),
+    ));
     tracing::info!(listen = %args.listen, upstream = %upstream_text, admin = %args.admin, "ambassador ready");
 
     let graceful = GracefulShutdown::new();
