@@ -20,6 +20,7 @@ use super::breaker::{Admission, Breaker};
 use super::config::{format_duration, Upstream};
 use super::metrics::{Failure, Metrics, Rejection};
 use super::retry;
+use super::tls::SharedTls;
 use super::upstream::{DialError, ExchangeError, InvalidServerName, Link, OutBody, Upstreams};
 
 /// The body the ambassador answers with: the upstream's stream, or a short body of its own.
@@ -90,7 +91,7 @@ impl Forwarder {
     /// Prepares the connection pool once: every request reuses its keep-alive connections.
     pub fn new(
         settings: Settings,
-        tls: rustls::ClientConfig,
+        tls: SharedTls,
         metrics: Arc<Metrics>,
         log: Arc<AccessLog>,
     ) -> Result<Self, InvalidServerName> {

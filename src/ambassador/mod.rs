@@ -17,10 +17,11 @@ pub mod config;
 pub mod forward;
 pub mod metrics;
 pub mod retry;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +30,6 @@ use http::HeaderName;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
 use self::access_log::AccessLog;
@@ -57,9 +56,15 @@ pub struct AmbassadorArgs {
     /// The scheme written before the token; empty sends the bare token.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_SCHEME", default_value = "Bearer")]
     pub auth_scheme: String,
-    /// Extra PEM CA certificates trusted for an `https://` upstream, besides the system roots.
+    /// Extra PEM CA certificates trusted for an `https://` upstream, besides the system roots; re-read on change.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// A PEM certificate chain presented to an `https://` upstream that asks for one (mTLS); re-read on change.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of `--client-cert`.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Bound on waiting for the upstream's response head, and on each wait for more of its body.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     pub timeout: Duration,
@@ -103,31 +108,9 @@ pub enum ProxyError {
     /// `--auth-file` is unreadable or holds no usable token.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
-    /// `--ca-file` is unreadable or not PEM.
-    #[error("cannot read CA certificates from {path}: {source}")]
-    CaFile {
-        /// The CA file.
-        path: PathBuf,
-        /// What the PEM reader said.
-        source: rustls_pki_types::pem::Error,
-    },
-    /// `--ca-file` holds a certificate rustls cannot use as a trust anchor.
-    #[error("cannot trust a CA certificate from {path}: {source}")]
-    CaCert {
-        /// The CA file.
-        path: PathBuf,
-        /// Why rustls refused it.
-        source: rustls::Error,
-    },
-    /// `--ca-file` has no certificate in it.
-    #[error("CA file {0} contains no PEM certificate")]
-    CaEmpty(PathBuf),
-    /// An `https://` upstream with nothing to verify it against.
-    #[error("no trusted CA certificates for the https upstream: the system has none and --ca-file is not set")]
-    NoRoots,
-    /// The TLS client configuration was refused.
-    #[error("cannot configure TLS: {0}")]
-    Tls(rustls::Error),
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// A listen address is taken or not ours.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -163,7 +146,13 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
         }
         None => (None, None),
     };
-    let tls = tls_config(upstream.is_https(), args.ca_file.as_deref())?;
+    let tls_files = tls::TlsFiles {
+        ca_file: args.ca_file.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
+    };
+    let https = upstream.is_https();
+    let tls = tls::shared(tls::client_config(https, &tls_files)?);
     let log = Arc::new(AccessLog::stdout().map_err(ProxyError::AccessLog)?);
     let upstream_text = upstream.display().to_owned();
     let metrics = Arc::new(Metrics::new(&upstream_text));
@@ -178,7 +167,7 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
             max_concurrent: args.max_concurrent as usize,
             credential,
         },
-        tls,
+        Arc::clone(&tls),
         Arc::clone(&metrics),
         Arc::clone(&log),
     )?);
@@ -194,6 +183,9 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
 
     if let Some(refresher) = refresher {
         tokio::spawn(refresher.run());
+    }
+    if https && tls_files.any() {
+        tokio::spawn(tls::Reloader::new(https, tls_files, Arc::clone(&tls)).run());
     }
     let draining = Arc::new(AtomicBool::new(false));
     let admin_task = tokio::spawn(admin::serve(
@@ -262,44 +254,4 @@ async fn accept_until(
             }
         });
     }
-}
-
-/// Trust anchors for the upstream: the system's roots plus `--ca-file` (an in-cluster CA is rarely a public one).
-fn tls_config(https: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ProxyError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if https {
-        let native = rustls_native_certs::load_native_certs();
-        for error in &native.errors {
-            tracing::debug!(%error, "skipping unreadable system CA certificates");
-        }
-        roots.add_parsable_certificates(native.certs);
-    }
-    if let Some(path) = ca_file {
-        let ca_error = |source| ProxyError::CaFile {
-            path: path.to_owned(),
-            source,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(ca_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ca_error)?;
-        if certs.is_empty() {
-            return Err(ProxyError::CaEmpty(path.to_owned()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|source| ProxyError::CaCert {
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-    }
-    if https && roots.is_empty() {
-        return Err(ProxyError::NoRoots);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(ProxyError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
