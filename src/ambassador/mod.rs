@@ -182,7 +182,7 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
     let shutdown = crate::support::shutdown::shutdown_signal().map_err(ProxyError::Signal)?;
 
     if let Some(refresher) = refresher {
-        tokio::spawn(refresher.run());
+        tokio::spawn(refresher.run(Arc::clone(&metrics)));
     }
     if https && tls_files.any() {
         tokio::spawn(tls::Reloader::new(https, tls_files, Arc::clone(&tls)).run());

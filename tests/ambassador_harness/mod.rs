@@ -337,3 +337,72 @@ pub async fn spawn_tls_upstream(config: rustls::ServerConfig) -> SocketAddr {
     });
     addr
 }
+
+/// Lays out `dir` the way the kubelet writes a Secret, ConfigMap or projected volume: each file is a symlink
+/// through `..data`, which points at a timestamped directory. A new `version` is swapped in atomically by renaming
+/// a fresh `..data` symlink over the old one, so a reader sees the old set or the new set, never a mix.
+pub fn write_kubelet_volume(dir: &Path, version: &str, files: &[(&str, &[u8])]) {
+    let versioned = dir.join(format!("..{version}"));
+    std::fs::create_dir(&versioned).unwrap();
+    for (name, contents) in files {
+        std::fs::write(versioned.join(name), contents).unwrap();
+    }
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for (name, _) in files {
+        if !dir.join(name).exists() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+        }
+    }
+}
+
+/// A client certificate issued by a [`TestCa`]: PEM for the ambassador's files, DER to recognise it upstream.
+pub struct ClientCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+impl TestCa {
+    /// A client certificate with common name `name`.
+    pub fn client_cert(&self, name: &str) -> ClientCert {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        ClientCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// The CA certificate in PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A TLS server config for 127.0.0.1 signed by this CA that requires a client certificate issued by
+    /// `client_ca`.
+    pub fn mtls_server_config(&self, client_ca: &TestCa) -> rustls::ServerConfig {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(client_ca.issuer.der().clone()).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                .build()
+                .unwrap();
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert.der().clone()], key_der)
+            .unwrap()
+    }
+}
