@@ -19,6 +19,7 @@ use super::body::UpstreamBody;
 use super::breaker::{Admission, Breaker};
 use super::config::{format_duration, Upstream};
 use super::metrics::{Failure, Metrics, Rejection};
+use super::oauth2::OAuth2;
 use super::retry;
 use super::tls::SharedTls;
 use super::upstream::{DialError, ExchangeError, InvalidServerName, Link, OutBody, Upstreams};
@@ -63,6 +64,8 @@ pub struct Settings {
     pub max_concurrent: usize,
     /// The header added to every request, if any.
     pub credential: Option<Credential>,
+    /// OAuth2 client credentials, if any: the `Authorization` header of every request.
+    pub oauth2: Option<OAuth2>,
 }
 
 /// The proxy's request handler; one per process, shared by every connection.
@@ -77,6 +80,7 @@ pub struct Forwarder {
     in_flight: Arc<Semaphore>,
     max_concurrent: usize,
     credential: Option<Credential>,
+    oauth2: Option<OAuth2>,
     metrics: Arc<Metrics>,
     log: Arc<AccessLog>,
 }
@@ -112,6 +116,7 @@ impl Forwarder {
             in_flight: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             credential: settings.credential,
+            oauth2: settings.oauth2,
             metrics,
             log,
         })
@@ -170,6 +175,16 @@ impl Forwarder {
         started: Instant,
         outcome: &mut Outcome,
     ) -> Response<ProxyBody> {
+        let mut headers = headers;
+        if let Some(oauth2) = &self.oauth2 {
+            // Before the breaker: a token endpoint outage says nothing about the upstream's health.
+            match oauth2.header().await {
+                Ok(value) => {
+                    headers.insert(header::AUTHORIZATION, value);
+                }
+                Err(error) => return self.fail(StatusCode::BAD_GATEWAY, error.to_string(), outcome),
+            }
+        }
         let ticket = match self.breaker.admit(started) {
             Admission::Pass(ticket) => ticket,
             Admission::Refuse { retry_in } => {

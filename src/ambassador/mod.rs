@@ -16,6 +16,7 @@ pub mod breaker;
 pub mod config;
 pub mod forward;
 pub mod metrics;
+pub mod oauth2;
 pub mod retry;
 pub mod tls;
 pub mod upstream;
@@ -50,6 +51,31 @@ pub struct AmbassadorArgs {
     /// A file holding the token to send upstream (typically a mounted Secret key); re-read when it changes.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
+    /// OAuth2 client credentials: the token endpoint (`https://`); the token is sent as `Authorization: Bearer`.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_OAUTH2_TOKEN_URL", requires_all = ["oauth2_client_id_file", "oauth2_client_secret_file"], conflicts_with = "auth_file")]
+    pub oauth2_token_url: Option<String>,
+    /// The file holding the OAuth2 client id (a mounted Secret key); re-read at each token fetch.
+    #[arg(
+        long,
+        env = "ENTOURAGE_AMBASSADOR_OAUTH2_CLIENT_ID_FILE",
+        requires = "oauth2_token_url"
+    )]
+    pub oauth2_client_id_file: Option<PathBuf>,
+    /// The file holding the OAuth2 client secret; re-read at each token fetch.
+    #[arg(
+        long,
+        env = "ENTOURAGE_AMBASSADOR_OAUTH2_CLIENT_SECRET_FILE",
+        requires = "oauth2_token_url"
+    )]
+    pub oauth2_client_secret_file: Option<PathBuf>,
+    /// A scope to ask for (repeatable).
+    #[arg(
+        long = "oauth2-scope",
+        env = "ENTOURAGE_AMBASSADOR_OAUTH2_SCOPES",
+        value_delimiter = ' ',
+        requires = "oauth2_token_url"
+    )]
+    pub oauth2_scopes: Vec<String>,
     /// The header that carries the token; any value the app sent under this name is replaced.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_HEADER", default_value = "Authorization", value_parser = parse_header_name)]
     pub auth_header: HeaderName,
@@ -108,6 +134,9 @@ pub enum ProxyError {
     /// `--auth-file` is unreadable or holds no usable token.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    /// The OAuth2 settings are unusable.
+    #[error(transparent)]
+    OAuth2(#[from] oauth2::OAuth2Error),
     /// The TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -156,6 +185,32 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
     let log = Arc::new(AccessLog::stdout().map_err(ProxyError::AccessLog)?);
     let upstream_text = upstream.display().to_owned();
     let metrics = Arc::new(Metrics::new(&upstream_text));
+    let oauth2 = match (
+        &args.oauth2_token_url,
+        &args.oauth2_client_id_file,
+        &args.oauth2_client_secret_file,
+    ) {
+        (Some(token_url), Some(id), Some(secret)) => {
+            // The token endpoint is https; it is verified like an https upstream (system roots plus --ca-file).
+            let roots = tls::TlsFiles {
+                ca_file: args.ca_file.clone(),
+                ..tls::TlsFiles::default()
+            };
+            let settings = oauth2::OAuth2Settings {
+                token_url: token_url.clone(),
+                client_id_file: id.clone(),
+                client_secret_file: secret.clone(),
+                scopes: args.oauth2_scopes.clone(),
+                timeout: args.timeout,
+            };
+            Some(oauth2::OAuth2::new(
+                settings,
+                tls::client_config(true, &roots)?,
+                Arc::clone(&metrics),
+            )?)
+        }
+        _ => None,
+    };
     let forwarder = Arc::new(Forwarder::new(
         Settings {
             upstream,
@@ -166,6 +221,7 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
             breaker_cooldown: args.breaker_cooldown,
             max_concurrent: args.max_concurrent as usize,
             credential,
+            oauth2,
         },
         Arc::clone(&tls),
         Arc::clone(&metrics),
