@@ -4,7 +4,7 @@
 
 use super::{
     err, AnnotationError, Lookup, AMBASSADOR_AUTH_SECRET, AMBASSADOR_CA, AMBASSADOR_CLIENT_CERT_SECRET,
-    AMBASSADOR_PORT, AMBASSADOR_TOKEN_AUDIENCE, AMBASSADOR_UPSTREAM, AMBASSADOR_UPSTREAMS,
+    AMBASSADOR_OAUTH2, AMBASSADOR_PORT, AMBASSADOR_TOKEN_AUDIENCE, AMBASSADOR_UPSTREAM, AMBASSADOR_UPSTREAMS,
 };
 use crate::core::config::Config;
 use crate::support::names::{is_dns_label, is_dns_subdomain};
@@ -26,6 +26,19 @@ pub struct Upstream {
     pub ca: Option<CaSource>,
     /// The audience of the projected ServiceAccount token sent as the bearer, if any.
     pub token_audience: Option<String>,
+    /// OAuth2 client credentials whose access token is sent as the bearer, if any.
+    pub oauth2: Option<OAuth2Request>,
+}
+
+/// One upstream's `ambassador-oauth2` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Request {
+    /// The token endpoint (`https://`).
+    pub token_url: String,
+    /// The Secret holding `client-id` and `client-secret`.
+    pub secret: String,
+    /// Scopes to ask for.
+    pub scopes: Vec<String>,
 }
 
 /// The object holding an upstream's CA bundle (under `ambassador.caKey`).
@@ -58,6 +71,7 @@ pub(super) fn parse(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<Annota
                 AMBASSADOR_CLIENT_CERT_SECRET,
                 AMBASSADOR_CA,
                 AMBASSADOR_TOKEN_AUDIENCE,
+                AMBASSADOR_OAUTH2,
             ] {
                 if let Some(v) = get(orphan) {
                     errors.push(err(
@@ -116,6 +130,9 @@ pub(super) fn parse(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<Annota
     let client_certs = per(AMBASSADOR_CLIENT_CERT_SECRET, check_secret_name);
     let cas = per(AMBASSADOR_CA, |v| parse_ca(v).map(drop));
     let audiences = per(AMBASSADOR_TOKEN_AUDIENCE, check_audience);
+    let mut oauth2 = get(AMBASSADOR_OAUTH2)
+        .map(|value| parse_oauth2(value, &named, errors))
+        .unwrap_or_else(|| vec![None; named.len()]);
 
     let mut upstreams = Vec::with_capacity(named.len());
     for (i, (name, url)) in named.into_iter().enumerate() {
@@ -125,6 +142,7 @@ pub(super) fn parse(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<Annota
             client_cert_secret: client_certs[i].clone(),
             ca: cas[i].as_deref().and_then(|v| parse_ca(v).ok()),
             token_audience: audiences[i].clone(),
+            oauth2: oauth2[i].take(),
             name,
             url,
         };
@@ -152,6 +170,20 @@ fn check_identity(upstream: &Upstream, errors: &mut Vec<AnnotationError>) {
                 AMBASSADOR_CA,
                 name,
                 format!("verifies TLS, but upstream {target:?} is plain http://; use an https:// URL"),
+            ));
+        }
+    }
+    if let Some(oauth2) = &upstream.oauth2 {
+        let other = match (&upstream.auth_secret, &upstream.token_audience) {
+            (Some(_), _) => Some(AMBASSADOR_AUTH_SECRET),
+            (None, Some(_)) => Some(AMBASSADOR_TOKEN_AUDIENCE),
+            (None, None) => None,
+        };
+        if let Some(other) = other {
+            errors.push(err(
+                AMBASSADOR_OAUTH2,
+                &oauth2.token_url,
+                format!("and {other} would both set the bearer token for upstream {target:?}; use one"),
             ));
         }
     }
@@ -230,6 +262,93 @@ fn per_upstream(
     slots
 }
 
+/// Parses `token-url=…,secret=…[,scope=…][,upstream=…]` entries separated by `;`. An entry without `upstream=`
+/// applies to every upstream and must be the only one.
+fn parse_oauth2(
+    value: &str,
+    upstreams: &[(Option<String>, String)],
+    errors: &mut Vec<AnnotationError>,
+) -> Vec<Option<OAuth2Request>> {
+    let mut slots: Vec<Option<OAuth2Request>> = vec![None; upstreams.len()];
+    let entries: Vec<&str> = value.split(';').map(str::trim).filter(|e| !e.is_empty()).collect();
+    for entry in &entries {
+        let (mut token_url, mut secret, mut scopes, mut upstream) = (None, None, Vec::new(), None);
+        // Keys given at all, valid or not: a bad value is reported once, not also as missing.
+        let mut given: Vec<&str> = Vec::new();
+        for pair in entry.split(',').map(str::trim) {
+            let pair_key = pair.split_once('=').map(|(k, _)| k.trim());
+            given.extend(pair_key);
+            match pair.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                Some(("token-url", url)) => match check_token_url(url) {
+                    Ok(()) => token_url = Some(url.to_string()),
+                    Err(rule) => errors.push(err(AMBASSADOR_OAUTH2, url, rule)),
+                },
+                Some(("secret", name)) => match check_secret_name(name) {
+                    Ok(()) => secret = Some(name.to_string()),
+                    Err(rule) => errors.push(err(AMBASSADOR_OAUTH2, name, rule)),
+                },
+                Some(("scope", list)) => {
+                    for scope in list.split_whitespace() {
+                        // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+                        if scope.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)) {
+                            scopes.push(scope.to_string());
+                        } else {
+                            errors.push(err(AMBASSADOR_OAUTH2, scope, "is not an OAuth2 scope (RFC 6749 §3.3)"));
+                        }
+                    }
+                }
+                Some(("upstream", name)) => upstream = Some(name),
+                _ => errors.push(err(
+                    AMBASSADOR_OAUTH2,
+                    pair,
+                    "is not one of token-url=URL, secret=NAME, scope=SCOPES, upstream=NAME",
+                )),
+            }
+        }
+        for key in ["token-url", "secret"] {
+            if !given.contains(&key) {
+                errors.push(err(AMBASSADOR_OAUTH2, entry, format!("has no {key}=")));
+            }
+        }
+        let (Some(token_url), Some(secret)) = (token_url, secret) else {
+            continue;
+        };
+        let request = OAuth2Request {
+            token_url,
+            secret,
+            scopes,
+        };
+        match upstream {
+            None if entries.len() == 1 => slots.iter_mut().for_each(|s| *s = Some(request.clone())),
+            None => errors.push(err(
+                AMBASSADOR_OAUTH2,
+                entry,
+                "needs upstream=NAME when the annotation has several entries",
+            )),
+            Some(name) => match upstreams.iter().position(|(n, _)| n.as_deref() == Some(name)) {
+                None => errors.push(err(
+                    AMBASSADOR_OAUTH2,
+                    name,
+                    format!("names no upstream of {AMBASSADOR_UPSTREAMS}"),
+                )),
+                Some(i) if slots[i].is_some() => errors.push(err(AMBASSADOR_OAUTH2, name, "is given twice")),
+                Some(i) => slots[i] = Some(request),
+            },
+        }
+    }
+    slots
+}
+
+/// A token URL: a URL as for upstreams, and https, since the client secret travels in the request.
+fn check_token_url(url: &str) -> Result<(), String> {
+    check_url(url)?;
+    if url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err("is not an https:// token URL; the client secret must not cross the network in clear text".into())
+    }
+}
+
 fn check_secret_name(name: &str) -> Result<(), String> {
     if is_dns_subdomain(name) {
         Ok(())
@@ -295,4 +414,101 @@ pub fn check_url(url: &str) -> Result<(), String> {
         return Err("has a query; the app's own query is forwarded".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse_pod;
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn upstreams(a: Value) -> Result<Vec<Upstream>, Vec<AnnotationError>> {
+        parse_pod(a.as_object(), &Config::default()).map(|p| p.request.ambassadors)
+    }
+
+    #[test]
+    fn ca_names_a_config_map_unless_prefixed_with_secret() {
+        let a = upstreams(json!({
+            AMBASSADOR_UPSTREAMS: "a=https://a,b=https://b,c=https://c",
+            AMBASSADOR_CA: "a=root-ca,b=secret:b-tls,c=configmap:c-ca",
+        }))
+        .unwrap();
+        assert_eq!(a[0].ca, Some(CaSource::ConfigMap("root-ca".into())));
+        assert_eq!(a[1].ca, Some(CaSource::Secret("b-tls".into())));
+        assert_eq!(a[2].ca, Some(CaSource::ConfigMap("c-ca".into())));
+        let errors = upstreams(json!({AMBASSADOR_UPSTREAM: "https://a", AMBASSADOR_CA: "vault:x"})).unwrap_err();
+        assert_eq!(errors[0].key, AMBASSADOR_CA);
+        assert!(errors[0].rule.contains("secret:NAME"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn one_value_applies_to_every_upstream_and_pairs_to_the_named_ones() {
+        let a = upstreams(json!({
+            AMBASSADOR_UPSTREAMS: "a=https://a,b=https://b",
+            AMBASSADOR_CLIENT_CERT_SECRET: "client-tls",
+            AMBASSADOR_TOKEN_AUDIENCE: "b=https://b.example",
+        }))
+        .unwrap();
+        assert_eq!(a[0].client_cert_secret.as_deref(), Some("client-tls"));
+        assert_eq!(a[1].client_cert_secret.as_deref(), Some("client-tls"));
+        assert_eq!(
+            (a[0].token_audience.as_deref(), a[1].token_audience.as_deref()),
+            (None, Some("https://b.example"))
+        );
+        let errors = upstreams(json!({
+            AMBASSADOR_UPSTREAMS: "a=https://a",
+            AMBASSADOR_TOKEN_AUDIENCE: "z=aud",
+        }))
+        .unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            format!("{AMBASSADOR_TOKEN_AUDIENCE}: \"z\" names no upstream of {AMBASSADOR_UPSTREAMS}")
+        );
+    }
+
+    #[test]
+    fn oauth2_entries_are_parsed_per_upstream_and_each_bad_part_is_named() {
+        let a = upstreams(json!({
+            AMBASSADOR_UPSTREAMS: "a=http://a,b=https://b",
+            AMBASSADOR_OAUTH2: "upstream=b, token-url=https://idp/token, secret=b-client, scope=read write",
+        }))
+        .unwrap();
+        assert_eq!(a[0].oauth2, None);
+        assert_eq!(
+            a[1].oauth2,
+            Some(OAuth2Request {
+                token_url: "https://idp/token".into(),
+                secret: "b-client".into(),
+                scopes: vec!["read".into(), "write".into()],
+            })
+        );
+        let errors = upstreams(json!({
+            AMBASSADOR_UPSTREAM: "http://a",
+            AMBASSADOR_OAUTH2: "token-url=https://idp/token,secret=Bad_Name,scope=a\"b,colour=blue",
+        }))
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{text:?}");
+        assert!(text[0].contains("\"Bad_Name\" is not a Secret name"), "{text:?}");
+        assert!(text[1].contains("is not an OAuth2 scope"), "{text:?}");
+        assert!(text[2].contains("\"colour=blue\" is not one of"), "{text:?}");
+        let errors = upstreams(json!({
+            AMBASSADOR_UPSTREAMS: "a=http://a,b=http://b",
+            AMBASSADOR_OAUTH2: "token-url=https://idp/t,secret=s;token-url=https://idp/t,secret=s",
+        }))
+        .unwrap_err();
+        assert!(errors[0].rule.contains("needs upstream=NAME"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn two_bearer_sources_for_one_upstream_are_refused() {
+        let errors = upstreams(json!({
+            AMBASSADOR_UPSTREAM: "https://a",
+            AMBASSADOR_AUTH_SECRET: "a-token",
+            AMBASSADOR_OAUTH2: "token-url=https://idp/t,secret=s",
+        }))
+        .unwrap_err();
+        assert_eq!(errors[0].key, AMBASSADOR_OAUTH2);
+        assert!(errors[0].rule.contains(AMBASSADOR_AUTH_SECRET), "{}", errors[0]);
+    }
 }

@@ -39,6 +39,8 @@ pub const AMBASSADOR_CLIENT_CERT_SECRET: &str = "entourage.dev/ambassador-client
 pub const AMBASSADOR_CA: &str = "entourage.dev/ambassador-ca";
 /// The audience of a projected ServiceAccount token the ambassador sends as its bearer token.
 pub const AMBASSADOR_TOKEN_AUDIENCE: &str = "entourage.dev/ambassador-token-audience";
+/// OAuth2 client credentials: `token-url=https://…,secret=NAME[,scope=…]` (`;` between upstreams).
+pub const AMBASSADOR_OAUTH2: &str = "entourage.dev/ambassador-oauth2";
 /// The app container (default: the first container).
 pub const TARGET_CONTAINER: &str = "entourage.dev/target-container";
 /// Written by entourage: what was injected. Its presence makes a second review a no-op.
@@ -131,6 +133,12 @@ pub const KEYS: &[KeyDoc] = &[
         on: "Pod",
         values: "a token audience (no spaces, ≤ 253 characters), or `name=audience,…` per upstream",
         default: "no workload token",
+    },
+    KeyDoc {
+        key: AMBASSADOR_OAUTH2,
+        on: "Pod",
+        values: "`token-url=https://…,secret=NAME[,scope=a b][,upstream=NAME]`; `;` between upstreams",
+        default: "no OAuth2 token",
     },
     KeyDoc {
         key: TARGET_CONTAINER,
@@ -230,7 +238,7 @@ pub struct AdapterRequest {
     pub fields: Vec<(String, String)>,
 }
 
-pub use self::ambassador::{check_url, CaSource, Upstream};
+pub use self::ambassador::{check_url, CaSource, OAuth2Request, Upstream};
 
 /// The result of parsing a Pod's annotations.
 #[derive(Debug, Clone, PartialEq)]

@@ -34,6 +34,11 @@ const TOKEN_FILE: &str = "token";
 const CLIENT_CERT_DIR: &str = "/var/run/secrets/entourage-client-cert";
 /// Where CA bundles are mounted in the ambassador.
 const CA_DIR: &str = "/var/run/secrets/entourage-ca";
+/// Where OAuth2 client credential Secrets are mounted in the ambassador.
+const OAUTH2_DIR: &str = "/var/run/secrets/entourage-oauth2";
+/// The keys of an OAuth2 client credential Secret.
+const OAUTH2_CLIENT_ID: &str = "client-id";
+const OAUTH2_CLIENT_SECRET: &str = "client-secret";
 /// The certificate and key of a `kubernetes.io/tls` Secret.
 const TLS_CERT: &str = "tls.crt";
 const TLS_KEY: &str = "tls.key";
@@ -175,6 +180,24 @@ fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c 
         // The kubelet swaps the `..data` link when it renews the token; the ambassador re-reads the file.
         args.push("--auth-file".into());
         args.push(format!("{dir}/{TOKEN_FILE}"));
+    }
+    if let Some(oauth2) = &upstream.oauth2 {
+        let volume = secret_volume(
+            &oauth2.secret,
+            "oauth2",
+            &[OAUTH2_CLIENT_ID, OAUTH2_CLIENT_SECRET],
+            plan,
+        );
+        let dir = mount(volume, format!("{OAUTH2_DIR}/{}", oauth2.secret));
+        args.extend(["--oauth2-token-url".into(), oauth2.token_url.clone()]);
+        args.extend(["--oauth2-client-id-file".into(), format!("{dir}/{OAUTH2_CLIENT_ID}")]);
+        args.extend([
+            "--oauth2-client-secret-file".into(),
+            format!("{dir}/{OAUTH2_CLIENT_SECRET}"),
+        ]);
+        for scope in &oauth2.scopes {
+            args.extend(["--oauth2-scope".into(), scope.clone()]);
+        }
     }
     if let Some(secret) = &upstream.client_cert_secret {
         let volume = secret_volume(secret, "client-cert", &[TLS_CERT, TLS_KEY], plan);
