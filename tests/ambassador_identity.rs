@@ -18,6 +18,9 @@ use tokio::sync::Notify;
 mod ambassador_harness;
 use ambassador_harness::*;
 
+/// Client certificates the upstream recognises: DER and a name.
+type KnownClients = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// An HTTPS upstream whose server configuration (certificate, accepted client CAs) the test swaps, as a service
 /// rotating its own certificate would. It answers `client=<name>` with the name of the client certificate the
 /// connection presented; `/slow` waits for `release` first.
@@ -25,7 +28,7 @@ struct MtlsUpstream {
     addr: SocketAddr,
     config: Arc<Mutex<Arc<rustls::ServerConfig>>>,
     /// Known client certificates (DER) and their names.
-    clients: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    clients: KnownClients,
     release: Arc<Notify>,
     slow_arrived: Arc<AtomicUsize>,
 }
