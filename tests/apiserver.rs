@@ -240,3 +240,51 @@ async fn every_request_gets_exactly_one_log_line_saying_what_happened() {
         .collect();
     assert_eq!(probes, ["/healthz", "/readyz", "/metrics"]);
 }
+
+#[tokio::test]
+async fn with_a_metrics_port_metrics_are_served_there_in_plain_http_and_no_longer_on_the_webhook_port() {
+    let webhook = Webhook::start(&["--metrics-listen", "127.0.0.1:0"]);
+    let metrics_addr: std::net::SocketAddr = loop {
+        let line = webhook
+            .logs
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the webhook logs its metrics address");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if let Some(addr) = v.get("metrics").and_then(Value::as_str) {
+            break addr.parse().unwrap();
+        }
+    };
+    let mut api = webhook.connect().await;
+    let review = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "pod-sidecar-nginx.json")
+        .unwrap()
+        .1;
+    check_answer(&review, &api.review(&review).await);
+    // The webhook port serves reviews and probes, not metrics.
+    assert_eq!(api.send("GET", "/metrics", Vec::new()).await.status, 404);
+    assert_eq!(api.send("GET", "/readyz", Vec::new()).await.status, 200);
+    // The metrics port is plain HTTP, and counts the review just answered.
+    let mut stream = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains(r#"entourage_admission_reviews_total{kind="Pod",operation="CREATE",decision="patched"} 1"#),
+        "{text}"
+    );
+    // Only /metrics is there: reviews never reach the plain-HTTP port.
+    let mut stream = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+    stream
+        .write_all(b"POST /mutate HTTP/1.1\r\nhost: metrics\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+}

@@ -112,6 +112,17 @@ async fn each_hostile_review_body_gets_its_documented_answer_and_the_next_review
             "not valid JSON",
         ),
         ("not an object", b"[1, 2, 3]".to_vec(), 400, "not an AdmissionReview"),
+        (
+            "an array of the envelope's members",
+            serde_json::to_vec(&json!([
+                "admission.k8s.io/v1",
+                "AdmissionReview",
+                normal_review()["request"]
+            ]))
+            .unwrap(),
+            400,
+            "not an AdmissionReview",
+        ),
         ("empty body", Vec::new(), 400, "not valid JSON"),
         (
             "wrong apiVersion",
@@ -162,11 +173,94 @@ async fn each_hostile_review_body_gets_its_documented_answer_and_the_next_review
             200,
             "allowed unchanged",
         ),
+        // No apiserver sends these: not a review of an object, so a 400 that says which member is wrong.
         (
-            "object is not an object",
+            "object is a string",
             review_with(|r| r["request"]["object"] = json!("a string")),
-            200,
-            "allowed unchanged",
+            400,
+            "request.object is a string, expected a JSON object or null",
+        ),
+        (
+            "object is an array",
+            review_with(|r| r["request"]["object"] = json!([{"kind": "Pod"}])),
+            400,
+            "request.object is an array",
+        ),
+        (
+            "object is a number",
+            review_with(|r| r["request"]["object"] = json!(7)),
+            400,
+            "request.object is a number",
+        ),
+        (
+            "object is an array before the kind",
+            {
+                let review = normal_review();
+                let request = &review["request"];
+                let text = format!(
+                    r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"object":[1],"uid":{},"kind":{},"operation":"CREATE"}}}}"#,
+                    request["uid"], request["kind"]
+                );
+                text.into_bytes()
+            },
+            400,
+            "request.object is an array",
+        ),
+        (
+            "oldObject is an array",
+            review_with(|r| r["request"]["oldObject"] = json!([])),
+            400,
+            "request.oldObject is an array",
+        ),
+        (
+            "oldObject is a string",
+            review_with(|r| r["request"]["oldObject"] = json!("old")),
+            400,
+            "request.oldObject is a string",
+        ),
+        (
+            "kind is a string",
+            review_with(|r| r["request"]["kind"] = json!("Pod")),
+            400,
+            "request is malformed",
+        ),
+        (
+            "kind is an array",
+            review_with(|r| r["request"]["kind"] = json!(["", "v1", "Pod"])),
+            400,
+            "request is malformed",
+        ),
+        (
+            "uid is an object",
+            review_with(|r| r["request"]["uid"] = json!({"id": "x"})),
+            400,
+            "request is malformed",
+        ),
+        (
+            "operation is a number",
+            review_with(|r| r["request"]["operation"] = json!(1)),
+            400,
+            "request is malformed",
+        ),
+        (
+            "operation is unknown",
+            review_with(|r| r["request"]["operation"] = json!("PATCH")),
+            400,
+            "request is malformed",
+        ),
+        (
+            "a number out of range where the core reads nothing",
+            {
+                let text = serde_json::to_string(&normal_review()).unwrap();
+                text.replacen(
+                    r#""spec":{"#,
+                    r#""spec":{"priority":9.0E000000000000000000000000000420,"#,
+                    1,
+                )
+                .into_bytes()
+            },
+            400,
+            "out of range",
         ),
     ];
     for (case, body, status, says) in cases {

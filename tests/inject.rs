@@ -107,14 +107,21 @@ fn inject_fills_deployment_and_cronjob_templates_and_leaves_the_rest_alone() {
     assert!(injected(&output[0]) && injected(&output[2]));
 
     let web = pod_of(&output[0]);
-    let names: Vec<&str> = web["spec"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names.len(), 3, "nginx, the sidecar and the adapter: {names:?}");
-    let adapter = web["spec"]["containers"]
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&web["spec"]["containers"]).len(), 1, "nginx alone in containers");
+    let init = names(&web["spec"]["initContainers"]);
+    assert_eq!(
+        init.len(),
+        2,
+        "the sidecar and the adapter, as native sidecars: {init:?}"
+    );
+    let adapter = web["spec"]["initContainers"]
         .as_array()
         .unwrap()
         .iter()
@@ -151,9 +158,10 @@ fn inject_reads_stdin_and_handles_every_workload_kind() {
     let job = output.iter().find(|d| d["kind"] == "Job").unwrap();
     assert!(pod_of(job)["spec"]["initContainers"][0]["restartPolicy"] == "Always");
     let daemonset = output.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
-    assert!(
-        pod_of(daemonset)["spec"]["initContainers"].is_null(),
-        "classic outside Jobs in auto mode"
+    assert_eq!(
+        pod_of(daemonset)["spec"]["initContainers"][0]["restartPolicy"],
+        "Always",
+        "native sidecars for every workload in auto mode"
     );
     assert_admissible(&output);
 }

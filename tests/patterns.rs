@@ -27,7 +27,10 @@ fn names(list: &Value) -> Vec<&str> {
 fn nginx_sample_becomes_the_seed_two_sidecar_pod() {
     let (pod, _) = patched("pod-sidecar-nginx.json", &Config::default());
     let containers = &pod["spec"]["containers"];
-    assert_eq!(names(containers), ["nginx", "sidecar-access", "sidecar-error"]);
+    assert_eq!(names(containers), ["nginx"]);
+    // Native sidecars: they start before nginx and stop after it.
+    let init = &pod["spec"]["initContainers"];
+    assert_eq!(names(init), ["sidecar-access", "sidecar-error"]);
     let volume = pod["spec"]["volumes"][0].clone();
     assert_eq!(volume["emptyDir"]["sizeLimit"], "256Mi");
     let shared = volume["name"].clone();
@@ -35,8 +38,9 @@ fn nginx_sample_becomes_the_seed_two_sidecar_pod() {
         containers[0]["volumeMounts"],
         json!([{"name": shared, "mountPath": "/var/log/nginx"}])
     );
-    for (i, file) in [(1, "/var/log/nginx/access.log"), (2, "/var/log/nginx/error.log")] {
-        let sidecar = &containers[i];
+    for (i, file) in [(0, "/var/log/nginx/access.log"), (1, "/var/log/nginx/error.log")] {
+        let sidecar = &init[i];
+        assert_eq!(sidecar["restartPolicy"], "Always");
         assert_eq!(sidecar["image"], "busybox:1.36");
         assert_eq!(
             sidecar["command"],
@@ -73,7 +77,7 @@ fn job_owned_variant_gets_native_sidecars_first_in_init_containers() {
 #[test]
 fn adapter_sample_runs_entourage_adapt_on_the_shared_file() {
     let (pod, _) = patched("pod-adapter-nginx.json", &Config::default());
-    let adapter = &pod["spec"]["containers"][1];
+    let adapter = &pod["spec"]["initContainers"][0];
     assert_eq!(adapter["name"], "adapter-access");
     assert_eq!(adapter["image"], Config::default().images.entourage);
     assert_eq!(
@@ -101,7 +105,7 @@ fn ambassador_sample_points_the_app_at_localhost_and_mounts_the_secret_only_in_t
         json!([{"name": "AMBASSADOR_URL", "value": "http://127.0.0.1:9000"}])
     );
     assert!(app.get("volumeMounts").is_none(), "the app never sees the auth Secret");
-    let ambassador = &pod["spec"]["containers"][1];
+    let ambassador = &pod["spec"]["initContainers"][0];
     assert_eq!(ambassador["name"], "ambassador");
     let args: Vec<&str> = ambassador["args"]
         .as_array()
@@ -178,5 +182,81 @@ fn every_timeout_the_config_accepts_is_one_the_injected_ambassador_accepts() {
                 timeout
             ])
             .is_err());
+    }
+}
+
+/// Where the injected containers of a patched Pod went: `(in initContainers as native sidecars, in containers)`.
+fn placement(pod: &Value) -> (Vec<&str>, Vec<&str>) {
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["restartPolicy"] == "Always")
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let classic = names(&pod["spec"]["containers"])
+        .into_iter()
+        .filter(|n| n.starts_with("sidecar-") || n.starts_with("adapter-") || n.starts_with("ambassador"))
+        .collect();
+    (init, classic)
+}
+
+#[test]
+fn every_pod_gets_native_sidecars_unless_config_says_the_cluster_is_older_than_1_29() {
+    // A Deployment's Pod (no owner we know of), a bare Pod and a Job's Pod.
+    let fixtures = ["pod-sidecar-nginx.json", "pod-ambassador.json", "pod-sidecar-job.json"];
+    for fixture in fixtures {
+        let (pod, _) = patched(fixture, &Config::default());
+        let (native, classic) = placement(&pod);
+        assert!(
+            !native.is_empty() && classic.is_empty(),
+            "{fixture}: {native:?} / {classic:?}"
+        );
+    }
+    let old = Config::from_yaml("kubernetesVersion: \"1.28\"\n", "test").unwrap();
+    for fixture in fixtures {
+        let (pod, outcome) = patched(fixture, &old);
+        let (native, classic) = placement(&pod);
+        assert!(
+            native.is_empty() && !classic.is_empty(),
+            "{fixture}: {native:?} / {classic:?}"
+        );
+        if fixture == "pod-sidecar-job.json" {
+            assert!(
+                outcome.warnings.iter().any(|w| w.contains("will not complete")),
+                "a classic Job Pod is warned about: {:?}",
+                outcome.warnings
+            );
+        }
+    }
+    let new = Config::from_yaml("kubernetesVersion: \"1.29\"\n", "test").unwrap();
+    let (pod, _) = patched("pod-sidecar-nginx.json", &new);
+    assert!(placement(&pod).1.is_empty(), "1.29 has native sidecars on by default");
+}
+
+#[test]
+fn classic_ambassadors_keep_serving_for_the_configured_drain_period_and_native_ones_do_not() {
+    use clap::{Args, Command};
+    let ambassador =
+        || entourage::ambassador::AmbassadorArgs::augment_args(Command::new("entourage").no_binary_name(true));
+    let classic = Config::from_yaml("sidecars:\n  mode: classic\n  drainPeriod: 20s\n", "test").unwrap();
+    let (pod, _) = patched("pod-ambassador.json", &classic);
+    let argv = ambassador_argv(&pod);
+    let at = argv
+        .iter()
+        .position(|a| a == "--drain-period")
+        .expect("classic mode drains");
+    assert_eq!(argv[at + 1], "20s");
+    let matches = ambassador().try_get_matches_from(&argv[1..]).unwrap();
+    assert_eq!(
+        matches.get_one::<std::time::Duration>("drain_period"),
+        Some(&std::time::Duration::from_secs(20))
+    );
+    let (pod, _) = patched("pod-ambassador.json", &Config::default());
+    assert!(!ambassador_argv(&pod).iter().any(|a| a == "--drain-period"));
+    // What the runtime would refuse, config refuses at load.
+    for bad in ["6m", "soon", "-1s"] {
+        let err = Config::from_yaml(&format!("sidecars:\n  drainPeriod: {bad:?}\n"), "test").unwrap_err();
+        assert!(err.to_string().contains("sidecars.drainPeriod"), "{bad}: {err}");
     }
 }

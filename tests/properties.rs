@@ -577,6 +577,22 @@ fn review(object: &Value, kind: (&str, &str, &str), config: &Config) -> Outcome 
     outcome
 }
 
+/// A review whose `object` is neither an object nor null is no review of an object: both decoders refuse it, in
+/// either member order, naming `request.object` (no apiserver sends one; an `allowed` answer would pass it silently).
+fn refused_as_not_an_object(object: &Value, kind: (&str, &str, &str)) -> Result<(), TestCaseError> {
+    let review = support::review(kind, "default", "CREATE", object);
+    for body in [serde_json::to_vec(&review).unwrap(), support::apiserver_order(&review)] {
+        for decoded in [
+            review::decode(&body, &Config::default()).err(),
+            review::decode_whole(&body).err(),
+        ] {
+            let error = decoded.map(|e| e.to_string()).unwrap_or_default();
+            prop_assert!(error.contains("request.object is"), "{object}: {error:?}");
+        }
+    }
+    Ok(())
+}
+
 /// The webhook parses only the parts of a Pod the core reads (`entourage::review::pruned`); the core given the whole object
 /// must decide exactly the same, patch and warnings included.
 fn same_answer_as_the_full_object(object: &Value, config: &Config) -> Result<(), TestCaseError> {
@@ -764,6 +780,9 @@ proptest! {
                 map.insert("metadata".into(), json!({"annotations": annotations}));
             }
         }
+        if !(object.is_object() || object.is_null()) {
+            return refused_as_not_an_object(&object, kind);
+        }
         let outcome = review(&object, kind, &config);
         check_verdict(&outcome)?;
         apply(&object, &outcome)?;
@@ -783,6 +802,9 @@ proptest! {
         let mut object = object;
         if let Some(map) = object.as_object_mut() {
             map.entry("metadata").or_insert_with(|| json!({"annotations": annotations}));
+        }
+        if !(object.is_object() || object.is_null()) {
+            return refused_as_not_an_object(&object, POD);
         }
         same_answer_as_the_full_object(&object, &config)?;
     }

@@ -37,7 +37,7 @@ use self::access_log::AccessLog;
 use self::config::{Upstream, UpstreamError};
 use self::forward::{Forwarder, Settings};
 use self::metrics::Metrics;
-use crate::support::duration::{parse_duration, parse_timeout};
+use crate::support::duration::{format_duration, parse_drain_period, parse_duration, parse_timeout};
 
 /// Command-line arguments of `entourage ambassador`.
 #[derive(Debug, Clone, clap::Args)]
@@ -116,6 +116,11 @@ pub struct AmbassadorArgs {
     /// How long in-flight requests may finish after SIGTERM before the ambassador exits anyway.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_DRAIN", default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// How long the ambassador keeps accepting new requests after SIGTERM, before it drains. The webhook sets it
+    /// in classic Pods only, where the app gets SIGTERM at the same moment and still calls out while it shuts
+    /// down; a native sidecar is stopped after the app and needs none.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_DRAIN_PERIOD", default_value = "0s", value_parser = parse_drain_period)]
+    pub drain_period: Duration,
 }
 
 fn parse_header_name(text: &str) -> Result<HeaderName, String> {
@@ -252,8 +257,13 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
     tracing::info!(listen = %args.listen, upstream = %upstream_text, admin = %args.admin, "ambassador ready");
 
     let graceful = GracefulShutdown::new();
+    let drain_period = args.drain_period;
     accept_until(listener, &forwarder, &graceful, async {
-        shutdown.await;
+        let signal = shutdown.await;
+        if !drain_period.is_zero() {
+            tracing::info!(signal, drain_period = %format_duration(drain_period), "still serving the app while it shuts down");
+            tokio::time::sleep(drain_period).await;
+        }
     })
     .await;
 

@@ -19,7 +19,7 @@
 
 use std::{borrow::Cow, fmt};
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
 
 pub use crate::core::reads::{Names, Reads};
@@ -130,7 +130,7 @@ impl<'de> Visitor<'de> for Pruned<'_> {
                             members.insert(key.into_owned(), value);
                         }
                         None => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value_seed(Skip)?;
                         }
                     }
                 }
@@ -140,7 +140,7 @@ impl<'de> Visitor<'de> for Pruned<'_> {
                     if key.starts_with(prefix) {
                         members.insert(key.into_owned(), map.next_value()?);
                     } else {
-                        map.next_value::<IgnoredAny>()?;
+                        map.next_value_seed(Skip)?;
                     }
                 }
             }
@@ -185,7 +185,7 @@ impl<'de> Visitor<'de> for NamedElement<'_> {
                 // As in a `Value`, a repeated member's last value counts.
                 named = Some(map.next_value()?);
             } else {
-                map.next_value::<IgnoredAny>()?;
+                map.next_value_seed(Skip)?;
             }
         }
         let Some(raw) = named else {
@@ -242,6 +242,107 @@ impl<'de> Visitor<'de> for NamedElement<'_> {
 
     fn visit_unit<E>(self) -> Result<Option<Value>, E> {
         Ok(Some(Value::Null))
+    }
+}
+
+/// The type of a JSON value, for messages about a member of the wrong type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool,
+    /// A number.
+    Number,
+    /// A string.
+    String,
+    /// An array.
+    Array,
+    /// An object.
+    Object,
+}
+
+impl JsonType {
+    /// The type of `value`.
+    pub fn of(value: &Value) -> Self {
+        match value {
+            Value::Null => JsonType::Null,
+            Value::Bool(_) => JsonType::Bool,
+            Value::Number(_) => JsonType::Number,
+            Value::String(_) => JsonType::String,
+            Value::Array(_) => JsonType::Array,
+            Value::Object(_) => JsonType::Object,
+        }
+    }
+
+    /// The type with its article, for messages ("an array").
+    pub fn described(self) -> &'static str {
+        match self {
+            JsonType::Null => "null",
+            JsonType::Bool => "a boolean",
+            JsonType::Number => "a number",
+            JsonType::String => "a string",
+            JsonType::Array => "an array",
+            JsonType::Object => "an object",
+        }
+    }
+}
+
+/// Skips a value without keeping any of it, but checks it exactly as parsing it into a `Value` would: serde's
+/// `IgnoredAny` only checks the syntax, so a number out of `f64`'s range (`9.0E420`) passed a skip and failed the
+/// whole-object parse, and the two decoders disagreed about the same body. Says which type the value was.
+#[derive(Clone, Copy)]
+pub struct Skip;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = JsonType;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<JsonType, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = JsonType;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<JsonType, E> {
+        Ok(JsonType::Bool)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<JsonType, E> {
+        Ok(JsonType::Number)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<JsonType, E> {
+        Ok(JsonType::Number)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<JsonType, E> {
+        Ok(JsonType::Number)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<JsonType, E> {
+        Ok(JsonType::String)
+    }
+
+    fn visit_unit<E>(self) -> Result<JsonType, E> {
+        Ok(JsonType::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonType, A::Error> {
+        while seq.next_element_seed(Skip)?.is_some() {}
+        Ok(JsonType::Array)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonType, A::Error> {
+        while map.next_key::<Key<'de>>()?.is_some() {
+            map.next_value_seed(Skip)?;
+        }
+        Ok(JsonType::Object)
     }
 }
 
@@ -366,5 +467,23 @@ mod tests {
     fn invalid_json_is_an_error_even_where_it_is_skipped() {
         assert!(parse(r#"{"drop": [1, }"#, &READS, &all_names).is_err());
         assert!(parse(r#"{"keep": 1} trailing"#, &READS, &all_names).is_err());
+    }
+
+    #[test]
+    fn a_skipped_number_out_of_range_is_refused_as_a_value_parse_refuses_it() {
+        // Found by `make fuzz`: IgnoredAny let this through where `Value` refuses it.
+        let number = "9.0E000000000000000000000000000420";
+        for json in [
+            format!(r#"{{"drop": {number}}}"#),
+            format!(r#"{{"drop": [{{"x": {number}}}]}}"#),
+            format!(r#"{{"env": [{{"name": "DROP_ME", "value": {number}}}]}}"#),
+            format!(r#"{{"meta": {{"y/b": {number}}}}}"#),
+        ] {
+            assert!(serde_json::from_str::<Value>(&json).is_err());
+            let reads = if json.contains("drop") { &READS } else { &NAMED };
+            let err = parse(&json, reads, &|n: &str| n == "KEEP_ME").unwrap_err();
+            assert!(err.to_string().contains("out of range"), "{json}: {err}");
+        }
+        assert!(parse(r#"{"drop": 1.5e300, "keep": -0}"#, &READS, &all_names).is_ok());
     }
 }

@@ -38,6 +38,21 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// The longest drain period: past the kubelet's grace period (30 s by default) the container is killed anyway.
+pub const MAX_DRAIN_PERIOD: Duration = Duration::from_secs(300);
+
+/// Like [`parse_duration`], for how long a classic-mode runtime keeps serving after SIGTERM: zero (stop at once)
+/// up to [`MAX_DRAIN_PERIOD`]. Config (`sidecars.drainPeriod`) and the runtimes' `--drain-period` both use it.
+pub fn parse_drain_period(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d > MAX_DRAIN_PERIOD => Err(format!(
+            "drain period {text:?} is longer than {}: the kubelet kills the container long before",
+            format_duration(MAX_DRAIN_PERIOD)
+        )),
+        d => Ok(d),
+    }
+}
+
 /// Formats a duration the way the flags take it (`30s`, `500ms`), for messages.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -74,6 +89,14 @@ mod tests {
         assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("0ms").is_err());
         assert_eq!(parse_timeout("1ms"), Ok(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn drain_periods_run_from_zero_to_five_minutes() {
+        assert_eq!(parse_drain_period("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_drain_period("5m"), Ok(MAX_DRAIN_PERIOD));
+        assert!(parse_drain_period("5m1s").unwrap_err().contains("longer than 300s"));
+        assert!(parse_drain_period("soon").is_err());
     }
 
     #[test]

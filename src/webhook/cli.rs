@@ -25,6 +25,11 @@ pub struct ServeArgs {
     /// Config file (YAML); the built-in default when absent.
     #[arg(long, env = "ENTOURAGE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Serve `/metrics` on this address, in plain HTTP, instead of on the webhook port: a NetworkPolicy can then
+    /// open the webhook port to wherever the apiserver calls from and the metrics port to the monitoring
+    /// namespace only.
+    #[arg(long, env = "ENTOURAGE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Require client certificates signed by this CA (the apiserver's).
     #[arg(long, env = "ENTOURAGE_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
@@ -177,8 +182,24 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         };
         reload::spawn(state.clone(), options);
     }
-    let app = server::router(state.clone());
+    let metrics_server = match args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Listen(addr, e))?;
+            let local = listener.local_addr().map_err(|e| ServeError::Listen(addr, e))?;
+            tracing::info!(metrics = %local, "serving metrics on http://{local}/metrics");
+            let app = server::metrics_router(state.clone());
+            Some(tokio::spawn(async move { axum::serve(listener, app).await }))
+        }
+        None => None,
+    };
+    let app = server::webhook_router(state.clone(), metrics_server.is_none());
     server::serve_tls(listener, tls_config, app, state, options, shutdown).await;
+    // Scrapes stop with the webhook: the last one a Prometheus makes fails, as for any Pod that goes.
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

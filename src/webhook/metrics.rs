@@ -46,6 +46,13 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// A label naming what is reloaded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhatLabels {
+    /// `config` or `certificate`.
+    pub what: String,
+}
+
 /// Every metric entourage exports.
 pub struct Metrics {
     registry: Registry,
@@ -66,6 +73,9 @@ pub struct Metrics {
     pub cert_expiry: Gauge,
     /// Config and certificate reloads by result.
     pub reloads: Family<ResultLabels, Counter>,
+    /// 1 while the last reload of each file succeeded, 0 while a refused version is on disk (the previous one
+    /// still serves): an alert on it fires until the file is fixed, not just for a while after the failure.
+    pub reload_ok: Family<WhatLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -75,12 +85,14 @@ impl Default for Metrics {
         let injections = Family::<PatternLabels, Counter>::default();
         let skips = Family::<ReasonLabels, Counter>::default();
         let denials = Family::<ReasonLabels, Counter>::default();
-        // 50 µs … ~0.8 s: a review normally takes well under a millisecond.
+        // 50 µs … ~26 s: a review normally takes well under a millisecond, and the top buckets reach past the
+        // apiserver's longest `timeoutSeconds` (30 s, default 10 s), so an alert can compare p99 with it.
         let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-            0.000_05, 2.0, 15,
+            0.000_05, 2.0, 20,
         ));
         let cert_expiry = Gauge::default();
         let reloads = Family::<ResultLabels, Counter>::default();
+        let reload_ok = Family::<WhatLabels, Gauge>::default();
         registry.register("admission_reviews", "Admission reviews answered", reviews.clone());
         registry.register("injections", "Containers injected, by pattern", injections.clone());
         registry.register("skips", "Reviews that changed nothing, by reason", skips.clone());
@@ -96,6 +108,14 @@ impl Default for Metrics {
             cert_expiry.clone(),
         );
         registry.register("reloads", "Config and certificate reloads, by result", reloads.clone());
+        registry.register(
+            "reload_ok",
+            "1 if the last reload of the file succeeded (or none was needed), 0 while a refused version is on disk",
+            reload_ok.clone(),
+        );
+        for what in ["config", "certificate"] {
+            reload_ok.get_or_create(&WhatLabels { what: what.into() }).set(1);
+        }
         let injected = [Pattern::Sidecar, Pattern::Adapter, Pattern::Ambassador].map(|pattern| {
             let series = injections.get_or_create(&PatternLabels {
                 pattern: pattern.as_str(),
@@ -112,6 +132,7 @@ impl Default for Metrics {
             latency,
             cert_expiry,
             reloads,
+            reload_ok,
         }
     }
 }
@@ -138,6 +159,9 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+        self.reload_ok
+            .get_or_create(&WhatLabels { what: what.into() })
+            .set(i64::from(ok));
     }
 }
 

@@ -252,6 +252,13 @@ mod tests {
             "{}",
             reloads(&state)
         );
+        // The refused version is still on disk: the gauge says so until a good one replaces it.
+        let text = state.metrics.encode();
+        assert!(text.contains(r#"entourage_reload_ok{what="config"} 0"#), "{text}");
+        std::fs::write(options.config_path.as_ref().unwrap(), "sidecars:\n  mode: native\n").unwrap();
+        w.poll_once(SystemTime::now());
+        let text = state.metrics.encode();
+        assert!(text.contains(r#"entourage_reload_ok{what="config"} 1"#), "{text}");
     }
 
     #[test]

@@ -81,10 +81,27 @@ impl AppState {
 /// decision, a rejection's reason, a probe at debug level. (A logging middleware around every route cost ≈ 5 %
 /// of a review's CPU, measured side by side.)
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    webhook_router(state, true)
+}
+
+/// The webhook port's router; `/metrics` only with `with_metrics` (off when a separate `--metrics-listen` port
+/// serves it, so that a NetworkPolicy can open the webhook port to the apiserver without opening the metrics).
+pub fn webhook_router(state: Arc<AppState>, with_metrics: bool) -> Router {
+    let router = Router::new()
         .route("/mutate", post(review).fallback(method_not_allowed))
         .route("/healthz", get(healthz).fallback(method_not_allowed))
-        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed));
+    let router = if with_metrics {
+        router.route("/metrics", get(metrics).fallback(method_not_allowed))
+    } else {
+        router
+    };
+    router.fallback(not_found).with_state(state)
+}
+
+/// The metrics port's router (`--metrics-listen`, plain HTTP): `GET /metrics` only.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .fallback(not_found)
         .with_state(state)

@@ -20,8 +20,8 @@ pub(crate) use rendered::Rendered;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
-    /// The cluster's Kubernetes version (`"1.33"`). When it is 1.29 or later, `auto` mode injects native
-    /// sidecars into every Pod; when unset, only Pods owned by a Job get them.
+    /// The cluster's Kubernetes version (`"1.33"`). Only needed for a cluster older than 1.29, where `auto` mode
+    /// then falls back to classic sidecars; unset, every supported Kubernetes (≥ 1.29) runs native sidecars.
     pub kubernetes_version: Option<KubeVersion>,
     /// Images of the injected containers. Only config chooses images, never an annotation.
     pub images: Images,
@@ -96,6 +96,10 @@ pub struct Sidecars {
     /// `sizeLimit` of the emptyDir volumes entourage creates for log directories (an emptyDir otherwise grows
     /// until the kubelet evicts the Pod).
     pub log_volume_size_limit: Quantity,
+    /// Classic mode only: how long an injected ambassador or log reader keeps serving after SIGTERM. In a classic
+    /// Pod every container gets SIGTERM at once, and the app, shutting down, still calls through its ambassador
+    /// and writes its last log lines; native sidecars are stopped after the app and need no such delay.
+    pub drain_period: String,
 }
 
 impl Default for Sidecars {
@@ -104,6 +108,7 @@ impl Default for Sidecars {
             mode: SidecarMode::Auto,
             max_log_files: 8,
             log_volume_size_limit: Quantity("256Mi".into()),
+            drain_period: "10s".into(),
         }
     }
 }
@@ -112,7 +117,7 @@ impl Default for Sidecars {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SidecarMode {
-    /// Native for Pods owned by a Job, and for every Pod when `kubernetesVersion` is 1.29 or later.
+    /// Native sidecars, unless `kubernetesVersion` says the cluster is older than 1.29 (then classic).
     Auto,
     /// Always native sidecars: first in `initContainers` with `restartPolicy: Always`.
     Native,
@@ -324,14 +329,19 @@ impl Config {
             }
         }
         self.ambassador.problems(&mut p);
+        // The same parser as the runtimes' `--drain-period`, which this value is handed to in classic mode.
+        if let Err(e) = crate::support::duration::parse_drain_period(&self.sidecars.drain_period) {
+            p.push(format!("sidecars.drainPeriod: {e}"));
+        }
         p.extend(self.jobs.problems());
         p
     }
 
-    /// Whether native sidecars may be used for every Pod (not only Job-owned ones).
-    pub fn native_everywhere(&self) -> bool {
+    /// Whether the cluster runs native sidecars: every supported Kubernetes does (on by default since 1.29, GA
+    /// in 1.33), so only a `kubernetesVersion` older than 1.29 says no.
+    pub fn cluster_has_native_sidecars(&self) -> bool {
         self.kubernetes_version
-            .is_some_and(|v| v >= KubeVersion::NATIVE_SIDECARS)
+            .is_none_or(|v| v >= KubeVersion::NATIVE_SIDECARS)
     }
 }
 
@@ -390,7 +400,7 @@ mod tests {
         let c = Config::from_yaml("kubernetesVersion: \"1.30\"\nsidecars:\n  mode: classic\n", "t").unwrap();
         assert_eq!(c.sidecars.mode, SidecarMode::Classic);
         assert_eq!(c.sidecars.max_log_files, 8);
-        assert!(c.native_everywhere());
+        assert!(c.cluster_has_native_sidecars());
     }
 
     #[test]

@@ -142,7 +142,7 @@ fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c 
         format!("127.0.0.1:{}", upstream.port),
         "--upstream".into(),
         upstream.url.clone(),
-        // The kubelet probes the Pod IP, so the admin port listens on every address; it serves /healthz only.
+        // The kubelet probes the Pod IP, so the admin port listens on every address (/healthz, /livez, /metrics only).
         "--admin".into(),
         format!("0.0.0.0:{admin}"),
         "--timeout".into(),
@@ -157,6 +157,11 @@ fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c 
     ] {
         args.push(flag.into());
         args.push(value);
+    }
+    if !plan.native {
+        // Every container of a classic Pod gets SIGTERM at once: the app, shutting down, still calls through us.
+        args.push("--drain-period".into());
+        args.push(config.sidecars.drain_period.clone());
     }
     let mut mounts = Vec::new();
     let mut mount = |volume: String, dir: String| {

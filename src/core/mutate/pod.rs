@@ -172,8 +172,8 @@ pub fn mutate_pod(pod: &Value, config: &Config) -> Outcome {
 }
 
 /// Injects into the Pod template of a workload (`entourage inject`). A template has no ownerReferences, so the
-/// caller says whether its Pods will belong to a Job (Job and CronJob templates): auto mode then picks native
-/// sidecars, which keep the Job completing. The patch applies to the template.
+/// caller says whether its Pods will belong to a Job (Job and CronJob templates): in classic mode such Pods never
+/// complete, and the user is warned. The patch applies to the template.
 pub fn mutate_pod_template(template: &Value, config: &Config, job_owned: bool) -> Outcome {
     inject(template, config, job_owned)
 }
@@ -239,7 +239,7 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
     let native = match config.sidecars.mode {
         SidecarMode::Native => true,
         SidecarMode::Classic => false,
-        SidecarMode::Auto => job_owned || config.native_everywhere(),
+        SidecarMode::Auto => config.cluster_has_native_sidecars(),
     };
     let container_names = Taken::new(
         view.all_containers()
