@@ -189,14 +189,18 @@ impl Forwarder {
             Admission::Pass(ticket) => ticket,
             Admission::Refuse { retry_in } => {
                 self.metrics.rejection(Rejection::CircuitOpen);
-                let message = format!(
-                    "circuit open after {} consecutive upstream failures; the next trial request goes through in {}",
-                    self.breaker.threshold(),
-                    format_duration(Duration::from_millis(retry_in.as_millis() as u64))
-                );
+                let failures = self.breaker.threshold();
+                let message = if retry_in.is_zero() {
+                    format!("circuit open after {failures} consecutive upstream failures; a trial request is in flight")
+                } else {
+                    format!(
+                        "circuit open after {failures} consecutive upstream failures; the next trial request goes through in {}",
+                        format_duration(Duration::from_millis(retry_in.as_millis() as u64))
+                    )
+                };
                 let mut response = self.fail(StatusCode::SERVICE_UNAVAILABLE, message, outcome);
-                // Whole seconds, rounded up: the app's own client may honour it.
-                let seconds = retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0);
+                // Whole seconds, rounded up (at least 1): the app's own client may honour it.
+                let seconds = (retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0)).max(1);
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
