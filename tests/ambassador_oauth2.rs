@@ -205,3 +205,25 @@ async fn token_endpoint_down_answers_502_with_a_json_body() {
     );
     assert_eq!(error["upstream"], format!("http://{upstream}"));
 }
+
+#[test]
+fn plain_http_token_url_is_refused_at_start_as_at_admission() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("client-id");
+    std::fs::write(&id, "x").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_entourage"))
+        .args(["ambassador", "--upstream", "http://127.0.0.1:1"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--oauth2-token-url", "http://auth.example.com/token"])
+        .args(["--oauth2-client-id-file", id.to_str().unwrap()])
+        .args(["--oauth2-client-secret-file", id.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not an https:// token URL; the client secret must not cross the network in clear text"),
+        "{stderr}"
+    );
+}

@@ -118,6 +118,11 @@ impl OAuth2 {
         tls: rustls::ClientConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, OAuth2Error> {
+        // The rule the webhook applies to `entourage.dev/ambassador-oauth2`, so both refuse the same URLs.
+        crate::core::annotations::check_token_url(&settings.token_url).map_err(|rule| OAuth2Error {
+            url: settings.token_url.clone(),
+            message: format!("the URL {rule}"),
+        })?;
         let token_url = TokenUrl::new(settings.token_url.clone()).map_err(|e| OAuth2Error {
             url: settings.token_url.clone(),
             message: format!("not a URL: {e}"),

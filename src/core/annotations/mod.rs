@@ -238,7 +238,7 @@ pub struct AdapterRequest {
     pub fields: Vec<(String, String)>,
 }
 
-pub use self::ambassador::{check_url, CaSource, OAuth2Request, Upstream};
+pub use self::ambassador::{check_token_url, check_url, CaSource, OAuth2Request, Upstream};
 
 /// The result of parsing a Pod's annotations.
 #[derive(Debug, Clone, PartialEq)]

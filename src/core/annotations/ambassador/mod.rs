@@ -339,8 +339,9 @@ fn parse_oauth2(
     slots
 }
 
-/// A token URL: a URL as for upstreams, and https, since the client secret travels in the request.
-fn check_token_url(url: &str) -> Result<(), String> {
+/// A token URL: a URL as for upstreams, and https, since the client secret travels in the request. The
+/// ambassador checks `--oauth2-token-url` with it too.
+pub fn check_token_url(url: &str) -> Result<(), String> {
     check_url(url)?;
     if url.starts_with("https://") {
         Ok(())
