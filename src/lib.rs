@@ -17,7 +17,7 @@
 //!   clock. Depends on `support`.
 //! - [`review`]: the AdmissionReview wire format (decoders, answer, writer). Depends on `core` and `support`.
 //! - The programs, one folder each: [`webhook`] (`serve`), [`adapter`] (`adapt`), [`ambassador`]
-//!   (`ambassador`), [`offline`] (`inject`, `review`), [`certs`] (`certs`). A program may use `review`,
+//!   (`ambassador`), [`offline`] (`inject`, `review`), [`certs`] (`certs`), [`doctor`] (`doctor`). A program may use `review`,
 //!   `core` and `support`, never another program (test code aside).
 //!
 //! `tests/layering.rs` reads the `use crate::…` paths of every file and fails on an arrow that points up or
@@ -34,5 +34,6 @@ pub mod review;
 pub mod adapter;
 pub mod ambassador;
 pub mod certs;
+pub mod doctor;
 pub mod offline;
 pub mod webhook;

@@ -2,7 +2,7 @@
 //! the program the subcommand names; each program owns its flags (`<program>::cli`).
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use entourage::{adapter, ambassador, certs, offline, webhook};
+use entourage::{adapter, ambassador, certs, doctor, offline, webhook};
 
 /// mimalloc: allocation is about a third of a review's CPU, and the static musl image's own allocator is slow.
 #[global_allocator]
@@ -45,6 +45,8 @@ enum Command {
     Inject(offline::cli::InjectArgs),
     /// Answer an AdmissionReview as the webhook would; print the answer, the patch and the patched object.
     Review(offline::cli::ReviewArgs),
+    /// Check an installed entourage through the API server: one line per finding; exit 0 ok, 1 failed, 2 unable.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Transparent huge pages off for this process. A 2 MiB huge page is resident whole as soon as one byte of it is
@@ -86,5 +88,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ambassador(args) => Ok(ambassador::run(args).await?),
         Command::Inject(args) => Ok(offline::cli::inject(args)?),
         Command::Review(args) => Ok(offline::cli::review(args)?),
+        Command::Doctor(args) => std::process::exit(doctor::cmd(args).await),
     }
 }

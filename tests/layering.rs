@@ -19,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("ambassador", &["review", "core", "support"]),
     ("offline", &["review", "core", "support"]),
     ("certs", &["review", "core", "support"]),
+    ("doctor", &["review", "core", "support"]),
 ];
 
 /// Inside the core, the order of `src/core/mod.rs`: a module may use those of its rank or below.

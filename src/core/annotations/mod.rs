@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 use crate::core::config::Config;
 
 mod ambassador;
+mod resources;
+pub use resources::{Override, ResourceOverrides};
 
 /// The prefix of every entourage annotation.
 pub const PREFIX: &str = "entourage.dev/";
@@ -51,6 +53,12 @@ pub const DEFAULTS: &str = "entourage.dev/defaults";
 pub const KEEP: &str = "entourage.dev/keep";
 /// Written by entourage: the Job/CronJob fields it defaulted.
 pub const DEFAULTED: &str = "entourage.dev/defaulted";
+/// This Pod's requests and limits of its log sidecars (`cpu=50m,memory=64Mi`), within `resources.maxima.sidecar`.
+pub const SIDECAR_RESOURCES: &str = "entourage.dev/sidecar-resources";
+/// This Pod's requests and limits of its adapters, within `resources.maxima.adapter`.
+pub const ADAPTER_RESOURCES: &str = "entourage.dev/adapter-resources";
+/// This Pod's requests and limits of its ambassadors, within `resources.maxima.ambassador`.
+pub const AMBASSADOR_RESOURCES: &str = "entourage.dev/ambassador-resources";
 
 /// The documentation of one annotation.
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +161,24 @@ pub const KEYS: &[KeyDoc] = &[
         default: "`true`",
     },
     KeyDoc {
+        key: SIDECAR_RESOURCES,
+        on: "Pod",
+        values: "`cpu=50m,memory=64Mi,ephemeral-storage=64Mi`: each sets the request and the limit, up to `resources.maxima.sidecar`",
+        default: "`resources.requests` and `resources.limits`",
+    },
+    KeyDoc {
+        key: ADAPTER_RESOURCES,
+        on: "Pod",
+        values: "as `sidecar-resources`, up to `resources.maxima.adapter`",
+        default: "`resources.requests` and `resources.limits`",
+    },
+    KeyDoc {
+        key: AMBASSADOR_RESOURCES,
+        on: "Pod",
+        values: "as `sidecar-resources`, up to `resources.maxima.ambassador`",
+        default: "`resources.requests` and `resources.limits`",
+    },
+    KeyDoc {
         key: STATUS,
         on: "Pod",
         values: "written by entourage",
@@ -218,6 +244,8 @@ pub struct PodRequest {
     pub adapter: Option<AdapterRequest>,
     /// Upstreams, one ambassador each.
     pub ambassadors: Vec<Upstream>,
+    /// Per-Pod requests and limits, per pattern.
+    pub resources: ResourceOverrides,
 }
 
 impl PodRequest {
@@ -316,6 +344,7 @@ pub fn parse_pod(annotations: Option<&Map<String, Value>>, config: &Config) -> R
         ));
     }
     request.ambassadors = ambassador::parse(Lookup(annotations), config, &mut errors);
+    request.resources = resources::parse(Lookup(annotations), config, &mut errors);
 
     if errors.is_empty() {
         Ok(Parsed { request, warnings })

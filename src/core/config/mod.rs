@@ -7,14 +7,18 @@
 mod ambassador;
 mod jobs;
 
-use std::{collections::BTreeMap, fmt};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod quantity;
 mod rendered;
+mod resources;
 pub use ambassador::{AmbassadorConfig, MAX_TOKEN_EXPIRATION_SECONDS, MIN_TOKEN_EXPIRATION_SECONDS};
 pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
+pub use quantity::{Nanos, QuantityError};
 pub(crate) use rendered::Rendered;
+pub use resources::{Maxima, Resources, RESOURCE_NAMES};
 
 /// The whole configuration. Field names are the YAML keys in camelCase.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -29,7 +33,7 @@ pub struct Config {
     pub sidecars: Sidecars,
     /// The security context every injected container gets.
     pub hardening: Hardening,
-    /// Requests and limits of every injected container.
+    /// Requests and limits of every injected container, and the most a Pod may ask for.
     pub resources: Resources,
     /// Defaults of the ambassador pattern.
     pub ambassador: AmbassadorConfig,
@@ -159,45 +163,10 @@ pub enum SeccompProfile {
     Unconfined,
 }
 
-/// Requests and limits of injected containers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct Resources {
-    /// `requests` (`cpu`, `memory`, ...).
-    pub requests: BTreeMap<String, Quantity>,
-    /// `limits`.
-    pub limits: BTreeMap<String, Quantity>,
-}
-
-impl Default for Resources {
-    fn default() -> Self {
-        let q = |s: &str| Quantity(s.into());
-        Resources {
-            requests: BTreeMap::from([("cpu".into(), q("10m")), ("memory".into(), q("16Mi"))]),
-            limits: BTreeMap::from([("cpu".into(), q("200m")), ("memory".into(), q("64Mi"))]),
-        }
-    }
-}
-
 /// A Kubernetes resource quantity (`64Mi`, `100m`), checked at load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Quantity(pub String);
-
-impl Quantity {
-    /// Whether the text has the shape the apiserver accepts: a decimal number and an optional suffix.
-    pub fn is_valid(&self) -> bool {
-        let s = self.0.as_str();
-        let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-        let (number, suffix) = s.split_at(number_end);
-        let number_ok = !number.is_empty() && number.matches('.').count() <= 1 && number != ".";
-        let suffix_ok = matches!(
-            suffix,
-            "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-        );
-        number_ok && suffix_ok
-    }
-}
 
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -318,16 +287,7 @@ impl Config {
                 self.hardening.run_as_group
             ));
         }
-        for (section, map) in [
-            ("resources.requests", &self.resources.requests),
-            ("resources.limits", &self.resources.limits),
-        ] {
-            for (name, q) in map {
-                if !q.is_valid() {
-                    p.push(format!("{section}.{name}: {:?} is not a Kubernetes quantity", q.0));
-                }
-            }
-        }
+        p.extend(self.resources.problems(&self.sidecars.log_volume_size_limit));
         self.ambassador.problems(&mut p);
         // The same parser as the runtimes' `--drain-period`, which this value is handed to in classic mode.
         if let Err(e) = crate::support::duration::parse_drain_period(&self.sidecars.drain_period) {

@@ -233,7 +233,7 @@ fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c 
         Some(name) => format!("ambassador-{}", label(name, 40, "upstream")),
     };
     let native = plan.native;
-    plan.add_container(view, Pattern::Ambassador, &base, |name| Injected {
+    plan.add_container(view, Pattern::Ambassador, &base, |name, own| Injected {
         args: Some(args.clone()),
         volume_mounts: mounts.clone(),
         readiness_probe: Some(probe("/healthz", 5, 3)),
@@ -241,7 +241,7 @@ fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c 
         liveness_probe: Some(probe("/livez", 10, 3)),
         // A native sidecar's startup probe holds the app back until the proxy is listening.
         startup_probe: native.then(|| probe("/healthz", 1, 30)),
-        ..Injected::new(name, &config.images.entourage, native, config)
+        ..Injected::new(name, &config.images.entourage, native, config, own)
     });
 }
 

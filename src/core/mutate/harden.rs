@@ -6,13 +6,16 @@
 //! maps for every container of every review. Field names follow the API's spelling (camelCase); the strict schema
 //! validation in the tests (`kubernetes-validate`) refuses any field the API does not know.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use k8s_openapi::api::core::v1::{Probe, VolumeMount};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::core::config::{self, Config};
+use crate::core::{
+    annotations::Override,
+    config::{self, Config},
+};
 
 /// A container entourage adds to a Pod.
 #[derive(Debug, Clone, Serialize)]
@@ -44,7 +47,7 @@ pub(crate) struct Injected<'c> {
     pub startup_probe: Option<Probe>,
     /// [`SecurityContext`] from config.
     pub security_context: Fragment<'c, SecurityContext<'c>>,
-    /// [`Resources`] from config.
+    /// [`Resources`] from config, or from the Pod's `entourage.dev/<pattern>-resources`.
     pub resources: Fragment<'c, Resources<'c>>,
     /// `Always` for native sidecars (init containers that keep running).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,8 +56,10 @@ pub(crate) struct Injected<'c> {
 
 impl<'c> Injected<'c> {
     /// A hardened container named `name` running `image`, the rest left for the caller to fill in; native
-    /// sidecars get `restartPolicy: Always`.
-    pub fn new(name: &str, image: &'c str, native: bool, config: &'c Config) -> Self {
+    /// sidecars get `restartPolicy: Always`. `resources` is the Pod's override for this container's pattern
+    /// (already checked against the maxima): config's requests and limits, with each resource it names set as
+    /// both. The rendered cache holds config's own resources only, so an override is serialised for its Pod.
+    pub fn new(name: &str, image: &'c str, native: bool, config: &'c Config, resources: Option<&Override>) -> Self {
         let rendered = config.rendered.get(config, |config| {
             (
                 serde_json::value::to_raw_value(&SecurityContext::from(config)).expect("a security context serialises"),
@@ -75,9 +80,10 @@ impl<'c> Injected<'c> {
                 Some(r) => Fragment::Rendered(&r.security_context),
                 None => Fragment::Live(SecurityContext::from(config)),
             },
-            resources: match rendered {
-                Some(r) => Fragment::Rendered(&r.resources),
-                None => Fragment::Live(Resources::from(config)),
+            resources: match (resources, rendered) {
+                (Some(own), _) => Fragment::Live(Resources::overridden(config, own)),
+                (None, Some(r)) => Fragment::Rendered(&r.resources),
+                (None, None) => Fragment::Live(Resources::from(config)),
             },
             restart_policy: native.then_some("Always"),
         }
@@ -143,20 +149,35 @@ impl<'c> From<&'c Config> for SecurityContext<'c> {
     }
 }
 
-/// Requests and limits, as config has them (an empty list is left out).
-#[derive(Debug, Clone, Copy, Serialize)]
+/// Requests and limits, as config has them (an empty list is left out), or with a Pod's override.
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Resources<'c> {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    limits: &'c BTreeMap<String, config::Quantity>,
+    limits: Cow<'c, BTreeMap<String, config::Quantity>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    requests: &'c BTreeMap<String, config::Quantity>,
+    requests: Cow<'c, BTreeMap<String, config::Quantity>>,
 }
 
 impl<'c> From<&'c Config> for Resources<'c> {
     fn from(config: &'c Config) -> Self {
         Resources {
-            limits: &config.resources.limits,
-            requests: &config.resources.requests,
+            limits: Cow::Borrowed(&config.resources.limits),
+            requests: Cow::Borrowed(&config.resources.requests),
+        }
+    }
+}
+
+impl Resources<'_> {
+    /// Config's requests and limits, each resource `own` names set to its value as request and as limit.
+    fn overridden(config: &Config, own: &Override) -> Self {
+        let with = |base: &BTreeMap<String, config::Quantity>| {
+            let mut merged = base.clone();
+            merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Cow::Owned(merged)
+        };
+        Resources {
+            limits: with(&config.resources.limits),
+            requests: with(&config.resources.requests),
         }
     }
 }
@@ -226,7 +247,7 @@ mod tests {
         configs.push(bare);
         for config in &configs {
             for native in [false, true] {
-                let mut c = Injected::new("sidecar-app", "busybox:1.36", native, config);
+                let mut c = Injected::new("sidecar-app", "busybox:1.36", native, config, None);
                 c.command = Some(vec!["tail".into(), "-F".into(), "/var/log/app.log".into()]);
                 c.volume_mounts.push(VolumeMount {
                     name: "logs".into(),
@@ -238,16 +259,16 @@ mod tests {
                 assert_eq!(ours, serde_json::to_value(typed(&c, config)).unwrap());
             }
         }
-        let c = Injected::new("x", "i", false, &configs[2]);
+        let c = Injected::new("x", "i", false, &configs[2], None);
         assert_eq!(serde_json::to_value(c).unwrap()["resources"], json!({}));
     }
 
     #[test]
     fn a_config_changed_after_its_first_use_is_followed_not_served_from_what_was_rendered() {
         let mut config = Config::default();
-        let rendered = serde_json::to_value(Injected::new("x", "i", false, &config)).unwrap();
+        let rendered = serde_json::to_value(Injected::new("x", "i", false, &config, None)).unwrap();
         assert!(matches!(
-            Injected::new("x", "i", false, &config).security_context,
+            Injected::new("x", "i", false, &config, None).security_context,
             Fragment::Rendered(_)
         ));
         config.hardening.run_as_user = 1000;
@@ -255,7 +276,7 @@ mod tests {
             .resources
             .limits
             .insert("cpu".into(), config::Quantity("1".into()));
-        let c = Injected::new("x", "i", false, &config);
+        let c = Injected::new("x", "i", false, &config, None);
         assert!(matches!(c.security_context, Fragment::Live(_)));
         let changed = serde_json::to_value(&c).unwrap();
         assert_eq!(changed, serde_json::to_value(typed(&c, &config)).unwrap());
@@ -269,8 +290,33 @@ mod tests {
             ..fresh
         };
         assert_eq!(
-            serde_json::to_value(Injected::new("x", "i", false, &fresh_config)).unwrap(),
+            serde_json::to_value(Injected::new("x", "i", false, &fresh_config, None)).unwrap(),
             changed
         );
+    }
+
+    #[test]
+    fn a_pods_override_sets_request_and_limit_of_what_it_names_and_leaves_the_cache_alone() {
+        let config = Config::default();
+        let cached = serde_json::to_value(Injected::new("x", "i", false, &config, None)).unwrap();
+        let own = Override::from([
+            ("memory".to_string(), config::Quantity("128Mi".into())),
+            ("ephemeral-storage".to_string(), config::Quantity("1Gi".into())),
+        ]);
+        let c = Injected::new("x", "i", false, &config, Some(&own));
+        assert!(matches!(c.resources, Fragment::Live(_)));
+        assert!(matches!(c.security_context, Fragment::Rendered(_)));
+        let overridden = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            overridden["resources"],
+            json!({
+                "limits": {"cpu": "200m", "memory": "128Mi", "ephemeral-storage": "1Gi"},
+                "requests": {"cpu": "10m", "memory": "128Mi", "ephemeral-storage": "1Gi"},
+            })
+        );
+        // The next container without an override is served from the cache, unchanged.
+        let after = Injected::new("x", "i", false, &config, None);
+        assert!(matches!(after.resources, Fragment::Rendered(_)));
+        assert_eq!(serde_json::to_value(after).unwrap(), cached);
     }
 }

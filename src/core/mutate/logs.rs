@@ -19,7 +19,7 @@ use super::{
 };
 use crate::support::names::{file_stem, label};
 use crate::{
-    core::annotations::{parent_dir, AdapterRequest},
+    core::annotations::{parent_dir, AdapterRequest, Override},
     core::config::Config,
 };
 
@@ -94,10 +94,17 @@ fn app_mount_covering(app: &Value, dir: &str) -> Option<VolumeMount> {
 }
 
 /// A hardened reader container, its log directory mounted read-only.
-fn reader<'c>(name: &str, image: &'c str, mount: &VolumeMount, native: bool, config: &'c Config) -> Injected<'c> {
+fn reader<'c>(
+    name: &str,
+    image: &'c str,
+    mount: &VolumeMount,
+    native: bool,
+    config: &'c Config,
+    own: Option<&Override>,
+) -> Injected<'c> {
     Injected {
         volume_mounts: vec![mount.clone()],
-        ..Injected::new(name, image, native, config)
+        ..Injected::new(name, image, native, config, own)
     }
 }
 
@@ -114,9 +121,9 @@ pub(crate) fn plan_sidecars<'c>(
         let mount = mounts.for_dir(parent_dir(file), view, config, plan);
         let base = format!("sidecar-{}", label(file_stem(file), 50, "log"));
         let native = plan.native;
-        plan.add_container(view, Pattern::Sidecar, &base, |name| Injected {
+        plan.add_container(view, Pattern::Sidecar, &base, |name, own| Injected {
             command: Some(vec!["tail".into(), "-n+1".into(), "-F".into(), file.clone()]),
-            ..reader(name, &config.images.sidecar, &mount, native, config)
+            ..reader(name, &config.images.sidecar, &mount, native, config, own)
         });
     }
 }
@@ -144,9 +151,9 @@ pub(crate) fn plan_adapters<'c>(
             args.push(format!("{k}={v}"));
         }
         let native = plan.native;
-        plan.add_container(view, Pattern::Adapter, &base, |name| Injected {
+        plan.add_container(view, Pattern::Adapter, &base, |name, own| Injected {
             args: Some(args.clone()),
-            ..reader(name, &config.images.entourage, &mount, native, config)
+            ..reader(name, &config.images.entourage, &mount, native, config, own)
         });
     }
 }

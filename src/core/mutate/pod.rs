@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{ambassador, harden::Injected, logs, Outcome, Pattern, Reason, Verdict};
 use crate::support::names::Taken;
 use crate::{
-    core::annotations::{self, AnnotationError},
+    core::annotations::{self, AnnotationError, Override, ResourceOverrides},
     core::config::{Config, SidecarMode},
     core::patch::{key, PatchBuilder, Step},
     core::reads::Reads,
@@ -122,18 +122,26 @@ pub(crate) struct Plan<'c> {
     pub volume_names: Taken,
     /// Messages for the user.
     pub warnings: Vec<String>,
+    /// The Pod's own requests and limits, per pattern (`entourage.dev/<pattern>-resources`).
+    pub resources: ResourceOverrides,
 }
 
 impl<'c> Plan<'c> {
     /// Adds a container under `base` (or `base-2`…), unless an identical container of that name is there.
+    /// `build` gets the name and the Pod's resources override for `pattern`, if any.
     pub fn add_container(
         &mut self,
         view: &PodView<'_>,
         pattern: Pattern,
         base: &str,
-        build: impl Fn(&str) -> Injected<'c>,
+        build: impl Fn(&str, Option<&Override>) -> Injected<'c>,
     ) {
-        let candidate = build(base);
+        let own = match pattern {
+            Pattern::Sidecar => self.resources.sidecar.as_ref(),
+            Pattern::Adapter => self.resources.adapter.as_ref(),
+            Pattern::Ambassador => self.resources.ambassador.as_ref(),
+        };
+        let candidate = build(base, own);
         let identical = view.all_containers().any(|c| {
             c.get("name").and_then(Value::as_str) == Some(base)
                 && c.get("image").and_then(Value::as_str) == Some(candidate.image)
@@ -145,8 +153,8 @@ impl<'c> Plan<'c> {
             return;
         }
         let name = self.container_names.claim(base);
-        self.containers
-            .push((pattern, if name == base { candidate } else { build(&name) }));
+        let container = if name == base { candidate } else { build(&name, own) };
+        self.containers.push((pattern, container));
     }
 }
 
@@ -192,7 +200,7 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
         Err(errors) => return Outcome::deny(join(&errors), Vec::new()),
     };
     let mut warnings = parsed.warnings;
-    let request = parsed.request;
+    let mut request = parsed.request;
     if request.status.is_some() {
         return Outcome::unchanged(Reason::AlreadyInjected);
     }
@@ -261,6 +269,7 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
         container_names,
         volume_names,
         warnings,
+        resources: std::mem::take(&mut request.resources),
     };
 
     let mut mounts = logs::LogMounts::default();

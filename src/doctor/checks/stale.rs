@@ -1,0 +1,114 @@
+//! Pods injected by another version than the running webhook's: they keep the containers of the version that
+//! injected them until they are recreated (Pod specs are immutable), so an upgrade reaches them only then.
+
+use serde_json::Value;
+
+use super::{bad, ok, Check, Level};
+use crate::doctor::{cluster::Snapshot, DoctorArgs};
+
+/// The version in an image reference's tag (`…/entourage:0.1.0@sha256:…` is `0.1.0`).
+fn image_version(image: &str) -> Option<&str> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let tag = last.split_once(':')?.1;
+    Some(tag.strip_prefix('v').unwrap_or(tag))
+}
+
+pub(super) fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
+    const ID: &str = "stale-injections";
+    let deployment = format!("Deployment {}/{}", args.namespace, args.deployment);
+    let image = match &s.deployment {
+        Ok(Some(d)) => d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| {
+                p.containers
+                    .iter()
+                    .find(|c| c.name == "entourage")
+                    .or(p.containers.first())
+            })
+            .and_then(|c| c.image.clone()),
+        Ok(None) => None,
+        Err(e) => {
+            return out.push(bad(
+                ID,
+                Level::Warn,
+                format!("cannot tell the running webhook's version: cannot read {deployment}: {e}"),
+                "name the webhook's Deployment with --deployment",
+            ))
+        }
+    };
+    let Some(version) = image.as_deref().and_then(image_version) else {
+        return out.push(bad(
+            ID,
+            Level::Warn,
+            format!(
+                "cannot tell the running webhook's version from {deployment} (image {})",
+                image.as_deref().unwrap_or("not found")
+            ),
+            "name the webhook's Deployment with --deployment; its image tag is the version",
+        ));
+    };
+    let pods = match &s.injected_pods {
+        Ok(pods) => pods,
+        Err(e) => {
+            return out.push(bad(
+                ID,
+                Level::Warn,
+                format!("cannot list Pods to compare their entourage.dev/status: {e}"),
+                "run as a user who may list pods in all namespaces (--context)",
+            ))
+        }
+    };
+    let stale: Vec<String> = pods
+        .iter()
+        .filter_map(|(pod, status)| {
+            let theirs = serde_json::from_str::<Value>(status)
+                .ok()
+                .and_then(|v| v.get("version").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            (theirs != version).then(|| format!("{pod} ({theirs})"))
+        })
+        .collect();
+    if stale.is_empty() {
+        out.push(ok(
+            ID,
+            format!(
+                "all {} injected Pods carry the running webhook's version {version}",
+                pods.len()
+            ),
+        ));
+    } else {
+        const SHOWN: usize = 5;
+        let more = stale.len().saturating_sub(SHOWN);
+        let mut listed = stale.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            listed.push_str(&format!(" and {more} more"));
+        }
+        out.push(bad(
+            ID,
+            Level::Warn,
+            format!(
+                "Pods injected by another version than the running webhook's {version}: {} ({listed})",
+                stale.len()
+            ),
+            "recreate them to get the current containers (kubectl rollout restart for their Deployments)",
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_the_images_tag() {
+        assert_eq!(image_version("ghcr.io/entourage-dev/entourage:0.1.0"), Some("0.1.0"));
+        assert_eq!(
+            image_version("registry:5000/entourage:v0.2.0@sha256:abc"),
+            Some("0.2.0")
+        );
+        assert_eq!(image_version("registry:5000/entourage@sha256:abc"), None);
+    }
+}
