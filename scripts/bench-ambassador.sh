@@ -85,7 +85,8 @@ write_certs() {
     local name ext
     for name in server client; do
         if [ "$name" = server ]; then
-            ext="subjectAltName=IP:127.0.0.1
+            # nginx verifies the upstream by DNS name only (no IP SANs); rustls verifies the IP the URL names.
+            ext="subjectAltName=IP:127.0.0.1,DNS:localhost
 extendedKeyUsage=serverAuth"
         else
             ext="extendedKeyUsage=clientAuth"
@@ -155,7 +156,7 @@ http {
             proxy_ssl_certificate_key $WORK/pki/client.key;
             proxy_ssl_trusted_certificate $WORK/pki/ca.crt;
             proxy_ssl_verify on;
-            proxy_ssl_name 127.0.0.1;
+            proxy_ssl_name localhost;
             proxy_ssl_session_reuse on;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
