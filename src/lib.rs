@@ -16,9 +16,12 @@
 //! - [`core`]: config, annotations, mutation, patch building. Synchronous: no tokio, axum, hyper, file system or
 //!   clock. Depends on `support`.
 //! - [`review`]: the AdmissionReview wire format (decoders, answer, writer). Depends on `core` and `support`.
-//! - The programs, one folder each: [`webhook`] (`serve`), [`adapter`] (`adapt`), [`ambassador`]
-//!   (`ambassador`), [`offline`] (`inject`, `review`), [`certs`] (`certs`), [`doctor`] (`doctor`). A program may use `review`,
-//!   `core` and `support`, never another program (test code aside).
+//! - [`follow`]: the log follower both readers share (position, disk give-back, drain). A runtime layer below
+//!   the programs: it may use `core` and `support`, never a program.
+//! - The programs, one folder each: [`webhook`] (`serve`), [`adapter`] (`adapt`), [`streamer`] (`stream`),
+//!   [`ambassador`] (`ambassador`), [`offline`] (`inject`, `review`), [`certs`] (`certs`), [`doctor`]
+//!   (`doctor`). A program may use `follow`, `review`, `core` and `support`, never another program (test code
+//!   aside).
 //!
 //! `tests/layering.rs` reads the `use crate::…` paths of every file and fails on an arrow that points up or
 //! between two programs. `src/main.rs` parses the command line and dispatches to the programs.
@@ -31,9 +34,12 @@ pub mod core;
 
 pub mod review;
 
+pub mod follow;
+
 pub mod adapter;
 pub mod ambassador;
 pub mod certs;
 pub mod doctor;
 pub mod offline;
+pub mod streamer;
 pub mod webhook;

@@ -2,7 +2,7 @@
 //! the program the subcommand names; each program owns its flags (`<program>::cli`).
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use entourage::{adapter, ambassador, certs, doctor, offline, webhook};
+use entourage::{adapter, ambassador, certs, doctor, follow, offline, streamer, webhook};
 
 /// mimalloc: allocation is about a third of a review's CPU, and the static musl image's own allocator is slow.
 #[global_allocator]
@@ -39,6 +39,10 @@ enum Command {
     Certs(certs::cli::CertsArgs),
     /// Follow a log file and write one JSON object per line (the adapter container).
     Adapt(adapter::AdaptArgs),
+    /// Follow a log file and write its bytes to stdout, like `tail -F` (the sidecar container).
+    Stream(streamer::StreamArgs),
+    /// Exit 0 once the reader saving its position at --position has prepared its log file (its startup probe).
+    Started(follow::StartedArgs),
     /// Proxy a loopback port to an upstream service (the ambassador container).
     Ambassador(ambassador::AmbassadorArgs),
     /// Inject into manifests offline: Pods and the Pod templates of workloads, multi-document YAML in and out.
@@ -64,6 +68,14 @@ fn without_huge_pages() {
 fn main() -> Result<()> {
     without_huge_pages();
     let cli = Cli::parse();
+    // The startup probe of every native log reader, run by the kubelet each second until it passes: no runtime.
+    if let Command::Started(args) = &cli.command {
+        if let Err(why) = follow::started(&args.position) {
+            eprintln!("{why}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     // The ambassador is a sidecar: it relays for one app, usually under a CPU limit well below one core, so it
     // runs every task on one thread (as linkerd2-proxy does by default), with no work stealing or cross-thread
     // wake-ups. The webhook, whose reviews are independent, uses every core it is given.
@@ -85,6 +97,11 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(()) => Ok(()),
             Err(_) => std::process::exit(1),
         },
+        Command::Stream(args) => match streamer::run(args).await {
+            Ok(()) => Ok(()),
+            Err(_) => std::process::exit(1),
+        },
+        Command::Started(_) => Ok(()),
         Command::Ambassador(args) => Ok(ambassador::run(args).await?),
         Command::Inject(args) => Ok(offline::cli::inject(args)?),
         Command::Review(args) => Ok(offline::cli::review(args)?),

@@ -134,7 +134,7 @@ fn log_path() -> (tempfile::TempDir, PathBuf) {
 fn follows_rename_copytruncate_and_recreate_emitting_every_line_once_in_order() {
     let (dir, log) = log_path();
     append(&log, 1..=50);
-    let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start"]);
+    let mut adapter = Adapter::start(&log, &["--format", "plain"]);
     for chunk in (51..=100).step_by(10) {
         append(&log, chunk..chunk + 10);
         thread::sleep(Duration::from_millis(20));
@@ -173,7 +173,7 @@ fn follows_rename_copytruncate_and_recreate_emitting_every_line_once_in_order() 
 fn truncated_file_refilled_past_its_old_size_before_a_poll_is_read_from_its_start() {
     let (_dir, log) = log_path();
     append(&log, 1..=20);
-    let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start"]);
+    let mut adapter = Adapter::start(&log, &["--format", "plain"]);
     assert_eq!(adapter.wait_for_count(20), numbered(1..=20));
     // Truncate and at once write more bytes than the file had: its size never looks smaller to a poll.
     OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
@@ -186,7 +186,6 @@ fn truncated_file_refilled_past_its_old_size_before_a_poll_is_read_from_its_star
 #[test]
 fn file_that_does_not_exist_yet_is_waited_for_and_read_from_its_start() {
     let (_dir, log) = log_path();
-    // Without --from-start: a file that appears after start is still read from its beginning.
     let mut adapter = Adapter::start(&log, &["--format", "logfmt", "--field", "app=shop"]);
     thread::sleep(Duration::from_millis(300));
     fs::write(&log, "level=info msg=first\nlevel=warn msg=second\n").unwrap();
@@ -208,34 +207,22 @@ fn file_that_does_not_exist_yet_is_waited_for_and_read_from_its_start() {
 }
 
 #[test]
-fn existing_file_is_followed_from_its_end_without_from_start() {
+fn existing_file_is_read_from_its_start_so_lines_written_before_the_adapter_started_are_not_lost() {
+    // The issue's report: 100 lines, the adapter started, one line appended: all 101 come out, not only the last.
     let (_dir, log) = log_path();
-    append(&log, 1..=3);
+    append(&log, 1..=100);
     let mut adapter = Adapter::start(&log, &["--format", "plain"]);
-    // The adapter cannot be observed opening the file; appending repeatedly until one line arrives proves it did,
-    // and the old lines must not be among the output.
-    let deadline = Instant::now() + DEADLINE;
-    let mut next = 4;
-    while adapter.messages().is_empty() && Instant::now() < deadline {
-        append(&log, next..=next);
-        next += 1;
-        thread::sleep(Duration::from_millis(100));
-    }
-    let last = next - 1;
-    let last_line = format!("line {last:06}");
-    let messages = adapter.wait_until(|m| m.last() == Some(&last_line));
-    assert!(!messages.is_empty(), "nothing emitted");
-    let first: usize = messages[0]["line ".len()..].parse().unwrap();
-    assert!(first >= 4, "lines written before start were emitted: {messages:?}");
-    assert_eq!(messages, numbered(first..=last));
+    append(&log, 101..=101);
+    assert_eq!(adapter.wait_for_count(101), numbered(1..=101));
     assert!(adapter.terminate().success());
+    assert_eq!(adapter.messages(), numbered(1..=101));
 }
 
 #[test]
 fn partial_last_line_is_emitted_only_after_its_newline_arrives() {
     let (_dir, log) = log_path();
     fs::write(&log, "complete\npart").unwrap();
-    let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start"]);
+    let mut adapter = Adapter::start(&log, &["--format", "plain"]);
     assert_eq!(adapter.wait_for_count(1), ["complete"]);
     // Several poll intervals: the partial line must still be held back.
     thread::sleep(Duration::from_millis(500));
@@ -257,7 +244,7 @@ fn line_of_3_mib_is_split_into_pieces_of_at_most_1_mib_and_nothing_is_lost() {
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
     fs::write(&log, format!("before\n{long}\nafter\n")).unwrap();
-    let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start", "--exit-at-eof"]);
+    let mut adapter = Adapter::start(&log, &["--format", "plain", "--exit-at-eof"]);
     let status = adapter.wait_for_exit();
     assert!(status.success(), "exit status at EOF: {status}");
     let messages = adapter.messages();
@@ -278,7 +265,7 @@ fn nginx_lines_become_typed_objects_and_garbage_is_kept_with_parse_error() {
          not an access log line\n",
     )
     .unwrap();
-    let mut adapter = Adapter::start(&log, &["--format", "nginx", "--from-start", "--exit-at-eof"]);
+    let mut adapter = Adapter::start(&log, &["--format", "nginx", "--exit-at-eof"]);
     assert!(adapter.wait_for_exit().success());
     let objects = adapter.objects.lock().unwrap();
     assert_eq!(objects.len(), 2);
@@ -308,7 +295,7 @@ fn unknown_format_fails_with_a_json_error_on_stderr() {
 fn running_adapter_stays_within_the_memory_its_container_requests_without_huge_pages() {
     let (_dir, log) = log_path();
     append(&log, 1..=3);
-    let mut adapter = Adapter::start(&log, &["--format", "plain", "--from-start"]);
+    let mut adapter = Adapter::start(&log, &["--format", "plain"]);
     adapter.wait_for_count(3);
     let pid = adapter.child.id();
     // Linux has reported the flag since 5.0; where it does not, the RSS bound still holds.

@@ -183,7 +183,7 @@ fn inject_uses_the_config_file() {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        "sidecars:\n  mode: native\nimages:\n  sidecar: registry.local/busybox:1\n",
+        "sidecars:\n  mode: native\n  streamer: busybox\nimages:\n  sidecar: registry.local/busybox:1\n",
     )
     .unwrap();
     let output = inject(

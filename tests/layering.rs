@@ -14,12 +14,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("support", &[]),
     ("core", &["support"]),
     ("review", &["core", "support"]),
-    ("webhook", &["review", "core", "support"]),
-    ("adapter", &["review", "core", "support"]),
-    ("ambassador", &["review", "core", "support"]),
-    ("offline", &["review", "core", "support"]),
-    ("certs", &["review", "core", "support"]),
-    ("doctor", &["review", "core", "support"]),
+    ("follow", &["core", "support"]),
+    ("webhook", &["follow", "review", "core", "support"]),
+    ("adapter", &["follow", "review", "core", "support"]),
+    ("streamer", &["follow", "review", "core", "support"]),
+    ("ambassador", &["follow", "review", "core", "support"]),
+    ("offline", &["follow", "review", "core", "support"]),
+    ("certs", &["follow", "review", "core", "support"]),
+    ("doctor", &["follow", "review", "core", "support"]),
 ];
 
 /// Inside the core, the order of `src/core/mod.rs`: a module may use those of its rank or below.
@@ -212,6 +214,10 @@ fn the_rule_catches_an_upward_arrow_an_arrow_between_programs_and_io_in_the_core
     write("core/mutate.rs", "fn now() { std::time::SystemTime::now(); }\n");
     write("support/names.rs", "// crate::core is named only in a comment\n");
     write(
+        "follow/follower.rs",
+        "use crate::adapter::Format;\nuse crate::core::config::Config;\n",
+    );
+    write(
         "webhook/reload.rs",
         "use crate::core::config::Config;\n#[cfg(test)]\nmod tests { use crate::certs; }\n",
     );
@@ -222,6 +228,7 @@ fn the_rule_catches_an_upward_arrow_an_arrow_between_programs_and_io_in_the_core
             "core/config.rs -> webhook".to_string(),
             "core/config.rs -> core::mutate".to_string(),
             "core/mutate.rs: the synchronous core names SystemTime".to_string(),
+            "follow/follower.rs -> adapter".to_string(),
         ]
     );
 }

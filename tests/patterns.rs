@@ -38,18 +38,45 @@ fn nginx_sample_becomes_the_seed_two_sidecar_pod() {
         containers[0]["volumeMounts"],
         json!([{"name": shared, "mountPath": "/var/log/nginx"}])
     );
-    for (i, file) in [(0, "/var/log/nginx/access.log"), (1, "/var/log/nginx/error.log")] {
+    let state = pod["spec"]["volumes"][1].clone();
+    assert_eq!(state["name"], "entourage-state");
+    assert_eq!(state["emptyDir"]["sizeLimit"], "1Mi");
+    for (i, file, name) in [
+        (0, "/var/log/nginx/access.log", "sidecar-access"),
+        (1, "/var/log/nginx/error.log", "sidecar-error"),
+    ] {
         let sidecar = &init[i];
         assert_eq!(sidecar["restartPolicy"], "Always");
-        assert_eq!(sidecar["image"], "busybox:1.36");
+        assert_eq!(sidecar["image"], Config::default().images.entourage);
+        assert_eq!(sidecar["command"], Value::Null, "the image's ENTRYPOINT is the binary");
+        let position = format!("/var/lib/entourage/{name}.pos");
         assert_eq!(
-            sidecar["command"],
-            json!(["tail", "-n+1", "-F", file]),
-            "exec form, no shell"
+            sidecar["args"],
+            json!([
+                "stream",
+                "--file",
+                file,
+                "--position",
+                position,
+                "--create",
+                "--give-back",
+                "--backlog-warn-bytes",
+                "134217728"
+            ]),
+            "exec form, no shell; warns at half of the 256Mi sizeLimit"
+        );
+        assert_eq!(
+            sidecar["startupProbe"]["exec"]["command"],
+            json!(["/entourage", "started", "--position", position]),
+            "nginx starts once the reader has created the log file"
         );
         assert_eq!(
             sidecar["volumeMounts"],
-            json!([{"name": shared, "mountPath": "/var/log/nginx", "readOnly": true}])
+            json!([
+                {"name": shared, "mountPath": "/var/log/nginx"},
+                {"name": "entourage-state", "mountPath": "/var/lib/entourage"}
+            ]),
+            "the log volume read-write (the reader creates the file and gives back space), its state volume"
         );
         let sc = &sidecar["securityContext"];
         assert_eq!(
@@ -61,12 +88,57 @@ fn nginx_sample_becomes_the_seed_two_sidecar_pod() {
 }
 
 #[test]
+fn classic_sidecar_keeps_following_for_the_drain_period_after_sigterm() {
+    let mut config = Config::default();
+    config.sidecars.mode = entourage::core::config::SidecarMode::Classic;
+    let (pod, _) = patched("pod-sidecar-nginx.json", &config);
+    let sidecar = &pod["spec"]["containers"][1];
+    assert_eq!(sidecar["name"], "sidecar-access");
+    let args = sidecar["args"].as_array().unwrap();
+    assert_eq!(args[args.len() - 2..], [json!("--drain-period"), json!("10s")]);
+    assert_eq!(
+        sidecar["startupProbe"],
+        Value::Null,
+        "a classic container holds nothing back"
+    );
+}
+
+#[test]
+fn busybox_streamer_is_a_config_choice_with_the_log_volume_read_only() {
+    let mut config = Config::default();
+    config.sidecars.streamer = entourage::core::config::Streamer::Busybox;
+    let (pod, _) = patched("pod-sidecar-nginx.json", &config);
+    let sidecar = &pod["spec"]["initContainers"][0];
+    assert_eq!(sidecar["image"], "busybox:1.36");
+    assert_eq!(
+        sidecar["command"],
+        json!(["tail", "-n+1", "-F", "/var/log/nginx/access.log"])
+    );
+    assert_eq!(sidecar["volumeMounts"][0]["readOnly"], true);
+    assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 1, "no state volume");
+}
+
+#[test]
 fn job_owned_variant_gets_native_sidecars_first_in_init_containers() {
     let (pod, outcome) = patched("pod-sidecar-job.json", &Config::default());
     assert!(outcome.warnings.is_empty());
     let init = &pod["spec"]["initContainers"];
     assert_eq!(names(init), ["sidecar-run"]);
     assert_eq!(init[0]["restartPolicy"], "Always");
+    assert_eq!(
+        init[0]["startupProbe"]["exec"]["command"],
+        json!([
+            "/entourage",
+            "started",
+            "--position",
+            "/var/lib/entourage/sidecar-run.pos"
+        ]),
+        "the app starts once the reader has created the log file"
+    );
+    assert!(
+        !init[0]["args"].as_array().unwrap().contains(&json!("--drain-period")),
+        "a native sidecar stops after the app: nothing to wait for"
+    );
     assert_eq!(
         names(&pod["spec"]["containers"]),
         ["report"],
@@ -86,6 +158,12 @@ fn adapter_sample_runs_entourage_adapt_on_the_shared_file() {
             "adapt",
             "--file",
             "/var/log/app/access.log",
+            "--position",
+            "/var/lib/entourage/adapter-access.pos",
+            "--create",
+            "--give-back",
+            "--backlog-warn-bytes",
+            "134217728",
             "--format",
             "nginx",
             "--field",

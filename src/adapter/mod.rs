@@ -1,50 +1,38 @@
-//! The adapter runtime (`entourage adapt`): follows a log file like `tail -F` and writes one JSON object per line on
-//! stdout.
+//! The adapter runtime (`entourage adapt`): follows a log file with the shared follower ([`crate::follow`]) and
+//! writes one JSON object per line on stdout.
 //!
 //! The app writes plain-text logs to a file on an emptyDir shared with the adapter container; the adapter turns
 //! each line into one object so that the node's log collector gets structured logs without touching the app.
 //!
 //! - `formats`: the pure core, one line in, one object out ([`render_line`]); also what the webhook uses to
 //!   validate a format annotation ([`Format`]'s `FromStr`).
-//! - `follow`: the blocking follower (polling, rotation, partial lines, long lines).
-//! - `output`: the per-line context and JSON writing; the adapter's own log lines on stderr.
+//! - `sink`: complete lines from the follower in, objects out (partial lines, long lines).
+//! - `output`: the per-line context and JSON writing.
 
-mod follow;
 mod formats;
 mod output;
+mod sink;
 
 pub use formats::{render_line, Format, FormatError, FORMAT_NAMES};
 pub use output::{LineContext, MAX_LINE};
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+
+use crate::follow::{FollowArgs, FollowError};
 
 /// Command-line arguments of `entourage adapt`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AdaptArgs {
-    /// The log file to follow.
-    #[arg(long, env = "ENTOURAGE_ADAPT_FILE")]
-    pub file: PathBuf,
+    /// What to follow, and how (shared with `entourage stream`).
+    #[command(flatten)]
+    pub follow: FollowArgs,
     /// The line format (`nginx`, `apache-combined`, `apache-common`, `syslog`, `logfmt`, `json`, `plain`, `regex:<pattern>`).
     #[arg(long, env = "ENTOURAGE_ADAPT_FORMAT", default_value = "plain")]
     pub format: String,
     /// A static field added to every object, as `key=value` (repeatable).
     #[arg(long = "field", value_name = "KEY=VALUE")]
     pub fields: Vec<String>,
-    /// Read a file that exists at start from its beginning instead of its end (a file that appears later, or
-    /// replaces it at a rotation, is always read from its beginning).
-    #[arg(long)]
-    pub from_start: bool,
-    /// Exit (status 0) once the end of the file is reached instead of following it, emitting a last line that has
-    /// no newline (for batch runs, tests and benchmarks; a missing file is still waited for).
-    #[arg(long)]
-    pub exit_at_eof: bool,
-    /// How often the file is checked for new data, rotation and truncation, in milliseconds.
-    #[arg(long, env = "ENTOURAGE_ADAPT_POLL_INTERVAL_MS", default_value_t = 200,
-          value_parser = clap::value_parser!(u64).range(10..=10_000))]
-    pub poll_interval_ms: u64,
 }
 
 /// Errors of the adapter runtime.
@@ -61,17 +49,9 @@ pub enum AdaptError {
         /// Why it was refused.
         reason: String,
     },
-    /// Reading the followed file failed after it was opened.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        /// The followed path.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// Writing to stdout failed (for example the reader went away).
-    #[error("cannot write to stdout: {0}")]
-    Write(#[source] std::io::Error),
+    /// Following the file failed.
+    #[error(transparent)]
+    Follow(#[from] FollowError),
     /// The SIGTERM/SIGINT handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
@@ -80,43 +60,34 @@ pub enum AdaptError {
     Follower(String),
 }
 
-/// Runs the adapter until SIGTERM or SIGINT (exit status 0, after writing everything read), or with
-/// `--exit-at-eof` until the end of the file. A fatal error is also logged to stderr as one JSON object.
+/// Runs the adapter until SIGTERM or SIGINT (then for `--drain-period`, then to the end of the file; exit status
+/// 0), or with `--exit-at-eof` until the end of the file. A fatal error is also logged to stderr as one JSON object.
 pub async fn run(args: AdaptArgs) -> Result<(), AdaptError> {
     let result = run_inner(args).await;
     if let Err(e) = &result {
-        output::log_event("error", &e.to_string(), &[]);
+        crate::follow::event::log("error", &e.to_string(), &[]);
     }
     result
 }
 
 async fn run_inner(args: AdaptArgs) -> Result<(), AdaptError> {
-    let config = follow_config(&args)?;
+    let format: Format = args.format.parse()?;
+    let fields = parse_fields(&args.fields, &format)?;
+    let ctx = LineContext::new(&args.follow.file.display().to_string(), &fields);
     let shutdown = crate::support::shutdown::shutdown_signal().map_err(AdaptError::Signal)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut follower = {
         let stop = Arc::clone(&stop);
-        tokio::task::spawn_blocking(move || follow::follow(config, &stop, std::io::stdout().lock()))
+        tokio::task::spawn_blocking(move || {
+            let mut sink = sink::JsonSink::new(format, ctx, std::io::stdout().lock());
+            crate::follow::follow(&args.follow, &stop, &mut sink)
+        })
     };
     let joined = tokio::select! {
         joined = &mut follower => joined,
         _ = shutdown => { stop.store(true, Ordering::Relaxed); follower.await }
     };
-    joined.map_err(|e| AdaptError::Follower(e.to_string()))?
-}
-
-fn follow_config(args: &AdaptArgs) -> Result<follow::FollowConfig, AdaptError> {
-    let format: Format = args.format.parse()?;
-    let fields = parse_fields(&args.fields, &format)?;
-    let ctx = LineContext::new(&args.file.display().to_string(), &fields);
-    Ok(follow::FollowConfig {
-        path: args.file.clone(),
-        format,
-        ctx,
-        from_start: args.from_start,
-        exit_at_eof: args.exit_at_eof,
-        poll: Duration::from_millis(args.poll_interval_ms),
-    })
+    Ok(joined.map_err(|e| AdaptError::Follower(e.to_string()))??)
 }
 
 /// Splits `key=value` pairs. A key the format writes itself would give objects a duplicate key, so it is refused

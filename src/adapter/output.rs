@@ -1,12 +1,10 @@
-//! JSON output: the per-line context, an append-only object writer over a reused `Vec<u8>`, and the adapter's own
-//! log lines on stderr.
+//! JSON output: the per-line context and an append-only object writer over a reused `Vec<u8>`.
 //!
 //! Objects are written straight into one buffer that the follower hands to stdout in large blocks; nothing is built
 //! as a `serde_json::Value` on the hot path. Strings that need escaping go through serde_json's serializer, so
 //! escaping is exactly JSON's.
 
 use serde::Serializer as _;
-use std::io::Write as _;
 use time::OffsetDateTime;
 
 /// Largest piece of a line written as one object: a longer line is split into pieces of at most this many bytes,
@@ -216,21 +214,6 @@ impl<'o> ObjectWriter<'o> {
         self.out.truncate(self.start);
         self.out
     }
-}
-
-/// Writes the adapter's own event to stderr as one JSON object per line (`{"level":…,"msg":…,…}`), so that log
-/// collectors reading the adapter container parse it like the objects on stdout.
-pub fn log_event(level: &str, msg: &str, fields: &[(&str, &str)]) {
-    let mut line = Vec::with_capacity(128);
-    let mut obj = ObjectWriter::begin(&mut line);
-    obj.str("level", level);
-    obj.str("msg", msg);
-    for (k, v) in fields {
-        obj.str(k, v);
-    }
-    line.extend_from_slice(b"}\n");
-    // Nowhere left to report a failure to write to stderr.
-    let _ = std::io::stderr().lock().write_all(&line);
 }
 
 #[cfg(test)]

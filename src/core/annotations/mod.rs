@@ -385,6 +385,9 @@ const SYSTEM_DIRS: &[&str] = &[
     "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var", "/tmp",
 ];
 
+/// Where injected log readers keep their positions (an emptyDir of their own): no log file may live there.
+pub const READER_STATE_DIR: &str = "/var/lib/entourage";
+
 /// Parses a comma-separated list of log file paths.
 fn parse_paths(key: &'static str, value: &str, errors: &mut Vec<AnnotationError>) -> Vec<String> {
     let mut paths: Vec<String> = Vec::new();
@@ -428,6 +431,9 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     let dir = parent_dir(path);
     if SYSTEM_DIRS.contains(&dir) {
         return Err("is in a system directory; an emptyDir mounted there would hide the image's files");
+    }
+    if dir == READER_STATE_DIR || dir.starts_with(&format!("{READER_STATE_DIR}/")) {
+        return Err("is in /var/lib/entourage, where injected log readers keep their positions");
     }
     Ok(())
 }

@@ -49,9 +49,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Images {
-    /// The log-streaming sidecar image (runs `tail -n+1 -F FILE`).
+    /// The busybox image of log sidecars when `sidecars.streamer` is `busybox` (runs `tail -n+1 -F FILE`);
+    /// unused otherwise.
     pub sidecar: String,
-    /// The entourage image itself, which runs the adapter and the ambassador.
+    /// The entourage image itself, which runs the streamer, the adapter and the ambassador.
     pub entourage: String,
     /// The pull policy of injected containers.
     pub pull_policy: PullPolicy,
@@ -97,9 +98,14 @@ pub struct Sidecars {
     pub mode: SidecarMode,
     /// The most log files one Pod may list across `sidecar-logs` and `adapter-logs`.
     pub max_log_files: usize,
-    /// `sizeLimit` of the emptyDir volumes entourage creates for log directories (an emptyDir otherwise grows
-    /// until the kubelet evicts the Pod).
+    /// `sizeLimit` of the emptyDir volumes entourage creates for log directories. Past it the kubelet evicts the
+    /// Pod; entourage's readers give back what they streamed, so the volume holds about the unstreamed backlog.
     pub log_volume_size_limit: Quantity,
+    /// What log sidecars run: `entourage` (`entourage stream`: resumes after restarts, gives back disk space,
+    /// drains on stop) or `busybox` (`tail -n+1 -F` from `images.sidecar`, with none of that).
+    pub streamer: Streamer,
+    /// Readers warn when their unstreamed backlog passes this share of `logVolumeSizeLimit`, in percent.
+    pub backlog_warn_percent: u8,
     /// Classic mode only: how long an injected ambassador or log reader keeps serving after SIGTERM. In a classic
     /// Pod every container gets SIGTERM at once, and the app, shutting down, still calls through its ambassador
     /// and writes its last log lines; native sidecars are stopped after the app and need no such delay.
@@ -112,9 +118,21 @@ impl Default for Sidecars {
             mode: SidecarMode::Auto,
             max_log_files: 8,
             log_volume_size_limit: Quantity("256Mi".into()),
+            streamer: Streamer::Entourage,
+            backlog_warn_percent: 50,
             drain_period: "10s".into(),
         }
     }
+}
+
+/// What log sidecars run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Streamer {
+    /// `entourage stream` from `images.entourage`.
+    Entourage,
+    /// `tail -n+1 -F` from `images.sidecar`: repeats the whole file after a restart, never gives back disk space.
+    Busybox,
 }
 
 /// Where injected containers go.
@@ -287,6 +305,12 @@ impl Config {
                 self.hardening.run_as_group
             ));
         }
+        if !(1..=100).contains(&self.sidecars.backlog_warn_percent) {
+            p.push(format!(
+                "sidecars.backlogWarnPercent: {} is outside 1..=100",
+                self.sidecars.backlog_warn_percent
+            ));
+        }
         p.extend(self.resources.problems(&self.sidecars.log_volume_size_limit));
         self.ambassador.problems(&mut p);
         // The same parser as the runtimes' `--drain-period`, which this value is handed to in classic mode.
@@ -361,6 +385,23 @@ mod tests {
         assert_eq!(c.sidecars.mode, SidecarMode::Classic);
         assert_eq!(c.sidecars.max_log_files, 8);
         assert!(c.cluster_has_native_sidecars());
+    }
+
+    #[test]
+    fn backlog_warning_share_and_streamer_are_checked_at_load() {
+        let err = Config::from_yaml("sidecars:\n  backlogWarnPercent: 0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sidecars.backlogWarnPercent: 0 is outside 1..=100"),
+            "{err}"
+        );
+        let err = Config::from_yaml("sidecars:\n  streamer: fluentbit\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fluentbit") && err.contains("busybox"), "{err}");
+        let c = Config::from_yaml("sidecars:\n  streamer: busybox\n", "t").unwrap();
+        assert_eq!(c.sidecars.streamer, Streamer::Busybox);
     }
 
     #[test]

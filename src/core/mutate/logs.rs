@@ -1,13 +1,21 @@
-//! The sidecar and adapter patterns: a container per log file, reading it from a volume shared with the app.
+//! The sidecar and adapter patterns: a reader container per log file, reading it from a volume shared with the app.
 //!
-//! One emptyDir per distinct log directory, mounted at that directory in the app container and read-only in
-//! each reader. When the app already mounts a volume at that directory (or above it), that volume is reused
-//! instead of being shadowed by a new one.
+//! One emptyDir per distinct log directory, mounted at that directory in the app container and in each reader.
+//! When the app already mounts a volume at that directory (or above it), that volume is reused instead of being
+//! shadowed by a new one.
+//!
+//! Entourage's readers (`entourage stream`, `entourage adapt`) write to the log volume: they create the log file
+//! before the app (native sidecars start first; their startup probe passes once the file is there, mode 0666 for
+//! an app running as any user) and give back the disk space of what they streamed, because the kubelet evicts the
+//! Pod when the volume's allocated blocks pass its `sizeLimit`. They keep their position in one more small
+//! emptyDir, mounted only into readers, which survives their restarts: a restarted reader neither repeats the file
+//! nor loses what was written while it was down. busybox `tail` (`sidecars.streamer: busybox`) gets the log volume
+//! read-only and none of this.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{EmptyDirVolumeSource, Volume, VolumeMount},
+    api::core::v1::{EmptyDirVolumeSource, ExecAction, Probe, Volume, VolumeMount},
     apimachinery::pkg::api::resource::Quantity,
 };
 use serde_json::Value;
@@ -19,22 +27,33 @@ use super::{
 };
 use crate::support::names::{file_stem, label};
 use crate::{
-    core::annotations::{parent_dir, AdapterRequest, Override},
-    core::config::Config,
+    core::annotations::{parent_dir, AdapterRequest, Override, READER_STATE_DIR},
+    core::config::{Config, Streamer},
 };
 
-/// Where a log directory is found, keyed by directory: the mount readers copy.
+/// `sizeLimit` of the readers' state volume: a position is about 300 bytes per reader.
+const STATE_SIZE_LIMIT: &str = "1Mi";
+
+/// Where the entourage binary is in its image (Dockerfile): the startup probe runs it directly.
+const ENTOURAGE_BINARY: &str = "/entourage";
+
+/// Where a log directory is found, keyed by directory: the mount readers copy, and whether entourage created the
+/// volume (only then is its `sizeLimit` known); and the readers' state volume, once planned.
 #[derive(Default)]
-pub(crate) struct LogMounts(BTreeMap<String, VolumeMount>);
+pub(crate) struct LogMounts {
+    dirs: BTreeMap<String, (VolumeMount, bool)>,
+    state: Option<VolumeMount>,
+}
 
 impl LogMounts {
-    /// The read-only mount through which a reader sees `dir`, planning a new emptyDir if needed.
-    fn for_dir(&mut self, dir: &str, view: &PodView<'_>, config: &Config, plan: &mut Plan) -> VolumeMount {
-        if let Some(mount) = self.0.get(dir) {
-            return mount.clone();
+    /// The mount through which a reader sees `dir` (and whether entourage created its volume), planning a new
+    /// emptyDir if needed.
+    fn for_dir(&mut self, dir: &str, view: &PodView<'_>, config: &Config, plan: &mut Plan) -> (VolumeMount, bool) {
+        if let Some(found) = self.dirs.get(dir) {
+            return found.clone();
         }
-        let mount = match app_mount_covering(view.target(), dir) {
-            Some(existing) => existing,
+        let (mount, owned) = match app_mount_covering(view.target(), dir) {
+            Some(existing) => (existing, false),
             None => {
                 let name = plan
                     .volume_names
@@ -53,15 +72,34 @@ impl LogMounts {
                     ..VolumeMount::default()
                 };
                 plan.app_mounts.push(mount.clone());
-                mount
+                (mount, true)
             }
         };
-        let reader = VolumeMount {
-            read_only: Some(true),
-            ..mount
+        self.dirs.insert(dir.to_string(), (mount.clone(), owned));
+        (mount, owned)
+    }
+
+    /// The readers' state volume, mounted at [`READER_STATE_DIR`], planned on first use.
+    fn state(&mut self, plan: &mut Plan) -> VolumeMount {
+        if let Some(mount) = &self.state {
+            return mount.clone();
+        }
+        let name = plan.volume_names.claim("entourage-state");
+        plan.volumes.push(Volume {
+            name: name.clone(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(STATE_SIZE_LIMIT.into())),
+                medium: None,
+            }),
+            ..Volume::default()
+        });
+        let mount = VolumeMount {
+            name,
+            mount_path: READER_STATE_DIR.into(),
+            ..VolumeMount::default()
         };
-        self.0.insert(dir.to_string(), reader.clone());
-        reader
+        self.state = Some(mount.clone());
+        mount
     }
 }
 
@@ -93,23 +131,71 @@ fn app_mount_covering(app: &Value, dir: &str) -> Option<VolumeMount> {
         .max_by_key(|m| m.mount_path.len())
 }
 
-/// A hardened reader container, its log directory mounted read-only.
+/// The flags of an entourage reader named `name` following `file` (`entourage stream` and `entourage adapt`
+/// share them: `crate::follow::FollowArgs` parses what is rendered here).
+fn follow_args(name: &str, file: &str, owned_volume: bool, native: bool, config: &Config) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--file".into(),
+        file.into(),
+        "--position".into(),
+        position_path(name),
+        "--create".into(),
+        "--give-back".into(),
+    ];
+    // The backlog is compared with the sizeLimit only of volumes entourage created: an app's own volume has its own.
+    // Nano-units by the apiserver's own quantity grammar (`config::quantity`), as bytes.
+    if let Some(limit) = owned_volume
+        .then(|| config.sidecars.log_volume_size_limit.nanos().ok())
+        .flatten()
+        .and_then(|nanos| u64::try_from(nanos / 1_000_000_000).ok())
+    {
+        args.push("--backlog-warn-bytes".into());
+        args.push((limit.saturating_mul(u64::from(config.sidecars.backlog_warn_percent)) / 100).to_string());
+    }
+    if !native {
+        // Classic readers get SIGTERM with the app: they keep following while it writes its last lines.
+        args.push("--drain-period".into());
+        // Validated at load by the parser `--drain-period` uses (`support::duration::parse_drain_period`).
+        args.push(config.sidecars.drain_period.clone());
+    }
+    args
+}
+
+/// Where the reader named `name` saves its position (container names are unique in a Pod).
+fn position_path(name: &str) -> String {
+    format!("{READER_STATE_DIR}/{name}.pos")
+}
+
+/// An entourage reader: hardened, the log volume read-write (it creates the file and gives back space), its
+/// state volume, and as a native sidecar a startup probe that holds the app back until the file is prepared.
 fn reader<'c>(
     name: &str,
-    image: &'c str,
-    mount: &VolumeMount,
+    mounts: [&VolumeMount; 2],
     native: bool,
     config: &'c Config,
     own: Option<&Override>,
 ) -> Injected<'c> {
     Injected {
-        volume_mounts: vec![mount.clone()],
-        ..Injected::new(name, image, native, config, own)
+        volume_mounts: mounts.into_iter().cloned().collect(),
+        startup_probe: native.then(|| Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    ENTOURAGE_BINARY.into(),
+                    "started".into(),
+                    "--position".into(),
+                    position_path(name),
+                ]),
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(30),
+            ..Probe::default()
+        }),
+        ..Injected::new(name, &config.images.entourage, native, config, own)
     }
 }
 
-/// One `sidecar-<stem>` per file, running `tail -n+1 -F FILE` in exec form: the path comes from the Pod's
-/// author and never reaches a shell.
+/// One `sidecar-<stem>` per file: `entourage stream --file FILE ...`, or with `sidecars.streamer: busybox`,
+/// `tail -n+1 -F FILE`. Exec form: the path comes from the Pod's author and never reaches a shell.
 pub(crate) fn plan_sidecars<'c>(
     files: &[String],
     view: &PodView<'_>,
@@ -118,13 +204,30 @@ pub(crate) fn plan_sidecars<'c>(
     plan: &mut Plan<'c>,
 ) {
     for file in files {
-        let mount = mounts.for_dir(parent_dir(file), view, config, plan);
+        let (mount, owned) = mounts.for_dir(parent_dir(file), view, config, plan);
         let base = format!("sidecar-{}", label(file_stem(file), 50, "log"));
         let native = plan.native;
-        plan.add_container(view, Pattern::Sidecar, &base, |name, own| Injected {
-            command: Some(vec!["tail".into(), "-n+1".into(), "-F".into(), file.clone()]),
-            ..reader(name, &config.images.sidecar, &mount, native, config, own)
-        });
+        match config.sidecars.streamer {
+            Streamer::Busybox => plan.add_container(view, Pattern::Sidecar, &base, |name, own| Injected {
+                command: Some(vec!["tail".into(), "-n+1".into(), "-F".into(), file.clone()]),
+                volume_mounts: vec![VolumeMount {
+                    read_only: Some(true),
+                    ..mount.clone()
+                }],
+                ..Injected::new(name, &config.images.sidecar, native, config, own)
+            }),
+            Streamer::Entourage => {
+                let state = mounts.state(plan);
+                plan.add_container(view, Pattern::Sidecar, &base, |name, own| {
+                    let mut args = vec!["stream".to_string()];
+                    args.extend(follow_args(name, file, owned, native, config));
+                    Injected {
+                        args: Some(args),
+                        ..reader(name, [&mount, &state], native, config, own)
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -137,23 +240,22 @@ pub(crate) fn plan_adapters<'c>(
     plan: &mut Plan<'c>,
 ) {
     for file in &adapter.logs {
-        let mount = mounts.for_dir(parent_dir(file), view, config, plan);
+        let (mount, owned) = mounts.for_dir(parent_dir(file), view, config, plan);
+        let state = mounts.state(plan);
         let base = format!("adapter-{}", label(file_stem(file), 50, "log"));
-        let mut args: Vec<String> = vec![
-            "adapt".into(),
-            "--file".into(),
-            file.clone(),
-            "--format".into(),
-            adapter.format.clone(),
-        ];
-        for (k, v) in &adapter.fields {
-            args.push("--field".into());
-            args.push(format!("{k}={v}"));
-        }
         let native = plan.native;
-        plan.add_container(view, Pattern::Adapter, &base, |name, own| Injected {
-            args: Some(args.clone()),
-            ..reader(name, &config.images.entourage, &mount, native, config, own)
+        plan.add_container(view, Pattern::Adapter, &base, |name, own| {
+            let mut args: Vec<String> = vec!["adapt".into()];
+            args.extend(follow_args(name, file, owned, native, config));
+            args.extend(["--format".into(), adapter.format.clone()]);
+            for (k, v) in &adapter.fields {
+                args.push("--field".into());
+                args.push(format!("{k}={v}"));
+            }
+            Injected {
+                args: Some(args),
+                ..reader(name, [&mount, &state], native, config, own)
+            }
         });
     }
 }

@@ -1,0 +1,192 @@
+//! The adapter's end of the follower: complete lines in, one JSON object each out.
+//!
+//! A partial last line is held back (left to the follower) until its `\n` arrives, except when its file is left
+//! behind (rotation, truncation, shutdown, `--exit-at-eof`), where waiting longer could only lose it. A line longer
+//! than [`MAX_LINE`] is emitted in pieces as it arrives, so one runaway line cannot hold the adapter's memory.
+
+use std::io::{self, Write};
+
+use memchr::memchr_iter;
+
+use super::output::{LineContext, MAX_LINE};
+use super::Format;
+use crate::follow::Sink;
+
+/// Rendered objects are handed to stdout in blocks of about this size (and whenever the follower flushes).
+const WRITE_SIZE: usize = 1 << 20;
+
+/// Renders lines into a reused buffer handed to `out` in large blocks.
+pub(crate) struct JsonSink<W: Write> {
+    format: Format,
+    ctx: LineContext,
+    buf: Vec<u8>,
+    out: W,
+    /// The first bytes of the data handed over next are known to hold no `\n` (the rest held back last time).
+    scanned: usize,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub(crate) fn new(format: Format, ctx: LineContext, out: W) -> Self {
+        JsonSink {
+            format,
+            ctx,
+            buf: Vec::with_capacity(WRITE_SIZE * 2),
+            out,
+            scanned: 0,
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) -> io::Result<()> {
+        super::render_line(&self.format, line, &self.ctx, &mut self.buf);
+        if self.buf.len() >= WRITE_SIZE {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Emits `data[start..end]` in pieces of [`MAX_LINE`] bytes while more than that is left; returns where the rest
+    /// starts.
+    fn pieces(&mut self, data: &[u8], mut start: usize, end: usize) -> io::Result<usize> {
+        while end - start > MAX_LINE {
+            let cut = utf8_cut(&data[start..end], MAX_LINE);
+            self.line(&data[start..start + cut])?;
+            start += cut;
+        }
+        Ok(start)
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn consume(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.ctx.set_read_time(time::OffsetDateTime::now_utc());
+        let mut start = 0;
+        let from = self.scanned.min(data.len());
+        for nl in memchr_iter(b'\n', &data[from..]) {
+            let nl = from + nl;
+            start = self.pieces(data, start, nl)?;
+            self.line(&data[start..nl])?;
+            start = nl + 1;
+        }
+        start = self.pieces(data, start, data.len())?;
+        self.scanned = data.len() - start;
+        Ok(start)
+    }
+
+    fn finish(&mut self, rest: &[u8]) -> io::Result<()> {
+        self.scanned = 0;
+        let start = self.pieces(rest, 0, rest.len())?;
+        if start < rest.len() {
+            self.line(&rest[start..])?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        self.out.flush()
+    }
+}
+
+/// Where to cut `data` into a piece of at most `max` bytes without splitting a UTF-8 character.
+fn utf8_cut(data: &[u8], max: usize) -> usize {
+    let mut cut = max;
+    // Back off over continuation bytes (10xxxxxx): at most 3 in valid UTF-8.
+    while cut > max - 3 && data.get(cut).is_some_and(|b| b & 0xC0 == 0x80) {
+        cut -= 1;
+    }
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink() -> JsonSink<Vec<u8>> {
+        JsonSink::new(Format::Plain, LineContext::new("f", &[]), Vec::new())
+    }
+
+    fn messages(s: &mut JsonSink<Vec<u8>>) -> Vec<String> {
+        s.flush().unwrap();
+        String::from_utf8(std::mem::take(&mut s.out))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// Plays the follower: hands over what is held back plus `data`, keeps what is not done with.
+    fn feed(held: &mut Vec<u8>, s: &mut JsonSink<Vec<u8>>, data: &[u8]) {
+        held.extend_from_slice(data);
+        let done = s.consume(held).unwrap();
+        held.drain(..done);
+    }
+
+    #[test]
+    fn partial_line_is_held_until_its_newline_arrives() {
+        let (mut held, mut s) = (Vec::new(), sink());
+        feed(&mut held, &mut s, b"one\ntw");
+        assert_eq!(messages(&mut s), ["one"]);
+        feed(&mut held, &mut s, b"o\nthree");
+        assert_eq!(messages(&mut s), ["two"]);
+        s.finish(&held).unwrap();
+        assert_eq!(messages(&mut s), ["three"]);
+    }
+
+    #[test]
+    fn long_line_is_emitted_in_pieces_of_at_most_max_line_bytes() {
+        let (mut held, mut s) = (Vec::new(), sink());
+        let chunk = vec![b'x'; MAX_LINE / 2];
+        for _ in 0..6 {
+            feed(&mut held, &mut s, &chunk);
+        }
+        feed(&mut held, &mut s, b"\n");
+        let got = messages(&mut s);
+        assert_eq!(
+            got.iter().map(String::len).collect::<Vec<_>>(),
+            [MAX_LINE, MAX_LINE, MAX_LINE]
+        );
+    }
+
+    #[test]
+    fn long_line_arriving_with_its_newline_is_split_too() {
+        let (mut held, mut s) = (Vec::new(), sink());
+        let mut data = vec![b'y'; MAX_LINE + 10];
+        data.extend_from_slice(b"\nz\n");
+        feed(&mut held, &mut s, &data);
+        let got = messages(&mut s);
+        assert_eq!(got.iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE, 10, 1]);
+    }
+
+    #[test]
+    fn any_split_of_the_input_gives_the_same_lines() {
+        let text = b"alpha\nbeta\n\ngamma delta\nepsilon";
+        for cut in 0..text.len() {
+            let (mut held, mut s) = (Vec::new(), sink());
+            feed(&mut held, &mut s, &text[..cut]);
+            feed(&mut held, &mut s, &text[cut..]);
+            s.finish(&held).unwrap();
+            assert_eq!(
+                messages(&mut s),
+                ["alpha", "beta", "", "gamma delta", "epsilon"],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn pieces_are_cut_between_utf8_characters() {
+        let mut data = vec![b'a'; MAX_LINE - 1];
+        data.extend_from_slice("é".as_bytes());
+        assert_eq!(utf8_cut(&data, MAX_LINE), MAX_LINE - 1);
+        assert_eq!(utf8_cut(&[b'a'; 10], 4), 4);
+    }
+}

@@ -1,0 +1,422 @@
+//! Following one path like `tail -F`, by polling, resuming where the last run stopped.
+//!
+//! Polling (stat the path, fstat the open file, compare device/inode and size) rather than inotify, because the
+//! file lives on an emptyDir shared between containers, often on overlayfs or a network volume, where inotify events
+//! are missing or late; a poll every few hundred milliseconds costs nothing next to reading the data.
+//!
+//! Rotation while running:
+//! - **rename** (logrotate's default, or delete and re-create): the path now names another inode. The writer may
+//!   have appended to the old inode after our last read, so the old file is read to its end once more before
+//!   switching; the new file is read from its start. While the path is missing the old file stays open and read.
+//! - **copytruncate**: same inode, size below our offset, or other bytes before it (refilled between two polls):
+//!   read again from offset 0. A line written between the copy and the truncate is lost by any tailer (logrotate
+//!   documents this race); nothing else is.
+//!
+//! At restart, the saved position is resumed only in the same file with the same bytes before the offset; a file
+//! renamed away meanwhile (`access.log.1`) is looked for in the directory and drained from the saved offset first.
+
+use std::fs::{self, File};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+mod open;
+
+use super::disk::{self, Checkpoint, GiveBack};
+use super::monitor::{self, Progress};
+use super::position::{Assessment, Position, Seen, BEFORE_LEN};
+use super::stop::Stop;
+use super::{event, FollowArgs, FollowError, Sink};
+
+/// Bytes asked for by one `read`.
+const READ_SIZE: usize = 1 << 20;
+/// Positions are saved (and space given back) at most this often: what a `kill -9` may repeat.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// ...or once this many bytes were streamed since the last save, whichever comes first: a fast writer's file
+/// then keeps at most about this much (plus the backlog) on disk.
+const CHECKPOINT_BYTES: u64 = 1 << 20;
+
+/// Follows `args.file` into `sink` until `stop` is set (then for `--drain-period`, then to the end of the file) or,
+/// with `--exit-at-eof`, until the end of the file.
+pub fn follow<S: Sink>(args: &FollowArgs, stop: &AtomicBool, sink: &mut S) -> Result<(), FollowError> {
+    let progress = Progress::default();
+    let finished = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        if let Some(limit) = args.backlog_warn_bytes {
+            let (progress, finished) = (&progress, &finished);
+            scope.spawn(move || monitor::watch(&args.file, limit, progress, finished, args.poll()));
+        }
+        let result = Follower::new(args, stop, sink, &progress).run();
+        finished.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+/// The file being read, identified by device and inode so that a new file at the same path is noticed.
+struct Reading {
+    file: File,
+    dev: u64,
+    ino: u64,
+    /// Bytes read (handed to the sink, done with or held back).
+    pos: u64,
+    /// The last bytes read, which end at `pos`.
+    tail: Vec<u8>,
+    give_back: GiveBack,
+}
+
+enum Rotation {
+    None,
+    Truncated,
+    Replaced,
+}
+
+struct Follower<'a, S: Sink> {
+    args: &'a FollowArgs,
+    name: String,
+    sink: &'a mut S,
+    stop: Stop<'a>,
+    progress: &'a Progress,
+    checkpoint: Option<Checkpoint>,
+    last_checkpoint: Instant,
+    /// The offset saved last (in the file being read).
+    saved_done: u64,
+    /// Bytes read and not done with by the sink: `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    last_open_error: Option<String>,
+    warned_read_only: bool,
+}
+
+impl<'a, S: Sink> Follower<'a, S> {
+    fn new(args: &'a FollowArgs, stop: &'a AtomicBool, sink: &'a mut S, progress: &'a Progress) -> Self {
+        Follower {
+            args,
+            name: args.file.display().to_string(),
+            sink,
+            stop: Stop::new(stop, args.drain_period),
+            progress,
+            checkpoint: args.position.clone().map(Checkpoint::new),
+            // Due at once: a reader restarted in a loop saves its first position as soon as it has streamed
+            // something, not a second later.
+            last_checkpoint: Instant::now()
+                .checked_sub(CHECKPOINT_EVERY)
+                .unwrap_or_else(Instant::now),
+            saved_done: 0,
+            buf: vec![0; 2 * READ_SIZE],
+            start: 0,
+            end: 0,
+            last_open_error: None,
+            warned_read_only: false,
+        }
+    }
+
+    fn read_error(&self, source: io::Error) -> FollowError {
+        FollowError::Read {
+            path: self.args.file.clone(),
+            source,
+        }
+    }
+
+    fn run(mut self) -> Result<(), FollowError> {
+        self.prepare();
+        let mut current = self.resume()?;
+        loop {
+            if let Some(reading) = current.as_mut() {
+                // Checked before reading: a file truncated and refilled since the last read is recognised only
+                // while `pos` and the bytes before it are still those of the old content.
+                match self.rotation(reading) {
+                    Rotation::None => {}
+                    Rotation::Truncated => {
+                        event::info(
+                            "file truncated; reading it again from its start",
+                            &[("file", &self.name)],
+                        );
+                        self.leave(reading)?;
+                        reading.pos = reading.file.seek(SeekFrom::Start(0)).map_err(|e| self.read_error(e))?;
+                        reading.tail.clear();
+                        self.saved_done = 0;
+                        reading.give_back = GiveBack::new(reading.give_back.enabled(), true, &reading.file);
+                    }
+                    Rotation::Replaced => {
+                        // The writer may have appended to the old inode since the last read.
+                        self.drain(reading, None)?;
+                        self.leave(reading)?;
+                        self.save(reading)?;
+                        event::info("file replaced; following the new one", &[("file", &self.name)]);
+                        current = self.open(0);
+                        if let Some(new) = current.as_mut() {
+                            // Saved at once: a restart now must not look for the old file, which may be gone.
+                            self.save(new)?;
+                        }
+                        continue;
+                    }
+                }
+                let until = self
+                    .stop
+                    .finishing()
+                    .then(|| reading.file.metadata().map(|m| m.len()).ok())
+                    .flatten();
+                self.drain(reading, until)?;
+                if self.stop.finishing() || self.args.exit_at_eof {
+                    break;
+                }
+                self.sink.flush().map_err(FollowError::Write)?;
+                if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    self.save(reading)?;
+                }
+            } else if let Some(reading) = self.open(0) {
+                current = Some(reading);
+                continue;
+            } else if self.stop.finishing() {
+                break;
+            }
+            self.sink.flush().map_err(FollowError::Write)?;
+            self.stop.sleep(self.args.poll());
+        }
+        if let Some(reading) = current.as_mut() {
+            self.leave(reading)?;
+            self.save(reading)?;
+        }
+        self.sink.flush().map_err(FollowError::Write)
+    }
+
+    /// Creates the file if asked, then marks the reader started for its startup probe.
+    fn prepare(&mut self) {
+        if self.args.create {
+            match disk::create_world_writable(&self.args.file) {
+                Ok(true) => event::info("created the log file for the app to append to", &[("file", &self.name)]),
+                Ok(false) => {}
+                Err(e) => event::warn(
+                    "cannot create the log file; the app will create it, and the reader may then be unable to give \
+                     back its disk space",
+                    &[("file", &self.name), ("error", &e.to_string())],
+                ),
+            }
+        }
+        if let Some(checkpoint) = &self.checkpoint {
+            let marker = checkpoint.marker();
+            if let Err(e) = fs::write(&marker, b"") {
+                event::warn(
+                    "cannot mark the reader started; its startup probe will fail",
+                    &[("marker", &marker.display().to_string()), ("error", &e.to_string())],
+                );
+            }
+        }
+    }
+
+    /// Where to start: the saved position if it still names this file (or the file it was renamed to), else the
+    /// start of the current file, with one line saying why.
+    fn resume(&mut self) -> Result<Option<Reading>, FollowError> {
+        let Some(checkpoint) = &self.checkpoint else {
+            return Ok(self.open(0));
+        };
+        let saved = match checkpoint.load() {
+            Ok(None) => {
+                event::info(
+                    "no saved position; reading the file from its start",
+                    &[("file", &self.name)],
+                );
+                return Ok(self.open(0));
+            }
+            Ok(Some(text)) => Position::parse(&text).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let saved = match saved {
+            Ok(p) if p.file == self.name => p,
+            Ok(p) => {
+                return Ok(self.start_over(&format!("the saved position is for another file, {}", p.file)));
+            }
+            Err(e) => return Ok(self.start_over(&format!("the saved position is unusable: {e}"))),
+        };
+        let current = self.open(0);
+        let assessment = current.as_ref().map(|r| assess(&saved, r));
+        match assessment {
+            Some(Assessment::Resume(offset)) => {
+                let mut reading = current.expect("assessed");
+                self.seek(&mut reading, offset, &saved)?;
+                return Ok(Some(reading));
+            }
+            Some(Assessment::Shrunk) => {
+                return Ok(self.start_over("the file is shorter than the saved position (truncated while the reader was down)"))
+            }
+            Some(Assessment::Rewritten) => {
+                return Ok(self.start_over("the file holds other bytes before the saved position (truncated and written again while the reader was down)"))
+            }
+            Some(Assessment::OtherFile) | None => {}
+        }
+        // Renamed away while the reader was down (logrotate): finish the old file first, nothing is lost.
+        if let Some((path, mut reading)) = self.find_renamed(&saved) {
+            event::info(
+                "the file was rotated while the reader was down; reading the rest of the old one first",
+                &[("file", &self.name), ("rotated", &path.display().to_string())],
+            );
+            self.seek(&mut reading, saved.offset, &saved)?;
+            return Ok(Some(reading));
+        }
+        Ok(self.start_over(
+            "the file read before the restart is gone (rotated and removed, or replaced); lines written to it after the last saved position are lost",
+        ))
+    }
+
+    /// The current file from its first byte still on disk, after one warning saying why.
+    fn start_over(&mut self, why: &str) -> Option<Reading> {
+        event::warn(
+            &format!("{why}; reading the current file from its start"),
+            &[("file", &self.name)],
+        );
+        self.open(0)
+    }
+
+    fn seek(&self, reading: &mut Reading, offset: u64, saved: &Position) -> Result<(), FollowError> {
+        reading.pos = reading
+            .file
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| self.read_error(e))?;
+        reading.tail = saved.before_bytes();
+        Ok(())
+    }
+
+    /// A regular file in the followed file's directory with the saved identity and bytes.
+    fn find_renamed(&mut self, saved: &Position) -> Option<(PathBuf, Reading)> {
+        let dir = self.args.file.parent()?;
+        for entry in fs::read_dir(dir).ok()?.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() && (meta.dev(), meta.ino()) == (saved.dev, saved.ino) {
+                let path = entry.path();
+                let reading = self.open_path(&path, false)?;
+                return matches!(assess(saved, &reading), Assessment::Resume(_)).then_some((path, reading));
+            }
+        }
+        None
+    }
+
+    /// Reads `reading` to its current end (or to `until`), handing the data to the sink.
+    fn drain(&mut self, reading: &mut Reading, until: Option<u64>) -> Result<(), FollowError> {
+        // Before the sink may block on a full stdout: the backlog monitor compares the file with this.
+        self.progress.set(reading.ino, reading.pos - self.held());
+        loop {
+            if until.is_some_and(|until| reading.pos >= until) {
+                return Ok(());
+            }
+            if self.buf.len() - self.end < READ_SIZE {
+                self.compact();
+            }
+            let n = match reading.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.read_error(e)),
+            };
+            reading.pos += n as u64;
+            self.end += n;
+            let read = &self.buf[self.end - n..self.end];
+            let keep = BEFORE_LEN.saturating_sub(n).min(reading.tail.len());
+            reading.tail.drain(..reading.tail.len() - keep);
+            reading.tail.extend_from_slice(&read[n.saturating_sub(BEFORE_LEN)..]);
+            let done = self
+                .sink
+                .consume(&self.buf[self.start..self.end])
+                .map_err(FollowError::Write)?;
+            self.start += done;
+            let done = reading.pos - self.held();
+            self.progress.set(reading.ino, done);
+            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+                || done.saturating_sub(self.saved_done) >= CHECKPOINT_BYTES
+            {
+                self.save(reading)?;
+            }
+        }
+    }
+
+    fn held(&self) -> u64 {
+        (self.end - self.start) as u64
+    }
+
+    /// Moves held-back bytes to the front, and grows the buffer if they leave less than one read's room.
+    fn compact(&mut self) {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.buf.len() - self.end < READ_SIZE {
+            self.buf.resize(self.end + READ_SIZE, 0);
+        }
+    }
+
+    /// The file is left behind: the held-back partial line goes out as it is.
+    fn leave(&mut self, reading: &Reading) -> Result<(), FollowError> {
+        if self.start < self.end {
+            self.sink
+                .finish(&self.buf[self.start..self.end])
+                .map_err(FollowError::Write)?;
+        }
+        (self.start, self.end) = (0, 0);
+        self.progress.set(reading.ino, reading.pos);
+        Ok(())
+    }
+
+    /// Flushes the sink, then saves the position of what reached stdout and gives back the space behind it.
+    fn save(&mut self, reading: &mut Reading) -> Result<(), FollowError> {
+        self.last_checkpoint = Instant::now();
+        let Some(checkpoint) = self.checkpoint.as_mut() else {
+            return Ok(());
+        };
+        self.sink.flush().map_err(FollowError::Write)?;
+        let done = reading.pos - (self.end - self.start) as u64;
+        let from = done.saturating_sub(BEFORE_LEN as u64);
+        let mut before = vec![0; (done - from) as usize];
+        if reading.file.read_exact_at(&mut before, from).is_err() {
+            // Truncated under us: the next poll notices; nothing to save for these bytes.
+            return Ok(());
+        }
+        self.saved_done = done;
+        let position = Position::new(&self.name, reading.dev, reading.ino, done, &before);
+        if checkpoint.save(&position) {
+            reading.give_back.release(&reading.file, done, &self.args.file);
+        }
+        Ok(())
+    }
+
+    /// Compares the path and the open file with what was read so far.
+    fn rotation(&self, reading: &Reading) -> Rotation {
+        match fs::metadata(&self.args.file) {
+            Ok(meta) if (meta.dev(), meta.ino()) != (reading.dev, reading.ino) => return Rotation::Replaced,
+            // Missing: renamed away or deleted, and not re-created yet; keep reading the old inode meanwhile.
+            _ => {}
+        }
+        match reading.file.metadata() {
+            Ok(meta) if meta.len() < reading.pos => Rotation::Truncated,
+            Ok(_) if !reading.tail.is_empty() => {
+                let mut now = vec![0; reading.tail.len()];
+                match reading
+                    .file
+                    .read_exact_at(&mut now, reading.pos - reading.tail.len() as u64)
+                {
+                    Ok(()) if now != reading.tail => Rotation::Truncated,
+                    _ => Rotation::None,
+                }
+            }
+            _ => Rotation::None,
+        }
+    }
+}
+
+/// The saved position against an open file.
+fn assess(saved: &Position, reading: &Reading) -> Assessment {
+    let size = reading.file.metadata().map(|m| m.len()).unwrap_or(0);
+    let len = saved.before_bytes().len();
+    let mut before = vec![0; len];
+    let read = saved.offset <= size
+        && reading
+            .file
+            .read_exact_at(&mut before, saved.offset - len as u64)
+            .is_ok();
+    saved.assess(&Seen {
+        dev: reading.dev,
+        ino: reading.ino,
+        size,
+        before: read.then_some(before),
+    })
+}
