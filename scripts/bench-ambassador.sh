@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark on loopback: a tiny nginx upstream reached directly, through `entourage ambassador`, and
 # through nginx configured as the same reverse proxy (upstream keep-alive, one worker, no response buffering).
+# With MTLS=on (the default) both proxies reach the upstream over mutual TLS, as an ambassador carrying the app's
+# identity does: the upstream requires a client certificate from a test CA, and each proxy presents one and verifies
+# the upstream against that CA (nginx: proxy_ssl_certificate, proxy_ssl_verify, TLS sessions reused). The
+# ambassador serves its Prometheus metrics as always; the run ends by scraping them. The direct target stays plain
+# HTTP on a second port of the same upstream: it is the floor both proxies add to.
 #
 # For each target it measures the maximum throughput (closed loop, oha) and then the latency at a fixed rate of
 # half the ambassador's maximum (open loop, bench/tools/pace: requests evenly spaced, each timed from its due time;
@@ -14,7 +19,7 @@
 #
 # Output: a Markdown table on stdout (also target/bench/ambassador.md) and target/bench/ambassador.json.
 # Knobs (environment): DURATION=10s WARMUP=2s CONNECTIONS=64 ROUNDS=3 BASE_PORT=18180 NGINX_ACCESS_LOG=on|off
-# STALL_SECONDS=5
+# STALL_SECONDS=5 MTLS=on|off
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +31,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 ROUNDS=${ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-18180}
 NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG:-on}
+MTLS=${MTLS:-on}
 UPSTREAM_PORT=$((BASE_PORT + 1))
+UPSTREAM_TLS_PORT=$((BASE_PORT + 5))
 NGINX_PORT=$((BASE_PORT + 2))
 AMBASSADOR_PORT=$((BASE_PORT + 3))
 ADMIN_PORT=$((BASE_PORT + 4))
@@ -69,6 +76,28 @@ wait_http() { # url: waits until it answers 200
     done
 }
 
+# write_certs: a CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA (openssl).
+write_certs() {
+    local dir="$WORK/pki"
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+        -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+    local name ext
+    for name in server client; do
+        if [ "$name" = server ]; then
+            # nginx verifies the upstream by DNS name only (no IP SANs); rustls verifies the IP the URL names.
+            ext="subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth"
+        else
+            ext="extendedKeyUsage=clientAuth"
+        fi
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=bench $name" \
+            -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null
+        openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+            -extfile <(printf '%s\n' "$ext") -out "$dir/$name.crt" 2>/dev/null
+    done
+}
+
 write_nginx_configs() {
     local access_log="off"
     if [ "$NGINX_ACCESS_LOG" = on ]; then
@@ -89,6 +118,15 @@ http {
         keepalive_requests 10000000;
         location / { return 200 "ok"; }
     }
+    server {
+        listen 127.0.0.1:$UPSTREAM_TLS_PORT ssl backlog=4096;
+        keepalive_requests 10000000;
+        ssl_certificate $WORK/pki/server.crt;
+        ssl_certificate_key $WORK/pki/server.key;
+        ssl_client_certificate $WORK/pki/ca.crt;
+        ssl_verify_client on;
+        location / { return 200 "ok"; }
+    }
 }
 EOF
     cat >"$WORK/proxy.conf" <<EOF
@@ -102,7 +140,7 @@ http {
     client_body_temp_path $WORK/tmp-proxy;
     proxy_temp_path $WORK/tmp-proxy-cache;
     upstream app {
-        server 127.0.0.1:$UPSTREAM_PORT;
+        server 127.0.0.1:$PROXIED_PORT;
         keepalive 256;
         keepalive_requests 10000000;
     }
@@ -110,10 +148,16 @@ http {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
         keepalive_requests 10000000;
         location / {
-            proxy_pass http://app;
+            proxy_pass $PROXIED_SCHEME://app;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_set_header Host 127.0.0.1:$UPSTREAM_PORT;
+            proxy_set_header Host 127.0.0.1:$PROXIED_PORT;
+            proxy_ssl_certificate $WORK/pki/client.crt;
+            proxy_ssl_certificate_key $WORK/pki/client.key;
+            proxy_ssl_trusted_certificate $WORK/pki/ca.crt;
+            proxy_ssl_verify on;
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_connect_timeout 2s;
@@ -215,6 +259,15 @@ main() {
     PACE="$ROOT/target/release/examples/pace"
     STALLS="$ROOT/target/release/examples/stalls"
 
+    PROXIED_SCHEME=http
+    PROXIED_PORT=$UPSTREAM_PORT
+    local tls_flags=()
+    if [ "$MTLS" = on ]; then
+        PROXIED_SCHEME=https
+        PROXIED_PORT=$UPSTREAM_TLS_PORT
+        tls_flags=(--ca-file "$WORK/pki/ca.crt" --client-cert "$WORK/pki/client.crt" --client-key "$WORK/pki/client.key")
+    fi
+    write_certs
     write_nginx_configs
     "${SERVER_PIN[@]}" nginx -p "$WORK" -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" &
     PIDS+=($!)
@@ -224,7 +277,7 @@ main() {
     local proxy_master=$!
     "${SERVER_PIN[@]}" "$ROOT/target/release/entourage" ambassador \
         --listen "127.0.0.1:$AMBASSADOR_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
-        --upstream "http://127.0.0.1:$UPSTREAM_PORT" \
+        --upstream "$PROXIED_SCHEME://127.0.0.1:$PROXIED_PORT" "${tls_flags[@]}" \
         >"$WORK/ambassador-access.log" 2>"$WORK/ambassador-stderr.log" &
     PIDS+=($!)
 
@@ -274,6 +327,13 @@ main() {
         done
     done
 
+    # The ambassador counted every request it answered; a scrape that parses and moved shows metrics were on.
+    local scraped
+    scraped=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
+        awk '/^entourage_ambassador_requests_total\{.*class="2xx"/ {n += $NF} END {printf "%d", n}')
+    [ "${scraped:-0}" -gt 0 ] || die "the ambassador's /metrics counted no requests"
+    say "the ambassador's /metrics counted $scraped answered requests"
+
     local report='{}'
     for target in "${targets[@]}"; do
         report=$(jq -n --argjson r "$report" --arg t "$target" \
@@ -293,15 +353,21 @@ main() {
     done
     jq -n --argjson r "$report" --argjson rate "$rate" --arg duration "$DURATION" \
         --argjson connections "$CONNECTIONS" --argjson rounds "$ROUNDS" --argjson pinned "$pinned" \
-        --arg nginx_log "$NGINX_ACCESS_LOG" --arg oha "$(oha --version)" --arg nginx "$(nginx -v 2>&1)" \
+        --arg nginx_log "$NGINX_ACCESS_LOG" --arg mtls "$MTLS" --argjson scraped "$scraped" --arg oha "$(oha --version)" --arg nginx "$(nginx -v 2>&1)" \
         --slurpfile stalls "$WORK/stalls.json" \
         '{tool: "\($oha) for maximum throughput, bench/tools/pace for the fixed rate", nginx: $nginx, duration: $duration, connections: $connections, rounds: $rounds,
-          pinned: $pinned, nginx_access_log: $nginx_log, fixed_rate: $rate, machine_stalls: $stalls[0], targets: $r,
+          pinned: $pinned, nginx_access_log: $nginx_log, mtls_to_upstream: $mtls, ambassador_metrics_requests: $scraped,
+          fixed_rate: $rate, machine_stalls: $stalls[0], targets: $r,
           ratios: {
             ambassador_vs_nginx_rps: (($r.ambassador.max.rps / $r.nginx.max.rps * 1000 | round) / 1000),
             ambassador_vs_direct_rps: (($r.ambassador.max.rps / $r.direct.max.rps * 1000 | round) / 1000),
             ambassador_vs_nginx_cpu_per_request: (($r.ambassador.max.cpu_us_per_request / $r.nginx.max.cpu_us_per_request * 1000 | round) / 1000),
             ambassador_added_p99_us_at_half_load: ($r.ambassador.fixed_rate.p99_us - $r.direct.fixed_rate.p99_us),
+            ambassador_added_p50_us_at_half_load: ($r.ambassador.fixed_rate.p50_us - $r.direct.fixed_rate.p50_us),
+            nginx_added_p50_us_at_half_load: ($r.nginx.fixed_rate.p50_us - $r.direct.fixed_rate.p50_us),
+            ambassador_vs_nginx_added_p50_at_half_load: (if ($r.nginx.fixed_rate.p50_us - $r.direct.fixed_rate.p50_us) > 0
+                then ((($r.ambassador.fixed_rate.p50_us - $r.direct.fixed_rate.p50_us) / ($r.nginx.fixed_rate.p50_us - $r.direct.fixed_rate.p50_us) * 1000 | round) / 1000)
+                else null end),
             nginx_added_p99_us_at_half_load: ($r.nginx.fixed_rate.p99_us - $r.direct.fixed_rate.p99_us)
           }}' >"$OUT/ambassador.json"
 
@@ -313,6 +379,8 @@ main() {
         "",
         "ambassador/nginx throughput: \(.ratios.ambassador_vs_nginx_rps); CPU per request: \(.ratios.ambassador_vs_nginx_cpu_per_request); ambassador/direct throughput: \(.ratios.ambassador_vs_direct_rps)",
         "added p99 at half load: ambassador \(.ratios.ambassador_added_p99_us_at_half_load) µs, nginx \(.ratios.nginx_added_p99_us_at_half_load) µs",
+        "added p50 at half load: ambassador \(.ratios.ambassador_added_p50_us_at_half_load) µs, nginx \(.ratios.nginx_added_p50_us_at_half_load) µs (ratio \(.ratios.ambassador_vs_nginx_added_p50_at_half_load))",
+        "mTLS to the upstream: \(.mtls_to_upstream); ambassador /metrics counted \(.ambassador_metrics_requests) requests",
         "server core busy: the proxy and the upstream, which share the server core, as a share of the wall time",
         (if (.machine_stalls | length) > 0 then
             "machine stalls with the servers idle (bench/tools/stalls): " + ([.machine_stalls[] | "\(.label) \(.gaps_over_1ms) over 1 ms in \(.seconds) s, max \(.max_ms) ms, \(.stalled_fraction * 1000 | round / 10) % of the time"] | join("; "))

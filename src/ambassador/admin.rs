@@ -1,22 +1,30 @@
-//! The admin listener: `GET /healthz` for the readiness probe the webhook puts on the ambassador container.
+//! The admin listener: `/healthz` for the readiness probe, `/livez` for the liveness probe and `/metrics` for
+//! Prometheus.
 //!
-//! It answers 503 once shutdown begins, so the kubelet stops counting the Pod as ready while in-flight requests
-//! drain, even though the admin port itself stays open until the process exits.
+//! `/healthz` answers 503 once shutdown begins, so the kubelet stops counting the Pod as ready while in-flight
+//! requests drain, even though the admin port itself stays open until the process exits. `/livez` keeps answering
+//! 200 while draining (a restart then would cut the drain short). It is served by the same single thread as the
+//! proxy, so a wedged event loop stops answering it and the kubelet restarts the container.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::metrics::Metrics;
+
+/// The content type of the Prometheus text format version 0.0.4, which every Prometheus scrapes.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Serves the admin endpoints until the task is dropped.
-pub async fn serve(listener: TcpListener, draining: Arc<AtomicBool>) {
+pub async fn serve(listener: TcpListener, draining: Arc<AtomicBool>, metrics: Arc<Metrics>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -28,10 +36,11 @@ pub async fn serve(listener: TcpListener, draining: Arc<AtomicBool>) {
             }
         };
         let draining = Arc::clone(&draining);
+        let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let draining = draining.load(Ordering::Relaxed);
-                async move { Ok::<_, Infallible>(answer(&request, draining)) }
+                let answer = answer(&request, draining.load(Ordering::Relaxed), &metrics);
+                async move { Ok::<_, Infallible>(answer) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -40,13 +49,23 @@ pub async fn serve(listener: TcpListener, draining: Arc<AtomicBool>) {
     }
 }
 
-fn answer(request: &Request<Incoming>, draining: bool) -> Response<Full<Bytes>> {
-    let (status, text) = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") if draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "ok\n"),
-        _ => (StatusCode::NOT_FOUND, "not found\n"),
+fn answer(request: &Request<Incoming>, draining: bool, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, text, content_type) = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/healthz") if draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"draining\n"),
+            "text/plain",
+        ),
+        (&Method::GET | &Method::HEAD, "/healthz" | "/livez") => {
+            (StatusCode::OK, Bytes::from_static(b"ok\n"), "text/plain")
+        }
+        (&Method::GET | &Method::HEAD, "/metrics") => (StatusCode::OK, Bytes::from(metrics.encode()), PROMETHEUS_TEXT),
+        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"), "text/plain"),
     };
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    let mut response = Response::new(Full::new(text));
     *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

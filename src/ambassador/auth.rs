@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use super::metrics::{Metrics, TokenSource};
+
 /// How often the token file is re-read. The kubelet itself only refreshes Secrets every minute or so.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -81,9 +83,11 @@ pub fn load(path: &Path, header: HeaderName, scheme: &str) -> Result<(Credential
 }
 
 impl Refresher {
-    /// Polls the file forever. A missing or bad file keeps the last good token: during a swap the path may
-    /// briefly dangle, and a live proxy with yesterday's token beats a proxy that sends none.
-    pub async fn run(mut self) {
+    /// Polls the file forever, counting each new token in `metrics`. A missing or bad file keeps the last good
+    /// token: during a swap the path may briefly dangle, and a live proxy with yesterday's token beats a proxy that
+    /// sends none. A projected ServiceAccount token is renewed by the kubelet at 80 % of its life, so the new one
+    /// is in use long before the old one expires.
+    pub async fn run(mut self, metrics: Arc<Metrics>) {
         let mut ticker = tokio::time::interval(POLL_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
@@ -99,6 +103,7 @@ impl Refresher {
             match outcome {
                 Ok(changed) => {
                     if changed {
+                        metrics.token_refresh(TokenSource::File);
                         tracing::info!(path = %self.path.display(), "auth token changed; using the new one");
                     }
                     failing = false;

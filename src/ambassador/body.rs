@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::config::format_duration;
 use super::upstream::{Link, Upstreams};
@@ -25,6 +26,8 @@ pub struct UpstreamBody {
     idle: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     armed: bool,
+    /// The request's place under `--max-concurrent`, given back when the body is done or dropped.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -42,7 +45,13 @@ struct BodyStalled(String);
 
 impl UpstreamBody {
     /// Wraps a response body together with the connection it arrives on.
-    pub fn new(inner: Incoming, link: Link, pool: Arc<Upstreams>, idle: Duration) -> Self {
+    pub fn new(
+        inner: Incoming,
+        link: Link,
+        pool: Arc<Upstreams>,
+        idle: Duration,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
         let mut body = Self {
             inner,
             link: Some(link),
@@ -50,6 +59,7 @@ impl UpstreamBody {
             idle,
             timer: None,
             armed: false,
+            permit: Some(permit),
         };
         if body.inner.is_end_stream() {
             body.release_unpolled();
@@ -58,6 +68,7 @@ impl UpstreamBody {
     }
 
     fn release(&mut self, cx: &mut Context<'_>) {
+        self.permit = None;
         if let Some(link) = self.link.take() {
             self.pool.checkin(link, cx);
         }

@@ -4,26 +4,28 @@
 use std::error::Error as StdError;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::access_log::{self, AccessLog, Entry};
 use super::auth::Credential;
 use super::body::UpstreamBody;
+use super::breaker::{Admission, Breaker};
 use super::config::{format_duration, Upstream};
-use super::upstream::{ExchangeError, InvalidServerName, Link, OutBody, Upstreams};
+use super::metrics::{Failure, Metrics, Rejection};
+use super::oauth2::OAuth2;
+use super::retry;
+use super::tls::SharedTls;
+use super::upstream::{DialError, ExchangeError, InvalidServerName, Link, OutBody, Upstreams};
 
 /// The body the ambassador answers with: the upstream's stream, or a short body of its own.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
-
-/// First pause before a retry; each further retry waits twice as long, up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How many names [`HOP_BY_HOP`] lists.
 const HOPS: usize = 9;
@@ -47,14 +49,23 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 pub struct Settings {
     /// Where requests go.
     pub upstream: Upstream,
-    /// Bound on the wait for the response head, and on each wait for the next piece of the response body.
+    /// Bound on the wait for the response head (retries included), and on each wait for the next piece of the
+    /// response body.
     pub timeout: Duration,
     /// Bound on establishing a TCP (and TLS) connection.
     pub connect_timeout: Duration,
     /// Retries allowed for replayable requests.
     pub retries: u32,
+    /// Consecutive failures that open the circuit (0: never).
+    pub breaker_failures: u32,
+    /// How long an open circuit answers 503 before one trial request.
+    pub breaker_cooldown: Duration,
+    /// Requests in flight to the upstream past which new ones get a 503.
+    pub max_concurrent: usize,
     /// The header added to every request, if any.
     pub credential: Option<Credential>,
+    /// OAuth2 client credentials, if any: the `Authorization` header of every request.
+    pub oauth2: Option<OAuth2>,
 }
 
 /// The proxy's request handler; one per process, shared by every connection.
@@ -64,7 +75,13 @@ pub struct Forwarder {
     upstream: Upstream,
     timeout: Duration,
     retries: u32,
+    breaker: Breaker,
+    /// One permit per request in flight; a response body holds its permit until it is done.
+    in_flight: Arc<Semaphore>,
+    max_concurrent: usize,
     credential: Option<Credential>,
+    oauth2: Option<OAuth2>,
+    metrics: Arc<Metrics>,
     log: Arc<AccessLog>,
 }
 
@@ -76,14 +93,31 @@ struct Outcome {
 
 impl Forwarder {
     /// Prepares the connection pool once: every request reuses its keep-alive connections.
-    pub fn new(settings: Settings, tls: rustls::ClientConfig, log: Arc<AccessLog>) -> Result<Self, InvalidServerName> {
+    pub fn new(
+        settings: Settings,
+        tls: SharedTls,
+        metrics: Arc<Metrics>,
+        log: Arc<AccessLog>,
+    ) -> Result<Self, InvalidServerName> {
         let upstreams = Upstreams::new(&settings.upstream, tls, settings.connect_timeout)?;
+        let breaker = Breaker::new(
+            settings.breaker_failures,
+            settings.breaker_cooldown,
+            metrics.circuit_open.clone(),
+            metrics.circuit_opened.clone(),
+        );
+        let max_concurrent = settings.max_concurrent.clamp(1, Semaphore::MAX_PERMITS);
         Ok(Self {
             upstreams: Arc::new(upstreams),
             upstream: settings.upstream,
             timeout: settings.timeout,
             retries: settings.retries,
+            breaker,
+            in_flight: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
             credential: settings.credential,
+            oauth2: settings.oauth2,
+            metrics,
             log,
         })
     }
@@ -107,42 +141,112 @@ impl Forwarder {
         let response = match self.upstream.uri_for(&uri) {
             Ok(target) => {
                 self.prepare_headers(&mut headers, client);
-                let replayable = self.retries > 0 && is_idempotent(&method) && body.is_end_stream();
-                let sent = self.send(&method, target, headers, body, replayable, &mut outcome.retries);
-                match tokio::time::timeout(self.timeout, sent).await {
-                    Ok(Ok((response, link))) => self.relay(response, link),
-                    Ok(Err(error)) => {
-                        let message = match &error {
-                            ExchangeError::Connect(_) => {
-                                format!("upstream unreachable: {}", error_chain(&error))
-                            }
-                            _ => format!("upstream request failed: {}", error_chain(&error)),
-                        };
-                        self.fail(StatusCode::BAD_GATEWAY, message, &mut outcome)
-                    }
-                    Err(_) => {
-                        let message = format!("upstream timed out after {}", format_duration(self.timeout));
-                        self.fail(StatusCode::GATEWAY_TIMEOUT, message, &mut outcome)
-                    }
-                }
+                self.guarded(&method, target, headers, body, started, &mut outcome)
+                    .await
             }
             Err(error) => {
                 let message = format!("cannot build upstream URI for {uri}: {error}");
                 self.fail(StatusCode::BAD_REQUEST, message, &mut outcome)
             }
         };
+        let elapsed = started.elapsed();
+        self.metrics.request(&method, response.status(), elapsed);
         self.log.record(&Entry {
             ts_ms: access_log::now_ms(),
             method: method.as_str(),
             path: uri.path(),
             status: response.status().as_u16(),
-            upstream_ms: started.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms: elapsed.as_secs_f64() * 1000.0,
             bytes_in,
             bytes_out: content_length(response.headers()),
             retries: outcome.retries,
             error: outcome.error.as_deref(),
         });
         response
+    }
+
+    /// Passes the request through the circuit breaker and the concurrency cap, then to the upstream.
+    async fn guarded(
+        &self,
+        method: &Method,
+        target: Uri,
+        headers: HeaderMap,
+        body: Incoming,
+        started: Instant,
+        outcome: &mut Outcome,
+    ) -> Response<ProxyBody> {
+        let mut headers = headers;
+        if let Some(oauth2) = &self.oauth2 {
+            // Before the breaker: a token endpoint outage says nothing about the upstream's health.
+            match oauth2.header().await {
+                Ok(value) => {
+                    headers.insert(header::AUTHORIZATION, value);
+                }
+                Err(error) => return self.fail(StatusCode::BAD_GATEWAY, error.to_string(), outcome),
+            }
+        }
+        let ticket = match self.breaker.admit(started) {
+            Admission::Pass(ticket) => ticket,
+            Admission::Refuse { retry_in } => {
+                self.metrics.rejection(Rejection::CircuitOpen);
+                let failures = self.breaker.threshold();
+                let message = if retry_in.is_zero() {
+                    format!("circuit open after {failures} consecutive upstream failures; a trial request is in flight")
+                } else {
+                    format!(
+                        "circuit open after {failures} consecutive upstream failures; the next trial request goes through in {}",
+                        format_duration(Duration::from_millis(retry_in.as_millis() as u64))
+                    )
+                };
+                let mut response = self.fail(StatusCode::SERVICE_UNAVAILABLE, message, outcome);
+                // Whole seconds, rounded up (at least 1): the app's own client may honour it.
+                let seconds = (retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0)).max(1);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                return response;
+            }
+        };
+        // No queue: a request past the cap is refused at once, so a slow upstream cannot pile up memory here.
+        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+            self.metrics.rejection(Rejection::Concurrency);
+            let message = format!(
+                "{} requests are already in flight to the upstream (--max-concurrent); not queued",
+                self.max_concurrent
+            );
+            return self.fail(StatusCode::SERVICE_UNAVAILABLE, message, outcome);
+        };
+        let replayable = self.retries > 0 && is_idempotent(method) && body.is_end_stream();
+        let deadline = started + self.timeout;
+        let sent = self.send(
+            method,
+            target,
+            headers,
+            body,
+            replayable,
+            deadline,
+            &mut outcome.retries,
+        );
+        match tokio::time::timeout_at(deadline.into(), sent).await {
+            Ok(Ok((response, link))) => {
+                ticket.record(!response.status().is_server_error(), Instant::now());
+                self.relay(response, link, permit)
+            }
+            Ok(Err(error)) => {
+                ticket.record(false, Instant::now());
+                let message = match &error {
+                    ExchangeError::Connect(_) => format!("upstream unreachable: {}", error_chain(&error)),
+                    _ => format!("upstream request failed: {}", error_chain(&error)),
+                };
+                self.fail(StatusCode::BAD_GATEWAY, message, outcome)
+            }
+            Err(_) => {
+                ticket.record(false, Instant::now());
+                self.metrics.failure(Failure::Timeout);
+                let message = format!("upstream timed out after {}", format_duration(self.timeout));
+                self.fail(StatusCode::GATEWAY_TIMEOUT, message, outcome)
+            }
+        }
     }
 
     fn prepare_headers(&self, headers: &mut HeaderMap, client: &HeaderValue) {
@@ -167,7 +271,8 @@ impl Forwarder {
         }
     }
 
-    /// Sends the request, retrying a replayable one on connect errors and 503 answers.
+    /// Sends the request, retrying a replayable one as [`retry`] allows while `deadline` leaves time to wait.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         method: &Method,
@@ -175,43 +280,66 @@ impl Forwarder {
         headers: HeaderMap,
         body: Incoming,
         replayable: bool,
+        deadline: Instant,
         retries: &mut u32,
     ) -> Result<(Response<Incoming>, Link), ExchangeError> {
         if !replayable {
             let request = build_request(method, uri, headers, Either::Left(body));
-            return self.upstreams.exchange(request).await;
+            let attempt = self.upstreams.exchange(request).await;
+            self.count_failure(&attempt);
+            return attempt;
         }
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = retry::FIRST_BACKOFF;
         loop {
-            if *retries >= self.retries {
-                let request = build_request(method, uri, headers, Either::Right(Empty::new()));
-                return self.upstreams.exchange(request).await;
-            }
             let request = build_request(method, uri.clone(), headers.clone(), Either::Right(Empty::new()));
-            let reason = match self.upstreams.exchange(request).await {
-                Ok((response, _)) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
-                    "upstream answered 503".to_owned()
+            let attempt = self.upstreams.exchange(request).await;
+            self.count_failure(&attempt);
+            let decision = match &attempt {
+                Ok((response, _)) => {
+                    retry::after_answer(response.status(), response.headers(), backoff, SystemTime::now())
                 }
-                Err(error @ ExchangeError::Connect(_)) => error_chain(&error),
-                other => return other,
+                Err(ExchangeError::Connect(_)) => Some((retry::Reason::Connect, backoff)),
+                Err(_) => None,
             };
+            let Some((reason, wait)) = decision else {
+                return attempt;
+            };
+            // Past the last retry, or a wait the deadline cannot afford: the app gets this answer now.
+            if *retries >= self.retries || Instant::now() + wait >= deadline {
+                return attempt;
+            }
+            let why = match &attempt {
+                Ok((response, _)) => format!("upstream answered {}", response.status().as_u16()),
+                Err(error) => error_chain(error),
+            };
+            // The unread answer closes its connection when dropped; a new one is dialled if needed.
+            drop(attempt);
             *retries += 1;
+            self.metrics.retry(reason);
             tracing::info!(
                 upstream = self.upstream.display(),
-                %reason,
+                reason = %why,
                 retry = *retries,
-                backoff_ms = backoff.as_millis() as u64,
+                wait_ms = wait.as_millis() as u64,
                 "retrying upstream request"
             );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(wait).await;
+            backoff = retry::next_backoff(backoff);
         }
     }
 
-    fn relay(&self, response: Response<Incoming>, link: Link) -> Response<ProxyBody> {
+    fn count_failure(&self, attempt: &Result<(Response<Incoming>, Link), ExchangeError>) {
+        match attempt {
+            Err(ExchangeError::Connect(DialError::Tls { .. })) => self.metrics.failure(Failure::Tls),
+            Err(ExchangeError::Connect(_)) => self.metrics.failure(Failure::Connect),
+            _ => {}
+        }
+    }
+
+    fn relay(&self, response: Response<Incoming>, link: Link, permit: OwnedSemaphorePermit) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = UpstreamBody::new(body, link, Arc::clone(&self.upstreams), self.timeout);
+        let body = UpstreamBody::new(body, link, Arc::clone(&self.upstreams), self.timeout, permit);
         Response::from_parts(parts, Either::Left(body))
     }
 

@@ -3,20 +3,26 @@
 //! The app in the Pod talks plain HTTP to `--listen`; the ambassador adds the credential, forwards to the
 //! upstream over pooled keep-alive connections (TLS when the upstream is `https://`), bounds the wait, retries what
 //! is safe to retry and logs one JSON line per request. Modules, in the order a request meets them:
-//! [`config`] (flags parsed once), [`auth`] (the rotating credential), [`forward`] (one request),
-//! [`upstream`] (pooled upstream connections), [`body`] (the relayed response body), [`access_log`] (the log
-//! line), and [`admin`] (the readiness endpoint).
+//! [`config`] (flags parsed once), [`auth`] (the rotating credential), [`forward`] (one request: through the
+//! [`breaker`] and the concurrency cap, retried as [`retry`] allows), [`upstream`] (pooled upstream connections),
+//! [`body`] (the relayed response body), [`access_log`] (the log line), [`metrics`] (Prometheus) and [`admin`]
+//! (readiness, liveness and metrics endpoints).
 
 pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod breaker;
 pub mod config;
 pub mod forward;
+pub mod metrics;
+pub mod oauth2;
+pub mod retry;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +31,12 @@ use http::HeaderName;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
 use self::access_log::AccessLog;
 use self::config::{Upstream, UpstreamError};
 use self::forward::{Forwarder, Settings};
+use self::metrics::Metrics;
 use crate::support::duration::{format_duration, parse_drain_period, parse_duration, parse_timeout};
 
 /// Command-line arguments of `entourage ambassador`.
@@ -46,25 +51,66 @@ pub struct AmbassadorArgs {
     /// A file holding the token to send upstream (typically a mounted Secret key); re-read when it changes.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
+    /// OAuth2 client credentials: the token endpoint (`https://`); the token is sent as `Authorization: Bearer`.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_OAUTH2_TOKEN_URL", requires_all = ["oauth2_client_id_file", "oauth2_client_secret_file"], conflicts_with = "auth_file")]
+    pub oauth2_token_url: Option<String>,
+    /// The file holding the OAuth2 client id (a mounted Secret key); re-read at each token fetch.
+    #[arg(
+        long,
+        env = "ENTOURAGE_AMBASSADOR_OAUTH2_CLIENT_ID_FILE",
+        requires = "oauth2_token_url"
+    )]
+    pub oauth2_client_id_file: Option<PathBuf>,
+    /// The file holding the OAuth2 client secret; re-read at each token fetch.
+    #[arg(
+        long,
+        env = "ENTOURAGE_AMBASSADOR_OAUTH2_CLIENT_SECRET_FILE",
+        requires = "oauth2_token_url"
+    )]
+    pub oauth2_client_secret_file: Option<PathBuf>,
+    /// A scope to ask for (repeatable).
+    #[arg(
+        long = "oauth2-scope",
+        env = "ENTOURAGE_AMBASSADOR_OAUTH2_SCOPES",
+        value_delimiter = ' ',
+        requires = "oauth2_token_url"
+    )]
+    pub oauth2_scopes: Vec<String>,
     /// The header that carries the token; any value the app sent under this name is replaced.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_HEADER", default_value = "Authorization", value_parser = parse_header_name)]
     pub auth_header: HeaderName,
     /// The scheme written before the token; empty sends the bare token.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_SCHEME", default_value = "Bearer")]
     pub auth_scheme: String,
-    /// Extra PEM CA certificates trusted for an `https://` upstream, besides the system roots.
+    /// Extra PEM CA certificates trusted for an `https://` upstream, besides the system roots; re-read on change.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// A PEM certificate chain presented to an `https://` upstream that asks for one (mTLS); re-read on change.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of `--client-cert`.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Bound on waiting for the upstream's response head, and on each wait for more of its body.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Bound on establishing a connection (TCP and TLS) to the upstream.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
-    /// Retries of body-less idempotent requests after a connect error or a 503 answer.
+    /// Retries of body-less idempotent requests after a connect error, a 503, or a 429 with `Retry-After`;
+    /// never past `--timeout`.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_RETRIES", default_value_t = 2)]
     pub retries: u32,
-    /// Where `GET /healthz` is served for the readiness probe.
+    /// Consecutive failures (connect and TLS errors, timeouts, 5xx answers) that open the circuit; 0 never opens.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+    /// How long an open circuit answers 503 at once before it lets one trial request through.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_BREAKER_COOLDOWN", default_value = "10s", value_parser = parse_timeout)]
+    pub breaker_cooldown: Duration,
+    /// Requests in flight to the upstream (response bodies included) past which new ones get a 503, not a queue.
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_MAX_CONCURRENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent: u32,
+    /// Where `/healthz` (readiness), `/livez` (liveness) and `/metrics` (Prometheus) are served.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
     /// How long in-flight requests may finish after SIGTERM before the ambassador exits anyway.
@@ -93,31 +139,12 @@ pub enum ProxyError {
     /// `--auth-file` is unreadable or holds no usable token.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
-    /// `--ca-file` is unreadable or not PEM.
-    #[error("cannot read CA certificates from {path}: {source}")]
-    CaFile {
-        /// The CA file.
-        path: PathBuf,
-        /// What the PEM reader said.
-        source: rustls_pki_types::pem::Error,
-    },
-    /// `--ca-file` holds a certificate rustls cannot use as a trust anchor.
-    #[error("cannot trust a CA certificate from {path}: {source}")]
-    CaCert {
-        /// The CA file.
-        path: PathBuf,
-        /// Why rustls refused it.
-        source: rustls::Error,
-    },
-    /// `--ca-file` has no certificate in it.
-    #[error("CA file {0} contains no PEM certificate")]
-    CaEmpty(PathBuf),
-    /// An `https://` upstream with nothing to verify it against.
-    #[error("no trusted CA certificates for the https upstream: the system has none and --ca-file is not set")]
-    NoRoots,
-    /// The TLS client configuration was refused.
-    #[error("cannot configure TLS: {0}")]
-    Tls(rustls::Error),
+    /// The OAuth2 settings are unusable.
+    #[error(transparent)]
+    OAuth2(#[from] oauth2::OAuth2Error),
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// A listen address is taken or not ours.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -153,18 +180,56 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
         }
         None => (None, None),
     };
-    let tls = tls_config(upstream.is_https(), args.ca_file.as_deref())?;
+    let tls_files = tls::TlsFiles {
+        ca_file: args.ca_file.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
+    };
+    let https = upstream.is_https();
+    let tls = tls::shared(tls::client_config(https, &tls_files)?);
     let log = Arc::new(AccessLog::stdout().map_err(ProxyError::AccessLog)?);
     let upstream_text = upstream.display().to_owned();
+    let metrics = Arc::new(Metrics::new(&upstream_text));
+    let oauth2 = match (
+        &args.oauth2_token_url,
+        &args.oauth2_client_id_file,
+        &args.oauth2_client_secret_file,
+    ) {
+        (Some(token_url), Some(id), Some(secret)) => {
+            // The token endpoint is https; it is verified like an https upstream (system roots plus --ca-file).
+            let roots = tls::TlsFiles {
+                ca_file: args.ca_file.clone(),
+                ..tls::TlsFiles::default()
+            };
+            let settings = oauth2::OAuth2Settings {
+                token_url: token_url.clone(),
+                client_id_file: id.clone(),
+                client_secret_file: secret.clone(),
+                scopes: args.oauth2_scopes.clone(),
+                timeout: args.timeout,
+            };
+            Some(oauth2::OAuth2::new(
+                settings,
+                tls::client_config(true, &roots)?,
+                Arc::clone(&metrics),
+            )?)
+        }
+        _ => None,
+    };
     let forwarder = Arc::new(Forwarder::new(
         Settings {
             upstream,
             timeout: args.timeout,
             connect_timeout: args.connect_timeout,
             retries: args.retries,
+            breaker_failures: args.breaker_failures,
+            breaker_cooldown: args.breaker_cooldown,
+            max_concurrent: args.max_concurrent as usize,
             credential,
+            oauth2,
         },
-        tls,
+        Arc::clone(&tls),
+        Arc::clone(&metrics),
         Arc::clone(&log),
     )?);
 
@@ -178,10 +243,17 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
     let shutdown = crate::support::shutdown::shutdown_signal().map_err(ProxyError::Signal)?;
 
     if let Some(refresher) = refresher {
-        tokio::spawn(refresher.run());
+        tokio::spawn(refresher.run(Arc::clone(&metrics)));
+    }
+    if https && tls_files.any() {
+        tokio::spawn(tls::Reloader::new(https, tls_files, Arc::clone(&tls)).run());
     }
     let draining = Arc::new(AtomicBool::new(false));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&draining)));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&draining),
+        Arc::clone(&metrics),
+    ));
     tracing::info!(listen = %args.listen, upstream = %upstream_text, admin = %args.admin, "ambassador ready");
 
     let graceful = GracefulShutdown::new();
@@ -248,44 +320,4 @@ async fn accept_until(
             }
         });
     }
-}
-
-/// Trust anchors for the upstream: the system's roots plus `--ca-file` (an in-cluster CA is rarely a public one).
-fn tls_config(https: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ProxyError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if https {
-        let native = rustls_native_certs::load_native_certs();
-        for error in &native.errors {
-            tracing::debug!(%error, "skipping unreadable system CA certificates");
-        }
-        roots.add_parsable_certificates(native.certs);
-    }
-    if let Some(path) = ca_file {
-        let ca_error = |source| ProxyError::CaFile {
-            path: path.to_owned(),
-            source,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(ca_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ca_error)?;
-        if certs.is_empty() {
-            return Err(ProxyError::CaEmpty(path.to_owned()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|source| ProxyError::CaCert {
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-    }
-    if https && roots.is_empty() {
-        return Err(ProxyError::NoRoots);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(ProxyError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

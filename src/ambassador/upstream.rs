@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::config::{format_duration, Upstream};
+use super::tls::SharedTls;
 
 /// The body sent upstream: the client's stream, or nothing when the request is replayable.
 pub type OutBody = Either<Incoming, Empty<Bytes>>;
@@ -109,6 +110,8 @@ pub struct Link {
     /// The connection future has completed (closed or failed); it must not be polled again.
     done: bool,
     idle_since: Instant,
+    /// The TLS generation it was dialled under; an older one is not reused after a reload.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Link {
@@ -178,7 +181,7 @@ async fn drive<F: Future>(conn: &mut Pin<Box<Conn>>, done: &mut bool, fut: F) ->
 struct Dialer {
     host: String,
     port: u16,
-    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    tls: Option<(SharedTls, ServerName<'static>)>,
     connect_timeout: Duration,
 }
 
@@ -193,6 +196,11 @@ impl std::fmt::Debug for Dialer {
 }
 
 impl Dialer {
+    /// The TLS generation new connections are dialled under (0 for plain HTTP).
+    fn generation(&self) -> u64 {
+        self.tls.as_ref().map_or(0, |(tls, _)| tls.load().generation)
+    }
+
     async fn dial(&self) -> Result<Link, DialError> {
         match tokio::time::timeout(self.connect_timeout, self.dial_unbounded()).await {
             Ok(result) => result,
@@ -207,18 +215,20 @@ impl Dialer {
         let tcp = self.connect_tcp().await?;
         // Small request heads must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = match &self.tls {
-            Some((connector, name)) => {
-                let tls = connector
+        let (stream, generation): (Box<dyn Stream>, u64) = match &self.tls {
+            Some((tls, name)) => {
+                let state = tls.load_full();
+                let tls = state
+                    .connector
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|source| DialError::Tls {
                         host: self.host.clone(),
                         source,
                     })?;
-                Box::new(tls)
+                (Box::new(tls), state.generation)
             }
-            None => Box::new(tcp),
+            None => (Box::new(tcp), 0),
         };
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -229,6 +239,7 @@ impl Dialer {
             conn: Box::pin(conn),
             done: false,
             idle_since: Instant::now(),
+            generation,
         })
     }
 
@@ -263,17 +274,11 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Prepares dialling; `tls` is used only for an `https://` upstream.
-    pub fn new(
-        upstream: &Upstream,
-        mut tls: rustls::ClientConfig,
-        connect_timeout: Duration,
-    ) -> Result<Self, InvalidServerName> {
+    pub fn new(upstream: &Upstream, tls: SharedTls, connect_timeout: Duration) -> Result<Self, InvalidServerName> {
         let host = upstream.host().to_owned();
         let tls = if upstream.is_https() {
-            // Only HTTP/1.1 is spoken upstream; every HTTPS server accepts it.
-            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
             let name = ServerName::try_from(host.clone()).map_err(|_| InvalidServerName(host.clone()))?;
-            Some((tokio_rustls::TlsConnector::from(Arc::new(tls)), name))
+            Some((tls, name))
         } else {
             None
         };
@@ -335,7 +340,7 @@ impl Upstreams {
                 idle.pop_back()?
             };
             // Polling an idle connection notices a close the upstream sent while nobody was looking.
-            if link.poll_conn(cx).is_pending() && link.reusable() {
+            if link.poll_conn(cx).is_pending() && link.reusable() && link.generation == self.dialer.generation() {
                 return Some(link);
             }
         }
@@ -343,7 +348,7 @@ impl Upstreams {
 
     /// Returns a connection whose response has been read in full; one that cannot take another request is closed.
     pub(super) fn checkin(&self, mut link: Link, cx: &mut Context<'_>) {
-        if !link.settle(cx) {
+        if !link.settle(cx) || link.generation != self.dialer.generation() {
             return;
         }
         link.idle_since = Instant::now();

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::core::config::Config;
 
+mod ambassador;
 mod resources;
 pub use resources::{Override, ResourceOverrides};
 
@@ -42,6 +43,14 @@ pub const AMBASSADOR_UPSTREAMS: &str = "entourage.dev/ambassador-upstreams";
 pub const AMBASSADOR_PORT: &str = "entourage.dev/ambassador-port";
 /// The Secret whose token the ambassador sends upstream.
 pub const AMBASSADOR_AUTH_SECRET: &str = "entourage.dev/ambassador-auth-secret";
+/// The `kubernetes.io/tls` Secret whose certificate the ambassador presents to an `https://` upstream (mTLS).
+pub const AMBASSADOR_CLIENT_CERT_SECRET: &str = "entourage.dev/ambassador-client-cert-secret";
+/// The ConfigMap (or `secret:NAME`) holding the CA that verifies an `https://` upstream.
+pub const AMBASSADOR_CA: &str = "entourage.dev/ambassador-ca";
+/// The audience of a projected ServiceAccount token the ambassador sends as its bearer token.
+pub const AMBASSADOR_TOKEN_AUDIENCE: &str = "entourage.dev/ambassador-token-audience";
+/// OAuth2 client credentials: `token-url=https://…,secret=NAME[,scope=…]` (`;` between upstreams).
+pub const AMBASSADOR_OAUTH2: &str = "entourage.dev/ambassador-oauth2";
 /// The app container (default: the first container).
 pub const TARGET_CONTAINER: &str = "entourage.dev/target-container";
 /// Written by entourage: what was injected. Its presence makes a second review a no-op.
@@ -145,6 +154,31 @@ pub const KEYS: &[KeyDoc] = &[
         on: "Pod",
         values: "a Secret name, or `name=secret,…` per upstream",
         default: "no auth header",
+    },
+    KeyDoc {
+        key: AMBASSADOR_CLIENT_CERT_SECRET,
+        on: "Pod",
+        values: "a `kubernetes.io/tls` Secret name, or `name=secret,…` per upstream (`https://` only)",
+        default: "no client certificate",
+    },
+    KeyDoc {
+        key: AMBASSADOR_CA,
+        on: "Pod",
+        values:
+            "a ConfigMap name or `secret:NAME` (key `ambassador.caKey`), or `name=…,…` per upstream (`https://` only)",
+        default: "the system's CAs",
+    },
+    KeyDoc {
+        key: AMBASSADOR_TOKEN_AUDIENCE,
+        on: "Pod",
+        values: "a token audience (no spaces, ≤ 253 characters), or `name=audience,…` per upstream",
+        default: "no workload token",
+    },
+    KeyDoc {
+        key: AMBASSADOR_OAUTH2,
+        on: "Pod",
+        values: "`token-url=https://…,secret=NAME[,scope=a b][,upstream=NAME]`; `;` between upstreams",
+        default: "no OAuth2 token",
     },
     KeyDoc {
         key: TARGET_CONTAINER,
@@ -272,18 +306,7 @@ pub struct AdapterRequest {
     pub level: LevelMode,
 }
 
-/// One ambassador upstream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Upstream {
-    /// The name from `ambassador-upstreams`; `None` for the single-upstream annotation.
-    pub name: Option<String>,
-    /// The upstream URL.
-    pub url: String,
-    /// The local port the app calls.
-    pub port: u16,
-    /// The Secret holding the token, if any.
-    pub auth_secret: Option<String>,
-}
+pub use self::ambassador::{check_token_url, check_url, CaSource, OAuth2Request, Upstream};
 
 /// The result of parsing a Pod's annotations.
 #[derive(Debug, Clone, PartialEq)]
@@ -373,7 +396,7 @@ pub fn parse_pod(annotations: Option<&Map<String, Value>>, config: &Config) -> R
             ),
         ));
     }
-    request.ambassadors = parse_ambassadors(Lookup(annotations), config, &mut errors);
+    request.ambassadors = ambassador::parse(Lookup(annotations), config, &mut errors);
     request.resources = resources::parse(Lookup(annotations), config, &mut errors);
 
     if errors.is_empty() {
@@ -385,7 +408,7 @@ pub fn parse_pod(annotations: Option<&Map<String, Value>>, config: &Config) -> R
 
 /// Reads string annotations.
 #[derive(Clone, Copy)]
-struct Lookup<'a>(&'a Map<String, Value>);
+pub(crate) struct Lookup<'a>(&'a Map<String, Value>);
 
 impl<'a> Lookup<'a> {
     fn text(self, key: &str) -> Option<&'a str> {
@@ -533,175 +556,6 @@ fn parse_fields(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, 
         }
     }
     fields
-}
-
-fn parse_ambassadors(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<AnnotationError>) -> Vec<Upstream> {
-    let get = |k: &str| lookup.text(k);
-    let named: Vec<(Option<String>, String)> = match (get(AMBASSADOR_UPSTREAM), get(AMBASSADOR_UPSTREAMS)) {
-        (Some(_), Some(many)) => {
-            errors.push(err(
-                AMBASSADOR_UPSTREAMS,
-                many,
-                format!("cannot be combined with {AMBASSADOR_UPSTREAM}; use one of them"),
-            ));
-            return Vec::new();
-        }
-        (Some(url), None) => vec![(None, url.trim().to_string())],
-        (None, Some(many)) => parse_named_upstreams(many, errors),
-        (None, None) => {
-            for orphan in [AMBASSADOR_PORT, AMBASSADOR_AUTH_SECRET] {
-                if let Some(v) = get(orphan) {
-                    errors.push(err(
-                        orphan,
-                        v,
-                        format!("needs {AMBASSADOR_UPSTREAM} or {AMBASSADOR_UPSTREAMS}"),
-                    ));
-                }
-            }
-            return Vec::new();
-        }
-    };
-    for (_, url) in &named {
-        if let Err(rule) = check_url(url) {
-            let key = if get(AMBASSADOR_UPSTREAM).is_some() {
-                AMBASSADOR_UPSTREAM
-            } else {
-                AMBASSADOR_UPSTREAMS
-            };
-            errors.push(err(key, url, rule));
-        }
-    }
-    let first_port = match get(AMBASSADOR_PORT) {
-        // Past 65535 the ports would repeat: two ambassadors on one port, and one of them cannot bind.
-        None if usize::from(config.ambassador.port) + named.len().saturating_sub(1) > 65535 => {
-            errors.push(err(
-                AMBASSADOR_UPSTREAMS,
-                get(AMBASSADOR_UPSTREAMS).unwrap_or_default(),
-                format!(
-                    "needs {} ports from {} (config ambassador.port); set {AMBASSADOR_PORT} lower",
-                    named.len(),
-                    config.ambassador.port
-                ),
-            ));
-            return Vec::new();
-        }
-        None => config.ambassador.port,
-        Some(p) => match p.trim().parse::<u16>() {
-            Ok(port) if port > 0 && usize::from(port) + named.len() - 1 <= 65535 => port,
-            _ => {
-                errors.push(err(
-                    AMBASSADOR_PORT,
-                    p,
-                    "is not a port in 1-65535 (with room for one port per upstream)",
-                ));
-                return Vec::new();
-            }
-        },
-    };
-    let secrets = get(AMBASSADOR_AUTH_SECRET)
-        .map(|s| parse_secrets(s, &named, errors))
-        .unwrap_or_else(|| vec![None; named.len()]);
-    named
-        .into_iter()
-        .zip(secrets)
-        .enumerate()
-        .map(|(i, ((name, url), auth_secret))| Upstream {
-            name,
-            url,
-            port: first_port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
-            auth_secret,
-        })
-        .collect()
-}
-
-fn parse_named_upstreams(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(Option<String>, String)> {
-    let mut out: Vec<(Option<String>, String)> = Vec::new();
-    for pair in value.split(',').map(str::trim) {
-        let Some((name, url)) = pair.split_once('=') else {
-            errors.push(err(AMBASSADOR_UPSTREAMS, pair, "is not name=url"));
-            continue;
-        };
-        let name = name.trim();
-        if !is_dns_label(name) || name.len() > 40 {
-            errors.push(err(
-                AMBASSADOR_UPSTREAMS,
-                name,
-                "is not a lowercase DNS label of at most 40 characters",
-            ));
-        } else if out.iter().any(|(n, _)| n.as_deref() == Some(name)) {
-            errors.push(err(AMBASSADOR_UPSTREAMS, name, "is named twice"));
-        } else {
-            out.push((Some(name.to_string()), url.trim().to_string()));
-        }
-    }
-    out
-}
-
-fn parse_secrets(
-    value: &str,
-    upstreams: &[(Option<String>, String)],
-    errors: &mut Vec<AnnotationError>,
-) -> Vec<Option<String>> {
-    let mut secrets = vec![None; upstreams.len()];
-    let check = |s: &str, errors: &mut Vec<AnnotationError>| {
-        let ok = is_dns_subdomain(s);
-        if !ok {
-            errors.push(err(
-                AMBASSADOR_AUTH_SECRET,
-                s,
-                "is not a Secret name (a lowercase DNS-1123 subdomain)",
-            ));
-        }
-        ok
-    };
-    if !value.contains('=') {
-        let name = value.trim();
-        if check(name, errors) {
-            secrets.iter_mut().for_each(|s| *s = Some(name.to_string()));
-        }
-        return secrets;
-    }
-    for pair in value.split(',').map(str::trim) {
-        let Some((upstream, secret)) = pair.split_once('=') else {
-            errors.push(err(AMBASSADOR_AUTH_SECRET, pair, "is not upstream=secret"));
-            continue;
-        };
-        let (upstream, secret) = (upstream.trim(), secret.trim());
-        match upstreams.iter().position(|(n, _)| n.as_deref() == Some(upstream)) {
-            None => errors.push(err(
-                AMBASSADOR_AUTH_SECRET,
-                upstream,
-                format!("names no upstream of {AMBASSADOR_UPSTREAMS}"),
-            )),
-            Some(i) => {
-                if check(secret, errors) {
-                    secrets[i] = Some(secret.to_string());
-                }
-            }
-        }
-    }
-    secrets
-}
-
-/// The rules an upstream URL must follow.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("is not a URL ({e})"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => return Err(format!("has scheme {other}; only http and https are proxied")),
-        None => return Err("has no scheme; write http://host:port".into()),
-    }
-    let authority = uri.authority().ok_or("has no host")?;
-    if authority.as_str().contains('@') {
-        return Err("carries credentials; put them in a Secret named by entourage.dev/ambassador-auth-secret".into());
-    }
-    if authority.host().is_empty() {
-        return Err("has no host".into());
-    }
-    if uri.query().is_some() {
-        return Err("has a query; the app's own query is forwarded".into());
-    }
-    Ok(())
 }
 
 pub use crate::support::names::{is_dns_label, is_dns_subdomain};

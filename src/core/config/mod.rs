@@ -5,6 +5,7 @@
 //! naming the key and the rule, so a typo never silently falls back to a default.
 
 mod adapter;
+mod ambassador;
 mod jobs;
 
 use std::fmt;
@@ -15,6 +16,7 @@ mod quantity;
 mod rendered;
 pub use adapter::AdapterConfig;
 mod resources;
+pub use ambassador::{AmbassadorConfig, MAX_TOKEN_EXPIRATION_SECONDS, MIN_TOKEN_EXPIRATION_SECONDS};
 pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
 pub use quantity::{Nanos, QuantityError};
 pub(crate) use rendered::Rendered;
@@ -183,35 +185,6 @@ pub enum SeccompProfile {
     Unconfined,
 }
 
-/// Defaults of the ambassador pattern.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct AmbassadorConfig {
-    /// The first local port (the next upstreams take the following ports).
-    pub port: u16,
-    /// The first admin port (`/healthz`, probed by the kubelet); one per ambassador container.
-    pub admin_port: u16,
-    /// The variable the app container gets for a single upstream (`AMBASSADOR_URL`); with several upstreams
-    /// each gets `AMBASSADOR_<NAME>_URL`.
-    pub url_env: String,
-    /// The key of the auth Secret that holds the token.
-    pub auth_secret_key: String,
-    /// The per-request timeout, as `30s` or `500ms`.
-    pub timeout: String,
-}
-
-impl Default for AmbassadorConfig {
-    fn default() -> Self {
-        AmbassadorConfig {
-            port: 9000,
-            admin_port: 9901,
-            url_env: "AMBASSADOR_URL".into(),
-            auth_secret_key: "token".into(),
-            timeout: "30s".into(),
-        }
-    }
-}
-
 /// A Kubernetes resource quantity (`64Mi`, `100m`), checked at load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -343,35 +316,7 @@ impl Config {
             ));
         }
         p.extend(self.resources.problems(&self.sidecars.log_volume_size_limit));
-        let a = &self.ambassador;
-        if a.port == 0 {
-            p.push("ambassador.port: 0 is not a port".into());
-        }
-        if a.admin_port == 0 {
-            p.push("ambassador.adminPort: 0 is not a port".into());
-        }
-        if a.port == a.admin_port {
-            p.push(format!(
-                "ambassador.adminPort: {} is the same as ambassador.port",
-                a.admin_port
-            ));
-        }
-        if !is_env_name(&a.url_env) {
-            p.push(format!(
-                "ambassador.urlEnv: {:?} is not an environment variable name",
-                a.url_env
-            ));
-        }
-        if a.auth_secret_key.is_empty() || a.auth_secret_key.contains('/') {
-            p.push(format!(
-                "ambassador.authSecretKey: {:?} is not a Secret key",
-                a.auth_secret_key
-            ));
-        }
-        // The same parser as `entourage ambassador --timeout`, which this value is handed to.
-        if let Err(e) = crate::support::duration::parse_timeout(&a.timeout) {
-            p.push(format!("ambassador.timeout: {e}"));
-        }
+        self.ambassador.problems(&mut p);
         // The same parser as the runtimes' `--drain-period`, which this value is handed to in classic mode.
         if let Err(e) = crate::support::duration::parse_drain_period(&self.sidecars.drain_period) {
             p.push(format!("sidecars.drainPeriod: {e}"));

@@ -5,7 +5,10 @@
 //! read-only into the ambassador only, never into the app.
 
 use k8s_openapi::{
-    api::core::v1::{EnvVar, HTTPGetAction, KeyToPath, Probe, SecretVolumeSource, Volume, VolumeMount},
+    api::core::v1::{
+        ConfigMapVolumeSource, EnvVar, HTTPGetAction, KeyToPath, Probe, ProjectedVolumeSource, SecretVolumeSource,
+        ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    },
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use serde_json::Value;
@@ -17,12 +20,28 @@ use super::{
 };
 use crate::support::names::label;
 use crate::{
-    core::annotations::{self, AnnotationError, Upstream},
+    core::annotations::{self, AnnotationError, CaSource, Upstream},
     core::config::Config,
 };
 
 /// Where auth Secrets are mounted in the ambassador.
 const AUTH_DIR: &str = "/var/run/secrets/entourage";
+/// Where projected workload tokens are mounted in the ambassador.
+const TOKEN_DIR: &str = "/var/run/secrets/entourage-token";
+/// The file of the projected token.
+const TOKEN_FILE: &str = "token";
+/// Where client certificate Secrets are mounted in the ambassador.
+const CLIENT_CERT_DIR: &str = "/var/run/secrets/entourage-client-cert";
+/// Where CA bundles are mounted in the ambassador.
+const CA_DIR: &str = "/var/run/secrets/entourage-ca";
+/// Where OAuth2 client credential Secrets are mounted in the ambassador.
+const OAUTH2_DIR: &str = "/var/run/secrets/entourage-oauth2";
+/// The keys of an OAuth2 client credential Secret.
+const OAUTH2_CLIENT_ID: &str = "client-id";
+const OAUTH2_CLIENT_SECRET: &str = "client-secret";
+/// The certificate and key of a `kubernetes.io/tls` Secret.
+const TLS_CERT: &str = "tls.crt";
+const TLS_KEY: &str = "tls.key";
 
 /// Plans one ambassador per upstream; a port the Pod already declares is refused.
 pub(crate) fn plan<'c>(
@@ -123,33 +142,85 @@ fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c 
         format!("127.0.0.1:{}", upstream.port),
         "--upstream".into(),
         upstream.url.clone(),
-        // The kubelet probes the Pod IP, so the admin port listens on every address; it serves /healthz only.
+        // The kubelet probes the Pod IP, so the admin port listens on every address (/healthz, /livez, /metrics only).
         "--admin".into(),
         format!("0.0.0.0:{admin}"),
         "--timeout".into(),
         config.ambassador.timeout.clone(),
     ];
+    let a = &config.ambassador;
+    for (flag, value) in [
+        ("--retries", a.retries.to_string()),
+        ("--breaker-failures", a.breaker_failures.to_string()),
+        ("--breaker-cooldown", a.breaker_cooldown.clone()),
+        ("--max-concurrent", a.max_concurrent.to_string()),
+    ] {
+        args.push(flag.into());
+        args.push(value);
+    }
     if !plan.native {
         // Every container of a classic Pod gets SIGTERM at once: the app, shutting down, still calls through us.
         args.push("--drain-period".into());
         args.push(config.sidecars.drain_period.clone());
     }
     let mut mounts = Vec::new();
-    if let Some(secret) = &upstream.auth_secret {
-        let volume = auth_volume(secret, config, plan);
-        let dir = format!("{AUTH_DIR}/{secret}");
-        args.push("--auth-file".into());
-        args.push(format!("{dir}/{}", config.ambassador.auth_secret_key));
+    let mut mount = |volume: String, dir: String| {
         mounts.push(VolumeMount {
             name: volume,
-            mount_path: dir,
+            mount_path: dir.clone(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
+        dir
+    };
+    if let Some(secret) = &upstream.auth_secret {
+        let volume = secret_volume(secret, "auth", &[&a.auth_secret_key], plan);
+        let dir = mount(volume, format!("{AUTH_DIR}/{secret}"));
+        args.push("--auth-file".into());
+        args.push(format!("{dir}/{}", a.auth_secret_key));
     }
-    let probe = |period: i32, failures: i32| Probe {
+    if let Some(audience) = &upstream.token_audience {
+        let volume = token_volume(audience, a.token_expiration_seconds, plan);
+        let dir = mount(volume.clone(), format!("{TOKEN_DIR}/{volume}"));
+        // The kubelet swaps the `..data` link when it renews the token; the ambassador re-reads the file.
+        args.push("--auth-file".into());
+        args.push(format!("{dir}/{TOKEN_FILE}"));
+    }
+    if let Some(oauth2) = &upstream.oauth2 {
+        let volume = secret_volume(
+            &oauth2.secret,
+            "oauth2",
+            &[OAUTH2_CLIENT_ID, OAUTH2_CLIENT_SECRET],
+            plan,
+        );
+        let dir = mount(volume, format!("{OAUTH2_DIR}/{}", oauth2.secret));
+        args.extend(["--oauth2-token-url".into(), oauth2.token_url.clone()]);
+        args.extend(["--oauth2-client-id-file".into(), format!("{dir}/{OAUTH2_CLIENT_ID}")]);
+        args.extend([
+            "--oauth2-client-secret-file".into(),
+            format!("{dir}/{OAUTH2_CLIENT_SECRET}"),
+        ]);
+        for scope in &oauth2.scopes {
+            args.extend(["--oauth2-scope".into(), scope.clone()]);
+        }
+    }
+    if let Some(secret) = &upstream.client_cert_secret {
+        let volume = secret_volume(secret, "client-cert", &[TLS_CERT, TLS_KEY], plan);
+        let dir = mount(volume, format!("{CLIENT_CERT_DIR}/{secret}"));
+        args.extend(["--client-cert".into(), format!("{dir}/{TLS_CERT}")]);
+        args.extend(["--client-key".into(), format!("{dir}/{TLS_KEY}")]);
+    }
+    if let Some(ca) = &upstream.ca {
+        let (volume, name) = match ca {
+            CaSource::Secret(name) => (secret_volume(name, "ca", &[&a.ca_key], plan), name),
+            CaSource::ConfigMap(name) => (config_map_volume(name, &a.ca_key, plan), name),
+        };
+        let dir = mount(volume, format!("{CA_DIR}/{name}"));
+        args.extend(["--ca-file".into(), format!("{dir}/{}", a.ca_key)]);
+    }
+    let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
-            path: Some("/healthz".into()),
+            path: Some(path.into()),
             port: IntOrString::Int(admin.into()),
             ..HTTPGetAction::default()
         }),
@@ -165,36 +236,105 @@ fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c 
     plan.add_container(view, Pattern::Ambassador, &base, |name, own| Injected {
         args: Some(args.clone()),
         volume_mounts: mounts.clone(),
-        readiness_probe: Some(probe(5, 3)),
+        readiness_probe: Some(probe("/healthz", 5, 3)),
+        // A wedged proxy stops answering on the admin port it shares a thread with, and gets restarted.
+        liveness_probe: Some(probe("/livez", 10, 3)),
         // A native sidecar's startup probe holds the app back until the proxy is listening.
-        startup_probe: native.then(|| probe(1, 30)),
+        startup_probe: native.then(|| probe("/healthz", 1, 30)),
         ..Injected::new(name, &config.images.entourage, native, config, own)
     });
 }
 
-/// The volume holding `secret` (one per Secret, however many upstreams share it).
-fn auth_volume(secret: &str, config: &Config, plan: &mut Plan) -> String {
-    if let Some(existing) = plan
-        .volumes
+/// The volume of Secret `secret` with `keys` (one per Secret and use, however many upstreams share it).
+fn secret_volume(secret: &str, purpose: &str, keys: &[&str], plan: &mut Plan) -> String {
+    let items: Vec<KeyToPath> = keys
         .iter()
-        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret))
-    {
+        .map(|key| KeyToPath {
+            key: key.to_string(),
+            path: key.to_string(),
+            mode: None,
+        })
+        .collect();
+    let same = |v: &Volume| {
+        v.secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some(secret) && s.items.as_deref() == Some(items.as_slice()))
+    };
+    if let Some(existing) = plan.volumes.iter().find(|v| same(v)) {
         return existing.name.clone();
     }
     let name = plan
         .volume_names
-        .claim(&format!("entourage-auth-{}", label(secret, 40, "secret")));
-    let key = config.ambassador.auth_secret_key.clone();
+        .claim(&format!("entourage-{purpose}-{}", label(secret, 40, "secret")));
     plan.volumes.push(Volume {
         name: name.clone(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret.to_string()),
+            items: Some(items),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    name
+}
+
+/// The volume of ConfigMap `name` with its `key` (the CA bundle).
+fn config_map_volume(name: &str, key: &str, plan: &mut Plan) -> String {
+    let same = |v: &Volume| v.config_map.as_ref().is_some_and(|c| c.name == name);
+    if let Some(existing) = plan.volumes.iter().find(|v| same(v)) {
+        return existing.name.clone();
+    }
+    let volume = plan
+        .volume_names
+        .claim(&format!("entourage-ca-{}", label(name, 40, "ca")));
+    plan.volumes.push(Volume {
+        name: volume.clone(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.to_string(),
             items: Some(vec![KeyToPath {
-                key: key.clone(),
-                path: key,
+                key: key.to_string(),
+                path: key.to_string(),
                 mode: None,
             }]),
-            ..SecretVolumeSource::default()
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    volume
+}
+
+/// A projected ServiceAccount token for `audience`, renewed by the kubelet at 80 % of `expiration_seconds`. It is
+/// mounted into the ambassador only: the app's own token (if any) stays the default-audience one, so a token
+/// meant for the upstream never reaches the app.
+fn token_volume(audience: &str, expiration_seconds: i64, plan: &mut Plan) -> String {
+    let same = |v: &Volume| {
+        v.projected
+            .as_ref()
+            .and_then(|p| p.sources.as_deref())
+            .is_some_and(|sources| {
+                sources
+                    .iter()
+                    .any(|s| s.service_account_token.as_ref().and_then(|t| t.audience.as_deref()) == Some(audience))
+            })
+    };
+    if let Some(existing) = plan.volumes.iter().find(|v| same(v)) {
+        return existing.name.clone();
+    }
+    let name = plan
+        .volume_names
+        .claim(&format!("entourage-token-{}", label(audience, 40, "audience")));
+    plan.volumes.push(Volume {
+        name: name.clone(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(audience.to_string()),
+                    expiration_seconds: Some(expiration_seconds),
+                    path: TOKEN_FILE.into(),
+                }),
+                ..VolumeProjection::default()
+            }]),
+            ..ProjectedVolumeSource::default()
         }),
         ..Volume::default()
     });
@@ -215,7 +355,7 @@ mod tests {
                     name: name.map(str::to_string),
                     url: "http://orders.shop.svc:8080".into(),
                     port: 9000,
-                    auth_secret: None,
+                    ..Upstream::default()
                 };
                 let env = env_name(&upstream, &config);
                 assert!(reads_env(&env, &config), "{env} under urlEnv {url_env}");

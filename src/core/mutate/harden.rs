@@ -39,6 +39,9 @@ pub(crate) struct Injected<'c> {
     /// The ambassador's readiness probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    /// The ambassador's liveness probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
     /// The native ambassador's startup probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub startup_probe: Option<Probe>,
@@ -71,6 +74,7 @@ impl<'c> Injected<'c> {
             args: None,
             volume_mounts: Vec::new(),
             readiness_probe: None,
+            liveness_probe: None,
             startup_probe: None,
             security_context: match rendered {
                 Some(r) => Fragment::Rendered(&r.security_context),
@@ -200,6 +204,7 @@ mod tests {
             args: injected.args.clone(),
             volume_mounts: (!injected.volume_mounts.is_empty()).then(|| injected.volume_mounts.clone()),
             readiness_probe: injected.readiness_probe.clone(),
+            liveness_probe: injected.liveness_probe.clone(),
             startup_probe: injected.startup_probe.clone(),
             security_context: Some(k8s_openapi::api::core::v1::SecurityContext {
                 allow_privilege_escalation: Some(false),
