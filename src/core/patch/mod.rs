@@ -81,11 +81,30 @@ impl Patch {
 }
 
 /// An operation while the patch is being built: values this patch creates stay `Value`s, so that later
-/// additions under them can be folded in.
+/// additions under them can be folded in; an array this patch creates for serialised elements only (native
+/// sidecars into a Pod without `initContainers`) keeps them as text, folded in the same way.
 #[derive(Debug)]
 enum Pending {
     Value(Value),
     Text(Box<RawValue>),
+    Items(Vec<Box<RawValue>>),
+}
+
+impl Pending {
+    /// The value as a `Value`, for an addition under it that is not a serialised element.
+    fn make_value(&mut self) -> Option<&mut Value> {
+        if let Pending::Items(items) = self {
+            let parsed = items
+                .iter()
+                .map(|item| serde_json::from_str(item.get()).expect("our own JSON text parses"))
+                .collect();
+            *self = Pending::Value(Value::Array(parsed));
+        }
+        match self {
+            Pending::Value(value) => Some(value),
+            _ => None,
+        }
+    }
 }
 
 /// One step of a path: an object key, an array index, or the end of an array (`-`).
@@ -144,6 +163,19 @@ impl<'d> PatchBuilder<'d> {
                     value: match value {
                         Pending::Text(text) => text,
                         Pending::Value(value) => to_text(&value),
+                        Pending::Items(items) => {
+                            let mut text =
+                                String::with_capacity(items.iter().map(|i| i.get().len() + 1).sum::<usize>() + 1);
+                            text.push('[');
+                            for (i, item) in items.iter().enumerate() {
+                                if i > 0 {
+                                    text.push(',');
+                                }
+                                text.push_str(item.get());
+                            }
+                            text.push(']');
+                            RawValue::from_string(text).expect("an array of JSON texts is JSON")
+                        }
                     },
                 })
                 .collect(),
@@ -164,11 +196,60 @@ impl<'d> PatchBuilder<'d> {
                         .push((Op::Add, pointer_to(path), Pending::Text(to_text(value))));
                 }
             }
-            None => self.add(
-                path,
-                serde_json::to_value(value).expect("k8s-openapi structs always serialise"),
-            ),
+            None => {
+                if !self.add_item(path, value) {
+                    self.add(
+                        path,
+                        serde_json::to_value(value).expect("k8s-openapi structs always serialise"),
+                    );
+                }
+            }
         }
+    }
+
+    /// An element into an array that is missing from the document under an object that is there
+    /// (`/spec/initContainers/0` of a Pod without init containers): the array is created by one `add` holding
+    /// the elements as text, without a `Value` built for each. Whether that case applied.
+    fn add_item<T: Serialize>(&mut self, path: &[Step<'_>], value: &T) -> bool {
+        let [grand @ .., Step::Key(_), last @ (Step::Index(_) | Step::End)] = path else {
+            return false;
+        };
+        if !matches!(get(self.doc, grand), Some(Value::Object(_))) {
+            return false;
+        }
+        let array = &path[..path.len() - 1];
+        let tokens: Vec<String> = array.iter().map(step_token).collect();
+        if self
+            .created
+            .iter()
+            .any(|(p, _)| p.len() < tokens.len() && tokens.starts_with(p))
+        {
+            // Under a subtree this patch creates as a `Value`: folded in there.
+            return false;
+        }
+        let text = to_text(value);
+        match self.created.iter().find(|(p, _)| *p == tokens) {
+            Some(&(_, op_index)) => match &mut self.ops[op_index].2 {
+                Pending::Items(items) => {
+                    let at = match last {
+                        Step::Index(i) => (*i).min(items.len()),
+                        _ => items.len(),
+                    };
+                    items.insert(at, text);
+                }
+                other => {
+                    if let Some(root) = other.make_value() {
+                        let item = serde_json::from_str(text.get()).expect("our own JSON text parses");
+                        insert_nested(root, &[*last], item);
+                    }
+                }
+            },
+            None => {
+                self.created.push((tokens.clone(), self.ops.len()));
+                self.ops.push((Op::Add, pointer(&tokens), Pending::Items(vec![text])));
+            }
+        }
+        true
     }
 
     /// Adds `value` at `path`, creating missing parents. The parent of an [`Step::Index`] or [`Step::End`] step is
@@ -207,8 +288,10 @@ impl<'d> PatchBuilder<'d> {
             .max_by_key(|(p, _)| p.len())
         {
             let rel = &path[created_path.len()..];
-            if let (Op::Add, _, Pending::Value(root)) = &mut self.ops[op_index] {
-                insert_nested(root, rel, value);
+            if let (Op::Add, _, pending) = &mut self.ops[op_index] {
+                if let Some(root) = pending.make_value() {
+                    insert_nested(root, rel, value);
+                }
             }
             return;
         }

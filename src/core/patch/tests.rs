@@ -161,3 +161,70 @@ fn creates_metadata_when_absent() {
     b.set_annotation(&[key("metadata")], "k", "v");
     assert_eq!(apply(&doc, &b.finish())["metadata"], json!({"annotations": {"k": "v"}}));
 }
+
+#[test]
+fn serialised_elements_into_a_missing_array_make_the_same_patch_as_values() {
+    // Native sidecars into a Pod without initContainers: the array is created once, its elements kept as text.
+    #[derive(serde::Serialize)]
+    struct Container {
+        name: &'static str,
+        image: &'static str,
+    }
+    let doc = json!({"spec": {"containers": [{"name": "app"}]}});
+    let init = |i: usize| [key("spec"), key("initContainers"), Step::Index(i)];
+    let steps: [(usize, Container); 3] = [
+        (0, Container { name: "a", image: "x" }),
+        (1, Container { name: "b", image: "y" }),
+        (
+            0,
+            Container {
+                name: "first",
+                image: "z",
+            },
+        ),
+    ];
+    let mut text = PatchBuilder::new(&doc);
+    let mut plain = PatchBuilder::new(&doc);
+    for (i, c) in &steps {
+        text.add_serialized(&init(*i), c);
+        plain.add(&init(*i), serde_json::to_value(c).unwrap());
+    }
+    let (text, plain) = (text.finish(), plain.finish());
+    assert_eq!(text.0.len(), 1, "one add creates the array");
+    assert_eq!(text.0[0].path, "/spec/initContainers");
+    assert_eq!(apply(&doc, &text), apply(&doc, &plain));
+    assert_eq!(
+        apply(&doc, &text)["spec"]["initContainers"],
+        json!([{"name": "first", "image": "z"}, {"name": "a", "image": "x"}, {"name": "b", "image": "y"}])
+    );
+    assert_eq!(text.to_json(), serde_json::to_vec(&text).unwrap());
+
+    // A later addition under the created array (not a serialised element) is folded in as before.
+    let mut mixed = PatchBuilder::new(&doc);
+    mixed.add_serialized(&init(0), &steps[0].1);
+    mixed.add(
+        &[
+            key("spec"),
+            key("initContainers"),
+            Step::Index(0),
+            key("env"),
+            Step::End,
+        ],
+        json!({"name": "E"}),
+    );
+    mixed.add_serialized(&init(1), &steps[1].1);
+    let mixed = mixed.finish();
+    assert_eq!(mixed.0.len(), 1);
+    assert_eq!(
+        apply(&doc, &mixed)["spec"]["initContainers"],
+        json!([{"name": "a", "image": "x", "env": [{"name": "E"}]}, {"name": "b", "image": "y"}])
+    );
+
+    // An array missing under a missing object still goes the `Value` way, in one add.
+    let bare = json!({"kind": "Pod"});
+    let mut b = PatchBuilder::new(&bare);
+    b.add_serialized(&init(0), &steps[0].1);
+    let patch = b.finish();
+    assert_eq!(patch.0[0].path, "/spec");
+    assert_eq!(apply(&bare, &patch)["spec"]["initContainers"][0]["name"], "a");
+}
