@@ -1,3 +1,4 @@
+// Over 500 lines: the router, its handlers and the TLS accept loop with its shutdown share the server state and its timers.
 //! The HTTPS admission server: an axum router (built apart from serving it, so tests run it in memory) served
 //! over rustls by hyper, with header and handshake timeouts, a connection cap and graceful shutdown.
 
