@@ -414,7 +414,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// `outer: inner: innermost`, so that "connection error" also says which one.
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut next = error.source();
     while let Some(cause) = next {

@@ -305,15 +305,5 @@ fn read_trimmed(path: &Path) -> Result<String, String> {
 fn request_error_text<RE: std::error::Error + 'static, T: oauth2::ErrorResponse + 'static>(
     error: &oauth2::RequestTokenError<RE, T>,
 ) -> String {
-    let mut text = error.to_string();
-    let mut next = std::error::Error::source(error);
-    while let Some(cause) = next {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        next = cause.source();
-    }
-    text
+    super::forward::error_chain(error)
 }
