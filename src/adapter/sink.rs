@@ -135,6 +135,7 @@ fn utf8_cut(data: &[u8], max: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sink_tests::messages;
     use super::*;
 
     fn sink() -> JsonSink<Vec<u8>> {
@@ -144,20 +145,6 @@ mod tests {
             LineContext::new("f", &[]),
             Vec::new(),
         )
-    }
-
-    fn messages(s: &mut JsonSink<Vec<u8>>) -> Vec<String> {
-        s.flush().unwrap();
-        String::from_utf8(std::mem::take(&mut s.out))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect()
     }
 
     /// Plays the follower: hands over what is held back plus `data`, keeps what is not done with.

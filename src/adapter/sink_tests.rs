@@ -17,7 +17,8 @@ fn sink(quiet: Duration) -> JsonSink<Vec<u8>> {
     JsonSink::new(Format::Plain, options, LineContext::new("f", &[]), Vec::new())
 }
 
-fn messages(s: &mut JsonSink<Vec<u8>>) -> Vec<String> {
+/// The `message` of every record written since the last call (the sink's unit tests use it too).
+pub(super) fn messages(s: &mut JsonSink<Vec<u8>>) -> Vec<String> {
     s.flush().unwrap();
     String::from_utf8(s.take_output())
         .unwrap()
