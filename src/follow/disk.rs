@@ -1,5 +1,5 @@
-//! The log volume's disk: creating the log file before the app does, giving back the space of what was streamed,
-//! and saving the position.
+//! The log volume's disk: creating the log file before the app does, and saving the position (the keeper,
+//! `super::keeper`, saves it and gives back the space of what was streamed, on its own thread).
 //!
 //! The kubelet evicts the whole Pod once an emptyDir's usage passes its `sizeLimit`, and it measures usage as
 //! allocated blocks (project quota, or the sum of `st_blocks`), not apparent size. An app that appends forever, with
@@ -18,14 +18,8 @@ use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::FallocateFlags;
-
 use super::event;
-use super::position::{Position, BEFORE_LEN};
-
-/// The smallest block size holes are aligned to (a hole smaller than the filesystem's block frees nothing, and a
-/// partial block is zeroed rather than freed).
-const MIN_BLOCK: u64 = 4096;
+use super::position::Position;
 
 /// Creates `path` (mode 0666, whatever the umask: the app may run as another user) if it does not exist. Returns
 /// whether this call created it. An existing file is left as it is.
@@ -38,61 +32,6 @@ pub fn create_world_writable(path: &Path) -> io::Result<bool> {
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
-    }
-}
-
-/// Gives back the blocks of one open file behind the saved position.
-#[derive(Debug)]
-pub struct GiveBack {
-    /// Whether holes are punched at all (`--give-back`, and not disabled by a failure).
-    enabled: bool,
-    /// Everything before this offset is a hole already.
-    punched_to: u64,
-    block: u64,
-}
-
-impl GiveBack {
-    /// Space is given back only when asked for (`--give-back`) and `writable` (the file opened for writing).
-    pub fn new(asked: bool, writable: bool, file: &File) -> GiveBack {
-        let block = file.metadata().map(|m| m.blksize()).unwrap_or(MIN_BLOCK).max(MIN_BLOCK);
-        GiveBack {
-            enabled: asked && writable,
-            punched_to: 0,
-            block,
-        }
-    }
-
-    /// Whether holes are being punched.
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    /// Frees whole blocks before `offset`, keeping the block(s) holding the [`BEFORE_LEN`] bytes before it (they
-    /// identify the file at restart). Called only once the lines up to `offset` are on stdout and `offset` is
-    /// saved. A failure disables giving back for this file, with one warning; streaming goes on.
-    pub fn release(&mut self, file: &File, offset: u64, path: &Path) {
-        if !self.enabled {
-            return;
-        }
-        let end = offset.saturating_sub(BEFORE_LEN as u64) / self.block * self.block;
-        if end <= self.punched_to {
-            return;
-        }
-        let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-        match rustix::fs::fallocate(file, flags, self.punched_to, end - self.punched_to) {
-            Ok(()) => self.punched_to = end,
-            Err(e) => {
-                self.enabled = false;
-                event::warn(
-                    "cannot give back disk space behind the reader (the filesystem does not punch holes?); the \
-                     file keeps its size on disk until it is rotated, streaming goes on",
-                    &[
-                        ("file", &path.display().to_string()),
-                        ("error", &io::Error::from(e).to_string()),
-                    ],
-                );
-            }
-        }
     }
 }
 
@@ -123,6 +62,11 @@ impl Checkpoint {
             last: None,
             warned: false,
         }
+    }
+
+    /// Where positions are saved.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The saved position, if any: `Ok(None)` when none was saved yet.
@@ -180,44 +124,6 @@ pub fn started_marker(position: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Seek, SeekFrom};
-
-    #[test]
-    fn holes_free_whole_blocks_behind_the_offset_and_keep_the_bytes_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.log");
-        let data: Vec<u8> = (0..4 * 1024 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
-        fs::write(&path, &data).unwrap();
-        let mut file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        let before = allocated(&path).unwrap();
-        let mut give = GiveBack::new(true, true, &file);
-        let offset = 3 * 1024 * 1024 + 100;
-        give.release(&file, offset, &path);
-        let after = allocated(&path).unwrap();
-        assert!(give.enabled(), "ext4 and tmpfs punch holes");
-        assert!(after <= before - 3 * 1024 * 1024 + 2 * MIN_BLOCK, "{before} -> {after}");
-        assert_eq!(
-            file.metadata().unwrap().len(),
-            data.len() as u64,
-            "the apparent size is kept"
-        );
-        let mut kept = vec![0; BEFORE_LEN];
-        file.seek(SeekFrom::Start(offset - BEFORE_LEN as u64)).unwrap();
-        file.read_exact(&mut kept).unwrap();
-        assert_eq!(kept, data[offset as usize - BEFORE_LEN..offset as usize]);
-    }
-
-    #[test]
-    fn a_read_only_file_gives_nothing_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.log");
-        fs::write(&path, vec![b'x'; 1 << 20]).unwrap();
-        let file = File::open(&path).unwrap();
-        let mut give = GiveBack::new(true, false, &file);
-        give.release(&file, 1 << 20, &path);
-        assert!(!give.enabled());
-        assert!(allocated(&path).unwrap() >= 1 << 20);
-    }
 
     #[test]
     fn created_files_are_writable_by_everyone_whatever_the_umask() {

@@ -7,7 +7,7 @@
 //!   survives container restarts, about once a second (or each MiB) and only after the lines up to it reached stdout:
 //!   a `kill -9` repeats at most about a second of lines and loses none. A file rotated, truncated or replaced
 //!   while the reader was down is recognised ([`position`]), never resumed into.
-//! - **Bounded disk.** Behind each saved position, the file's blocks are given back ([`disk`]): the volume's usage,
+//! - **Bounded disk.** Behind each saved position, the file's blocks are given back ([`disk`], `keeper`): the volume's usage,
 //!   which the kubelet compares with `sizeLimit` before evicting the Pod, stays near the unstreamed backlog. When
 //!   the backlog passes `--backlog-warn-bytes`, one warning per episode says so.
 //! - **Nothing left behind.** On SIGTERM the reader keeps following for `--drain-period` (classic sidecars,
@@ -15,12 +15,14 @@
 //!
 //! - `follower`: the polling loop (rotation, truncation, partial lines), generic over a [`Sink`].
 //! - `position`: the saved position's format and the restart decision (pure; fuzzed).
-//! - `disk`: creating the log file, giving back space, saving positions.
+//! - `disk`: creating the log file, the position file.
+//! - `keeper`: saving positions and giving back space behind them, on a thread of its own.
 //! - `event`: the readers' own JSON lines on stderr.
 
 pub mod disk;
 pub mod event;
 mod follower;
+mod keeper;
 mod monitor;
 pub mod position;
 mod stop;
@@ -98,6 +100,9 @@ pub enum FollowError {
     /// Writing to stdout failed (for example the reader of the pipe went away).
     #[error("cannot write to stdout: {0}")]
     Write(#[source] io::Error),
+    /// The thread that saves positions could not be started.
+    #[error("cannot start the thread that saves positions: {0}")]
+    Keeper(#[source] io::Error),
 }
 
 /// `entourage started --position P`: the startup probe of a native reader. Succeeds once the reader saving its

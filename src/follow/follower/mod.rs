@@ -20,11 +20,13 @@ use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod open;
 
-use super::disk::{self, Checkpoint, GiveBack};
+use super::disk::{self, Checkpoint};
+use super::keeper::Keeper;
 use super::monitor::{self, Progress};
 use super::position::{Assessment, Position, Seen, BEFORE_LEN};
 use super::stop::Stop;
@@ -48,7 +50,11 @@ pub fn follow<S: Sink>(args: &FollowArgs, stop: &AtomicBool, sink: &mut S) -> Re
             let (progress, finished) = (&progress, &finished);
             scope.spawn(move || monitor::watch(&args.file, limit, progress, finished, args.poll()));
         }
-        let result = Follower::new(args, stop, sink, &progress).run();
+        let keeper = match &args.position {
+            Some(path) => Some(Keeper::start(Checkpoint::new(path.clone())).map_err(FollowError::Keeper)?),
+            None => None,
+        };
+        let result = Follower::new(args, stop, sink, &progress, keeper).run();
         finished.store(true, Ordering::Relaxed);
         result
     })
@@ -63,7 +69,8 @@ struct Reading {
     pos: u64,
     /// The last bytes read, which end at `pos`.
     tail: Vec<u8>,
-    give_back: GiveBack,
+    /// The file opened for writing (a descriptor of its own, for the keeper), when its space is given back.
+    give_back: Option<Arc<File>>,
 }
 
 enum Rotation {
@@ -78,7 +85,8 @@ struct Follower<'a, S: Sink> {
     sink: &'a mut S,
     stop: Stop<'a>,
     progress: &'a Progress,
-    checkpoint: Option<Checkpoint>,
+    /// Saves positions and gives back space, with `--position`.
+    keeper: Option<Keeper>,
     last_checkpoint: Instant,
     /// The offset saved last (in the file being read).
     saved_done: u64,
@@ -91,14 +99,20 @@ struct Follower<'a, S: Sink> {
 }
 
 impl<'a, S: Sink> Follower<'a, S> {
-    fn new(args: &'a FollowArgs, stop: &'a AtomicBool, sink: &'a mut S, progress: &'a Progress) -> Self {
+    fn new(
+        args: &'a FollowArgs,
+        stop: &'a AtomicBool,
+        sink: &'a mut S,
+        progress: &'a Progress,
+        keeper: Option<Keeper>,
+    ) -> Self {
         Follower {
             args,
             name: args.file.display().to_string(),
             sink,
             stop: Stop::new(stop, args.drain_period),
             progress,
-            checkpoint: args.position.clone().map(Checkpoint::new),
+            keeper,
             // Due at once: a reader restarted in a loop saves its first position as soon as it has streamed
             // something, not a second later.
             last_checkpoint: Instant::now()
@@ -138,7 +152,6 @@ impl<'a, S: Sink> Follower<'a, S> {
                         reading.pos = reading.file.seek(SeekFrom::Start(0)).map_err(|e| self.read_error(e))?;
                         reading.tail.clear();
                         self.saved_done = 0;
-                        reading.give_back = GiveBack::new(reading.give_back.enabled(), true, &reading.file);
                     }
                     Rotation::Replaced => {
                         // The writer may have appended to the old inode since the last read.
@@ -181,6 +194,10 @@ impl<'a, S: Sink> Follower<'a, S> {
             self.leave(reading)?;
             self.save(reading)?;
         }
+        // Exits only once the last position is saved.
+        if let Some(keeper) = self.keeper.as_mut() {
+            keeper.finish();
+        }
         self.sink.flush().map_err(FollowError::Write)
     }
 
@@ -197,8 +214,8 @@ impl<'a, S: Sink> Follower<'a, S> {
                 ),
             }
         }
-        if let Some(checkpoint) = &self.checkpoint {
-            let marker = checkpoint.marker();
+        if let Some(keeper) = &self.keeper {
+            let marker = keeper.checkpoint().marker();
             if let Err(e) = fs::write(&marker, b"") {
                 event::warn(
                     "cannot mark the reader started; its startup probe will fail",
@@ -211,10 +228,10 @@ impl<'a, S: Sink> Follower<'a, S> {
     /// Where to start: the saved position if it still names this file (or the file it was renamed to), else the
     /// start of the current file, with one line saying why.
     fn resume(&mut self) -> Result<Option<Reading>, FollowError> {
-        let Some(checkpoint) = &self.checkpoint else {
+        let Some(keeper) = &self.keeper else {
             return Ok(self.open(0));
         };
-        let saved = match checkpoint.load() {
+        let saved = match keeper.checkpoint().load() {
             Ok(None) => {
                 event::info(
                     "no saved position; reading the file from its start",
@@ -371,10 +388,11 @@ impl<'a, S: Sink> Follower<'a, S> {
         Ok(())
     }
 
-    /// Flushes the sink, then saves the position of what reached stdout and gives back the space behind it.
+    /// Flushes the sink, then hands the keeper the position of what reached stdout, to save and give back the
+    /// space behind.
     fn save(&mut self, reading: &mut Reading) -> Result<(), FollowError> {
         self.last_checkpoint = Instant::now();
-        let Some(checkpoint) = self.checkpoint.as_mut() else {
+        let Some(keeper) = &self.keeper else {
             return Ok(());
         };
         self.sink.flush().map_err(FollowError::Write)?;
@@ -387,9 +405,7 @@ impl<'a, S: Sink> Follower<'a, S> {
         }
         self.saved_done = done;
         let position = Position::new(&self.name, reading.dev, reading.ino, done, &before);
-        if checkpoint.save(&position) {
-            reading.give_back.release(&reading.file, done, &self.args.file);
-        }
+        keeper.keep(position, reading.give_back.clone());
         Ok(())
     }
 

@@ -7,7 +7,9 @@ use std::io::{self, ErrorKind, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::{event, Follower, GiveBack, Reading, Sink};
+use std::sync::Arc;
+
+use super::{event, Follower, Reading, Sink};
 
 impl<S: Sink> Follower<'_, S> {
     /// Opens the followed path if it exists, from its first byte still on disk at or after `from`.
@@ -68,7 +70,7 @@ impl<S: Sink> Follower<'_, S> {
                 .custom_flags(libc::O_NONBLOCK)
                 .open(path)
         };
-        let wants_write = self.args.give_back && self.checkpoint.is_some();
+        let wants_write = self.args.give_back && self.keeper.is_some();
         let (file, writable) = match wants_write.then(|| open(true)) {
             Some(Ok(file)) => (file, true),
             Some(Err(e)) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem) => {
@@ -87,14 +89,26 @@ impl<S: Sink> Follower<'_, S> {
             None => (open(false)?, false),
         };
         let meta = file.metadata()?;
-        if self.args.give_back && self.checkpoint.is_none() && !self.warned_read_only {
+        if self.args.give_back && self.keeper.is_none() && !self.warned_read_only {
             self.warned_read_only = true;
             event::warn(
                 "--give-back needs --position: space is given back only behind a saved position",
                 &[("file", &self.name)],
             );
         }
-        let give_back = GiveBack::new(self.args.give_back, writable, &file);
+        // The keeper punches through a descriptor of its own.
+        let give_back = match (self.args.give_back && writable).then(|| file.try_clone()) {
+            Some(Ok(dup)) => Some(Arc::new(dup)),
+            Some(Err(e)) => {
+                event::warn(
+                    "cannot give back the disk space of streamed lines: no second descriptor for the file; it stays \
+                     on disk until rotated, streaming goes on",
+                    &[("file", &self.name), ("error", &e.to_string())],
+                );
+                None
+            }
+            None => None,
+        };
         Ok(Reading {
             dev: meta.dev(),
             ino: meta.ino(),
