@@ -4,10 +4,12 @@
 #
 # - static file, from its start to its last line, page cache warm: `cat` (the floor), coreutils `tail -n+1 -F`,
 #   `entourage stream` with checkpoints (--position) and disk give-back (--give-back) off, checkpoints on, both on;
-#   `entourage adapt --format nginx` from main (today's adapter, built from `git archive main` into
-#   target/bench/old) and this tree's, everything off and everything on;
-# - flowing: the app appends the corpus at LOGS_BENCH_RATE MiB/s (default 256) while the reader follows; the file's
-#   allocated size (what the kubelet counts against sizeLimit) is sampled every 5 ms; give-back on and off.
+#   `entourage adapt --format nginx` as it was when the log-pipeline issue was filed (today's adapter: commit
+#   LOGS_BENCH_OLD_REF, default 5819b9d, built from `git archive` into target/bench/old) and this tree's, everything
+#   off and everything on;
+# - flowing: the app appends the corpus at LOGS_BENCH_RATE MiB/s (default 100: about 520,000 lines/s, a hundred
+#   times a busy nginx; a reader can only bound the backlog of a writer it outruns) while the reader follows; the
+#   file's allocated size (what the kubelet counts against sizeLimit) is sampled every 5 ms; give-back on and off.
 #
 # Each reader is measured by bench/tools/logbench.rs (wall time to the last line, CPU and max RSS from
 # /usr/bin/time, max allocated size). Writes target/bench/logs.json, a Markdown table on stdout and the chart
@@ -16,7 +18,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 size_mb=${LOGS_BENCH_MB:-1024}
-rate=${LOGS_BENCH_RATE:-256}
+rate=${LOGS_BENCH_RATE:-100}
 cpu=${LOGS_BENCH_CPU:-1}
 out_dir=target/bench
 work="$out_dir/logs"
@@ -70,13 +72,14 @@ if [[ ! -s "$data" ]]; then
   generate "$data" "$size_mb"
 fi
 
-# Today's adapter: main's tree (LOGS_BENCH_OLD_REF), built with the same release profile and the same target dir
+# Today's adapter: the tree at LOGS_BENCH_OLD_REF, built with the same release profile and the same target dir
 # (its dependencies are shared; only the entourage crate differs), then copied aside.
-old="$out_dir/old/entourage"
+old_ref=${LOGS_BENCH_OLD_REF:-5819b9d}
+old="$out_dir/old/entourage-$old_ref"
 if [[ ! -x "$old" || "${LOGS_BENCH_REBUILD_OLD:-0}" == 1 ]]; then
-  echo "building ${LOGS_BENCH_OLD_REF:-main}'s entourage (today's adapter)..." >&2
+  echo "building $old_ref's entourage (today's adapter)..." >&2
   rm -rf "$out_dir/old-src" && mkdir -p "$out_dir/old-src" "$out_dir/old"
-  git archive "${LOGS_BENCH_OLD_REF:-main}" | tar -x -C "$out_dir/old-src"
+  git archive "$old_ref" | tar -x -C "$out_dir/old-src"
   cargo build --release --quiet --bin entourage --manifest-path "$out_dir/old-src/Cargo.toml" --target-dir target
   cp target/release/entourage "$old"
   rm -rf "$out_dir/old-src"
@@ -96,7 +99,7 @@ cat "$data" >/dev/null # page cache warm
 results="$work/results.jsonl"
 : >"$results"
 # static NAME COPY CMD...: reads $data (or, when COPY=1, a fresh copy of it, since give-back punches holes in
-# what it reads) from its start; {file} in CMD is the file.
+# what it reads, written back to disk like the original) from its start; {file} in CMD is the file.
 static() {
   local name=$1 copy=$2
   shift 2
@@ -104,7 +107,7 @@ static() {
   rm -f "$work"/*.pos "$work"/*.pos.started
   if [[ $copy == 1 ]]; then
     file="$work/copy.log"
-    cp "$data" "$file" && cat "$file" >/dev/null
+    cp "$data" "$file" && sync "$file" && cat "$file" >/dev/null
   fi
   local cmd=()
   for a in "$@"; do cmd+=("${a//\{file\}/$file}"); done
@@ -131,7 +134,7 @@ static "tail -F (coreutils)" 0 tail -n+1 -F {file}
 static "entourage stream, off" 0 "$bin" stream --file {file}
 static "entourage stream, checkpoints" 0 "$bin" stream --file {file} --position "$pos"
 static "entourage stream, checkpoints+give-back" 1 "$bin" stream --file {file} --position "$pos" --give-back
-static "adapter of main (today)" 0 "$old" adapt --file {file} --format nginx --from-start
+static "today's adapter" 0 "$old" adapt --file {file} --format nginx --from-start
 static "entourage adapt, off" 0 "$bin" adapt --file {file} --format nginx
 static "entourage adapt, checkpoints+give-back" 1 "$bin" adapt --file {file} --format nginx --position "$pos" --give-back
 echo "flowing at $rate MiB/s:" >&2
@@ -157,8 +160,8 @@ report = {
         "stream_all_on_throughput_vs_tail": ratio("entourage stream, checkpoints+give-back", "tail -F (coreutils)"),
         "stream_off_throughput_vs_tail": ratio("entourage stream, off", "tail -F (coreutils)"),
         "stream_all_on_throughput_vs_cat": ratio("entourage stream, checkpoints+give-back", "cat"),
-        "adapt_all_on_throughput_vs_today": ratio("entourage adapt, checkpoints+give-back", "adapter of main (today)"),
-        "adapt_off_throughput_vs_today": ratio("entourage adapt, off", "adapter of main (today)"),
+        "adapt_all_on_throughput_vs_today": ratio("entourage adapt, checkpoints+give-back", "today's adapter"),
+        "adapt_off_throughput_vs_today": ratio("entourage adapt, off", "today's adapter"),
     },
 }
 json.dump(report, open(out, "w"), indent=2)
