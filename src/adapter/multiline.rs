@@ -11,6 +11,22 @@
 //! dropped), and at [`Grouper::finish`]. Blank lines between a record and its continuation (Python's chained
 //! tracebacks, Go's goroutine dumps) join the record; blank lines before a first line stay records of their own.
 //!
+//! An exception's message may span lines that look like nothing in particular (`raise ValueError("a\nb")`,
+//! `new IllegalStateException("a\nb")`). After an exception line (Java: a header, `Caused by: …`, `Suppressed: …`,
+//! `Exception in thread …`; Python: a traceback's exception line), lines that are neither indented nor recognised
+//! are held *tentatively*, as blank lines are, up to [`MAX_TENTATIVE`] lines or the size cap. They join the record
+//! when a line confirms them (Java: a frame `at …`, `... N more`, `Caused by: …`, `Suppressed: …`; Python:
+//! `During handling…`, `The above exception…`). A header, a traceback or a line that looks like the first line of
+//! a log record (a time or a level first) ends the run, and so do the bound, the quiet period and `finish`: the
+//! record is emitted, then each tentative line is read again as if it had just arrived, so that a line that starts
+//! a record still does and the result is what it would be without tentative lines. A Java exception printed without
+//! frames (`System.err.println(e)`, a fast-thrown `NullPointerException`) thus never swallows the lines after it;
+//! at worst they are emitted late. Python prints nothing after the final exception of a traceback, so one exception
+//! more: when the traceback was logged under a message line (not `Traceback …` first), the logging framework wrote
+//! it in one piece, and the tentative lines that a log record's first line ends join it. Output of another kind
+//! (`print`) between a logged traceback and the next log record, without a time or level first, would join it too.
+//! Held tentative lines count in [`Grouper::held_input`]: the follower never saves a position past them.
+//!
 //! What the presets recognise follows what the runtimes print:
 //! - every preset: an indented line continues the record before it;
 //! - Java: an exception header (`java.lang.IllegalStateException: boom`, as logging frameworks print it under the
@@ -44,6 +60,9 @@ impl Record<'_> {
     }
 }
 
+/// At most this many tentative lines are held after an exception line (see the module documentation).
+pub(crate) const MAX_TENTATIVE: usize = 64;
+
 /// Groups lines into records; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Grouper {
@@ -54,10 +73,19 @@ pub(crate) struct Grouper {
     text: Vec<u8>,
     first_len: usize,
     open: bool,
-    /// The bytes of the file the open record and the blank lines after it stand for (newlines included).
-    held_input: usize,
-    /// Blank lines read after the open record, not yet known to belong to it.
-    blanks: Vec<Vec<u8>>,
+    /// The bytes of the file the open record stands for (newlines included).
+    record_input: usize,
+    /// Lines read after the open record, not yet known to belong to it (blank lines, tentative lines), each with
+    /// the bytes of the file it stands for.
+    pending: Vec<(Vec<u8>, usize)>,
+    /// The bytes of the file `pending` stands for.
+    pending_input: usize,
+    /// What joining `pending` would add to the record's text.
+    pending_len: usize,
+    /// How many of `pending` are tentative (not blank).
+    tentative: usize,
+    /// The open record ends with an exception line and what was held after it: message lines may follow.
+    message: bool,
     /// When the last line was read.
     last: Option<Instant>,
 }
@@ -86,6 +114,39 @@ enum GoState {
     Dump,
 }
 
+/// What the preset makes of a line read in the usual way.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// It continues the record before it.
+    continues: bool,
+    /// It is an exception line whose message may go on over the next lines.
+    exception: bool,
+}
+
+impl Step {
+    const fn continues(continues: bool) -> Step {
+        Step {
+            continues,
+            exception: false,
+        }
+    }
+}
+
+/// What a line read after an exception line (and what was held after it) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Not known yet: held tentatively (with nothing held, an indented line joins the message at once).
+    Hold,
+    /// The tentative lines were the message: they join the record, and so does this line.
+    Confirm,
+    /// The tentative lines are not the message: the record is emitted and they are read again as if they had
+    /// just arrived, then this line.
+    Release,
+    /// This line starts the next record and the tentative lines end the one before (a Python traceback logged
+    /// under a message line): they join the record, which is emitted.
+    Close,
+}
+
 impl Grouper {
     /// A grouper for `preset` that emits a record after `quiet` without a new line, or once it holds `max_bytes`.
     pub(crate) fn new(preset: &Multiline, quiet: Duration, max_bytes: usize) -> Self {
@@ -102,8 +163,12 @@ impl Grouper {
             text: Vec::new(),
             first_len: 0,
             open: false,
-            held_input: 0,
-            blanks: Vec::new(),
+            record_input: 0,
+            pending: Vec::new(),
+            pending_input: 0,
+            pending_len: 0,
+            tentative: 0,
+            message: false,
             last: None,
         }
     }
@@ -112,64 +177,135 @@ impl Grouper {
     /// had one) read at `now`; calls `emit` for every record this completes.
     pub(crate) fn push(&mut self, line: &[u8], input: usize, now: Instant, emit: &mut impl FnMut(Record<'_>)) {
         self.last = Some(now);
-        if is_blank(line) {
-            if self.open {
-                self.held_input += input;
-                self.blanks.push(line.to_vec());
-            } else {
-                emit(single(line));
-            }
-            return;
-        }
-        let continues = self.rule.continues(line);
-        if !(continues && self.open) {
-            self.emit_open(false, emit);
-            return self.start(line, input);
-        }
-        let added = self.blanks.iter().map(|b| b.len() + 1).sum::<usize>() + 1 + line.len();
-        if self.text.len() + added > self.max_bytes {
-            self.emit_open(true, emit);
-            return self.start(line, input);
-        }
-        self.held_input += input;
-        for blank in self.blanks.drain(..) {
-            self.text.push(b'\n');
-            self.text.extend_from_slice(&blank);
-        }
-        self.text.push(b'\n');
-        self.text.extend_from_slice(line);
+        self.take(line, input, emit);
     }
 
-    /// Emits the open record if no line has come for the quiet period.
+    /// Emits what is held if no line has come for the quiet period.
     pub(crate) fn poll(&mut self, now: Instant, emit: &mut impl FnMut(Record<'_>)) {
         let quiet = self
             .last
             .is_some_and(|t| now.saturating_duration_since(t) >= self.quiet);
-        if quiet && (self.open || !self.blanks.is_empty()) {
-            self.emit_open(false, emit);
+        if quiet && (self.open || !self.pending.is_empty()) {
+            self.flush(emit);
         }
     }
 
     /// Emits everything held (at shutdown, at the end of a batch run).
     pub(crate) fn finish(&mut self, emit: &mut impl FnMut(Record<'_>)) {
-        self.emit_open(false, emit);
+        self.flush(emit);
     }
 
-    /// The bytes of the file that the records held back stand for; see [`Grouper::push`].
+    /// The bytes of the file that the lines held back stand for (the open record, then the lines held after it):
+    /// always the last bytes pushed, which the follower keeps.
     pub(crate) fn held_input(&self) -> usize {
-        self.held_input
+        self.record_input + self.pending_input
+    }
+
+    fn take(&mut self, line: &[u8], input: usize, emit: &mut impl FnMut(Record<'_>)) {
+        if is_blank(line) {
+            if self.open {
+                self.hold(line, input);
+            } else {
+                emit(single(line));
+            }
+            return;
+        }
+        if self.open && self.message {
+            let after = self.rule.after_exception(line, &self.text[..self.first_len]);
+            match (after, self.tentative) {
+                (After::Hold, 0) if is_indented(line) => {
+                    // Indented, as today: it joins at once, and message lines may still follow.
+                    self.join_pending(emit);
+                    return self.append(line, input, emit);
+                }
+                (After::Hold, n) if n < MAX_TENTATIVE && self.fits(line) => return self.hold(line, input),
+                (After::Hold | After::Release, 1..) => self.release(emit),
+                (After::Close, 1..) => {
+                    self.join_pending(emit);
+                    self.emit_record(false, emit);
+                }
+                _ => {}
+            }
+        }
+        let step = self.rule.step(line);
+        if step.continues && self.open {
+            self.join_pending(emit);
+            self.append(line, input, emit);
+        } else {
+            self.emit_open(emit);
+            self.start(line, input);
+        }
+        self.message = step.exception;
+    }
+
+    /// Whether the open record, what is held and `line` fit in the size cap.
+    fn fits(&self, line: &[u8]) -> bool {
+        self.text.len() + self.pending_len + 1 + line.len() <= self.max_bytes
+    }
+
+    fn hold(&mut self, line: &[u8], input: usize) {
+        if !is_blank(line) {
+            self.tentative += 1;
+        }
+        self.pending_input += input;
+        self.pending_len += 1 + line.len();
+        self.pending.push((line.to_vec(), input));
+    }
+
+    /// The lines held join the open record.
+    fn join_pending(&mut self, emit: &mut impl FnMut(Record<'_>)) {
+        let mut pending = std::mem::take(&mut self.pending);
+        self.pending_input = 0;
+        self.pending_len = 0;
+        self.tentative = 0;
+        for (line, input) in pending.drain(..) {
+            self.append(&line, input, emit);
+        }
+        self.pending = pending;
+    }
+
+    /// Emits the open record; the lines held after it are read again as if they had just arrived.
+    fn release(&mut self, emit: &mut impl FnMut(Record<'_>)) {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_input = 0;
+        self.pending_len = 0;
+        self.tentative = 0;
+        self.emit_record(false, emit);
+        for (line, input) in &pending {
+            self.take(line, *input, emit);
+        }
+    }
+
+    /// Emits everything held: tentative lines are released, blank lines emitted as records of their own.
+    fn flush(&mut self, emit: &mut impl FnMut(Record<'_>)) {
+        // Each release emits the open record: this ends.
+        while self.tentative > 0 {
+            self.release(emit);
+        }
+        self.emit_open(emit);
     }
 
     fn start(&mut self, line: &[u8], input: usize) {
-        self.held_input = input;
+        self.record_input = input;
         self.text.clear();
         self.text.extend_from_slice(line);
         self.first_len = line.len();
         self.open = true;
     }
 
-    /// Emits the open record (if any), then the blank lines held after it, each as its own record.
-    fn emit_open(&mut self, cut: bool, emit: &mut impl FnMut(Record<'_>)) {
+    /// Adds `line` to the open record, or, at the size cap, emits the record as cut and starts the next with it.
+    fn append(&mut self, line: &[u8], input: usize, emit: &mut impl FnMut(Record<'_>)) {
+        if self.text.len() + 1 + line.len() > self.max_bytes {
+            self.emit_record(true, emit);
+            return self.start(line, input);
+        }
+        self.record_input += input;
+        self.text.push(b'\n');
+        self.text.extend_from_slice(line);
+    }
+
+    /// Emits the open record (if any), not what is held after it.
+    fn emit_record(&mut self, cut: bool, emit: &mut impl FnMut(Record<'_>)) {
         if self.open {
             emit(Record {
                 text: &self.text,
@@ -178,10 +314,19 @@ impl Grouper {
             });
             self.open = false;
         }
-        for blank in self.blanks.drain(..) {
-            emit(single(&blank));
+        self.record_input = 0;
+        self.message = false;
+    }
+
+    /// Emits the open record (if any), then the lines held after it, each as its own record.
+    fn emit_open(&mut self, emit: &mut impl FnMut(Record<'_>)) {
+        self.emit_record(false, emit);
+        for (line, _) in self.pending.drain(..) {
+            emit(single(&line));
         }
-        self.held_input = 0;
+        self.pending_input = 0;
+        self.pending_len = 0;
+        self.tentative = 0;
     }
 }
 
@@ -202,23 +347,112 @@ fn is_indented(line: &[u8]) -> bool {
 }
 
 impl Rule {
-    /// Whether `line` (not blank) continues the record before it; updates the preset's state.
-    fn continues(&mut self, line: &[u8]) -> bool {
+    /// What `line` (not blank) is to the record before it; updates the preset's state.
+    fn step(&mut self, line: &[u8]) -> Step {
         match self {
+            Rule::Java if is_indented(line) => {
+                let text = line.trim_ascii_start();
+                Step {
+                    continues: true,
+                    exception: text.starts_with(b"Caused by: ") || text.starts_with(b"Suppressed: "),
+                }
+            }
             Rule::Java => {
-                is_indented(line)
-                    || line.starts_with(b"Caused by: ")
+                let header = line.starts_with(b"Caused by: ")
                     || line.starts_with(b"Wrapped by: ")
-                    || is_java_exception_header(line)
+                    || is_java_exception_header(line);
+                Step {
+                    continues: header,
+                    exception: header || line.starts_with(b"Exception in thread \""),
+                }
             }
             Rule::Python(state) => python(state, line),
-            Rule::Go(state) => go(state, line),
-            Rule::Regex(re) => !match std::str::from_utf8(line) {
+            Rule::Go(state) => Step::continues(go(state, line)),
+            Rule::Regex(re) => Step::continues(!match std::str::from_utf8(line) {
                 Ok(s) => re.is_match(s),
                 Err(_) => re.is_match(&String::from_utf8_lossy(line)),
-            },
+            }),
         }
     }
+
+    /// What `line` (not blank), read after an exception line and what was held after it, does; `first` is the open
+    /// record's first line. Only Java and Python mark exception lines.
+    fn after_exception(&self, line: &[u8], first: &[u8]) -> After {
+        match self {
+            Rule::Java => {
+                let text = line.trim_ascii_start();
+                let indented = text.len() < line.len();
+                if (indented && (text.starts_with(b"at ") || text.starts_with(b"... ")))
+                    || text.starts_with(b"Caused by: ")
+                    || text.starts_with(b"Wrapped by: ")
+                    || text.starts_with(b"Suppressed: ")
+                {
+                    After::Confirm
+                } else if is_java_exception_header(line) || looks_like_record_start(line) {
+                    After::Release
+                } else {
+                    After::Hold
+                }
+            }
+            Rule::Python(_) => {
+                if PY_CHAINS.contains(&line) {
+                    After::Confirm
+                } else if is_python_traceback(line) {
+                    After::Release
+                } else if looks_like_record_start(line) {
+                    // Logged under a message line, the traceback was written in one piece by the logging
+                    // framework: what follows its exception line up to the next record is its message.
+                    if is_python_traceback(first) {
+                        After::Release
+                    } else {
+                        After::Close
+                    }
+                } else {
+                    After::Hold
+                }
+            }
+            Rule::Go(_) | Rule::Regex(_) => After::Release,
+        }
+    }
+}
+
+/// The first line of a record, by its look: a time (`2024-05-01 12:00:00`, `12:00:00.123`, `[2024-05-01T12:00`,
+/// `May  1 12:00:00`), a level (`ERROR `, `INFO:root:`, `[WARN]`), or `Exception in thread "…"`. Only used to end
+/// a run of tentative lines early; a message line that looks like this ends the run too (and is a record of its own,
+/// as without tentative lines).
+fn looks_like_record_start(line: &[u8]) -> bool {
+    const LEVELS: &[&[u8]] = &[
+        b"TRACE",
+        b"DEBUG",
+        b"INFO",
+        b"NOTICE",
+        b"WARN",
+        b"WARNING",
+        b"ERROR",
+        b"SEVERE",
+        b"FATAL",
+        b"CRITICAL",
+        b"FINE",
+        b"FINER",
+        b"FINEST",
+        b"CONFIG",
+    ];
+    const MONTHS: &[&[u8]] = &[
+        b"Jan ", b"Feb ", b"Mar ", b"Apr ", b"May ", b"Jun ", b"Jul ", b"Aug ", b"Sep ", b"Oct ", b"Nov ", b"Dec ",
+    ];
+    let text = line.strip_prefix(b"[").unwrap_or(line);
+    if text.first().is_some_and(u8::is_ascii_digit) || MONTHS.iter().any(|m| text.starts_with(m)) {
+        // A clock (`12:00`) within the first 32 bytes.
+        let head = &text[..text.len().min(32)];
+        return head
+            .windows(5)
+            .any(|w| w[2] == b':' && [w[0], w[1], w[3], w[4]].iter().all(u8::is_ascii_digit));
+    }
+    let word = text.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    if LEVELS.contains(&&text[..word]) {
+        return text.get(word).is_none_or(|b| !b.is_ascii_alphanumeric() && *b != b'_');
+    }
+    line.starts_with(b"Exception in thread \"")
 }
 
 /// `java.lang.IllegalStateException: boom`, `com.example.App$Failure`: a class name with a package, its last part
@@ -261,26 +495,33 @@ const PY_CHAINS: &[&[u8]] = &[
     b"The above exception was the direct cause of the following exception:",
 ];
 
-fn python(state: &mut Py, line: &[u8]) -> bool {
+fn is_python_traceback(line: &[u8]) -> bool {
+    line == PY_TRACEBACK || line.trim_ascii_start() == PY_GROUP
+}
+
+fn python(state: &mut Py, line: &[u8]) -> Step {
     if line == PY_TRACEBACK {
         *state = Py::Traceback;
-        return true;
+        return Step::continues(true);
     }
     if line.trim_ascii_start() == PY_GROUP {
         *state = Py::Group;
-        return true;
+        return Step::continues(true);
     }
     match *state {
         Py::Traceback if !is_indented(line) => {
             // The final exception line: `ValueError: bad`, `KeyError: 'x'`, `mod.Custom`.
             *state = Py::AfterException;
-            true
+            Step {
+                continues: true,
+                exception: true,
+            }
         }
-        Py::Traceback | Py::Group if is_indented(line) => true,
-        Py::AfterException if PY_CHAINS.contains(&line) => true,
+        Py::Traceback | Py::Group if is_indented(line) => Step::continues(true),
+        Py::AfterException if PY_CHAINS.contains(&line) => Step::continues(true),
         _ => {
             *state = Py::Normal;
-            is_indented(line)
+            Step::continues(is_indented(line))
         }
     }
 }
