@@ -122,6 +122,16 @@ fn java_nested_suppressed_and_concurrent_exceptions_are_one_record_each() {
     assert_eq!(count(&records, "Caused by: java.io.IOException: disk full"), 17);
     assert!(records.iter().all(|r| !r.contains("Caused by:") || r.contains("... ")));
     assert_eq!(count(&records, "\tSuppressed: java.io.IOException: close failed"), 1);
+    // Messages over several lines stay with their exception, their cause's and the suppressed one's too.
+    assert_eq!(
+        count(
+            &records,
+            " cannot be saved\nits lines stay in the cart\nretry later\n\tat Shop.checkout("
+        ),
+        17
+    );
+    assert_eq!(count(&records, "UncheckedIOException: write failed\nfor cart "), 17);
+    assert_eq!(count(&records, "close failed\non the second line\n\t\tat "), 1);
 }
 
 #[test]
@@ -143,6 +153,19 @@ fn python_chained_tracebacks_exception_groups_and_threads_are_one_record_each() 
     assert_eq!(count(&records, "During handling of the above exception"), 21);
     assert_eq!(count(&records, "The above exception was the direct cause"), 21);
     assert_eq!(count(&records, "+ Exception Group Traceback"), 1);
+    // A message over several lines: in a chained exception (the chain line confirms it), and in the final one
+    // (the next log record's first line ends it).
+    assert_eq!(
+        count(
+            &records,
+            " has no items\nits lines stay in the cart\n\nThe above exception"
+        ),
+        21
+    );
+    assert_eq!(
+        records.iter().filter(|r| r.ends_with(" failed\nretry later")).count(),
+        21
+    );
 
     // The first line still goes through the format: its time becomes RFC 3339, its level one word.
     let format = r"regex:^(?P<time>\S+ \S+) (?P<level>\w+) \[(?P<thread>[^\]]+)\] (?P<message>.*)$";
