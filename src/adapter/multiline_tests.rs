@@ -1,6 +1,7 @@
 //! Unit tests of the grouper. The traces are copies of what the runtimes print; tests/adapt_multiline.rs runs
 //! the runtimes themselves.
 
+use super::presets::*;
 use super::*;
 use proptest::prelude::*;
 
