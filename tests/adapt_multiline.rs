@@ -232,6 +232,10 @@ fn go_recovered_stacks_and_the_final_panic_with_every_goroutine_are_one_record_e
         .all(|r| r.contains("\ncreated by main.main")));
     let last = records.last().unwrap();
     assert!(last.starts_with("panic: event "), "{last}");
+    assert!(
+        last.contains(": cannot continue\nthe shop is closed\n\ngoroutine 1 ["),
+        "{last}"
+    );
     assert_eq!(last.matches("\ngoroutine ").count(), 3, "{last}");
 }
 

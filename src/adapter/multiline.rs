@@ -12,12 +12,13 @@
 //! tracebacks, Go's goroutine dumps) join the record; blank lines before a first line stay records of their own.
 //!
 //! An exception's message may span lines that look like nothing in particular (`raise ValueError("a\nb")`,
-//! `new IllegalStateException("a\nb")`). After an exception line (Java: a header, `Caused by: …`, `Suppressed: …`,
-//! `Exception in thread …`; Python: a traceback's exception line), lines that are neither indented nor recognised
-//! are held *tentatively*, as blank lines are, up to [`MAX_TENTATIVE`] lines or the size cap. They join the record
-//! when a line confirms them (Java: a frame `at …`, `... N more`, `Caused by: …`, `Suppressed: …`; Python:
-//! `During handling…`, `The above exception…`). A header, a traceback or a line that looks like the first line of
-//! a log record (a time or a level first) ends the run, and so do the bound, the quiet period and `finish`: the
+//! `new IllegalStateException("a\nb")`, `panic("a\nb")`). After an exception line (Java: a header, `Caused by: …`,
+//! `Suppressed: …`, `Exception in thread …`; Python: a traceback's exception line; Go: `panic: …`, `fatal error: …`),
+//! lines that are neither indented nor recognised are held *tentatively*, as blank lines are, up to
+//! [`MAX_TENTATIVE`] lines or the size cap. They join the record when a line confirms them (Java: a frame `at …`,
+//! `... N more`, `Caused by: …`, `Suppressed: …`; Python: `During handling…`, `The above exception…`; Go: a
+//! goroutine dump, `[signal …]`, `runtime stack:`). A header, a traceback, a panic or a line that looks like the
+//! first line of a log record (a time or a level first) ends the run, and so do the bound, the quiet period and `finish`: the
 //! record is emitted, then each tentative line is read again as if it had just arrived, so that a line that starts
 //! a record still does and the result is what it would be without tentative lines. A Java exception printed without
 //! frames (`System.err.println(e)`, a fast-thrown `NullPointerException`) thus never swallows the lines after it;
@@ -30,13 +31,14 @@
 //! What the presets recognise follows what the runtimes print:
 //! - every preset: an indented line continues the record before it;
 //! - Java: an exception header (`java.lang.IllegalStateException: boom`, as logging frameworks print it under the
-//!   message line), `Caused by: …` (logback's root-cause-first order: `Wrapped by: …`); `\tat …`, `\t... N more`, `\tSuppressed: …` are indented;
+//!   message line), `Caused by: …` (logback's root-cause-first order: `Wrapped by: …`); `\tat …`, `\t... N more`,
+//!   `\tSuppressed: …` are indented;
 //! - Python: `Traceback (most recent call last):` (and `+ Exception Group Traceback …`) through the final
 //!   exception line, then `During handling of the above exception…` / `The above exception was the direct cause…`
 //!   and the next traceback;
 //! - Go: `panic: …` and `fatal error: …` start a record (after `runtime: …` lines, they continue theirs);
-//!   `runtime stack:`, `goroutine N […]:` (also as `runtime/debug.Stack` prints
-//!   it under a message line), frames (`main.main()`), `created by …`, `[signal …]` continue it.
+//!   `runtime stack:`, `goroutine N […]:` (also as `runtime/debug.Stack` prints it under a message line), frames
+//!   (`main.main()`), `created by …`, `[signal …]` continue it.
 
 use std::time::{Duration, Instant};
 

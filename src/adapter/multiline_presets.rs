@@ -94,7 +94,10 @@ impl Rule {
                 }
             }
             Rule::Python(state) => python(state, line),
-            Rule::Go(state) => Step::continues(go(state, line)),
+            Rule::Go(state) => Step {
+                continues: go(state, line),
+                exception: is_go_panic(line),
+            },
             Rule::Regex(re) => Step::continues(!match std::str::from_utf8(line) {
                 Ok(s) => re.is_match(s),
                 Err(_) => re.is_match(&String::from_utf8_lossy(line)),
@@ -103,7 +106,7 @@ impl Rule {
     }
 
     /// What `line` (not blank), read after an exception line and what was held after it, does; `first` is the open
-    /// record's first line. Only Java and Python mark exception lines.
+    /// record's first line.
     pub(super) fn after_exception(&self, line: &[u8], first: &[u8]) -> After {
         match self {
             Rule::Java => {
@@ -138,7 +141,16 @@ impl Rule {
                     After::Hold
                 }
             }
-            Rule::Go(_) | Rule::Regex(_) => After::Release,
+            Rule::Go(_) => {
+                if is_goroutine_header(line) || line.starts_with(b"[signal ") || line == b"runtime stack:" {
+                    After::Confirm
+                } else if is_go_panic(line) || looks_like_record_start(line) {
+                    After::Release
+                } else {
+                    After::Hold
+                }
+            }
+            Rule::Regex(_) => After::Release,
         }
     }
 }
@@ -259,7 +271,7 @@ fn go(state: &mut GoState, line: &[u8]) -> bool {
         *state = GoState::Runtime;
         return continues;
     }
-    if line.starts_with(b"panic: ") || line.starts_with(b"fatal error: ") {
+    if is_go_panic(line) {
         let continues = *state == GoState::Runtime;
         *state = GoState::Dump;
         return continues;
@@ -278,6 +290,10 @@ fn go(state: &mut GoState, line: &[u8]) -> bool {
         *state = GoState::Normal;
     }
     in_dump || is_indented(line)
+}
+
+fn is_go_panic(line: &[u8]) -> bool {
+    line.starts_with(b"panic: ") || line.starts_with(b"fatal error: ")
 }
 
 /// `goroutine 1 [running]:`, `goroutine 7 gp=0xc000007a40 m=0 mp=0x5a3c80 [running]:`.

@@ -449,6 +449,22 @@ fn python_traceback_after_held_lines_is_read_as_without_them() {
 }
 
 #[test]
+fn go_panic_value_over_several_lines_stays_with_its_goroutine_dump() {
+    let panic = "panic: first line\nsecond line\n\ngoroutine 1 [running]:\nmain.main()\n\t/a.go:3 +0x27";
+    let text = format!("2024/05/01 12:00:00 ok\n{panic}\n2024/05/01 12:00:05 restarted");
+    assert_eq!(
+        group("go", &text),
+        ["2024/05/01 12:00:00 ok", panic, "2024/05/01 12:00:05 restarted"]
+    );
+    // Without a dump after it (GOTRACEBACK=none), the next log line releases what was held.
+    let text = "panic: boom\nnot a dump\n2024/05/01 12:00:05 restarted";
+    assert_eq!(
+        group("go", text),
+        ["panic: boom", "not a dump", "2024/05/01 12:00:05 restarted"]
+    );
+}
+
+#[test]
 fn record_start_looks_like_a_time_or_a_level_first() {
     for line in [
         "2024-05-01 12:00:00,001 INFO x",
