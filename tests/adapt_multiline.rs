@@ -415,6 +415,38 @@ fn trace_held_by_grouping_survives_kill_9_because_the_saved_position_stays_befor
     assert_eq!(second.stop("-TERM"), ["ERROR two\n\tat a.B.c(B.java:1)", "INFO three"]);
 }
 
+#[test]
+fn message_lines_held_tentatively_survive_kill_9_and_join_their_trace_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let position = dir.path().join("app.pos");
+    let pos = position.to_str().unwrap();
+    let args = [
+        "--multiline",
+        "java",
+        "--multiline-flush-after",
+        "60s",
+        "--position",
+        pos,
+    ];
+    // "second line" may be the message's or the next event's: nothing has said yet, so it is held.
+    append(
+        &log,
+        "INFO one\nERROR two\njava.lang.IllegalStateException: first\nsecond line\n",
+    );
+    let first = Running::start(&log, &args);
+    assert_eq!(first.wait_for(1), ["INFO one"]);
+    // Longer than the checkpoint period: a position is saved while the lines are held.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(first.stop("-KILL"), ["INFO one"]);
+
+    let second = Running::start(&log, &args);
+    append(&log, "\tat a.B.c(B.java:1)\nINFO three\n");
+    let trace = "ERROR two\njava.lang.IllegalStateException: first\nsecond line\n\tat a.B.c(B.java:1)";
+    assert_eq!(second.wait_for(1), [trace]);
+    assert_eq!(second.stop("-TERM"), [trace, "INFO three"]);
+}
+
 /// The adapter's arguments exactly as the webhook injected them in a golden case, with the log and position moved
 /// into `dir` and `--exit-at-eof` added.
 fn injected_args(case: &str, dir: &Path) -> Vec<String> {
