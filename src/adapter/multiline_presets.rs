@@ -75,6 +75,7 @@ impl Rule {
     }
 
     /// What `line` (not blank) is to the record before it; updates the preset's state.
+    #[inline]
     pub(super) fn step(&mut self, line: &[u8]) -> Step {
         match self {
             Rule::Java if is_indented(line) => {
@@ -85,12 +86,14 @@ impl Rule {
                 }
             }
             Rule::Java => {
-                let header = line.starts_with(b"Caused by: ")
-                    || line.starts_with(b"Wrapped by: ")
+                // Most lines are events' first lines: the first byte rules out the prefixes without a call to memcmp.
+                let first = line.first().copied();
+                let header = (first == Some(b'C') && line.starts_with(b"Caused by: "))
+                    || (first == Some(b'W') && line.starts_with(b"Wrapped by: "))
                     || is_java_exception_header(line);
                 Step {
                     continues: header,
-                    exception: header || line.starts_with(b"Exception in thread \""),
+                    exception: header || (first == Some(b'E') && line.starts_with(b"Exception in thread \"")),
                 }
             }
             Rule::Python(state) => python(state, line),
