@@ -147,12 +147,12 @@ impl Grouper {
 
     fn take(&mut self, line: &[u8], input: usize, emit: &mut impl FnMut(Record<'_>)) {
         if is_blank(line) {
-            if self.open {
-                self.hold(line, input);
-            } else {
-                emit(single(line));
+            if self.open && self.fits(line) {
+                return self.hold(line, input);
             }
-            return;
+            // What is held stays within the size cap, blank lines too: past it, what is held goes out first.
+            self.flush(emit);
+            return emit(single(line));
         }
         if self.open && self.message {
             let after = self.rule.after_exception(line, &self.text[..self.first_len]);

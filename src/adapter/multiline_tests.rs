@@ -375,6 +375,15 @@ fn tentative_lines_are_released_at_the_bound_and_read_again_as_records() {
 }
 
 #[test]
+fn blank_lines_held_after_a_record_stay_within_the_size_cap() {
+    let text = format!("ERROR x{}\n\tat a", "\n".repeat(6));
+    let records = group_with("java", &text, 12);
+    let texts: Vec<&str> = records.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(texts, ["ERROR x", "", "", "", "", "", "", "\tat a"]);
+    assert!(records.iter().all(|(_, cut)| !cut));
+}
+
+#[test]
 fn quiet_period_releases_tentative_lines_as_records_of_their_own() {
     let mut g = Grouper::new(&Multiline::Java, Duration::from_millis(500), 1 << 20);
     let t0 = Instant::now();
