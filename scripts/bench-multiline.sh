@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Benchmark of multiline grouping: `entourage adapt` over one mixed corpus (Java-style log: 90 % of the lines are
 # single-line events, 10 % belong to stack traces of 8-30 lines) with grouping off and on, side by side in one run,
-# each pinned to one core when taskset is available. Target: >= 1 M lines/s with grouping on.
+# each pinned to one core when taskset is available, with the plain format and with the five-group regex format a
+# logback pattern needs (its time converted to RFC 3339). Target: >= 1 M lines/s with grouping on, in both formats.
 #
 # Environment:
 #   MULTI_BENCH_MB=100     size of the generated corpus, in MB
 #   MULTI_BENCH_CPU=1      the core to pin to
 #   MULTI_BENCH_RUNS=3     runs per command (the fastest is reported)
+#   MULTI_BENCH_BASELINE=  another entourage binary (an older build) to run the same commands with, side by side
 # Writes a Markdown table to stdout and target/bench/multiline.json. Not part of `cargo test`.
 set -euo pipefail
 
@@ -95,10 +97,17 @@ measure() {
 }
 
 regex='regex:^(?P<time>\S+ \S+) (?P<level>\w+) \[(?P<thread>[^\]]+)\] (?P<logger>\S+) - (?P<message>.*)$'
-measure "plain-grouping-off" "$bin" adapt --file "$data" --format plain --exit-at-eof
-measure "plain-grouping-java" "$bin" adapt --file "$data" --format plain --exit-at-eof --multiline java
-measure "regex-grouping-off" "$bin" adapt --file "$data" --format "$regex" --exit-at-eof
-measure "regex-grouping-java" "$bin" adapt --file "$data" --format "$regex" --exit-at-eof --multiline java
+commands() {
+  local prefix=$1 exe=$2
+  measure "${prefix}plain-grouping-off" "$exe" adapt --file "$data" --format plain --exit-at-eof
+  measure "${prefix}plain-grouping-java" "$exe" adapt --file "$data" --format plain --exit-at-eof --multiline java
+  measure "${prefix}regex-grouping-off" "$exe" adapt --file "$data" --format "$regex" --exit-at-eof
+  measure "${prefix}regex-grouping-java" "$exe" adapt --file "$data" --format "$regex" --exit-at-eof --multiline java
+}
+commands "" "$bin"
+if [[ -n "${MULTI_BENCH_BASELINE:-}" ]]; then
+  commands "baseline-" "$MULTI_BENCH_BASELINE"
+fi
 
 # Correctness, untimed: one record per event (every line that starts with a date starts one).
 events=$(grep -c '^[0-9]' "$data")
@@ -125,7 +134,8 @@ report = {"file_lines": lines, "file_bytes": size, "trace_lines": int(trace_line
           "pinned": pin, "results": rows,
           "plain_on_vs_off_time": round(by["plain-grouping-java"]["seconds"] / by["plain-grouping-off"]["seconds"], 2),
           "regex_on_vs_off_time": round(by["regex-grouping-java"]["seconds"] / by["regex-grouping-off"]["seconds"], 2),
-          "target_1m_lines_per_s": all(by[n]["lines_per_s"] >= 1_000_000 for n in ("plain-grouping-java",))}
+          "target_1m_lines_per_s": all(by[n]["lines_per_s"] >= 1_000_000
+                                       for n in ("plain-grouping-java", "regex-grouping-java"))}
 json.dump(report, open(out, "w"), indent=2)
 print(f"{lines} lines ({int(trace_lines) * 100 / lines:.1f} % in traces), {events} events, "
       f"{size / 2**20:.0f} MiB, pinned: {pin}\n")
@@ -135,6 +145,12 @@ for r in rows:
     print(f"| {r['name']} | {r['seconds']:.3f} | {r['lines_per_s']:,} | {r['cpu_seconds']:.2f} "
           f"| {r['lines_per_cpu_s']:,} | {r['max_rss_kib'] / 1024:.1f} |")
 print(f"\ngrouping on / off time: plain {report['plain_on_vs_off_time']}x, regex {report['regex_on_vs_off_time']}x; "
-      f">= 1 M lines/s with grouping: {report['target_1m_lines_per_s']}")
+      f">= 1 M lines/s with grouping (plain and regex): {report['target_1m_lines_per_s']}")
+for n in ("plain-grouping-off", "plain-grouping-java", "regex-grouping-off", "regex-grouping-java"):
+    if "baseline-" + n in by:
+        report.setdefault("vs_baseline_lines_per_s", {})[n] = round(by[n]["lines_per_s"] / by["baseline-" + n]["lines_per_s"], 2)
+if "vs_baseline_lines_per_s" in report:
+    json.dump(report, open(out, "w"), indent=2)
+    print("against the baseline (lines/s): " + ", ".join(f"{n} {x}x" for n, x in report["vs_baseline_lines_per_s"].items()))
 print(f"written {out}")
 PY

@@ -122,6 +122,16 @@ fn java_nested_suppressed_and_concurrent_exceptions_are_one_record_each() {
     assert_eq!(count(&records, "Caused by: java.io.IOException: disk full"), 17);
     assert!(records.iter().all(|r| !r.contains("Caused by:") || r.contains("... ")));
     assert_eq!(count(&records, "\tSuppressed: java.io.IOException: close failed"), 1);
+    // Messages over several lines stay with their exception, their cause's and the suppressed one's too.
+    assert_eq!(
+        count(
+            &records,
+            " cannot be saved\nits lines stay in the cart\nretry later\n\tat Shop.checkout("
+        ),
+        17
+    );
+    assert_eq!(count(&records, "UncheckedIOException: write failed\nfor cart "), 17);
+    assert_eq!(count(&records, "close failed\non the second line\n\t\tat "), 1);
 }
 
 #[test]
@@ -143,6 +153,19 @@ fn python_chained_tracebacks_exception_groups_and_threads_are_one_record_each() 
     assert_eq!(count(&records, "During handling of the above exception"), 21);
     assert_eq!(count(&records, "The above exception was the direct cause"), 21);
     assert_eq!(count(&records, "+ Exception Group Traceback"), 1);
+    // A message over several lines: in a chained exception (the chain line confirms it), and in the final one
+    // (the next log record's first line ends it).
+    assert_eq!(
+        count(
+            &records,
+            " has no items\nits lines stay in the cart\n\nThe above exception"
+        ),
+        21
+    );
+    assert_eq!(
+        records.iter().filter(|r| r.ends_with(" failed\nretry later")).count(),
+        21
+    );
 
     // The first line still goes through the format: its time becomes RFC 3339, its level one word.
     let format = r"regex:^(?P<time>\S+ \S+) (?P<level>\w+) \[(?P<thread>[^\]]+)\] (?P<message>.*)$";
@@ -209,6 +232,10 @@ fn go_recovered_stacks_and_the_final_panic_with_every_goroutine_are_one_record_e
         .all(|r| r.contains("\ncreated by main.main")));
     let last = records.last().unwrap();
     assert!(last.starts_with("panic: event "), "{last}");
+    assert!(
+        last.contains(": cannot continue\nthe shop is closed\n\ngoroutine 1 ["),
+        "{last}"
+    );
     assert_eq!(last.matches("\ngoroutine ").count(), 3, "{last}");
 }
 
@@ -386,6 +413,38 @@ fn trace_held_by_grouping_survives_kill_9_because_the_saved_position_stays_befor
         "{got:?}"
     );
     assert_eq!(second.stop("-TERM"), ["ERROR two\n\tat a.B.c(B.java:1)", "INFO three"]);
+}
+
+#[test]
+fn message_lines_held_tentatively_survive_kill_9_and_join_their_trace_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let position = dir.path().join("app.pos");
+    let pos = position.to_str().unwrap();
+    let args = [
+        "--multiline",
+        "java",
+        "--multiline-flush-after",
+        "60s",
+        "--position",
+        pos,
+    ];
+    // "second line" may be the message's or the next event's: nothing has said yet, so it is held.
+    append(
+        &log,
+        "INFO one\nERROR two\njava.lang.IllegalStateException: first\nsecond line\n",
+    );
+    let first = Running::start(&log, &args);
+    assert_eq!(first.wait_for(1), ["INFO one"]);
+    // Longer than the checkpoint period: a position is saved while the lines are held.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(first.stop("-KILL"), ["INFO one"]);
+
+    let second = Running::start(&log, &args);
+    append(&log, "\tat a.B.c(B.java:1)\nINFO three\n");
+    let trace = "ERROR two\njava.lang.IllegalStateException: first\nsecond line\n\tat a.B.c(B.java:1)";
+    assert_eq!(second.wait_for(1), [trace]);
+    assert_eq!(second.stop("-TERM"), [trace, "INFO three"]);
 }
 
 /// The adapter's arguments exactly as the webhook injected them in a golden case, with the log and position moved

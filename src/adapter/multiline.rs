@@ -11,20 +11,43 @@
 //! dropped), and at [`Grouper::finish`]. Blank lines between a record and its continuation (Python's chained
 //! tracebacks, Go's goroutine dumps) join the record; blank lines before a first line stay records of their own.
 //!
+//! An exception's message may span lines that look like nothing in particular (`raise ValueError("a\nb")`,
+//! `new IllegalStateException("a\nb")`, `panic("a\nb")`). After an exception line (Java: a header, `Caused by: …`,
+//! `Suppressed: …`, `Exception in thread …`; Python: a traceback's exception line; Go: `panic: …`, `fatal error: …`),
+//! lines that are neither indented nor recognised are held *tentatively*, as blank lines are, up to
+//! [`MAX_TENTATIVE`] lines or the size cap. They join the record when a line confirms them (Java: a frame `at …`,
+//! `... N more`, `Caused by: …`, `Suppressed: …`; Python: `During handling…`, `The above exception…`; Go: a
+//! goroutine dump, `[signal …]`, `runtime stack:`). A header, a traceback, a panic or a line that looks like the
+//! first line of a log record (a time or a level first) ends the run, and so do the bound, the quiet period and `finish`: the
+//! record is emitted, then each tentative line is read again as if it had just arrived, so that a line that starts
+//! a record still does and the result is what it would be without tentative lines. A Java exception printed without
+//! frames (`System.err.println(e)`, a fast-thrown `NullPointerException`) thus never swallows the lines after it;
+//! at worst they are emitted late. Python prints nothing after the final exception of a traceback, so one exception
+//! more: when the traceback was logged under a message line (not `Traceback …` first), the logging framework wrote
+//! it in one piece, and the tentative lines that a log record's first line ends join it. Output of another kind
+//! (`print`) between a logged traceback and the next log record, without a time or level first, would join it too.
+//! Held tentative lines count in [`Grouper::held_input`]: the follower never saves a position past them.
+//!
 //! What the presets recognise follows what the runtimes print:
 //! - every preset: an indented line continues the record before it;
 //! - Java: an exception header (`java.lang.IllegalStateException: boom`, as logging frameworks print it under the
-//!   message line), `Caused by: …` (logback's root-cause-first order: `Wrapped by: …`); `\tat …`, `\t... N more`, `\tSuppressed: …` are indented;
+//!   message line), `Caused by: …` (logback's root-cause-first order: `Wrapped by: …`); `\tat …`, `\t... N more`,
+//!   `\tSuppressed: …` are indented;
 //! - Python: `Traceback (most recent call last):` (and `+ Exception Group Traceback …`) through the final
 //!   exception line, then `During handling of the above exception…` / `The above exception was the direct cause…`
 //!   and the next traceback;
 //! - Go: `panic: …` and `fatal error: …` start a record (after `runtime: …` lines, they continue theirs);
-//!   `runtime stack:`, `goroutine N […]:` (also as `runtime/debug.Stack` prints
-//!   it under a message line), frames (`main.main()`), `created by …`, `[signal …]` continue it.
+//!   `runtime stack:`, `goroutine N […]:` (also as `runtime/debug.Stack` prints it under a message line), frames
+//!   (`main.main()`), `created by …`, `[signal …]` continue it.
 
 use std::time::{Duration, Instant};
 
 use crate::core::logformat::Multiline;
+
+#[path = "multiline_presets.rs"]
+mod presets;
+
+use presets::{is_indented, After, Rule};
 
 /// One grouped record: its lines joined by `\n` (each as read, without its own `\n`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +67,9 @@ impl Record<'_> {
     }
 }
 
+/// At most this many tentative lines are held after an exception line (see the module documentation).
+pub(crate) const MAX_TENTATIVE: usize = 64;
+
 /// Groups lines into records; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Grouper {
@@ -54,56 +80,39 @@ pub(crate) struct Grouper {
     text: Vec<u8>,
     first_len: usize,
     open: bool,
-    /// The bytes of the file the open record and the blank lines after it stand for (newlines included).
-    held_input: usize,
-    /// Blank lines read after the open record, not yet known to belong to it.
-    blanks: Vec<Vec<u8>>,
+    /// The bytes of the file the open record stands for (newlines included).
+    record_input: usize,
+    /// Lines read after the open record, not yet known to belong to it (blank lines, tentative lines), each with
+    /// the bytes of the file it stands for.
+    pending: Vec<(Vec<u8>, usize)>,
+    /// The bytes of the file `pending` stands for.
+    pending_input: usize,
+    /// What joining `pending` would add to the record's text.
+    pending_len: usize,
+    /// How many of `pending` are tentative (not blank).
+    tentative: usize,
+    /// The open record ends with an exception line and what was held after it: message lines may follow.
+    message: bool,
     /// When the last line was read.
     last: Option<Instant>,
-}
-
-#[derive(Debug)]
-enum Rule {
-    Java,
-    Python(Py),
-    Go(GoState),
-    Regex(regex::Regex),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Py {
-    Normal,
-    Traceback,
-    Group,
-    AfterException,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GoState {
-    Normal,
-    /// After `runtime: …` lines, which the runtime prints before some fatal errors (stack overflow).
-    Runtime,
-    Dump,
 }
 
 impl Grouper {
     /// A grouper for `preset` that emits a record after `quiet` without a new line, or once it holds `max_bytes`.
     pub(crate) fn new(preset: &Multiline, quiet: Duration, max_bytes: usize) -> Self {
-        let rule = match preset {
-            Multiline::Java => Rule::Java,
-            Multiline::Python => Rule::Python(Py::Normal),
-            Multiline::Go => Rule::Go(GoState::Normal),
-            Multiline::Regex(re) => Rule::Regex(re.clone()),
-        };
         Grouper {
-            rule,
+            rule: Rule::new(preset),
             quiet,
             max_bytes: max_bytes.max(1),
             text: Vec::new(),
             first_len: 0,
             open: false,
-            held_input: 0,
-            blanks: Vec::new(),
+            record_input: 0,
+            pending: Vec::new(),
+            pending_input: 0,
+            pending_len: 0,
+            tentative: 0,
+            message: false,
             last: None,
         }
     }
@@ -112,64 +121,135 @@ impl Grouper {
     /// had one) read at `now`; calls `emit` for every record this completes.
     pub(crate) fn push(&mut self, line: &[u8], input: usize, now: Instant, emit: &mut impl FnMut(Record<'_>)) {
         self.last = Some(now);
-        if is_blank(line) {
-            if self.open {
-                self.held_input += input;
-                self.blanks.push(line.to_vec());
-            } else {
-                emit(single(line));
-            }
-            return;
-        }
-        let continues = self.rule.continues(line);
-        if !(continues && self.open) {
-            self.emit_open(false, emit);
-            return self.start(line, input);
-        }
-        let added = self.blanks.iter().map(|b| b.len() + 1).sum::<usize>() + 1 + line.len();
-        if self.text.len() + added > self.max_bytes {
-            self.emit_open(true, emit);
-            return self.start(line, input);
-        }
-        self.held_input += input;
-        for blank in self.blanks.drain(..) {
-            self.text.push(b'\n');
-            self.text.extend_from_slice(&blank);
-        }
-        self.text.push(b'\n');
-        self.text.extend_from_slice(line);
+        self.take(line, input, emit);
     }
 
-    /// Emits the open record if no line has come for the quiet period.
+    /// Emits what is held if no line has come for the quiet period.
     pub(crate) fn poll(&mut self, now: Instant, emit: &mut impl FnMut(Record<'_>)) {
         let quiet = self
             .last
             .is_some_and(|t| now.saturating_duration_since(t) >= self.quiet);
-        if quiet && (self.open || !self.blanks.is_empty()) {
-            self.emit_open(false, emit);
+        if quiet && (self.open || !self.pending.is_empty()) {
+            self.flush(emit);
         }
     }
 
     /// Emits everything held (at shutdown, at the end of a batch run).
     pub(crate) fn finish(&mut self, emit: &mut impl FnMut(Record<'_>)) {
-        self.emit_open(false, emit);
+        self.flush(emit);
     }
 
-    /// The bytes of the file that the records held back stand for; see [`Grouper::push`].
+    /// The bytes of the file that the lines held back stand for (the open record, then the lines held after it):
+    /// always the last bytes pushed, which the follower keeps.
     pub(crate) fn held_input(&self) -> usize {
-        self.held_input
+        self.record_input + self.pending_input
+    }
+
+    fn take(&mut self, line: &[u8], input: usize, emit: &mut impl FnMut(Record<'_>)) {
+        if is_blank(line) {
+            if self.open && self.fits(line) {
+                return self.hold(line, input);
+            }
+            // What is held stays within the size cap, blank lines too: past it, what is held goes out first.
+            self.flush(emit);
+            return emit(single(line));
+        }
+        if self.open && self.message {
+            let after = self.rule.after_exception(line, &self.text[..self.first_len]);
+            match (after, self.tentative) {
+                (After::Hold, 0) if is_indented(line) => {
+                    // Indented, as today: it joins at once, and message lines may still follow.
+                    self.join_pending(emit);
+                    return self.append(line, input, emit);
+                }
+                (After::Hold, n) if n < MAX_TENTATIVE && self.fits(line) => return self.hold(line, input),
+                (After::Hold | After::Release, 1..) => self.release(emit),
+                (After::Close, 1..) => {
+                    self.join_pending(emit);
+                    self.emit_record(false, emit);
+                }
+                _ => {}
+            }
+        }
+        let step = self.rule.step(line);
+        if step.continues && self.open {
+            self.join_pending(emit);
+            self.append(line, input, emit);
+        } else {
+            self.emit_open(emit);
+            self.start(line, input);
+        }
+        self.message = step.exception;
+    }
+
+    /// Whether the open record, what is held and `line` fit in the size cap.
+    fn fits(&self, line: &[u8]) -> bool {
+        self.text.len() + self.pending_len + 1 + line.len() <= self.max_bytes
+    }
+
+    fn hold(&mut self, line: &[u8], input: usize) {
+        if !is_blank(line) {
+            self.tentative += 1;
+        }
+        self.pending_input += input;
+        self.pending_len += 1 + line.len();
+        self.pending.push((line.to_vec(), input));
+    }
+
+    /// The lines held join the open record.
+    fn join_pending(&mut self, emit: &mut impl FnMut(Record<'_>)) {
+        let mut pending = std::mem::take(&mut self.pending);
+        self.pending_input = 0;
+        self.pending_len = 0;
+        self.tentative = 0;
+        for (line, input) in pending.drain(..) {
+            self.append(&line, input, emit);
+        }
+        self.pending = pending;
+    }
+
+    /// Emits the open record; the lines held after it are read again as if they had just arrived.
+    fn release(&mut self, emit: &mut impl FnMut(Record<'_>)) {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_input = 0;
+        self.pending_len = 0;
+        self.tentative = 0;
+        self.emit_record(false, emit);
+        for (line, input) in &pending {
+            self.take(line, *input, emit);
+        }
+    }
+
+    /// Emits everything held: tentative lines are released, blank lines emitted as records of their own.
+    fn flush(&mut self, emit: &mut impl FnMut(Record<'_>)) {
+        // Each release emits the open record: this ends.
+        while self.tentative > 0 {
+            self.release(emit);
+        }
+        self.emit_open(emit);
     }
 
     fn start(&mut self, line: &[u8], input: usize) {
-        self.held_input = input;
+        self.record_input = input;
         self.text.clear();
         self.text.extend_from_slice(line);
         self.first_len = line.len();
         self.open = true;
     }
 
-    /// Emits the open record (if any), then the blank lines held after it, each as its own record.
-    fn emit_open(&mut self, cut: bool, emit: &mut impl FnMut(Record<'_>)) {
+    /// Adds `line` to the open record, or, at the size cap, emits the record as cut and starts the next with it.
+    fn append(&mut self, line: &[u8], input: usize, emit: &mut impl FnMut(Record<'_>)) {
+        if self.text.len() + 1 + line.len() > self.max_bytes {
+            self.emit_record(true, emit);
+            return self.start(line, input);
+        }
+        self.record_input += input;
+        self.text.push(b'\n');
+        self.text.extend_from_slice(line);
+    }
+
+    /// Emits the open record (if any), not what is held after it.
+    fn emit_record(&mut self, cut: bool, emit: &mut impl FnMut(Record<'_>)) {
         if self.open {
             emit(Record {
                 text: &self.text,
@@ -178,10 +258,19 @@ impl Grouper {
             });
             self.open = false;
         }
-        for blank in self.blanks.drain(..) {
-            emit(single(&blank));
+        self.record_input = 0;
+        self.message = false;
+    }
+
+    /// Emits the open record (if any), then the lines held after it, each as its own record.
+    fn emit_open(&mut self, emit: &mut impl FnMut(Record<'_>)) {
+        self.emit_record(false, emit);
+        for (line, _) in self.pending.drain(..) {
+            emit(single(&line));
         }
-        self.held_input = 0;
+        self.pending_input = 0;
+        self.pending_len = 0;
+        self.tentative = 0;
     }
 }
 
@@ -195,135 +284,6 @@ fn single(line: &[u8]) -> Record<'_> {
 
 fn is_blank(line: &[u8]) -> bool {
     line.iter().all(u8::is_ascii_whitespace)
-}
-
-fn is_indented(line: &[u8]) -> bool {
-    matches!(line.first(), Some(b' ' | b'\t'))
-}
-
-impl Rule {
-    /// Whether `line` (not blank) continues the record before it; updates the preset's state.
-    fn continues(&mut self, line: &[u8]) -> bool {
-        match self {
-            Rule::Java => {
-                is_indented(line)
-                    || line.starts_with(b"Caused by: ")
-                    || line.starts_with(b"Wrapped by: ")
-                    || is_java_exception_header(line)
-            }
-            Rule::Python(state) => python(state, line),
-            Rule::Go(state) => go(state, line),
-            Rule::Regex(re) => !match std::str::from_utf8(line) {
-                Ok(s) => re.is_match(s),
-                Err(_) => re.is_match(&String::from_utf8_lossy(line)),
-            },
-        }
-    }
-}
-
-/// `java.lang.IllegalStateException: boom`, `com.example.App$Failure`: a class name with a package, its last part
-/// capitalised, alone or followed by `: message`.
-fn is_java_exception_header(line: &[u8]) -> bool {
-    // Most lines start with a date or a level: out at the first byte.
-    if !line
-        .first()
-        .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'$')
-    {
-        return false;
-    }
-    let end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
-    if end < line.len() && !matches!(line.get(end + 1), None | Some(b' ')) {
-        return false;
-    }
-    let name = &line[..end];
-    let mut parts = 0;
-    let mut last_start = 0;
-    for (i, part) in name.split(|&b| b == b'.').enumerate() {
-        let ident = part
-            .first()
-            .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'$')
-            && part
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$');
-        if !ident {
-            return false;
-        }
-        parts = i + 1;
-        last_start = part[0];
-    }
-    parts >= 2 && last_start.is_ascii_uppercase()
-}
-
-const PY_TRACEBACK: &[u8] = b"Traceback (most recent call last):";
-const PY_GROUP: &[u8] = b"+ Exception Group Traceback (most recent call last):";
-const PY_CHAINS: &[&[u8]] = &[
-    b"During handling of the above exception, another exception occurred:",
-    b"The above exception was the direct cause of the following exception:",
-];
-
-fn python(state: &mut Py, line: &[u8]) -> bool {
-    if line == PY_TRACEBACK {
-        *state = Py::Traceback;
-        return true;
-    }
-    if line.trim_ascii_start() == PY_GROUP {
-        *state = Py::Group;
-        return true;
-    }
-    match *state {
-        Py::Traceback if !is_indented(line) => {
-            // The final exception line: `ValueError: bad`, `KeyError: 'x'`, `mod.Custom`.
-            *state = Py::AfterException;
-            true
-        }
-        Py::Traceback | Py::Group if is_indented(line) => true,
-        Py::AfterException if PY_CHAINS.contains(&line) => true,
-        _ => {
-            *state = Py::Normal;
-            is_indented(line)
-        }
-    }
-}
-
-fn go(state: &mut GoState, line: &[u8]) -> bool {
-    if line.starts_with(b"runtime: ") {
-        let continues = *state == GoState::Runtime;
-        *state = GoState::Runtime;
-        return continues;
-    }
-    if line.starts_with(b"panic: ") || line.starts_with(b"fatal error: ") {
-        let continues = *state == GoState::Runtime;
-        *state = GoState::Dump;
-        return continues;
-    }
-    if is_goroutine_header(line) {
-        *state = GoState::Dump;
-        return true;
-    }
-    let in_dump = *state == GoState::Dump
-        && (line.starts_with(b"created by ")
-            || line.starts_with(b"[signal ")
-            || line == b"runtime stack:"
-            || line.starts_with(b"...additional frames elided...")
-            || is_go_frame(line));
-    if !in_dump && !is_indented(line) {
-        *state = GoState::Normal;
-    }
-    in_dump || is_indented(line)
-}
-
-/// `goroutine 1 [running]:`, `goroutine 7 gp=0xc000007a40 m=0 mp=0x5a3c80 [running]:`.
-fn is_goroutine_header(line: &[u8]) -> bool {
-    line.strip_prefix(b"goroutine ")
-        .is_some_and(|rest| rest.first().is_some_and(u8::is_ascii_digit) && line.ends_with(b"]:"))
-}
-
-/// A frame's function line: `main.main()`, `main.(*T).run(0xc000010000)`, `panic({0x49a0e0?, 0x4d3b70?})`.
-fn is_go_frame(line: &[u8]) -> bool {
-    let Some(open) = line.iter().position(|&b| b == b'(') else {
-        return false;
-    };
-    open > 0 && line.ends_with(b")") && !line[..open].contains(&b' ')
 }
 
 #[cfg(test)]

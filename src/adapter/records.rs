@@ -2,14 +2,15 @@
 //!
 //! The follower hands every line to [`Records::line`] with the time it was read, calls [`Records::poll`] between
 //! reads (the quiet-period flush) and [`Records::finish`] when it stops. Without grouping and shape options a line
-//! goes straight to [`render_line`]: the plain path is what it was.
+//! goes straight to the format ([`super::render_line`]'s): the plain path is what it was.
 
 use std::time::{Duration, Instant};
 
+use super::formats::LineRenderer;
 use super::keys::Shape;
 use super::multiline::{Grouper, Record};
 use super::output::LineContext;
-use super::{render_line, AdaptError, Format};
+use super::{AdaptError, Format};
 use crate::core::logformat::{self, LevelMode, Multiline};
 
 /// The flags of grouping, time and keys (`entourage.dev/adapter-multiline`, `-time-key`, `-rename`, `-level`,
@@ -92,7 +93,7 @@ impl RecordArgs {
 /// Turns lines into records and records into JSON objects.
 #[derive(Debug)]
 pub(crate) struct Records {
-    format: Format,
+    format: LineRenderer,
     grouper: Option<Grouper>,
     shape: Shape,
     /// The first line of a grouped or reshaped record, rendered before it is reshaped.
@@ -109,7 +110,7 @@ pub(crate) struct RecordOptions {
 impl Records {
     pub(crate) fn new(format: Format, options: RecordOptions) -> Self {
         Records {
-            format,
+            format: LineRenderer::new(format),
             grouper: options
                 .multiline
                 .map(|(preset, quiet, max)| Grouper::new(&preset, quiet, max)),
@@ -128,7 +129,7 @@ impl Records {
             scratch,
         } = self;
         match grouper {
-            None if shape.is_identity() => render_line(format, line, ctx, out),
+            None if shape.is_identity() => format.render(line, ctx, out),
             None => render(format, shape, scratch, single(line), ctx, out),
             Some(g) => g.push(line, input, now, &mut |r| render(format, shape, scratch, r, ctx, out)),
         }
@@ -177,7 +178,7 @@ fn single(line: &[u8]) -> Record<'_> {
 
 /// One record: its first line through the format; the rest, the cut mark and the shape through [`Shape::reshape`].
 fn render(
-    format: &Format,
+    format: &mut LineRenderer,
     shape: &Shape,
     scratch: &mut Vec<u8>,
     record: Record<'_>,
@@ -187,10 +188,10 @@ fn render(
     let first = &record.text[..record.first_len];
     let continuation = record.continuation();
     if continuation.is_none() && !record.cut && shape.is_identity() {
-        return render_line(format, first, ctx, out);
+        return format.render(first, ctx, out);
     }
     scratch.clear();
-    render_line(format, first, ctx, scratch);
+    format.render(first, ctx, scratch);
     let rest = continuation.map(|c| {
         let text = String::from_utf8_lossy(c);
         // Each line's own `\r` goes, as render_line drops it from a single line.

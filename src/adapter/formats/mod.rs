@@ -21,6 +21,35 @@ pub use crate::core::logformat::{Format, FormatError, FORMAT_NAMES};
 /// `"parse_error":true`; invalid UTF-8 is decoded lossily. Pure and synchronous: the time used for lines without
 /// one is the context's read time.
 pub fn render_line(format: &Format, line: &[u8], ctx: &LineContext, out: &mut Vec<u8>) {
+    render_with(format, None, line, ctx, out);
+}
+
+/// A format ready for many lines: a `regex:` format's groups are looked up once and its capture slots reused from
+/// line to line (per line, looking groups up by name and allocating captures cost as much as the match). It
+/// renders exactly what [`render_line`] renders.
+#[derive(Debug)]
+pub(crate) struct LineRenderer {
+    format: Format,
+    regex: Option<RegexFields>,
+}
+
+impl LineRenderer {
+    pub(crate) fn new(format: Format) -> Self {
+        let regex = match &format {
+            Format::Regex(re) => Some(RegexFields::new(re)),
+            _ => None,
+        };
+        LineRenderer { format, regex }
+    }
+
+    /// [`render_line`] with this format.
+    pub(crate) fn render(&mut self, line: &[u8], ctx: &LineContext, out: &mut Vec<u8>) {
+        render_with(&self.format, self.regex.as_mut(), line, ctx, out);
+    }
+}
+
+/// [`render_line`]; `regex` holds the groups of `format` if it is a `regex:` format (found here if not given).
+fn render_with(format: &Format, regex: Option<&mut RegexFields>, line: &[u8], ctx: &LineContext, out: &mut Vec<u8>) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = match std::str::from_utf8(line) {
         Ok(s) => Cow::Borrowed(s),
@@ -38,7 +67,10 @@ pub fn render_line(format: &Format, line: &[u8], ctx: &LineContext, out: &mut Ve
             render_message(&text, false, ctx, out);
             true
         }
-        Format::Regex(re) => render_regex(re, &text, ctx, out),
+        Format::Regex(re) => match regex {
+            Some(fields) => render_regex(re, fields, &text, ctx, out),
+            None => render_regex(re, &mut RegexFields::new(re), &text, ctx, out),
+        },
     };
     if !parsed {
         render_message(&text, true, ctx, out);
@@ -116,24 +148,55 @@ impl<'de> serde::Deserialize<'de> for TopLevelKeys {
     }
 }
 
-fn render_regex(re: &regex::Regex, text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
-    let Some(caps) = re.captures(text) else {
+/// A `regex:` format's named groups, found once: the index of `time` and of the others in the pattern's order; and
+/// the capture slots, reused.
+#[derive(Debug, Clone)]
+struct RegexFields {
+    slots: regex::CaptureLocations,
+    time: Option<usize>,
+    fields: Vec<(usize, Box<str>)>,
+}
+
+impl RegexFields {
+    fn new(re: &regex::Regex) -> Self {
+        let mut time = None;
+        let mut fields = Vec::new();
+        for (index, name) in re.capture_names().enumerate() {
+            match name {
+                Some("time") => time = Some(index),
+                Some(name) => fields.push((index, name.into())),
+                None => {}
+            }
+        }
+        RegexFields {
+            slots: re.capture_locations(),
+            time,
+            fields,
+        }
+    }
+}
+
+/// `fields` must be `re`'s.
+fn render_regex(re: &regex::Regex, fields: &mut RegexFields, text: &str, ctx: &LineContext, out: &mut Vec<u8>) -> bool {
+    if re.captures_read(&mut fields.slots, text).is_none() {
         return false;
-    };
+    }
+    let slots = &fields.slots;
+    let group = |index: usize| slots.get(index).map(|(start, end)| &text[start..end]);
     let mut obj = ObjectWriter::begin(out);
-    match caps.name("time") {
-        Some(t) => match clf::rfc3339_from_clf(t.as_str()) {
+    match fields.time.and_then(group) {
+        Some(t) => match clf::rfc3339_from_clf(t) {
             Some(rfc) => obj.raw("time", &quoted(&rfc)),
-            None => match ctx.normalize_time(t.as_str()) {
+            None => match ctx.normalize_time(t) {
                 Some(rfc) => obj.str("time", &rfc),
-                None => obj.str("time", t.as_str()),
+                None => obj.str("time", t),
             },
         },
         None => obj.str("time", ctx.read_time()),
     }
-    for name in re.capture_names().flatten().filter(|&n| n != "time") {
-        if let Some(m) = caps.name(name) {
-            obj.str(name, m.as_str());
+    for (index, name) in &fields.fields {
+        if let Some(value) = group(*index) {
+            obj.str(name, value);
         }
     }
     obj.finish(ctx);
@@ -389,6 +452,54 @@ mod tests {
             "2000-10-10T13:55:36-07:00"
         );
         assert_eq!(render(&f, "[yesterday] hi")["time"], "yesterday");
+    }
+
+    /// A line of a `regex:` format rendered the plain way: `captures` and a look-up by name per group.
+    fn render_regex_by_name(re: &regex::Regex, text: &str, ctx: &LineContext, out: &mut Vec<u8>) {
+        if text.is_empty() {
+            return render_message(text, false, ctx, out);
+        }
+        let Some(caps) = re.captures(text) else {
+            return render_message(text, true, ctx, out);
+        };
+        let mut obj = ObjectWriter::begin(out);
+        match caps.name("time") {
+            Some(t) => match clf::rfc3339_from_clf(t.as_str()) {
+                Some(rfc) => obj.raw("time", &quoted(&rfc)),
+                None => match ctx.normalize_time(t.as_str()) {
+                    Some(rfc) => obj.str("time", &rfc),
+                    None => obj.str("time", t.as_str()),
+                },
+            },
+            None => obj.str("time", ctx.read_time()),
+        }
+        for name in re.capture_names().flatten().filter(|&n| n != "time") {
+            if let Some(m) = caps.name(name) {
+                obj.str(name, m.as_str());
+            }
+        }
+        obj.finish(ctx);
+    }
+
+    proptest! {
+        // The renderer keeps its capture slots from line to line: a group that matched on one line and not on the
+        // next must not leak.
+        #[test]
+        fn regex_renderer_reused_over_lines_renders_what_captures_by_name_render(
+            lines in proptest::collection::vec(r"[ab]{0,3}( [0-9]{4}-0[1-9]-1[0-9] 1[0-9]:[0-5][0-9]:[0-5][0-9](,[0-9]{1,4})?)?( [a-c ]{0,6})?", 1..20)
+        ) {
+            let pattern = r"^(?P<level>[ab]+)?(?: (?P<time>\S+ \S+))?(?: (?P<rest>.*))?$";
+            let format: Format = format!("regex:{pattern}").parse().unwrap();
+            let re = regex::Regex::new(pattern).unwrap();
+            let mut renderer = LineRenderer::new(format);
+            let ctx = LineContext::new("f", &[]);
+            for line in &lines {
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                renderer.render(line.as_bytes(), &ctx, &mut got);
+                render_regex_by_name(&re, line, &ctx, &mut want);
+                prop_assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+            }
+        }
     }
 
     #[test]
