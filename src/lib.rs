@@ -24,7 +24,8 @@
 //!   aside).
 //!
 //! `tests/layering.rs` reads the `use crate::…` paths of every file and fails on an arrow that points up or
-//! between two programs. `src/main.rs` parses the command line and dispatches to the programs.
+//! between two programs. [`cli`] is the one command line, above every program; `src/main.rs` parses it and
+//! dispatches to the programs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -43,3 +44,5 @@ pub mod doctor;
 pub mod offline;
 pub mod streamer;
 pub mod webhook;
+
+pub mod cli;
