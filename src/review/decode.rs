@@ -213,7 +213,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         if let (Some(reads), Some(object)) = (reads, &object) {
             reads
                 .check(object)
-                .map_err(|e| serde::de::Error::custom(format_args!("request.object.{e}")))?;
+                .map_err(|e| <A::Error as serde::de::Error>::custom(format_args!("request.object.{e}")))?;
         }
         Ok(AdmissionRequest {
             uid,

@@ -20,6 +20,9 @@ pub enum UrlError {
     /// No host to dial.
     #[error("has no host")]
     NoHost,
+    /// A port outside 1-65535: it would be dialled as another port, or not at all.
+    #[error("has port {0:?}; a port is 1-65535")]
+    Port(String),
     /// `user:password@`: a credential in a URL ends up in logs and in the Pod spec.
     #[error("carries credentials; put them in a Secret named by entourage.dev/ambassador-auth-secret")]
     Credentials,
@@ -65,6 +68,14 @@ pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, UrlError> {
     if authority.host().is_empty() {
         return Err(UrlError::NoHost);
     }
+    // `http::Uri` takes `svc:99999` and then reports no port at all: it would be dialled on the scheme's default.
+    let text = authority.as_str();
+    let after_host = &text[text.rfind(']').map_or(0, |i| i + 1)..];
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        if !port.is_empty() && !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(UrlError::Port(port.to_owned()));
+        }
+    }
     if uri.query().is_some() {
         return Err(UrlError::Query);
     }
@@ -106,5 +117,9 @@ mod tests {
             assert_eq!(parse_upstream_url(url), Err(error), "{url}");
         }
         assert!(matches!(parse_upstream_url("http://a b"), Err(UrlError::Invalid(_))));
+        // Never dialled as another port.
+        for url in ["http://svc:0", "http://svc:99999", "https://svc:65536/x"] {
+            assert!(parse_upstream_url(url).is_err(), "{url}");
+        }
     }
 }
