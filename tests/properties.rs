@@ -652,7 +652,11 @@ fn member_at<'v>(object: &'v Value, path: &str) -> Option<&'v Value> {
 /// Whether the review of `object` is refused for a member the core reads holding another type. Refused or not,
 /// both decoders agree in either member order, and a refusal names a member that really holds the type it says.
 fn refused_for_a_member_of_another_type(object: &Value, kind: (&str, &str, &str)) -> Result<bool, TestCaseError> {
-    let review = support::review(kind, "default", "CREATE", object);
+    let mut review = support::review(kind, "default", "CREATE", object);
+    if !review["request"]["name"].is_string() {
+        // The apiserver's request.name is always a string, whatever the object holds.
+        review["request"]["name"] = json!("");
+    }
     let mut errors = Vec::new();
     for body in [serde_json::to_vec(&review).unwrap(), support::apiserver_order(&review)] {
         errors.push(review::decode(&body, &Config::default()).err().map(|e| e.to_string()));
