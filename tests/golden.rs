@@ -194,6 +194,9 @@ fn every_injected_container_of_an_admitted_pod_passes_its_runtimes_flag_parser()
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Every program the webhook injects was walked at least once, so a case that stops injecting one shows here.
     for program in ["adapt", "ambassador", "stream", "started"] {
-        assert!(started.get(program).is_some_and(|n| *n > 0), "no golden case injects {program}: {started:?}");
+        assert!(
+            started.get(program).is_some_and(|n| *n > 0),
+            "no golden case injects {program}: {started:?}"
+        );
     }
 }

@@ -568,7 +568,12 @@ fn format_and_colliding_fields() -> impl Strategy<Value = (String, Vec<String>)>
     ];
     prop::sample::select(formats).prop_flat_map(|format| {
         let parsed: entourage::core::logformat::Format = format.parse().unwrap();
-        let mut keys: Vec<String> = parsed.keys().unwrap_or_default().iter().map(|k| k.to_string()).collect();
+        let mut keys: Vec<String> = parsed
+            .keys()
+            .unwrap_or_default()
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         keys.extend(["status", "level", "file", "team", "app", "zone"].map(String::from));
         let field = (prop::sample::select(keys), "[a-z0-9 ]{0,6}").prop_map(|(k, v)| format!("{k}={v}"));
         (Just(format.to_string()), prop::collection::vec(field, 1..4))
@@ -577,9 +582,16 @@ fn format_and_colliding_fields() -> impl Strategy<Value = (String, Vec<String>)>
 
 /// The argv `entourage adapt` would get for these annotations, built by hand: the runtime's side of the rule.
 fn adapt_argv(format: &str, fields: &[String]) -> Vec<String> {
-    let mut argv: Vec<String> = ["entourage", "adapt", "--file", "/var/log/app/app.log", "--format", format]
-        .map(String::from)
-        .to_vec();
+    let mut argv: Vec<String> = [
+        "entourage",
+        "adapt",
+        "--file",
+        "/var/log/app/app.log",
+        "--format",
+        format,
+    ]
+    .map(String::from)
+    .to_vec();
     for field in fields {
         argv.extend(["--field".to_string(), field.trim().to_string()]);
     }
@@ -632,7 +644,11 @@ fn member_at<'v>(object: &'v Value, path: &str) -> Option<&'v Value> {
     let mut rest = path;
     while !rest.is_empty() {
         if let Some(inner) = rest.strip_prefix('[') {
-            let end = if inner.starts_with('"') { inner.find("\"]")? + 1 } else { inner.find(']')? };
+            let end = if inner.starts_with('"') {
+                inner.find("\"]")? + 1
+            } else {
+                inner.find(']')?
+            };
             let token = &inner[..end];
             value = match serde_json::from_str::<String>(token) {
                 Ok(key) => value.get(key)?,
@@ -665,13 +681,28 @@ fn refused_for_a_member_of_another_type(object: &Value, kind: (&str, &str, &str)
     let Some(Some(error)) = errors.iter().find(|e| e.is_some()) else {
         return Ok(false);
     };
-    prop_assert!(errors.iter().all(Option::is_some), "the decoders disagree: {:?}", errors);
-    let named = error.split("request.object.").nth(1).and_then(|rest| rest.split_once(" is "));
+    prop_assert!(
+        errors.iter().all(Option::is_some),
+        "the decoders disagree: {:?}",
+        errors
+    );
+    let named = error
+        .split("request.object.")
+        .nth(1)
+        .and_then(|rest| rest.split_once(" is "));
     let Some((path, found)) = named else {
-        return Err(TestCaseError::fail(format!("the refusal names no member of request.object: {error}")));
+        return Err(TestCaseError::fail(format!(
+            "the refusal names no member of request.object: {error}"
+        )));
     };
     let member = member_at(object, path);
-    prop_assert!(member.is_some(), "{} names {}, which {} does not have", error, path, object);
+    prop_assert!(
+        member.is_some(),
+        "{} names {}, which {} does not have",
+        error,
+        path,
+        object
+    );
     let described = entourage::core::reads::JsonType::of(member.unwrap()).described();
     prop_assert!(found.starts_with(described), "{}: {} is {}", error, path, described);
     Ok(true)

@@ -152,7 +152,12 @@ async fn a_pod_whose_member_the_core_reads_has_another_type_is_a_400_naming_the_
         *pod.pointer_mut(pointer).unwrap() = value;
         let mut review = review.clone();
         review["request"]["object"] = pod;
-        let (status, answer) = call(Method::POST, "/mutate?timeout=10s", serde_json::to_vec(&review).unwrap()).await;
+        let (status, answer) = call(
+            Method::POST,
+            "/mutate?timeout=10s",
+            serde_json::to_vec(&review).unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{pointer}: {answer}");
         assert_eq!(answer["code"], 400);
         let error = answer["error"].as_str().unwrap_or_default();
@@ -160,5 +165,9 @@ async fn a_pod_whose_member_the_core_reads_has_another_type_is_a_400_naming_the_
     }
     // The same Pod with its members of the right types is injected.
     let (status, answer) = call(Method::POST, "/mutate", serde_json::to_vec(&review).unwrap()).await;
-    assert_eq!((status, &answer["response"]["allowed"]), (StatusCode::OK, &json!(true)), "{answer}");
+    assert_eq!(
+        (status, &answer["response"]["allowed"]),
+        (StatusCode::OK, &json!(true)),
+        "{answer}"
+    );
 }

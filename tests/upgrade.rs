@@ -188,7 +188,11 @@ async fn rolling_update_of_entourage_fails_no_review() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
-    assert_eq!(tally.failures, Vec::<String>::new(), "no review failed during the rollout");
+    assert_eq!(
+        tally.failures,
+        Vec::<String>::new(),
+        "no review failed during the rollout"
+    );
     assert_eq!(tally.answered, tally.sent, "every review sent was answered");
     assert!(tally.sent > 20, "{} reviews", tally.sent);
 }

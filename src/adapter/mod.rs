@@ -193,9 +193,7 @@ mod tests {
 
     #[test]
     fn malformed_static_fields_are_refused() {
-        assert!(fields(&["novalue"], "plain")
-            .unwrap_err()
-            .contains("is not key=value"));
+        assert!(fields(&["novalue"], "plain").unwrap_err().contains("is not key=value"));
         assert!(fields(&["=v"], "plain").unwrap_err().contains("is not a field name"));
         assert!(fields(&["a=1", "a=2"], "plain").unwrap_err().contains("given twice"));
     }

@@ -303,7 +303,10 @@ pub fn parse_fields<'a>(
                 format!("is a field the adapter writes itself ({})", RESERVED_KEYS.join(", ")),
             );
         } else if format_keys.contains(&k) {
-            refuse(k, format!("is a key the {format} format writes; two keys would collide"));
+            refuse(
+                k,
+                format!("is a key the {format} format writes; two keys would collide"),
+            );
         } else if fields.iter().any(|(existing, _)| existing == k) {
             refuse(k, "is given twice".into());
         } else if v.chars().any(char::is_control) || v.len() > MAX_FIELD_VALUE {

@@ -90,7 +90,13 @@ pub struct TypeError {
 
 impl fmt::Display for TypeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} is {}, expected {}", self.path, self.found.described(), self.expected)
+        write!(
+            f,
+            "{} is {}, expected {}",
+            self.path,
+            self.found.described(),
+            self.expected
+        )
     }
 }
 
@@ -137,7 +143,9 @@ impl Reads {
                     within(path, &Segment::Index(i), |path| match item {
                         Value::Null => Ok(()),
                         Value::Object(map) => match map.get(*key) {
-                            Some(named) => within(path, &Segment::Member(key), |path| Reads::Text.check_at(named, path)),
+                            Some(named) => {
+                                within(path, &Segment::Member(key), |path| Reads::Text.check_at(named, path))
+                            }
                             None => Ok(()),
                         },
                         other => Err(mismatch(path, other, "an object")),
@@ -157,7 +165,11 @@ impl Reads {
 
 fn mismatch(path: &str, value: &Value, expected: &'static str) -> TypeError {
     TypeError {
-        path: if path.is_empty() { "the object".into() } else { path.to_owned() },
+        path: if path.is_empty() {
+            "the object".into()
+        } else {
+            path.to_owned()
+        },
         found: JsonType::of(value),
         expected,
     }
@@ -232,7 +244,10 @@ mod tests {
             "unread": {"deep": [1, "2"]},
         });
         assert_eq!(READS.check(&object), Ok(()));
-        assert_eq!(READS.check(&json!({"kind": null, "metadata": null, "env": null})), Ok(()));
+        assert_eq!(
+            READS.check(&json!({"kind": null, "metadata": null, "env": null})),
+            Ok(())
+        );
     }
 
     #[test]
@@ -249,8 +264,14 @@ mod tests {
             error(json!({"metadata": {"owners": [{"controller": "true"}]}})),
             "metadata.owners[0].controller is a string, expected a boolean"
         );
-        assert_eq!(error(json!({"ports": [80, 8.5]})), "ports[1] is a number, expected an integer");
-        assert_eq!(error(json!({"env": [{"name": 7}]})), "env[0].name is a number, expected a string");
+        assert_eq!(
+            error(json!({"ports": [80, 8.5]})),
+            "ports[1] is a number, expected an integer"
+        );
+        assert_eq!(
+            error(json!({"env": [{"name": 7}]})),
+            "env[0].name is a number, expected a string"
+        );
         assert_eq!(error(json!({"env": ["A=1"]})), "env[0] is a string, expected an object");
         assert_eq!(error(json!({"kind": ["Pod"]})), "kind is an array, expected a string");
         assert_eq!(error(json!([])), "the object is an array, expected an object");

@@ -381,7 +381,10 @@ mod tests {
         assert_eq!(parse(json, &READS, &all_names).unwrap(), json!({"keep": "a\"b"}));
     }
 
-    const NAMED: Reads = Reads::Members(&[("meta", Reads::Prefixed("x/", &Reads::All)), ("env", Reads::EachNamed("name"))]);
+    const NAMED: Reads = Reads::Members(&[
+        ("meta", Reads::Prefixed("x/", &Reads::All)),
+        ("env", Reads::EachNamed("name")),
+    ]);
 
     #[test]
     fn of_a_prefixed_object_only_the_members_with_the_prefix_are_kept_whole() {

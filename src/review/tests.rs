@@ -344,7 +344,10 @@ fn every_member_the_core_reads_in_the_object_must_have_its_json_type() {
         // Both decoders, with the object after the kind and operation (the apiserver's order, parsed as it comes)
         // and before them (kept as text, parsed at the end).
         let kind = r#""uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE""#;
-        for request in [format!("{{{kind}, \"object\": {object}}}"), format!("{{\"object\": {object}, {kind}}}")] {
+        for request in [
+            format!("{{{kind}, \"object\": {object}}}"),
+            format!("{{\"object\": {object}, {kind}}}"),
+        ] {
             let text = format!(r#"{{"apiVersion": "{V1}", "kind": "AdmissionReview", "request": {request}}}"#);
             for decoded in [decode(text.as_bytes()), decode_whole(text.as_bytes())] {
                 match decoded {

@@ -215,7 +215,10 @@ impl ApiClient {
 
     /// Sends a request on this connection; a connection that fails is the error, as the apiserver's client sees it.
     pub async fn try_send(&mut self, method: &str, path: &str, body: Vec<u8>) -> Result<Reply, String> {
-        self.sender.ready().await.map_err(|e| format!("connection not usable: {e}"))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection not usable: {e}"))?;
         let request = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -224,7 +227,11 @@ impl ApiClient {
             .header("accept", "application/json, */*")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        let response = self.sender.send_request(request).await.map_err(|e| format!("no response: {e}"))?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("no response: {e}"))?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()

@@ -8,9 +8,8 @@ use serde_json::Value;
 /// The argv a container of `image` runs the entourage binary with: its args after the image's entrypoint, or a
 /// command whose first word is the binary.
 pub fn entourage_argv(container: &Value, entourage_image: &str) -> Option<Vec<String>> {
-    let words = |v: &Value| -> Option<Vec<String>> {
-        v.as_array()?.iter().map(|w| w.as_str().map(String::from)).collect()
-    };
+    let words =
+        |v: &Value| -> Option<Vec<String>> { v.as_array()?.iter().map(|w| w.as_str().map(String::from)).collect() };
     match container.get("command").and_then(words) {
         Some(command) if command.first().is_some_and(|c| c.ends_with("entourage")) => Some(command),
         Some(_) => None,
@@ -59,7 +58,10 @@ pub fn injected_argv(input: &Value, patched: &Value, config: &Config) -> Vec<(St
             .iter()
             .filter_map(|p| container.pointer(&format!("/{p}/exec")))
             .filter_map(|exec| entourage_argv(exec, ""));
-        for argv in entourage_argv(container, &config.images.entourage).into_iter().chain(probes) {
+        for argv in entourage_argv(container, &config.images.entourage)
+            .into_iter()
+            .chain(probes)
+        {
             out.push((name.clone(), argv));
         }
     }

@@ -228,5 +228,8 @@ fn adapter_field_that_the_format_writes_is_refused_as_the_adapter_refuses_it() {
     assert!(first_error(regex).contains("the regex:(?P<level>\\w+) format writes"));
     // json and logfmt take their keys from each line, where the line's own key wins.
     let logfmt = json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FORMAT: "logfmt", ADAPTER_FIELDS: "status=ok"});
-    assert_eq!(parse(logfmt).unwrap().request.adapter.unwrap().fields, vec![("status".into(), "ok".into())]);
+    assert_eq!(
+        parse(logfmt).unwrap().request.adapter.unwrap().fields,
+        vec![("status".into(), "ok".into())]
+    );
 }

@@ -59,7 +59,10 @@ const CONTAINER_READS: Reads = Reads::Members(&[
     ("image", Reads::Text),
     ("command", Reads::Each(&Reads::Text)),
     ("args", Reads::Each(&Reads::Text)),
-    ("ports", Reads::Each(&Reads::Members(&[("containerPort", Reads::Integer)]))),
+    (
+        "ports",
+        Reads::Each(&Reads::Members(&[("containerPort", Reads::Integer)])),
+    ),
     (
         "volumeMounts",
         Reads::Each(&Reads::Members(&[

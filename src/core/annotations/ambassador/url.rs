@@ -54,7 +54,9 @@ impl UpstreamUrl {
 
 /// Parses `http://host[:port][/base]` or `https://…`.
 pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, UrlError> {
-    let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| UrlError::Invalid(e.to_string()))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| UrlError::Invalid(e.to_string()))?;
     let https = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
