@@ -834,6 +834,11 @@ proptest! {
         let violations = support::pod_rule_violations(&patched);
         prop_assert!(violations.is_empty(), "{:?}\npatched: {}", violations, patched);
         check_ambassador_ports(&pod, &patched)?;
+        // Every injected container starts: its argv passes the binary's flag parser and its program's own checks.
+        for (container, argv) in support::runtimes::injected_argv(&pod, &patched, &config) {
+            let started = support::runtimes::starts(&argv);
+            prop_assert!(started.is_ok(), "{} would not start: {:?}: {:?}", container, argv, started);
+        }
         let again = review(&patched, POD, &config);
         prop_assert_eq!(&again.verdict, &Verdict::Allow, "the patched Pod is denied on reinvocation");
         prop_assert!(again.patch.0.is_empty(), "second review patched again: {}", serde_json::to_string(&again.patch).unwrap());

@@ -5,21 +5,19 @@ use entourage::cli::{Cli, Command};
 use entourage::core::config::Config;
 use serde_json::Value;
 
-/// The argv a container of `image` runs the entourage binary with: its args after the image's entrypoint, or a
-/// command whose first word is the binary.
+/// The argv a container (or an exec probe) runs the entourage binary with: its command when that names the binary,
+/// else the image's entrypoint when the image is `entourage_image`; then its args.
 pub fn entourage_argv(container: &Value, entourage_image: &str) -> Option<Vec<String>> {
     let words =
         |v: &Value| -> Option<Vec<String>> { v.as_array()?.iter().map(|w| w.as_str().map(String::from)).collect() };
-    match container.get("command").and_then(words) {
-        Some(command) if command.first().is_some_and(|c| c.ends_with("entourage")) => Some(command),
-        Some(_) => None,
-        None if container["image"] == entourage_image => {
-            let mut argv = vec!["entourage".to_string()];
-            argv.extend(container.get("args").and_then(words).unwrap_or_default());
-            Some(argv)
-        }
-        None => None,
-    }
+    let mut argv = match container.get("command").and_then(words) {
+        Some(command) if command.first().is_some_and(|c| c.ends_with("entourage")) => command,
+        Some(_) => return None,
+        None if container["image"] == entourage_image => vec!["entourage".to_string()],
+        None => return None,
+    };
+    argv.extend(container.get("args").and_then(words).unwrap_or_default());
+    Some(argv)
 }
 
 /// Parses `argv` with the binary's own command line, then checks each value as the program does before it opens
