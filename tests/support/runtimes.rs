@@ -30,6 +30,8 @@ pub fn starts(argv: &[String]) -> Result<&'static str, String> {
             entourage::ambassador::config::Upstream::parse(&args.upstream).map_err(|e| e.to_string())?;
             if let Some(url) = &args.oauth2_token_url {
                 entourage::core::annotations::check_token_url(url).map_err(|rule| format!("{url:?} {rule}"))?;
+                // `OAuth2::new` parses the URL once more, with the oauth2 crate's URL parser.
+                oauth2::TokenUrl::new(url.clone()).map_err(|e| format!("{url:?}: {e}"))?;
             }
             Ok("ambassador")
         }
