@@ -56,6 +56,7 @@ class Mutator:
             def log_message(self, *args):
                 pass
 
+        ThreadingHTTPServer.allow_reuse_address = True
         self.server = ThreadingHTTPServer((NODE_IP, port), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(crt, key)
@@ -75,3 +76,4 @@ class Mutator:
     def close(self):
         kubectl("delete", "mutatingwebhookconfiguration", self.name, "--ignore-not-found", check=False)
         self.server.shutdown()
+        self.server.server_close()

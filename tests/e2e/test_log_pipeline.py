@@ -18,11 +18,11 @@ from conftest import KUBECONFIG, KUBECTL, wait_until
 LOG = "/var/log/app/access.log"
 GIB = int(os.environ.get("E2E_EVICTION_BYTES", 1 << 30))
 LINE = '10.0.0.%d - - [07/Dec/2026:13:00:00 +0000] "GET /item/%d HTTP/1.1" 200 612 "-" "e2e-writer/1.0"'
-LINE_BYTES = 84  # about, with a seven-digit number; only used to size the run
+LINE_BYTES = 101  # with a seven-digit number; only used to size the run
 # The app: waits for the test to start following, then appends numbered nginx-style lines in chunks of 10,000
-# (about 0.8 MiB), pausing 50 ms after each: at most ~16 MiB/s, the rate of a very busy web server.
+# (about 1 MiB), pausing 100 ms after each: at most ~10 MiB/s, a hundred times a busy web server.
 WRITER = ("while [ ! -e /tmp/go ]; do sleep 0.1; done; awk -v n=%d 'BEGIN { for (i = 1; i <= n; i++) { "
-          "printf \"%s\\n\", i %% 250, i >> \"%s\"; if (i %% 10000 == 0) { fflush(\"%s\"); system(\"usleep 50000\") } } "
+          "printf \"%s\\n\", i %% 250, i >> \"%s\"; if (i %% 10000 == 0) { fflush(\"%s\"); system(\"usleep 100000\") } } "
           "}'; echo written; exec sleep 100000")
 
 
@@ -52,15 +52,18 @@ class Follower:
 
     def _read(self):
         pattern = re.compile(rb'GET /item/(\d+) ')
-        for line in self.proc.stdout:
-            m = pattern.search(line)
-            if not m:
-                self.other.append(line)
-                continue
-            n = int(m.group(1))
-            if n != self.last + 1 and len(self.out_of_order) < 10:
-                self.out_of_order.append((self.last, n))
-            self.last, self.count = n, self.count + 1
+        rest = b""
+        while True:
+            chunk = self.proc.stdout.read1(1 << 20)
+            if not chunk:
+                break
+            chunk, _, rest = (rest + chunk).rpartition(b"\n")
+            for m in pattern.finditer(chunk):
+                n = int(m.group(1))
+                if n != self.last + 1 and len(self.out_of_order) < 10:
+                    self.out_of_order.append((self.last, n))
+                self.last = n
+                self.count += 1
 
     def stop(self):
         self.proc.terminate()
@@ -207,6 +210,7 @@ def test_native_sidecar_streams_the_apps_first_line_and_drains_its_last_on_delet
     wait_until("the first line", lambda: "first-line" in ns.logs("order", "sidecar-app"), timeout=10)
     ns.kubectl("delete", "pod", "order", "--wait=false")
     out, _ = follower.communicate(timeout=60)
-    lines = out.split()
+    # The reader's own diagnostics (JSON on stderr) share `kubectl logs`; the app's lines are the rest.
+    lines = [line for line in out.splitlines() if not line.startswith('{"')]
     assert lines[0] == "first-line", lines[:3]
     assert lines[-1] == "last-line", lines[-3:]

@@ -90,9 +90,14 @@ def test_outage_leaves_pods_that_did_not_ask_alone_and_refuses_annotated_ones_na
     assert refused_after <= timeout_seconds + 1, refused_after
     print(f"annotated Pod refused after {refused_after:.2f}s (timeoutSeconds {timeout_seconds}): {body['message']}")
 
+    back = time.monotonic()
     scale(2)
+    # kube-proxy routes the Service to the new endpoints within its sync period.
+    wait_until("annotated Pods to be admitted again", lambda: api.create_pod(ns.name, ANNOTATED, dry_run=True)[0]
+               == 201, timeout=30)
     status, body = api.create_pod(ns.name, ANNOTATED)
     assert status == 201 and "entourage.dev/status" in body["metadata"]["annotations"], body
+    print(f"admitted again {time.monotonic() - back:.1f}s after scaling back to 2")
 
 
 def test_control_without_match_conditions_an_outage_refuses_every_pod(ns, api, restore_release):
