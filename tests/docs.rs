@@ -139,8 +139,7 @@ fn config_keys_and_defaults_named_in_the_key_registry_are_the_configs() {
                     continue;
                 }
                 named += 1;
-                let value = at(&defaults, path)
-                    .unwrap_or_else(|| panic!("{}: `{path}` is not a config key", k.key));
+                let value = at(&defaults, path).unwrap_or_else(|| panic!("{}: `{path}` is not a config key", k.key));
                 if let Some(said) = m.get(2) {
                     assert!(
                         same(&Value::String(said.as_str().into()), value),
@@ -152,7 +151,10 @@ fn config_keys_and_defaults_named_in_the_key_registry_are_the_configs() {
             }
         }
     }
-    assert!(named >= 5, "the registry names config keys; the pattern found only {named}");
+    assert!(
+        named >= 5,
+        "the registry names config keys; the pattern found only {named}"
+    );
 }
 
 /// The default column of the config reference, as YAML: "`cpu: 10m`, `memory: 16Mi`" is a map, "unset" is null.
@@ -188,7 +190,11 @@ fn leaves(value: &Value, prefix: &str, out: &mut Vec<String>) {
     match value {
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 leaves(v, &path, out);
             }
         }
@@ -226,7 +232,11 @@ fn config_reference_has_one_row_per_key_with_the_configs_default() {
             problems.push(format!("`{leaf}` has no row"));
         }
     }
-    assert!(problems.is_empty(), "docs/operations.md, Config reference:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "docs/operations.md, Config reference:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// Differences between a file that spells out the config and the default: a key missing (a key whose default is
@@ -238,7 +248,11 @@ fn spelled_out(file: &Value, default: &Value, path: &str, exempt: &[&str], probl
     match (file, default) {
         (Value::Object(f), Value::Object(d)) => {
             for (k, dv) in d {
-                let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match f.get(k) {
                     None if dv.is_null() || exempt.contains(&sub.as_str()) => {}
                     None => problems.push(format!("`{sub}` is missing (default {dv})")),
@@ -301,7 +315,10 @@ fn spelled_out_check_can_fail() {
     let empty = Value::Object(Map::new());
     let mut problems = Vec::new();
     spelled_out(&empty, &defaults(), "", &[], &mut problems);
-    assert!(problems.iter().any(|p| p.contains("`adapter` is missing")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("`adapter` is missing")),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -339,7 +356,10 @@ fn readme_curl_posts_a_fixture_that_exists() {
 #[test]
 fn readme_stays_a_newcomers_page() {
     let size = read("README.md").len();
-    assert!(size < 15 * 1024, "README.md is {size} bytes; deep reference belongs in docs/");
+    assert!(
+        size < 15 * 1024,
+        "README.md is {size} bytes; deep reference belongs in docs/"
+    );
 }
 
 /// Every relative link of the README and of docs/ points at a file that exists.
