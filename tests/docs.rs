@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use entourage::core::{annotations::KEYS, config::Config};
+use entourage::core::{
+    annotations::{KeyDoc, KEYS},
+    config::Config,
+};
 use serde_json::{Map, Value};
 
 fn root() -> PathBuf {
@@ -124,14 +127,14 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 /// The cells of the annotation registry name config keys with their default: "`ambassador.port` (9000)". Every
-/// config key named must exist, and every default given must be the config's.
-#[test]
-fn config_keys_and_defaults_named_in_the_key_registry_are_the_configs() {
+/// config key named must exist, and every default given must be the config's. Returns the problems and how many
+/// config keys the cells name.
+fn config_mentions(keys: &[KeyDoc]) -> (Vec<String>, usize) {
     let defaults = defaults();
     let top: Vec<&String> = defaults.as_object().unwrap().keys().collect();
     let mention = regex::Regex::new(r"`([a-z][A-Za-z]*(?:\.[a-z][A-Za-z-]*)+)`(?: \(`?([^)`]+)`?\))?").unwrap();
-    let mut named = 0;
-    for k in KEYS {
+    let (mut problems, mut named) = (Vec::new(), 0);
+    for k in keys {
         for cell in [k.values, k.default] {
             for m in mention.captures_iter(cell) {
                 let path = &m[1];
@@ -139,22 +142,40 @@ fn config_keys_and_defaults_named_in_the_key_registry_are_the_configs() {
                     continue;
                 }
                 named += 1;
-                let value = at(&defaults, path).unwrap_or_else(|| panic!("{}: `{path}` is not a config key", k.key));
-                if let Some(said) = m.get(2) {
-                    assert!(
-                        same(&Value::String(said.as_str().into()), value),
-                        "{}: `{path}` ({}) but the default is {value}",
-                        k.key,
-                        said.as_str()
-                    );
+                match (at(&defaults, path), m.get(2)) {
+                    (None, _) => problems.push(format!("{}: `{path}` is not a config key", k.key)),
+                    (Some(value), Some(said)) if !same(&Value::String(said.as_str().into()), value) => problems.push(
+                        format!("{}: `{path}` ({}) but the default is {value}", k.key, said.as_str()),
+                    ),
+                    _ => {}
                 }
             }
         }
     }
+    (problems, named)
+}
+
+#[test]
+fn config_keys_and_defaults_named_in_the_key_registry_are_the_configs() {
+    let (problems, named) = config_mentions(KEYS);
+    assert!(problems.is_empty(), "{problems:?}");
     assert!(
         named >= 5,
         "the registry names config keys; the pattern found only {named}"
     );
+}
+
+#[test]
+fn config_mentions_check_can_fail() {
+    let wrong = [KeyDoc {
+        key: "entourage.dev/example",
+        on: "Pod",
+        values: "at most `sidecars.maxLogFiles` (9), key `ambassador.caKey` (`ca.pem`)",
+        default: "`ambassador.portt` (9000)",
+    }];
+    let (problems, named) = config_mentions(&wrong);
+    assert_eq!(named, 3);
+    assert_eq!(problems.len(), 3, "{problems:?}");
 }
 
 /// The default column of the config reference, as YAML: "`cpu: 10m`, `memory: 16Mi`" is a map, "unset" is null.
@@ -202,11 +223,10 @@ fn leaves(value: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-#[test]
-fn config_reference_has_one_row_per_key_with_the_configs_default() {
-    let page = read("docs/operations.md");
+/// Every row of the config reference against the default, and every default key against the rows.
+fn reference_problems(page: &str) -> Vec<String> {
     let header = "| key | default | meaning |\n|---|---|---|\n";
-    let range = table_range(&page, header).expect("docs/operations.md has the config reference table");
+    let range = table_range(page, header).expect("the page has the config reference table");
     let defaults = defaults();
     let mut covered = Vec::new();
     let mut problems = Vec::new();
@@ -232,11 +252,32 @@ fn config_reference_has_one_row_per_key_with_the_configs_default() {
             problems.push(format!("`{leaf}` has no row"));
         }
     }
+    problems
+}
+
+#[test]
+fn config_reference_has_one_row_per_key_with_the_configs_default() {
+    let problems = reference_problems(&read("docs/operations.md"));
     assert!(
         problems.is_empty(),
         "docs/operations.md, Config reference:\n{}",
         problems.join("\n")
     );
+}
+
+#[test]
+fn config_reference_check_can_fail() {
+    let page = read("docs/operations.md");
+    let row = page
+        .lines()
+        .find(|l| l.starts_with("| `adapter.timeZone` |"))
+        .expect("a row for adapter.timeZone");
+    let page = page
+        .replace(&format!("{row}\n"), "")
+        .replace("| `ambassador.retries` | `2` |", "| `ambassador.retries` | `3` |")
+        .replace("| `sidecars.maxLogFiles` |", "| `sidecars.maxLogFile` |");
+    let problems = reference_problems(&page);
+    assert_eq!(problems.len(), 4, "{problems:?}");
 }
 
 /// Differences between a file that spells out the config and the default: a key missing (a key whose default is
