@@ -87,7 +87,10 @@ fn checkov_finds_nothing_left_open_and_every_skip_has_a_reason_listed_in_securit
             "{id} in {}: {reason:?}",
             check["file_path"]
         );
-        assert!(security.contains(&format!("`{id}`")), "docs/security.md does not list {id}");
+        assert!(
+            security.contains(&format!("`{id}`")),
+            "docs/security.md does not list {id}"
+        );
         skipped.insert(id.to_string());
     }
     // The findings of the scan of the old base, and why each is gone or skipped.
