@@ -13,7 +13,8 @@ from the Kubernetes release's own pause.c), plus an image config. `ctr images im
 - tools: busybox with curl, for the test apps.
 - pause: the sandbox image.
 
-Usage: images.py OUT_DIR ENTOURAGE_BINARY PAUSE_BINARY -> writes OUT_DIR/<name>.tar and prints each image's name.
+Usage: images.py OUT_DIR ENTOURAGE_BINARY PAUSE_BINARY -> writes OUT_DIR/<name>.tar and prints each image's name;
+       images.py floor OUT_DIR FLOOR_BINARY -> the bench's do-nothing webhook (make bench-e2e).
 """
 import hashlib
 import io
@@ -222,7 +223,18 @@ def tools_image():
     return "docker.io/entourage/e2e-tools:1", layer, {"Env": [PATH_ENV], "Cmd": ["sh"], "WorkingDir": "/"}
 
 
+def floor_image(binary):
+    """The bench's floor webhook (bench/tools/floor.rs), laid out like entourage's image."""
+    _, layer, config = entourage_image(binary, "floor")
+    config["Entrypoint"], config["Cmd"] = ["/entourage"], []
+    return "docker.io/entourage/floor:1", layer, config
+
+
 def main():
+    if sys.argv[1] == "floor":
+        out_dir, binary = sys.argv[2:4]
+        os.makedirs(out_dir, exist_ok=True)
+        return write_archive(out_dir, *floor_image(binary))
     out_dir, binary, pause = sys.argv[1:4]
     version = re.search(r'^version = "(.*)"', open(os.path.join(ROOT, "Cargo.toml")).read(), re.M).group(1)
     os.makedirs(out_dir, exist_ok=True)

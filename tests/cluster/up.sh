@@ -102,7 +102,7 @@ start kube-apiserver "$BIN/kube-apiserver" --etcd-servers http://127.0.0.1:2379 
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --kubelet-client-certificate "$PKI/apiserver-kubelet.crt" --kubelet-client-key "$PKI/apiserver-kubelet.key" \
   --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --allow-privileged=true \
-  --profiling=false --cert-dir "$PKI/apiserver"
+  --kubelet-preferred-address-types InternalIP --profiling=false --cert-dir "$PKI/apiserver"
 wait_for kube-apiserver 180 "$KUBECTL" --kubeconfig "$STATE/admin.kubeconfig" get --raw /readyz
 cp "$STATE/admin.kubeconfig" "$KUBECONFIG_OUT"
 

@@ -49,7 +49,7 @@ def wait_until(what, fn, timeout=60.0, interval=0.25):
             value = fn()
             if value:
                 return value
-        except (AssertionError, subprocess.SubprocessError, ValueError, KeyError) as e:
+        except (AssertionError, subprocess.SubprocessError, ValueError, KeyError, OSError) as e:
             last = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {last}" if last else ""))
