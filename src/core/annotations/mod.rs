@@ -105,7 +105,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: ADAPTER_FIELDS,
         on: "Pod",
-        values: "`key=value,key=value` added to every JSON line",
+        values: "`key=value,key=value` added to every JSON line; not a key the adapter or the format writes",
         default: "none",
     },
     KeyDoc {
