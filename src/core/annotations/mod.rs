@@ -81,18 +81,19 @@ pub struct KeyDoc {
     pub default: &'static str,
 }
 
-/// Every annotation entourage reads or writes; the README's table lists the same.
+/// Every annotation entourage reads or writes. The annotation tables of README.md and docs/annotations.md are
+/// rendered from it (`ENTOURAGE_UPDATE_DOCS=1 cargo test --test docs`), and a test compares them row by row.
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: SIDECAR_LOGS,
         on: "Pod",
-        values: "comma-separated absolute file paths (at most `sidecars.maxLogFiles`)",
+        values: "comma-separated absolute file paths; with `adapter-logs`, at most `sidecars.maxLogFiles` (8) per Pod",
         default: "no log sidecars",
     },
     KeyDoc {
         key: ADAPTER_LOGS,
         on: "Pod",
-        values: "comma-separated absolute file paths",
+        values: "comma-separated absolute file paths (counted with `sidecar-logs`)",
         default: "no adapters",
     },
     KeyDoc {
@@ -104,7 +105,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: ADAPTER_FIELDS,
         on: "Pod",
-        values: "`key=value,key=value` added to every JSON line",
+        values: "`key=value,key=value` added to every JSON line; not a key the adapter or the format writes",
         default: "none",
     },
     KeyDoc {
@@ -164,14 +165,13 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: AMBASSADOR_CA,
         on: "Pod",
-        values:
-            "a ConfigMap name or `secret:NAME` (key `ambassador.caKey`), or `name=…,…` per upstream (`https://` only)",
+        values: "a ConfigMap name (or `configmap:NAME`) or `secret:NAME`, holding key `ambassador.caKey` (`ca.crt`); or `name=…,…` per upstream (`https://` only)",
         default: "the system's CAs",
     },
     KeyDoc {
         key: AMBASSADOR_TOKEN_AUDIENCE,
         on: "Pod",
-        values: "a token audience (no spaces, ≤ 253 characters), or `name=audience,…` per upstream",
+        values: "a token audience (no whitespace, ≤ 253 characters), or `name=audience,…` per upstream",
         default: "no workload token",
     },
     KeyDoc {
@@ -195,19 +195,19 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: SIDECAR_RESOURCES,
         on: "Pod",
-        values: "`cpu=50m,memory=64Mi,ephemeral-storage=64Mi`: each sets the request and the limit, up to `resources.maxima.sidecar`",
+        values: "`cpu=50m,memory=64Mi,ephemeral-storage=64Mi`: each sets the request and the limit of the log sidecars, up to `resources.maxima.sidecar`",
         default: "`resources.requests` and `resources.limits`",
     },
     KeyDoc {
         key: ADAPTER_RESOURCES,
         on: "Pod",
-        values: "as `sidecar-resources`, up to `resources.maxima.adapter`",
+        values: "as `sidecar-resources`, for the adapters, up to `resources.maxima.adapter`",
         default: "`resources.requests` and `resources.limits`",
     },
     KeyDoc {
         key: AMBASSADOR_RESOURCES,
         on: "Pod",
-        values: "as `sidecar-resources`, up to `resources.maxima.ambassador`",
+        values: "as `sidecar-resources`, for the ambassadors, up to `resources.maxima.ambassador`",
         default: "`resources.requests` and `resources.limits`",
     },
     KeyDoc {
