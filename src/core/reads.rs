@@ -12,6 +12,8 @@ pub enum Reads {
     Each(&'static Reads),
     /// Of an object, the members whose key starts with this prefix, each whole.
     Prefixed(&'static str),
+    /// Of an object, the members whose key starts with any of these prefixes, each whole.
+    Prefixes(&'static [&'static str]),
     /// Of an array, every element as [`Reads::Each`] of `Members([(key, All)])` keeps it, except objects whose
     /// `key` member is a string the decoder's [`Names`] does not ask for: those are left out.
     EachNamed(&'static str),

@@ -144,6 +144,15 @@ impl<'de> Visitor<'de> for Pruned<'_> {
                     }
                 }
             }
+            Reads::Prefixes(prefixes) => {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    if prefixes.iter().any(|prefix| key.starts_with(prefix)) {
+                        members.insert(key.into_owned(), map.next_value()?);
+                    } else {
+                        map.next_value_seed(Skip)?;
+                    }
+                }
+            }
             // An object where an array was expected is kept whole.
             _ => {
                 while let Some((key, value)) = map.next_entry::<String, Value>()? {

@@ -51,7 +51,8 @@ pub const AMBASSADOR_CA: &str = "entourage.dev/ambassador-ca";
 pub const AMBASSADOR_TOKEN_AUDIENCE: &str = "entourage.dev/ambassador-token-audience";
 /// OAuth2 client credentials: `token-url=https://…,secret=NAME[,scope=…]` (`;` between upstreams).
 pub const AMBASSADOR_OAUTH2: &str = "entourage.dev/ambassador-oauth2";
-/// The app container (default: the first container).
+/// The app container (default: `kubectl.kubernetes.io/default-container`, else the first container no known
+/// injector added: `mutate::target`).
 pub const TARGET_CONTAINER: &str = "entourage.dev/target-container";
 /// Written by entourage: what was injected. Its presence makes a second review a no-op.
 pub const STATUS: &str = "entourage.dev/status";
@@ -184,7 +185,7 @@ pub const KEYS: &[KeyDoc] = &[
         key: TARGET_CONTAINER,
         on: "Pod",
         values: "a container name",
-        default: "the first container",
+        default: "`kubectl.kubernetes.io/default-container`, else the first container that no known injector added (docs/apps.md)",
     },
     KeyDoc {
         key: INJECT,

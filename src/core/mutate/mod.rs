@@ -8,6 +8,8 @@ pub(crate) mod harden;
 pub mod job;
 mod logs;
 pub mod pod;
+pub mod target;
+mod windows;
 
 use kube::core::{admission::Operation, gvk::GroupVersionKind};
 use serde_json::Value;
@@ -44,6 +46,8 @@ pub enum Reason {
     NothingToDefault,
     /// An annotation value breaks a rule.
     InvalidAnnotations,
+    /// The Pod asks for an entourage but runs on an OS entourage's images do not support (Windows).
+    UnsupportedOs,
     /// The object is not of a shape entourage can patch (the apiserver's validation will speak for it).
     MalformedObject,
     /// A kind entourage does not handle.
@@ -70,6 +74,7 @@ impl Reason {
             Reason::DefaultsOff => "defaults-off",
             Reason::NothingToDefault => "nothing-to-default",
             Reason::InvalidAnnotations => "invalid-annotations",
+            Reason::UnsupportedOs => "unsupported-os",
             Reason::MalformedObject => "malformed-object",
             Reason::KindNotHandled => "kind-not-handled",
             Reason::OperationNotHandled => "operation-not-handled",

@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use serde_json::Value;
 
-use super::{ambassador, harden::Injected, logs, Outcome, Pattern, Reason, Verdict};
+use super::{ambassador, harden::Injected, logs, target, windows, Outcome, Pattern, Reason, Verdict};
 use crate::support::names::Taken;
 use crate::{
     core::annotations::{self, AnnotationError, Override, ResourceOverrides},
@@ -25,8 +25,12 @@ pub const READS: Reads = Reads::Members(&[
         Reads::Members(&[
             ("name", Reads::All),
             ("generateName", Reads::All),
-            // Only entourage's own annotations are read, and of the labels only the Job controller's.
-            ("annotations", Reads::Prefixed(annotations::PREFIX)),
+            // Only entourage's own annotations and kubectl's default container are read, and of the labels only
+            // the Job controller's.
+            (
+                "annotations",
+                Reads::Prefixes(&[annotations::PREFIX, target::DEFAULT_CONTAINER]),
+            ),
             (
                 "labels",
                 Reads::Members(&[(JOB_NAME_LABEL, Reads::All), (LEGACY_JOB_NAME_LABEL, Reads::All)]),
@@ -47,6 +51,9 @@ pub const READS: Reads = Reads::Members(&[
                 Reads::Each(&Reads::Members(&[("name", Reads::All)])),
             ),
             ("volumes", Reads::Each(&Reads::Members(&[("name", Reads::All)]))),
+            // Whether the Pod runs on Windows (`windows`).
+            ("os", Reads::Members(&[("name", Reads::All)])),
+            ("nodeSelector", Reads::Members(&[("kubernetes.io/os", Reads::All)])),
         ]),
     ),
 ]);
@@ -218,8 +225,21 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
         warnings.push("entourage: the Pod has no valid spec.containers; nothing injected".into());
         return Outcome::unchanged_with(Reason::MalformedObject, warnings);
     }
+    if let Some(denial) = annotations.and_then(|a| windows::denial(pod, a)) {
+        return Outcome {
+            reason: Reason::UnsupportedOs,
+            ..Outcome::deny(denial.to_string(), warnings)
+        };
+    }
     let target_index = match &request.target_container {
-        None => 0,
+        None => {
+            let default_container = annotations
+                .and_then(|a| a.get(target::DEFAULT_CONTAINER))
+                .and_then(Value::as_str);
+            let (index, warning) = target::choose(containers, default_container, config);
+            warnings.extend(warning);
+            index
+        }
         Some(name) => match containers
             .iter()
             .position(|c| c.get("name").and_then(Value::as_str) == Some(name))
