@@ -8,16 +8,18 @@ mod adapter;
 mod ambassador;
 mod jobs;
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use serde::{Deserialize, Serialize};
 
+mod profiles;
 mod quantity;
 mod rendered;
 pub use adapter::AdapterConfig;
 mod resources;
 pub use ambassador::{AmbassadorConfig, MAX_TOKEN_EXPIRATION_SECONDS, MIN_TOKEN_EXPIRATION_SECONDS};
 pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
+pub use profiles::{known as known_profiles, Profile};
 pub use quantity::{Nanos, QuantityError};
 pub(crate) use rendered::Rendered;
 pub use resources::{Maxima, Resources, RESOURCE_NAMES};
@@ -43,6 +45,11 @@ pub struct Config {
     pub adapter: AdapterConfig,
     /// Safe defaults for Jobs and CronJobs.
     pub jobs: JobPolicy,
+    /// Named profiles of annotation-level settings (`web: {adapter-format: nginx}`), picked by a Pod's
+    /// `entourage.dev/profile` or its namespace's entry in `namespaceProfiles`; the Pod's own annotations win.
+    pub profiles: BTreeMap<String, Profile>,
+    /// Per namespace, the profile its Pods get without `entourage.dev/profile`.
+    pub namespace_profiles: BTreeMap<String, String>,
     /// What every injected container takes from `hardening` and `resources`, as JSON, rendered on first use
     /// (`mutate::harden`). Not part of the YAML.
     #[serde(skip)]
@@ -328,6 +335,7 @@ impl Config {
         }
         p.extend(self.adapter.problems());
         p.extend(self.jobs.problems());
+        p.extend(profiles::problems(&self.profiles, &self.namespace_profiles));
         p
     }
 

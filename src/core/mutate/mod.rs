@@ -8,6 +8,7 @@ pub(crate) mod harden;
 pub mod job;
 mod logs;
 pub mod pod;
+pub mod profile;
 pub mod target;
 mod windows;
 
@@ -15,6 +16,7 @@ use kube::core::{admission::Operation, gvk::GroupVersionKind};
 use serde_json::Value;
 
 pub use ambassador::reads_env;
+pub use profile::load_config;
 
 use crate::core::{config::Config, patch::Patch, reads::Reads, request::AdmissionRequest};
 
@@ -208,7 +210,7 @@ pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
     }
     let namespace = request.namespace.as_deref().unwrap_or("");
     let mut outcome = match kind {
-        ("", "Pod") => pod::mutate_pod(object, config),
+        ("", "Pod") => pod::mutate_pod_in(object, Some(namespace), config),
         ("batch", "Job") => job::mutate_job(object, namespace, config),
         _ => job::mutate_cronjob(object, namespace, config),
     };

@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use serde_json::Value;
 
-use super::{ambassador, harden::Injected, logs, target, windows, Outcome, Pattern, Reason, Verdict};
+use super::{ambassador, harden::Injected, logs, profile, target, windows, Outcome, Pattern, Reason, Verdict};
 use crate::support::names::Taken;
 use crate::{
     core::annotations::{self, AnnotationError, Override, ResourceOverrides},
@@ -25,6 +25,7 @@ pub const READS: Reads = Reads::Members(&[
         Reads::Members(&[
             ("name", Reads::All),
             ("generateName", Reads::All),
+            ("namespace", Reads::All),
             // Only entourage's own annotations and kubectl's default container are read, and of the labels only
             // the Job controller's.
             (
@@ -181,19 +182,27 @@ fn member<'v>(object: &'v Value, path: &[&str]) -> Option<&'v Value> {
     path.iter().try_fold(object, |node, key| node.get(key))
 }
 
-/// Injects what a Pod's annotations ask for.
+/// Injects what a Pod's annotations ask for; the namespace (for its default profile) is the Pod's own
+/// `metadata.namespace`.
 pub fn mutate_pod(pod: &Value, config: &Config) -> Outcome {
-    inject(pod, config, is_job_owned(pod))
+    let namespace = member(pod, &["metadata", "namespace"]).and_then(Value::as_str);
+    mutate_pod_in(pod, namespace, config)
+}
+
+/// Injects what a Pod's annotations ask for, in `namespace` (the admission request's: a Pod being created may
+/// carry none in its metadata).
+pub fn mutate_pod_in(pod: &Value, namespace: Option<&str>, config: &Config) -> Outcome {
+    inject(pod, namespace, config, is_job_owned(pod))
 }
 
 /// Injects into the Pod template of a workload (`entourage inject`). A template has no ownerReferences, so the
 /// caller says whether its Pods will belong to a Job (Job and CronJob templates): in classic mode such Pods never
 /// complete, and the user is warned. The patch applies to the template.
 pub fn mutate_pod_template(template: &Value, config: &Config, job_owned: bool) -> Outcome {
-    inject(template, config, job_owned)
+    inject(template, None, config, job_owned)
 }
 
-fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
+fn inject(pod: &Value, namespace: Option<&str>, config: &Config, job_owned: bool) -> Outcome {
     let annotations = member(pod, &["metadata", "annotations"]).and_then(Value::as_object);
     if annotations
         .and_then(|a| a.get(annotations::INJECT))
@@ -202,6 +211,12 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
     {
         return Outcome::unchanged(Reason::OptedOut);
     }
+    // The Pod's annotations with its profile's settings added where it sets none.
+    let with_profile = match profile::apply(annotations, namespace, config) {
+        Ok(merged) => merged,
+        Err(denial) => return Outcome::deny(join(&[denial]), Vec::new()),
+    };
+    let annotations = with_profile.as_deref();
     let parsed = match annotations::parse_pod(annotations, config) {
         Ok(parsed) => parsed,
         Err(errors) => return Outcome::deny(join(&errors), Vec::new()),
