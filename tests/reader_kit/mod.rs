@@ -123,8 +123,8 @@ pub fn image_user() -> (u32, u32) {
     let dockerfile = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
     let user = dockerfile
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
         .expect("the Dockerfile sets a USER");
     let (uid, gid) = user.trim().split_once(':').unwrap_or((user.trim(), user.trim()));
     let numeric = |s: &str| {
