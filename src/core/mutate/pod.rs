@@ -197,9 +197,10 @@ pub fn mutate_pod_in(pod: &Value, namespace: Option<&str>, config: &Config) -> O
 
 /// Injects into the Pod template of a workload (`entourage inject`). A template has no ownerReferences, so the
 /// caller says whether its Pods will belong to a Job (Job and CronJob templates): in classic mode such Pods never
-/// complete, and the user is warned. The patch applies to the template.
-pub fn mutate_pod_template(template: &Value, config: &Config, job_owned: bool) -> Outcome {
-    inject(template, None, config, job_owned)
+/// complete, and the user is warned. `namespace` is the workload's, for its default profile. The patch applies to
+/// the template.
+pub fn mutate_pod_template(template: &Value, namespace: &str, config: &Config, job_owned: bool) -> Outcome {
+    inject(template, Some(namespace), config, job_owned)
 }
 
 fn inject(pod: &Value, namespace: Option<&str>, config: &Config, job_owned: bool) -> Outcome {
