@@ -204,16 +204,12 @@ pub fn mutate_pod_template(template: &Value, namespace: &str, config: &Config, j
 }
 
 fn inject(pod: &Value, namespace: Option<&str>, config: &Config, job_owned: bool) -> Outcome {
-    let annotations = member(pod, &["metadata", "annotations"]).and_then(Value::as_object);
-    if annotations
-        .and_then(|a| a.get(annotations::INJECT))
-        .and_then(Value::as_str)
-        == Some("false")
-    {
+    let own = member(pod, &["metadata", "annotations"]).and_then(Value::as_object);
+    if own.and_then(|a| a.get(annotations::INJECT)).and_then(Value::as_str) == Some("false") {
         return Outcome::unchanged(Reason::OptedOut);
     }
     // The Pod's annotations with its profile's settings added where it sets none.
-    let with_profile = match profile::apply(annotations, namespace, config) {
+    let with_profile = match profile::apply(own, namespace, config) {
         Ok(merged) => merged,
         Err(denial) => return Outcome::deny(join(&[denial]), Vec::new()),
     };
@@ -241,7 +237,8 @@ fn inject(pod: &Value, namespace: Option<&str>, config: &Config, job_owned: bool
         warnings.push("entourage: the Pod has no valid spec.containers; nothing injected".into());
         return Outcome::unchanged_with(Reason::MalformedObject, warnings);
     }
-    if let Some(denial) = annotations.and_then(|a| windows::denial(pod, a)) {
+    // The Pod's own annotations: what its author can remove (a profile's settings are not on the Pod).
+    if let Some(denial) = own.and_then(|a| windows::denial(pod, a)) {
         return Outcome {
             reason: Reason::UnsupportedOs,
             ..Outcome::deny(denial.to_string(), warnings)

@@ -51,12 +51,17 @@ fn setting(key: &str) -> Option<(&'static str, &'static [&'static str])> {
 }
 
 /// The Pod's annotations with its profile applied: its own `entourage.dev/profile`, else its namespace's default,
-/// else none (the annotations as they are). A profile name that config does not know denies the Pod.
+/// else none (the annotations as they are). A profile name that config does not know denies the Pod. A Pod that
+/// carries `entourage.dev/status` was injected before (a reinvocation): its profile was applied then, and is not
+/// looked up again.
 pub(crate) fn apply<'m>(
     annotations: Option<&'m Map<String, Value>>,
     namespace: Option<&str>,
     config: &Config,
 ) -> Result<Option<Cow<'m, Map<String, Value>>>, AnnotationError> {
+    if annotations.is_some_and(|m| m.contains_key(a::STATUS)) {
+        return Ok(annotations.map(Cow::Borrowed));
+    }
     let own = annotations.and_then(|m| m.get(a::PROFILE)).and_then(Value::as_str);
     let name = match own {
         Some(name) => name,
@@ -186,6 +191,13 @@ mod tests {
         picked.insert("entourage.dev/profile".into(), json!("batch"));
         let merged = apply(Some(&picked), Some("shop"), &config).unwrap().unwrap();
         assert_eq!(merged["entourage.dev/adapter-format"], "json");
+    }
+
+    #[test]
+    fn a_pod_injected_before_is_not_given_its_profile_again_nor_denied_for_it() {
+        let pod = annotations(json!({"entourage.dev/profile": "gone", "entourage.dev/status": "{}"}));
+        let same = apply(Some(&pod), Some("shop"), &config(WEB)).unwrap().unwrap();
+        assert!(matches!(same, Cow::Borrowed(_)));
     }
 
     #[test]
