@@ -6,7 +6,8 @@
 //! 2. [`review::decode`] turns the body into a [`review::Review`] in one pass, parsing of the object only what
 //!    the core reads ([`core::reads`], [`review::pruned`]); a body that is not a review is a 400.
 //! 3. [`core::mutate::mutate`] — pure and synchronous — dispatches by kind: [`core::mutate::pod`] parses the
-//!    [`core::annotations`] and plans containers, volumes, mounts and env; [`core::mutate::job`] applies
+//!    [`core::annotations`] (with the settings of its [`core::mutate::profile`]), picks the app container
+//!    ([`core::mutate::target`]) and plans containers, volumes, mounts and env; [`core::mutate::job`] applies
 //!    defaults. [`core::patch::PatchBuilder`] turns the plan into RFC 6902 operations for exactly that object.
 //! 4. [`review::answer`] turns the verdict into the review's answer (base64 patch, warnings), in the review's
 //!    own version; one log line records the decision.

@@ -194,6 +194,21 @@ mod tests {
     }
 
     #[test]
+    fn operations_md_lists_every_setting_and_its_example_loads() {
+        let page = include_str!("../../../docs/operations.md");
+        let section = &page[page.find("### Profiles and namespace defaults").unwrap()..];
+        let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let loaded = load_config(example, "docs/operations.md").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.namespace_profiles["shop"], "web");
+        let list = &section[section.find("**What a profile may hold:**").unwrap()..];
+        let list = &list[..list.find("(`mutate::profile::SETTINGS`)").unwrap()];
+        let documented: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
+        let settings: Vec<&str> = SETTINGS.iter().filter_map(|(k, _)| k.strip_prefix(a::PREFIX)).collect();
+        assert_eq!(documented, settings);
+    }
+
+    #[test]
     fn a_pod_injected_before_is_not_given_its_profile_again_nor_denied_for_it() {
         let pod = annotations(json!({"entourage.dev/profile": "gone", "entourage.dev/status": "{}"}));
         let same = apply(Some(&pod), Some("shop"), &config(WEB)).unwrap().unwrap();
