@@ -553,6 +553,51 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// An adapter's format and static fields, the fields' keys drawn mostly from the keys that format writes itself
+/// (and the adapter's own keys): pairs that collide, and some that do not.
+fn format_and_colliding_fields() -> impl Strategy<Value = (String, Vec<String>)> {
+    let formats = vec![
+        "nginx",
+        "apache-combined",
+        "apache-common",
+        "syslog",
+        "plain",
+        "logfmt",
+        "json",
+        "regex:(?P<status>\\d+) (?P<user_id>\\w+)",
+    ];
+    prop::sample::select(formats).prop_flat_map(|format| {
+        let parsed: entourage::core::logformat::Format = format.parse().unwrap();
+        let mut keys: Vec<String> = parsed
+            .keys()
+            .unwrap_or_default()
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        keys.extend(["status", "level", "file", "team", "app", "zone"].map(String::from));
+        let field = (prop::sample::select(keys), "[a-z0-9 ]{0,6}").prop_map(|(k, v)| format!("{k}={v}"));
+        (Just(format.to_string()), prop::collection::vec(field, 1..4))
+    })
+}
+
+/// The argv `entourage adapt` would get for these annotations, built by hand: the runtime's side of the rule.
+fn adapt_argv(format: &str, fields: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "entourage",
+        "adapt",
+        "--file",
+        "/var/log/app/app.log",
+        "--format",
+        format,
+    ]
+    .map(String::from)
+    .to_vec();
+    for field in fields {
+        argv.extend(["--field".to_string(), field.trim().to_string()]);
+    }
+    argv
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The apiserver's part
 // ---------------------------------------------------------------------------------------------------------------
@@ -591,6 +636,76 @@ fn refused_as_not_an_object(object: &Value, kind: (&str, &str, &str)) -> Result<
         }
     }
     Ok(())
+}
+
+/// The member at `path` as the decoder names it (`spec.containers[0].name`, `metadata.annotations["a/b"]`).
+fn member_at<'v>(object: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut value = object;
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(inner) = rest.strip_prefix('[') {
+            let end = if inner.starts_with('"') {
+                inner.find("\"]")? + 1
+            } else {
+                inner.find(']')?
+            };
+            let token = &inner[..end];
+            value = match serde_json::from_str::<String>(token) {
+                Ok(key) => value.get(key)?,
+                Err(_) => value.get(token.parse::<usize>().ok()?)?,
+            };
+            rest = &inner[end + 1..];
+        } else {
+            let inner = rest.strip_prefix('.').unwrap_or(rest);
+            let end = inner.find(['.', '[']).unwrap_or(inner.len());
+            value = value.get(&inner[..end])?;
+            rest = &inner[end..];
+        }
+    }
+    Some(value)
+}
+
+/// Whether the review of `object` is refused for a member the core reads holding another type. Refused or not,
+/// both decoders agree in either member order, and a refusal names a member that really holds the type it says.
+fn refused_for_a_member_of_another_type(object: &Value, kind: (&str, &str, &str)) -> Result<bool, TestCaseError> {
+    let mut review = support::review(kind, "default", "CREATE", object);
+    if !review["request"]["name"].is_string() {
+        // The apiserver's request.name is always a string, whatever the object holds.
+        review["request"]["name"] = json!("");
+    }
+    let mut errors = Vec::new();
+    for body in [serde_json::to_vec(&review).unwrap(), support::apiserver_order(&review)] {
+        errors.push(review::decode(&body, &Config::default()).err().map(|e| e.to_string()));
+        errors.push(review::decode_whole(&body).err().map(|e| e.to_string()));
+    }
+    let Some(Some(error)) = errors.iter().find(|e| e.is_some()) else {
+        return Ok(false);
+    };
+    prop_assert!(
+        errors.iter().all(Option::is_some),
+        "the decoders disagree: {:?}",
+        errors
+    );
+    let named = error
+        .split("request.object.")
+        .nth(1)
+        .and_then(|rest| rest.split_once(" is "));
+    let Some((path, found)) = named else {
+        return Err(TestCaseError::fail(format!(
+            "the refusal names no member of request.object: {error}"
+        )));
+    };
+    let member = member_at(object, path);
+    prop_assert!(
+        member.is_some(),
+        "{} names {}, which {} does not have",
+        error,
+        path,
+        object
+    );
+    let described = entourage::core::reads::JsonType::of(member.unwrap()).described();
+    prop_assert!(found.starts_with(described), "{}: {} is {}", error, path, described);
+    Ok(true)
 }
 
 /// The webhook parses only the parts of a Pod the core reads (`entourage::review::pruned`); the core given the whole object
@@ -719,6 +834,11 @@ proptest! {
         let violations = support::pod_rule_violations(&patched);
         prop_assert!(violations.is_empty(), "{:?}\npatched: {}", violations, patched);
         check_ambassador_ports(&pod, &patched)?;
+        // Every injected container starts: its argv passes the binary's flag parser and its program's own checks.
+        for (container, argv) in support::runtimes::injected_argv(&pod, &patched, &config) {
+            let started = support::runtimes::starts(&argv);
+            prop_assert!(started.is_ok(), "{} would not start: {:?}: {:?}", container, argv, started);
+        }
         let again = review(&patched, POD, &config);
         prop_assert_eq!(&again.verdict, &Verdict::Allow, "the patched Pod is denied on reinvocation");
         prop_assert!(again.patch.0.is_empty(), "second review patched again: {}", serde_json::to_string(&again.patch).unwrap());
@@ -783,6 +903,9 @@ proptest! {
         if !(object.is_object() || object.is_null()) {
             return refused_as_not_an_object(&object, kind);
         }
+        if refused_for_a_member_of_another_type(&object, kind)? {
+            return Ok(());
+        }
         let outcome = review(&object, kind, &config);
         check_verdict(&outcome)?;
         apply(&object, &outcome)?;
@@ -805,6 +928,9 @@ proptest! {
         }
         if !(object.is_object() || object.is_null()) {
             return refused_as_not_an_object(&object, POD);
+        }
+        if refused_for_a_member_of_another_type(&object, POD)? {
+            return Ok(());
         }
         same_answer_as_the_full_object(&object, &config)?;
     }
@@ -842,6 +968,41 @@ proptest! {
             let whole = review::decode_whole(&body).expect("what decodes for the core decodes whole");
             if let Some(object) = whole.request.object {
                 apply(&object, &outcome)?;
+            }
+        }
+    }
+
+    #[test]
+    fn adapter_fields_that_collide_with_the_formats_keys_are_denied_exactly_when_the_adapter_refuses_them(
+        (format, fields) in format_and_colliding_fields(),
+    ) {
+        let config = Config::default();
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "annotations": {
+                annotations::ADAPTER_LOGS: "/var/log/app/app.log",
+                annotations::ADAPTER_FORMAT: format,
+                annotations::ADAPTER_FIELDS: fields.join(","),
+            }},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+        });
+        let outcome = review(&pod, POD, &config);
+        let runtime = support::runtimes::starts(&adapt_argv(&format, &fields));
+        match &outcome.verdict {
+            Verdict::Allow => {
+                prop_assert!(runtime.is_ok(), "admitted, but the adapter refuses: {:?}", runtime);
+                let patched = apply(&pod, &outcome)?;
+                let injected = support::runtimes::injected_argv(&pod, &patched, &config);
+                prop_assert!(!injected.is_empty(), "admitted without an adapter");
+                for (container, argv) in injected {
+                    let started = support::runtimes::starts(&argv);
+                    prop_assert!(started.is_ok(), "{} would not start: {:?}: {:?}", container, argv, started);
+                }
+            }
+            Verdict::Deny(message) => {
+                prop_assert!(runtime.is_err(), "denied, but the adapter starts: {}", message);
+                prop_assert!(message.contains(annotations::ADAPTER_FIELDS), "{}", message);
             }
         }
     }

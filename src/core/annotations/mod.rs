@@ -315,7 +315,9 @@ pub struct AdapterRequest {
     pub level: LevelMode,
 }
 
-pub use self::ambassador::{check_token_url, check_url, CaSource, OAuth2Request, Upstream};
+pub use self::ambassador::{
+    check_token_url, check_url, parse_upstream_url, CaSource, OAuth2Request, Upstream, UpstreamUrl, UrlError,
+};
 
 /// The result of parsing a Pod's annotations.
 #[derive(Debug, Clone, PartialEq)]
@@ -357,7 +359,7 @@ pub fn parse_pod(annotations: Option<&Map<String, Value>>, config: &Config) -> R
             errors.push(err(ADAPTER_FORMAT, format, rule));
         }
         let fields = get(ADAPTER_FIELDS)
-            .map(|f| parse_fields(f, &mut errors))
+            .map(|f| parse_fields(f, format, &mut errors))
             .unwrap_or_default();
         let mut adapter = AdapterRequest {
             logs,
@@ -526,44 +528,13 @@ fn check_format(format: &str) -> Result<(), String> {
     }
 }
 
-/// Keys the adapter writes itself; a static field may not shadow them.
-use super::logformat::RESERVED_KEYS as RESERVED_FIELDS;
-fn parse_fields(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((k, v)) = pair.split_once('=') else {
-            errors.push(err(ADAPTER_FIELDS, pair, "is not key=value"));
-            continue;
-        };
-        let (k, v) = (k.trim(), v.trim());
-        let key_ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-            && k.len() <= 63;
-        if !key_ok {
-            errors.push(err(
-                ADAPTER_FIELDS,
-                k,
-                "is not a field name (letters, digits, _ . -; at most 63)",
-            ));
-        } else if RESERVED_FIELDS.contains(&k) {
-            errors.push(err(
-                ADAPTER_FIELDS,
-                k,
-                format!("is a field the adapter writes itself ({})", RESERVED_FIELDS.join(", ")),
-            ));
-        } else if fields.iter().any(|(existing, _)| existing == k) {
-            errors.push(err(ADAPTER_FIELDS, k, "is given twice"));
-        } else if v.chars().any(char::is_control) || v.len() > 256 {
-            errors.push(err(
-                ADAPTER_FIELDS,
-                v,
-                "must be at most 256 characters without control characters",
-            ));
-        } else {
-            fields.push((k.to_string(), v.to_string()));
-        }
-    }
+/// Static fields, by the grammar `entourage adapt --field` parses (`logformat::parse_fields`), against the format's
+/// own keys as the adapter checks them; an invalid format is reported on its own, its keys are then unknown.
+fn parse_fields(value: &str, format: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, String)> {
+    let format = format.parse().unwrap_or(super::logformat::Format::Json);
+    let pairs = value.split(',').filter(|p| !p.trim().is_empty());
+    let (fields, refused) = super::logformat::parse_fields(pairs, &format);
+    errors.extend(refused.into_iter().map(|e| err(ADAPTER_FIELDS, &e.value, e.rule)));
     fields
 }
 

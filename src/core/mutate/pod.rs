@@ -16,29 +16,30 @@ use crate::{
     core::reads::Reads,
 };
 
-/// Every part of a Pod that [`mutate_pod`] reads (the webhook parses only these; see `crate::review::pruned`). Whoever
-/// makes the core read another field adds it here, or the webhook will not see it.
+/// Every part of a Pod that [`mutate_pod`] reads, with its type (the webhook parses only these, see
+/// `crate::review::pruned`, and answers 400 to a Pod where one has another type). Whoever makes the core read
+/// another field adds it here, or the webhook will not see it.
 pub const READS: Reads = Reads::Members(&[
-    ("kind", Reads::All),
+    ("kind", Reads::Text),
     (
         "metadata",
         Reads::Members(&[
-            ("name", Reads::All),
-            ("generateName", Reads::All),
-            ("namespace", Reads::All),
+            ("name", Reads::Text),
+            ("generateName", Reads::Text),
+            ("namespace", Reads::Text),
             // Only entourage's own annotations and kubectl's default container are read, and of the labels only
             // the Job controller's.
             (
                 "annotations",
-                Reads::Prefixes(&[annotations::PREFIX, target::DEFAULT_CONTAINER]),
+                Reads::Prefixes(&[annotations::PREFIX, target::DEFAULT_CONTAINER], &Reads::Text),
             ),
             (
                 "labels",
-                Reads::Members(&[(JOB_NAME_LABEL, Reads::All), (LEGACY_JOB_NAME_LABEL, Reads::All)]),
+                Reads::Members(&[(JOB_NAME_LABEL, Reads::Text), (LEGACY_JOB_NAME_LABEL, Reads::Text)]),
             ),
             (
                 "ownerReferences",
-                Reads::Each(&Reads::Members(&[("kind", Reads::All), ("controller", Reads::All)])),
+                Reads::Each(&Reads::Members(&[("kind", Reads::Text), ("controller", Reads::Flag)])),
             ),
         ]),
     ),
@@ -49,12 +50,12 @@ pub const READS: Reads = Reads::Members(&[
             ("initContainers", Reads::Each(&CONTAINER_READS)),
             (
                 "ephemeralContainers",
-                Reads::Each(&Reads::Members(&[("name", Reads::All)])),
+                Reads::Each(&Reads::Members(&[("name", Reads::Text)])),
             ),
-            ("volumes", Reads::Each(&Reads::Members(&[("name", Reads::All)]))),
+            ("volumes", Reads::Each(&Reads::Members(&[("name", Reads::Text)]))),
             // Whether the Pod runs on Windows (`windows`).
-            ("os", Reads::Members(&[("name", Reads::All)])),
-            ("nodeSelector", Reads::Members(&[("kubernetes.io/os", Reads::All)])),
+            ("os", Reads::Members(&[("name", Reads::Text)])),
+            ("nodeSelector", Reads::Members(&[("kubernetes.io/os", Reads::Text)])),
         ]),
     ),
 ]);
@@ -62,18 +63,21 @@ pub const READS: Reads = Reads::Members(&[
 /// What is read of each container: its name and what `add_container` compares, its ports, mounts and the env
 /// entries the ambassador's env var could collide with (`ambassador::reads_env`).
 const CONTAINER_READS: Reads = Reads::Members(&[
-    ("name", Reads::All),
-    ("image", Reads::All),
-    ("command", Reads::All),
-    ("args", Reads::All),
-    ("ports", Reads::Each(&Reads::Members(&[("containerPort", Reads::All)]))),
+    ("name", Reads::Text),
+    ("image", Reads::Text),
+    ("command", Reads::Each(&Reads::Text)),
+    ("args", Reads::Each(&Reads::Text)),
+    (
+        "ports",
+        Reads::Each(&Reads::Members(&[("containerPort", Reads::Integer)])),
+    ),
     (
         "volumeMounts",
         Reads::Each(&Reads::Members(&[
-            ("name", Reads::All),
-            ("mountPath", Reads::All),
-            ("subPath", Reads::All),
-            ("subPathExpr", Reads::All),
+            ("name", Reads::Text),
+            ("mountPath", Reads::Text),
+            ("subPath", Reads::Text),
+            ("subPathExpr", Reads::Text),
         ])),
     ),
     ("env", Reads::EachNamed("name")),
