@@ -396,6 +396,28 @@ mod tests {
     ]);
 
     #[test]
+    fn of_an_object_read_by_several_prefixes_the_members_with_any_of_them_are_kept_and_type_checked() {
+        const BOTH: Reads = Reads::Prefixes(&["x/", "kubectl.kubernetes.io/default-container"], &Reads::Text);
+        let json = r#"{"x/a": "1", "kubectl.kubernetes.io/default-container": "web", "kubectl.kubernetes.io/other": "no", "y/b": "no"}"#;
+        let kept = parse(json, &BOTH, &all_names).unwrap();
+        assert_eq!(
+            kept,
+            json!({"x/a": "1", "kubectl.kubernetes.io/default-container": "web"})
+        );
+        assert_eq!(BOTH.check(&kept), Ok(()));
+        let wrong = parse(
+            r#"{"kubectl.kubernetes.io/default-container": 7, "y/b": 7}"#,
+            &BOTH,
+            &all_names,
+        )
+        .unwrap();
+        assert_eq!(
+            BOTH.check(&wrong).unwrap_err().to_string(),
+            r#"["kubectl.kubernetes.io/default-container"] is a number, expected a string"#
+        );
+    }
+
+    #[test]
     fn of_a_prefixed_object_only_the_members_with_the_prefix_are_kept_whole() {
         let json = r#"{"meta": {"x/a": {"deep": [1]}, "y/b": "no", "x/": "", "X/c": "no"}}"#;
         let wanted = |_: &str| true;
