@@ -112,7 +112,11 @@ pub(crate) fn choose(
             let all = format!(
                 "entourage: every container of this Pod is a known injected one; the app container is the first, {first:?}: name it with entourage.dev/target-container"
             );
-            (0, Some(warning.map_or(all.clone(), |w| format!("{w}; {all}"))))
+            let warning = match warning {
+                Some(missing) => format!("{missing}; {all}"),
+                None => all,
+            };
+            (0, Some(warning))
         }
     }
 }
