@@ -7,7 +7,8 @@
 //!    the core reads ([`core::reads`], [`review::pruned`]); a body that is not a review, or whose object holds a
 //!    member the core reads with another type, is a 400.
 //! 3. [`core::mutate::mutate`] — pure and synchronous — dispatches by kind: [`core::mutate::pod`] parses the
-//!    [`core::annotations`] and plans containers, volumes, mounts and env; [`core::mutate::job`] applies
+//!    [`core::annotations`] (with the settings of its [`core::mutate::profile`]), picks the app container
+//!    ([`core::mutate::target`]) and plans containers, volumes, mounts and env; [`core::mutate::job`] applies
 //!    defaults. [`core::patch::PatchBuilder`] turns the plan into RFC 6902 operations for exactly that object.
 //! 4. [`review::answer`] turns the verdict into the review's answer (base64 patch, warnings), in the review's
 //!    own version; one log line records the decision.

@@ -43,7 +43,7 @@ fn cases() -> Vec<Case> {
             };
             let meta = read("case.json").unwrap_or(json!({}));
             let config = match meta.get("config").and_then(Value::as_str) {
-                Some(yaml) => Config::from_yaml(yaml, "case.json").unwrap(),
+                Some(yaml) => mutate::load_config(yaml, "case.json").unwrap(),
                 None => Config::default(),
             };
             Case {

@@ -49,6 +49,8 @@ const CONTAINER_NAMES: &[&str] = &[
     "adapter-app",
     "ambassador",
     "ambassador-orders",
+    // Another injector's, never the app by default (`mutate::target`).
+    "istio-proxy",
 ];
 
 /// Volume names, again including entourage's own choices.
@@ -169,6 +171,8 @@ fn values_for(key: &str) -> (Vec<&'static str>, Vec<&'static str>) {
             vec!["Bad_Name", "unknown=z", "pay", ""],
         ),
         annotations::TARGET_CONTAINER => (vec!["app", "web", "sidecar-access"], vec!["missing", ""]),
+        // `web` is the profile `config_strategy` defines now and then.
+        annotations::PROFILE => (vec!["web"], vec!["wbe", ""]),
         annotations::STATUS => (vec!["{}", "{\"version\":\"0.0.1\"}"], vec![]),
         annotations::DEFAULTS => (vec!["on", "off"], vec!["maybe"]),
         annotations::KEEP => (
@@ -260,6 +264,7 @@ fn annotations_strategy() -> impl Strategy<Value = Map<String, Value>> {
             ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
             ("entourage.dev/sidecar-log", "/var/log/x.log"),
             ("sidecar.istio.io/inject", "true"),
+            ("kubectl.kubernetes.io/default-container", "web"),
         ],
         0..=5,
     );
@@ -372,10 +377,11 @@ fn pod_strategy() -> impl Strategy<Value = Value> {
                 prop::option::of(subsequence(vec!["batch.kubernetes.io/job-name", "app", "job-name"], 0..=3)),
                 prop::collection::vec(any::<bool>(), 4),
                 any::<bool>(),
+                prop::option::weighted(0.2, prop::sample::select(vec!["os", "nodeSelector", "linux"])),
             )
         })
         .prop_map(
-            |(apps, init, ephemeral, volumes, (volumes_p, init_p, ephemeral_p), annotations, owner, labels, future, kind)| {
+            |(apps, init, ephemeral, volumes, (volumes_p, init_p, ephemeral_p), annotations, owner, labels, future, kind, os)| {
                 let mut metadata = json!({"generateName": "web-", "namespace": "default"});
                 if let Some(a) = annotations {
                     metadata["annotations"] = Value::Object(a);
@@ -425,6 +431,13 @@ fn pod_strategy() -> impl Strategy<Value = Value> {
                 if let Some(u) = unknown(future[1]) {
                     spec["futureSpecField"] = u;
                 }
+                // Windows Pods, which entourage refuses to inject, by either field; and a Linux one.
+                match os {
+                    Some("os") => spec["os"] = json!({"name": "windows"}),
+                    Some("nodeSelector") => spec["nodeSelector"] = json!({"kubernetes.io/os": "windows", "disk": "ssd"}),
+                    Some(_) => spec["os"] = json!({"name": "linux"}),
+                    None => {}
+                }
                 let mut pod = json!({"metadata": metadata, "spec": spec, "apiVersion": "v1"});
                 if kind {
                     pod["kind"] = json!("Pod");
@@ -454,18 +467,44 @@ fn config_strategy() -> impl Strategy<Value = Config> {
         ]),
         prop_oneof![3 => Just(8usize), 1 => 1usize..=8],
         prop::sample::select(vec!["AMBASSADOR_URL", "BACKEND"]),
+        any::<bool>(),
+        prop::option::of(prop::sample::select(vec!["default", "elsewhere"])),
     )
-        .prop_map(|(mode, version, (port, admin_port), max_log_files, url_env)| {
-            let mut config = Config::default();
-            config.sidecars.mode = mode;
-            config.kubernetes_version = version.map(|(major, minor)| KubeVersion { major, minor });
-            config.ambassador.port = port;
-            config.ambassador.admin_port = admin_port;
-            config.sidecars.max_log_files = max_log_files;
-            config.ambassador.url_env = url_env.into();
-            assert_eq!(config.problems(), Vec::<String>::new(), "generated configs are valid");
-            config
-        })
+        .prop_map(
+            |(mode, version, (port, admin_port), max_log_files, url_env, platform_uid, profile_in)| {
+                let mut config = Config::default();
+                config.sidecars.mode = mode;
+                config.kubernetes_version = version.map(|(major, minor)| KubeVersion { major, minor });
+                config.ambassador.port = port;
+                config.ambassador.admin_port = admin_port;
+                config.sidecars.max_log_files = max_log_files;
+                config.ambassador.url_env = url_env.into();
+                if platform_uid {
+                    config.hardening.run_as_user = None;
+                    config.hardening.run_as_group = None;
+                }
+                // A profile `web`, now and then the default of the Pods' namespace.
+                if let Some(namespace) = profile_in {
+                    let web = [
+                        ("adapter-format", "nginx"),
+                        ("sidecar-resources", "memory=128Mi"),
+                        ("ambassador-port", "9100"),
+                    ];
+                    config.profiles.insert(
+                        "web".into(),
+                        web.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    );
+                    config.namespace_profiles.insert(namespace.into(), "web".into());
+                }
+                assert_eq!(config.problems(), Vec::<String>::new(), "generated configs are valid");
+                assert_eq!(
+                    entourage::core::mutate::profile::problems(&config),
+                    Vec::<String>::new(),
+                    "and their profiles"
+                );
+                config
+            },
+        )
 }
 
 /// A Job or CronJob as the apiserver sends it (API defaults applied or not), with random entourage annotations.
@@ -716,7 +755,8 @@ fn same_answer_as_the_full_object(object: &Value, config: &Config) -> Result<(),
     webhook.generate_name = None;
     let is_pod = object.get("kind").and_then(Value::as_str).is_none_or(|k| k == "Pod");
     if object.is_object() && is_pod {
-        prop_assert_eq!(mutate::pod::mutate_pod(object, config), webhook);
+        // In the namespace the review names (`review`), as the webhook takes it from the request, not the object.
+        prop_assert_eq!(mutate::pod::mutate_pod_in(object, Some("default"), config), webhook);
     }
     Ok(())
 }

@@ -25,6 +25,8 @@ pub enum Reads {
     Each(&'static Reads),
     /// Of an object, the members whose key starts with this prefix, each kept as the second says.
     Prefixed(&'static str, &'static Reads),
+    /// Of an object, the members whose key starts with any of these prefixes, each kept as the second says.
+    Prefixes(&'static [&'static str], &'static Reads),
     /// Of an array of objects, each element's `key` member, a string, except the objects whose `key` the
     /// decoder's [`Names`] does not ask for: those are left out.
     EachNamed(&'static str),
@@ -132,6 +134,12 @@ impl Reads {
                 }
                 return Ok(());
             }
+            (Reads::Prefixes(prefixes, reads), Value::Object(map)) => {
+                for (key, member) in map.iter().filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p))) {
+                    within(path, &Segment::Key(key), |path| reads.check_at(member, path))?;
+                }
+                return Ok(());
+            }
             (Reads::Each(each), Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     within(path, &Segment::Index(i), |path| each.check_at(item, path))?;
@@ -156,7 +164,7 @@ impl Reads {
             (Reads::Text, _) => "a string",
             (Reads::Flag, _) => "a boolean",
             (Reads::Integer, _) => "an integer",
-            (Reads::Members(_) | Reads::Prefixed(..), _) => "an object",
+            (Reads::Members(_) | Reads::Prefixed(..) | Reads::Prefixes(..), _) => "an object",
             (Reads::Each(_) | Reads::EachNamed(_), _) => "an array",
         };
         Err(mismatch(path, value, expected))

@@ -145,6 +145,15 @@ impl<'de> Visitor<'de> for Pruned<'_> {
                     }
                 }
             }
+            Reads::Prefixes(prefixes, reads) => {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    if prefixes.iter().any(|prefix| key.starts_with(prefix)) {
+                        members.insert(key.into_owned(), map.next_value_seed(self.with(reads))?);
+                    } else {
+                        map.next_value_seed(Skip)?;
+                    }
+                }
+            }
             // An object where an array was expected is kept whole.
             _ => {
                 while let Some((key, value)) = map.next_entry::<String, Value>()? {
@@ -385,6 +394,28 @@ mod tests {
         ("meta", Reads::Prefixed("x/", &Reads::All)),
         ("env", Reads::EachNamed("name")),
     ]);
+
+    #[test]
+    fn of_an_object_read_by_several_prefixes_the_members_with_any_of_them_are_kept_and_type_checked() {
+        const BOTH: Reads = Reads::Prefixes(&["x/", "kubectl.kubernetes.io/default-container"], &Reads::Text);
+        let json = r#"{"x/a": "1", "kubectl.kubernetes.io/default-container": "web", "kubectl.kubernetes.io/other": "no", "y/b": "no"}"#;
+        let kept = parse(json, &BOTH, &all_names).unwrap();
+        assert_eq!(
+            kept,
+            json!({"x/a": "1", "kubectl.kubernetes.io/default-container": "web"})
+        );
+        assert_eq!(BOTH.check(&kept), Ok(()));
+        let wrong = parse(
+            r#"{"kubectl.kubernetes.io/default-container": 7, "y/b": 7}"#,
+            &BOTH,
+            &all_names,
+        )
+        .unwrap();
+        assert_eq!(
+            BOTH.check(&wrong).unwrap_err().to_string(),
+            r#"["kubectl.kubernetes.io/default-container"] is a number, expected a string"#
+        );
+    }
 
     #[test]
     fn of_a_prefixed_object_only_the_members_with_the_prefix_are_kept_whole() {

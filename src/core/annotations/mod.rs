@@ -51,8 +51,11 @@ pub const AMBASSADOR_CA: &str = "entourage.dev/ambassador-ca";
 pub const AMBASSADOR_TOKEN_AUDIENCE: &str = "entourage.dev/ambassador-token-audience";
 /// OAuth2 client credentials: `token-url=https://…,secret=NAME[,scope=…]` (`;` between upstreams).
 pub const AMBASSADOR_OAUTH2: &str = "entourage.dev/ambassador-oauth2";
-/// The app container (default: the first container).
+/// The app container (default: `kubectl.kubernetes.io/default-container`, else the first container no known
+/// injector added: `mutate::target`).
 pub const TARGET_CONTAINER: &str = "entourage.dev/target-container";
+/// The name of a profile from config (`profiles`): annotation-level settings this Pod's annotations override.
+pub const PROFILE: &str = "entourage.dev/profile";
 /// Written by entourage: what was injected. Its presence makes a second review a no-op.
 pub const STATUS: &str = "entourage.dev/status";
 /// `"off"` opts a Job or CronJob out of the defaults.
@@ -184,7 +187,7 @@ pub const KEYS: &[KeyDoc] = &[
         key: TARGET_CONTAINER,
         on: "Pod",
         values: "a container name",
-        default: "the first container",
+        default: "`kubectl.kubernetes.io/default-container`, else the first container that no known injector added (docs/apps.md)",
     },
     KeyDoc {
         key: INJECT,
@@ -209,6 +212,12 @@ pub const KEYS: &[KeyDoc] = &[
         on: "Pod",
         values: "as `sidecar-resources`, for the ambassadors, up to `resources.maxima.ambassador`",
         default: "`resources.requests` and `resources.limits`",
+    },
+    KeyDoc {
+        key: PROFILE,
+        on: "Pod",
+        values: "the name of a profile of config `profiles` (unknown names deny, listing the known ones)",
+        default: "the namespace's entry in config `namespaceProfiles`, else none",
     },
     KeyDoc {
         key: STATUS,
