@@ -49,7 +49,7 @@ def test_doctor_passes_on_a_healthy_cluster_and_names_a_wrong_ca_bundle_and_a_se
               "value": base64.b64encode(other_ca).decode()} for i in range(len(wrong["webhooks"]))]
     kubectl("patch", "mutatingwebhookconfiguration", "entourage", "--type=json", "-p", json.dumps(patch))
     code, lines, out = doctor()
-    assert code == 1 and "[fail]" in lines["ca-bundle"] and "entourage" in lines["ca-bundle"], out
+    assert code == 1 and "[FAIL]" in lines["ca-bundle"] and "entourage" in lines["ca-bundle"], out
 
     helm("upgrade", "entourage", CHART, "-n", RELEASE_NS, "-f", VALUES, "--wait", "--timeout", "180s")
     kubectl("-n", RELEASE_NS, "scale", "deployment/entourage", "--replicas=0")
