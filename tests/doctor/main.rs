@@ -449,7 +449,9 @@ async fn pods_that_asked_for_entourage_and_were_admitted_without_it_fail_with_th
     let mut opted_out = pod("shop", "batch", None);
     opted_out["metadata"]["annotations"] =
         json!({"entourage.dev/sidecar-logs": "/var/log/app.log", "entourage.dev/inject": "false"});
-    let items = cluster.json(&format!("{PODS}?continue"))["items"].as_array_mut().unwrap();
+    let items = cluster.json(&format!("{PODS}?continue"))["items"]
+        .as_array_mut()
+        .unwrap();
     items.push(missed);
     items.push(opted_out);
     items.push(pod("shop", "plain", None));

@@ -114,9 +114,7 @@ pub(super) fn missed(s: &Snapshot, out: &mut Vec<Check>) {
             format!("cannot list Pods to find annotated ones without entourage.dev/status: {e}"),
             "run as a user who may list pods in all namespaces (--context)",
         )),
-        Ok(missed) if missed.is_empty() => {
-            out.push(ok(ID, "every Pod that asks for entourage was injected".into()))
-        }
+        Ok(missed) if missed.is_empty() => out.push(ok(ID, "every Pod that asks for entourage was injected".into())),
         Ok(missed) => out.push(bad(
             ID,
             Level::Fail,
