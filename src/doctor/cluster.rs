@@ -36,8 +36,8 @@ pub struct Snapshot {
     /// `namespace/name` (with its controller, if any) and the `entourage.dev/status` annotation of every Pod that
     /// carries one.
     pub injected_pods: Result<Vec<(String, String)>, String>,
-    /// `namespace/name` (with its controller) of every Pod that asks for entourage (an `entourage.dev/`
-    /// annotation, not `inject: "false"`) but carries no `entourage.dev/status`: admitted without its entourage.
+    /// `namespace/name` (with its controller) of every Pod that asks for entourage's containers (one of
+    /// `annotations::ASKING`, not `inject: "false"`) but carries no `entourage.dev/status`: admitted without them.
     pub missed_pods: Result<Vec<String>, String>,
 }
 
@@ -158,7 +158,7 @@ type PodLists = (Vec<(String, String)>, Vec<String>);
 /// Every Pod's metadata, 500 at a time (metadata only: a big cluster's Pod specs are megabytes): those entourage
 /// injected, and those that asked for it and were admitted without it.
 async fn pods(client: kube::Client) -> Result<Result<PodLists, String>, Unreachable> {
-    use crate::core::annotations::{INJECT, PREFIX, STATUS};
+    use crate::core::annotations::{ASKING, INJECT, STATUS};
     let pods: Api<Pod> = Api::all(client);
     let (mut injected, mut missed) = (Vec::new(), Vec::new());
     let mut params = ListParams::default().limit(500);
@@ -185,7 +185,7 @@ async fn pods(client: kube::Client) -> Result<Result<PodLists, String>, Unreacha
             if let Some(status) = annotations.remove(STATUS) {
                 injected.push((name, status));
             } else if annotations.get(INJECT).map(String::as_str) != Some("false")
-                && annotations.keys().any(|k| k.starts_with(PREFIX) && k != INJECT)
+                && ASKING.iter().any(|k| annotations.contains_key(*k))
             {
                 missed.push(name);
             }

@@ -19,15 +19,16 @@ LOG = "/var/log/app/access.log"
 GIB = int(os.environ.get("E2E_EVICTION_BYTES", 1 << 30))
 LINE = '10.0.0.%d - - [07/Dec/2026:13:00:00 +0000] "GET /item/%d HTTP/1.1" 200 612 "-" "e2e-writer/1.0"'
 LINE_BYTES = 101  # with a seven-digit number; only used to size the run
-# The app: waits for the test to start following, then appends numbered nginx-style lines in chunks of 10,000
+# The app: creates its log file as nginx does at start (the seed's `tail -f` needs it), waits for the test to
+# start following, then appends numbered nginx-style lines in chunks of 10,000
 # (about 1 MiB), pausing 100 ms after each: at most ~10 MiB/s, a hundred times a busy web server.
-WRITER = ("while [ ! -e /tmp/go ]; do sleep 0.1; done; awk -v n=%d 'BEGIN { for (i = 1; i <= n; i++) { "
+WRITER = ("touch %s; while [ ! -e /tmp/go ]; do sleep 0.1; done; awk -v n=%d 'BEGIN { for (i = 1; i <= n; i++) { "
           "printf \"%s\\n\", i %% 250, i >> \"%s\"; if (i %% 10000 == 0) { fflush(\"%s\"); system(\"usleep 100000\") } } "
           "}'; echo written; exec sleep 100000")
 
 
 def writer_pod(name, lines, annotations=None, by_hand=False, size_limit="256Mi"):
-    script = WRITER % (lines, LINE.replace('"', '\\"'), LOG, LOG)
+    script = WRITER % (LOG, lines, LINE.replace('"', '\\"'), LOG, LOG)
     app = {"name": "app", "image": "busybox:1.36", "command": ["sh", "-c", script]}
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": annotations or {}},
            "spec": {"containers": [app], "terminationGracePeriodSeconds": 5}}

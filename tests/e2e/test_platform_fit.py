@@ -102,10 +102,10 @@ def test_log_volume_lands_in_the_app_container_when_another_injector_put_its_con
 
 def test_windows_pod_that_asks_for_entourage_is_refused_with_the_reason_and_the_annotation_to_remove(ns):
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "win", "annotations": {"entourage.dev/sidecar-logs": "C:/logs/a.log"}},
+           "metadata": {"name": "win", "annotations": {"entourage.dev/sidecar-logs": "C:\\logs\\app.log"}},
            "spec": {"os": {"name": "windows"}, "containers": [{"name": "app", "image": "nginx:1.22"}]}}
     proc = ns.kubectl("apply", "-f", "-", input=json.dumps(pod), check=False)
-    assert proc.returncode != 0 and "entourage.dev/sidecar-logs" in proc.stderr and "indows" in proc.stderr, \
-        proc.stderr
+    assert proc.returncode != 0 and "entourage.dev/sidecar-logs" in proc.stderr, proc.stderr
+    assert "Linux only, but this Pod runs on Windows (spec.os.name is windows)" in proc.stderr, proc.stderr
     pod["metadata"]["annotations"] = {}
     ns.apply(pod)

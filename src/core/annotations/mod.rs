@@ -39,6 +39,9 @@ pub const ADAPTER_LEVEL: &str = "entourage.dev/adapter-level";
 pub const AMBASSADOR_UPSTREAM: &str = "entourage.dev/ambassador-upstream";
 /// Several `name=url` upstreams, one ambassador each.
 pub const AMBASSADOR_UPSTREAMS: &str = "entourage.dev/ambassador-upstreams";
+/// The annotations that ask for containers: a Pod with one of them and without `inject: "false"` is one entourage
+/// injects, denies, or (admitted while it was down) missed.
+pub const ASKING: [&str; 4] = [SIDECAR_LOGS, ADAPTER_LOGS, AMBASSADOR_UPSTREAM, AMBASSADOR_UPSTREAMS];
 /// The first local port of the ambassadors.
 pub const AMBASSADOR_PORT: &str = "entourage.dev/ambassador-port";
 /// The Secret whose token the ambassador sends upstream.

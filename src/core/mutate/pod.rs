@@ -218,6 +218,15 @@ fn inject(pod: &Value, namespace: Option<&str>, config: &Config, job_owned: bool
         Err(denial) => return Outcome::deny(join(&[denial]), Vec::new()),
     };
     let annotations = with_profile.as_deref();
+    // Before the values are checked: a Windows author writes Windows paths (`C:\logs\app.log`), and the answer
+    // they need is that entourage cannot run there, not that the path is not absolute. The Pod's own annotations
+    // only: what its author can remove (a profile's settings are not on the Pod).
+    if let Some(denial) = own.and_then(|a| windows::denial(pod, a)) {
+        return Outcome {
+            reason: Reason::UnsupportedOs,
+            ..Outcome::deny(denial.to_string(), Vec::new())
+        };
+    }
     let parsed = match annotations::parse_pod(annotations, config) {
         Ok(parsed) => parsed,
         Err(errors) => return Outcome::deny(join(&errors), Vec::new()),
@@ -240,13 +249,6 @@ fn inject(pod: &Value, namespace: Option<&str>, config: &Config, job_owned: bool
     if containers.is_empty() || containers.iter().any(|c| !c.is_object()) {
         warnings.push("entourage: the Pod has no valid spec.containers; nothing injected".into());
         return Outcome::unchanged_with(Reason::MalformedObject, warnings);
-    }
-    // The Pod's own annotations: what its author can remove (a profile's settings are not on the Pod).
-    if let Some(denial) = own.and_then(|a| windows::denial(pod, a)) {
-        return Outcome {
-            reason: Reason::UnsupportedOs,
-            ..Outcome::deny(denial.to_string(), warnings)
-        };
     }
     let target_index = match &request.target_container {
         None => {

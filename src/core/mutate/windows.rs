@@ -28,13 +28,12 @@ fn windows(pod: &Value) -> Option<&'static str> {
 /// say, `adapter-format` without `adapter-logs`, itself a denial).
 pub(crate) fn denial(pod: &Value, annotations: &Map<String, Value>) -> Option<AnnotationError> {
     let why = windows(pod)?;
-    let asking = [
-        annotations::SIDECAR_LOGS,
-        annotations::ADAPTER_LOGS,
-        annotations::AMBASSADOR_UPSTREAM,
-        annotations::AMBASSADOR_UPSTREAMS,
-    ];
-    let (key, value) = asking
+    if annotations.get(annotations::INJECT).and_then(Value::as_str) == Some("false")
+        || annotations.contains_key(annotations::STATUS)
+    {
+        return None;
+    }
+    let (key, value) = annotations::ASKING
         .into_iter()
         .find_map(|k| Some((k, annotations.get(k)?.as_str()?)))?;
     let remove: Vec<&str> = annotations
