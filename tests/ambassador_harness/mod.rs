@@ -379,6 +379,14 @@ impl TestCa {
         }
     }
 
+    /// A server certificate for 127.0.0.1 and localhost, and its key, in PEM (for servers not written in Rust).
+    pub fn server_cert_pem(&self) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// The CA certificate in PEM.
     pub fn pem(&self) -> String {
         self.issuer.pem()
