@@ -141,6 +141,12 @@ impl Forwarder {
             metrics.circuit_opened.clone(),
         );
         let max_concurrent = settings.max_concurrent.clamp(1, Semaphore::MAX_PERMITS);
+        let h2_scheme = if settings.upstream.is_https() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let h2_authority = Authority::try_from(settings.upstream.host_header().as_bytes()).ok();
         Ok(Self {
             upstreams: Arc::new(upstreams),
             upstream: settings.upstream,
@@ -149,12 +155,8 @@ impl Forwarder {
             breaker,
             in_flight: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
-            h2_scheme: if settings.upstream.is_https() {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            },
-            h2_authority: Authority::try_from(settings.upstream.host_header().as_bytes()).ok(),
+            h2_scheme,
+            h2_authority,
             credential: settings.credential,
             oauth2: settings.oauth2,
             protocol: settings.protocol,
@@ -221,6 +223,7 @@ impl Forwarder {
         let elapsed = started.elapsed();
         self.metrics.request(&method, response.status(), elapsed);
         self.metrics.protocol(protocol);
+        let status = response.status().as_u16();
         if grpc && outcome.grpc_status.is_none() {
             if let Either::Left(body) = response.body_mut() {
                 if let Some(call) = body.grpc_mut() {
@@ -230,7 +233,7 @@ impl Forwarder {
                         metrics: Arc::clone(&self.metrics),
                         method,
                         path: uri.path().to_owned(),
-                        status: response.status().as_u16(),
+                        status,
                         upstream_ms: elapsed.as_secs_f64() * 1000.0,
                         bytes_in,
                         retries: outcome.retries,
