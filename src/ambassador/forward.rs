@@ -475,7 +475,14 @@ impl Forwarder {
             te_trailers,
         } = request;
         // A gRPC deadline bounds the whole call, in place of `--timeout` (a long call may be legitimately slow).
-        let call_timeout = if grpc { grpc::timeout(&headers) } else { None };
+        // The app's library and the server enforce it; the ambassador stops waiting a grace period later, so that
+        // the app sees its own library's verdict, as without the ambassador, and the ambassador's only if the
+        // app's never comes.
+        let call_timeout = if grpc {
+            grpc::timeout(&headers).map(|t| t + grpc::DEADLINE_GRACE)
+        } else {
+            None
+        };
         let deadline = started + call_timeout.unwrap_or(self.timeout);
         headers.remove(header::HOST);
         if te_trailers {
@@ -605,7 +612,11 @@ impl Forwarder {
                 ticket.record(false, Instant::now());
                 self.metrics.failure(Failure::Timeout);
                 let message = match call_timeout {
-                    Some(limit) => format!("deadline exceeded: no answer within grpc-timeout {}", format_duration(limit)),
+                    Some(limit) => format!(
+                        "deadline exceeded: no answer within grpc-timeout {} (and a grace of {})",
+                        format_duration(limit - grpc::DEADLINE_GRACE),
+                        format_duration(grpc::DEADLINE_GRACE)
+                    ),
                     None => format!("upstream timed out after {}", format_duration(self.timeout)),
                 };
                 self.fail(StatusCode::GATEWAY_TIMEOUT, message, outcome)

@@ -44,6 +44,10 @@ pub const STATUS_NAMES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// How long past a call's `grpc-timeout` the ambassador still waits before it ends the call itself: the app's
+/// gRPC library ends it at the deadline, and its verdict is the one the app should see.
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
 const GRPC_STATUS: &str = "grpc-status";
 const GRPC_MESSAGE: &str = "grpc-message";
 /// The deadline header.

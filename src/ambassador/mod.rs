@@ -297,7 +297,9 @@ async fn accept_until(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // A timer lets hyper bound how long a client may take to send a request head.
     builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    // No `date` of our own on HTTP/2 answers: a gRPC status-only answer carries its headers to the app as
+    // trailing metadata, which must be the server's alone.
+    builder.http2().timer(TokioTimer::new()).auto_date_header(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
