@@ -130,11 +130,17 @@ fn assert_same_as_direct(through: &Value, reference: &Value) {
         if scenario == "seen" {
             continue;
         }
-        assert_eq!(&through[scenario], expected, "{scenario} differs through the ambassador");
+        assert_eq!(
+            &through[scenario], expected,
+            "{scenario} differs through the ambassador"
+        );
     }
     let seen: Value = serde_json::from_str(through["seen"]["value"].as_str().unwrap()).unwrap();
     assert_eq!(seen["x-app"], "1", "{seen}");
-    assert_eq!(seen["deadline_within_7s"], true, "the client's deadline reaches the server: {seen}");
+    assert_eq!(
+        seen["deadline_within_7s"], true,
+        "the client's deadline reaches the server: {seen}"
+    );
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -171,7 +177,10 @@ async fn grpc_calls_of_every_kind_arrive_as_they_would_without_the_ambassador() 
     let through = grpc_client(&ambassador.listen.to_string(), "unary,streams", "via").await;
     assert_same_as_direct(&through, &reference);
     let seen: Value = serde_json::from_str(through["seen"]["value"].as_str().unwrap()).unwrap();
-    assert_eq!(seen["authorization"], "Bearer grpc-token", "the credential is added to gRPC calls");
+    assert_eq!(
+        seen["authorization"], "Bearer grpc-token",
+        "the credential is added to gRPC calls"
+    );
 
     // The access log names the protocol and the status from the trailers; the metrics count both.
     let line = ambassador
@@ -192,9 +201,18 @@ async fn grpc_calls_of_every_kind_arrive_as_they_would_without_the_ambassador() 
     let text = scrape(&ambassador).await;
     let upstream = format!("http://127.0.0.1:{}", server.port);
     let series = |name: &str, label: &str| format!("entourage_ambassador_{name}{{upstream=\"{upstream}\",{label}}}");
-    assert!(metric(&text, &series("grpc_calls_total", "status=\"NOT_FOUND\"")) >= Some(1.0), "{text}");
-    assert!(metric(&text, &series("grpc_calls_total", "status=\"OK\"")) >= Some(4.0), "{text}");
-    assert!(metric(&text, &series("protocol_requests_total", "protocol=\"grpc\"")) >= Some(7.0), "{text}");
+    assert!(
+        metric(&text, &series("grpc_calls_total", "status=\"NOT_FOUND\"")) >= Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, &series("grpc_calls_total", "status=\"OK\"")) >= Some(4.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, &series("protocol_requests_total", "protocol=\"grpc\"")) >= Some(7.0),
+        "{text}"
+    );
 }
 
 /// Runs the reference scenarios through an ambassador in front of a TLS gRPC server; mTLS when `client_cert`.
@@ -212,7 +230,11 @@ async fn grpc_over_tls(client_cert: bool) {
         std::fs::write(&path, contents).unwrap();
         path.to_str().unwrap().to_owned()
     };
-    let (cert, key, ca_file) = (file("server.crt", &cert), file("server.key", &key), file("ca.crt", &ca.pem()));
+    let (cert, key, ca_file) = (
+        file("server.crt", &cert),
+        file("server.key", &key),
+        file("ca.crt", &ca.pem()),
+    );
     let client_ca = file("client-ca.crt", &clients.pem());
     let mut server_args = vec!["--cert", &cert, "--key", &key];
     if client_cert {
@@ -221,7 +243,10 @@ async fn grpc_over_tls(client_cert: bool) {
     let server = PyServer::start("grpc_peer.py", &server_args);
     let upstream = format!("https://127.0.0.1:{}", server.port);
     let issued = clients.client_cert("app");
-    let (client_crt, client_key) = (file("client.crt", &issued.cert_pem), file("client.key", &issued.key_pem));
+    let (client_crt, client_key) = (
+        file("client.crt", &issued.cert_pem),
+        file("client.key", &issued.key_pem),
+    );
     let mut flags = vec!["--ca-file", &ca_file];
     if client_cert {
         flags.extend(["--client-cert", &client_crt, "--client-key", &client_key]);
@@ -354,7 +379,10 @@ async fn upstream_protocol_follows_the_app_unless_the_flag_forces_one() {
 
     let (version, seen) = h2c_post(&ambassador.url("/h2"), "over h2").await;
     assert_eq!(version, Version::HTTP_2);
-    assert_eq!(seen["version"], "HTTP/2.0", "h2c from the app goes upstream as h2: {seen}");
+    assert_eq!(
+        seen["version"], "HTTP/2.0",
+        "h2c from the app goes upstream as h2: {seen}"
+    );
     assert_eq!(seen["host"], upstream.to_string());
     assert_eq!(seen["body"], "over h2");
     let request = Request::post(ambassador.url("/h1")).body(full("over h1")).unwrap();
@@ -482,11 +510,7 @@ async fn websocket_relay_holds_a_place_under_the_concurrency_cap() {
         return;
     }
     let server = PyServer::start("ws_peer.py", &[]);
-    let ambassador = Ambassador::start(
-        &format!("http://127.0.0.1:{}", server.port),
-        &["--max-concurrent", "1"],
-    )
-    .await;
+    let ambassador = Ambassador::start(&format!("http://127.0.0.1:{}", server.port), &["--max-concurrent", "1"]).await;
     // Hold one relay open by hand: a raw handshake on a socket kept open.
     let mut socket = tokio::net::TcpStream::connect(ambassador.listen).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -498,21 +522,29 @@ async fn websocket_relay_holds_a_place_under_the_concurrency_cap() {
         .await
         .unwrap();
     let mut head = vec![0; 1024];
-    let n = tokio::time::timeout(DEADLINE, socket.read(&mut head)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(DEADLINE, socket.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
     let head = String::from_utf8_lossy(&head[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
     let (status, _, body) = send(get(&ambassador.url("/other"))).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the open relay takes the only place");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the open relay takes the only place"
+    );
     assert!(String::from_utf8_lossy(&body).contains("--max-concurrent"));
     drop(socket);
     // Once the relay closes its place is free again.
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let response = client()
-            .request(get(&ambassador.url("/other")))
-            .await
-            .unwrap();
+        let response = client().request(get(&ambassador.url("/other"))).await.unwrap();
         if response.status() != StatusCode::SERVICE_UNAVAILABLE {
             break;
         }
@@ -606,4 +638,110 @@ async fn gib_response_through_a_slow_http1_reader_keeps_rss_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gib_response_through_a_slow_h2_reader_keeps_rss_bounded() {
     stream_gib_through_a_slow_reader(true).await;
+}
+
+/// An h2c upstream that stalls: on `/head` it never answers; on `/body` it sends its head and one message, then
+/// nothing more.
+async fn spawn_stalling_h2_upstream() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    if request.uri().path() == "/head" {
+                        std::future::pending::<()>().await;
+                    }
+                    let (tx, body) = channel_body();
+                    tokio::spawn(async move {
+                        tx.send(Bytes::from_static(b"\x00\x00\x00\x00\x01m")).await.unwrap();
+                        std::future::pending::<()>().await;
+                        drop(tx);
+                    });
+                    let mut response = Response::new(body);
+                    response
+                        .headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_call_past_its_deadline_is_ended_by_the_ambassador_when_the_app_does_not() {
+    let upstream = spawn_stalling_h2_upstream().await;
+    let ambassador = Ambassador::start(&format!("http://{upstream}"), &[]).await;
+    // A raw HTTP/2 client that sends a deadline but does not enforce it itself.
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<TestBody>();
+    let call = |path: &str| {
+        Request::post(ambassador.url(path))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "300m")
+            .body(full(&b"\x00\x00\x00\x00\x01q"[..]))
+            .unwrap()
+    };
+
+    let started = Instant::now();
+    let response = tokio::time::timeout(DEADLINE, client.request(call("/head")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "gRPC's own form: a status, not an HTTP error"
+    );
+    assert_eq!(response.headers()["grpc-status"], "4", "{:?}", response.headers());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "not before the deadline"
+    );
+
+    let response = tokio::time::timeout(DEADLINE, client.request(call("/body")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(DEADLINE, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), &b"\x00\x00\x00\x00\x01m"[..]);
+    let last = tokio::time::timeout(DEADLINE, body.frame())
+        .await
+        .expect("the ambassador ends the stalled call")
+        .unwrap()
+        .unwrap();
+    let trailers = last.into_trailers().expect("the status comes as trailers");
+    assert_eq!(trailers["grpc-status"], "4", "{trailers:?}");
+    let line = ambassador
+        .stdout
+        .wait_for("the expired call", |l| l.contains("\"path\":\"/body\""))
+        .await;
+    assert!(line.contains("\"grpc_status\":4"), "{line}");
+
+    // Control: without grpc-timeout the same stalled stream stays open (gRPC streams may idle), past the time
+    // the deadline took above.
+    let mut request = call("/body");
+    request.headers_mut().remove("grpc-timeout");
+    let response = client.request(request).await.unwrap();
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), body.frame())
+            .await
+            .is_err(),
+        "a call without a deadline is not cut"
+    );
 }

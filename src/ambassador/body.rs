@@ -224,7 +224,11 @@ impl Body for UpstreamBody {
                 }
                 this.armed = true;
             }
-            if this.timer.as_mut().is_some_and(|timer| timer.as_mut().poll(cx).is_ready()) {
+            if this
+                .timer
+                .as_mut()
+                .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+            {
                 // What the app's own gRPC library would report; dropping the body cancels the upstream stream.
                 call.expired = true;
                 this.link = None;

@@ -17,8 +17,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Empty, Full};
-use hyper_util::rt::TokioIo;
 use hyper::body::{Body, Incoming};
+use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::access_log::{self, AccessLog, Entry};
@@ -495,7 +495,11 @@ impl Forwarder {
             Ok(uri) => uri,
             Err(error) => {
                 ticket.record(true, Instant::now());
-                return self.fail(StatusCode::BAD_REQUEST, format!("cannot build upstream URI: {error}"), outcome);
+                return self.fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot build upstream URI: {error}"),
+                    outcome,
+                );
             }
         };
         let may_retry = self.retries > 0 && (grpc || (is_idempotent(method) && body.is_end_stream()));
@@ -753,11 +757,12 @@ fn websocket_upgrade<B>(request: &Request<B>) -> Option<HeaderValue> {
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     let upgrade = headers.get(header::UPGRADE)?;
-    let websocket = upgrade
-        .to_str()
-        .ok()?
-        .split(',')
-        .any(|p| p.trim().split('/').next().is_some_and(|name| name.eq_ignore_ascii_case("websocket")));
+    let websocket = upgrade.to_str().ok()?.split(',').any(|p| {
+        p.trim()
+            .split('/')
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case("websocket"))
+    });
     (connection_upgrade && websocket).then(|| upgrade.clone())
 }
 

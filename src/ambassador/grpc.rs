@@ -62,7 +62,10 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The `grpc-status` of a header or trailer block.
 pub fn status_of(headers: &HeaderMap) -> Option<u16> {
-    std::str::from_utf8(headers.get(GRPC_STATUS)?.as_bytes()).ok()?.parse().ok()
+    std::str::from_utf8(headers.get(GRPC_STATUS)?.as_bytes())
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Parses `grpc-timeout` (1-8 ASCII digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`); `None` when absent or
@@ -204,10 +207,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(status_of(response.headers()), Some(UNAVAILABLE));
         assert_eq!(response.headers()["content-type"], "application/grpc");
-        assert_eq!(
-            response.headers()[GRPC_MESSAGE],
-            "upstream unreachable: 100%25 down%0A"
-        );
+        assert_eq!(response.headers()[GRPC_MESSAGE], "upstream unreachable: 100%25 down%0A");
         assert!(is_grpc(&headers("content-type", "application/grpc+proto")));
         assert!(!is_grpc(&headers("content-type", "application/json")));
         assert_eq!(STATUS_NAMES[usize::from(UNAVAILABLE)], "UNAVAILABLE");
