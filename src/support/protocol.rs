@@ -17,16 +17,13 @@ impl UpstreamProtocol {
     /// Every value, as written.
     pub const VALUES: [&'static str; 3] = ["auto", "http1", "http2"];
 
-    /// Parses `auto`, `http1` or `http2`.
+    /// Parses `auto`, `http1` or `http2`; the error is the rule, for a message that names the value itself.
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.trim() {
             "auto" => Ok(Self::Auto),
             "http1" => Ok(Self::Http1),
             "http2" => Ok(Self::Http2),
-            other => Err(format!(
-                "{other:?} is not an upstream protocol; use one of {}",
-                Self::VALUES.join(", ")
-            )),
+            _ => Err(format!("is not an upstream protocol; use one of {}", Self::VALUES.join(", "))),
         }
     }
 
