@@ -750,13 +750,14 @@ fn websocket_upgrade<B>(request: &Request<B>) -> Option<HeaderValue> {
         return None;
     }
     let headers = request.headers();
+    // Most requests carry no `Upgrade`: one lookup and done.
+    let upgrade = headers.get(header::UPGRADE)?;
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    let upgrade = headers.get(header::UPGRADE)?;
     let websocket = upgrade.to_str().ok()?.split(',').any(|p| {
         p.trim()
             .split('/')
@@ -874,6 +875,39 @@ mod tests {
         headers.insert("Proxy-Connection", HeaderValue::from_static("keep-alive"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers, untouched);
+    }
+
+    #[test]
+    fn recognises_a_websocket_handshake_only_with_both_upgrade_headers() {
+        let request = |connection: &str, upgrade: Option<&str>, version: Version| {
+            let mut builder = Request::get("/")
+                .version(version)
+                .header(header::CONNECTION, connection);
+            if let Some(upgrade) = upgrade {
+                builder = builder.header(header::UPGRADE, upgrade);
+            }
+            builder.body(()).unwrap()
+        };
+        let upgrade = websocket_upgrade(&request("keep-alive, Upgrade", Some("WebSocket"), Version::HTTP_11));
+        assert_eq!(upgrade.unwrap(), "WebSocket");
+        // `Upgrade` without `Connection: upgrade` is a hop-by-hop header to strip, not a handshake.
+        assert!(websocket_upgrade(&request("keep-alive", Some("websocket"), Version::HTTP_11)).is_none());
+        assert!(websocket_upgrade(&request("upgrade", None, Version::HTTP_11)).is_none());
+        assert!(websocket_upgrade(&request("upgrade", Some("h2c"), Version::HTTP_11)).is_none());
+        assert!(websocket_upgrade(&request("upgrade", Some("websocket"), Version::HTTP_10)).is_none());
+    }
+
+    #[test]
+    fn keeps_te_trailers_apart_from_other_te_values() {
+        let te = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::TE, HeaderValue::from_str(value).unwrap());
+            te_trailers(&headers)
+        };
+        assert!(te("trailers"));
+        assert!(te("gzip, Trailers"));
+        assert!(!te("gzip"));
+        assert!(!te_trailers(&HeaderMap::new()));
     }
 
     #[test]

@@ -23,7 +23,10 @@ impl UpstreamProtocol {
             "auto" => Ok(Self::Auto),
             "http1" => Ok(Self::Http1),
             "http2" => Ok(Self::Http2),
-            _ => Err(format!("is not an upstream protocol; use one of {}", Self::VALUES.join(", "))),
+            _ => Err(format!(
+                "is not an upstream protocol; use one of {}",
+                Self::VALUES.join(", ")
+            )),
         }
     }
 
