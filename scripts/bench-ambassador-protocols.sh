@@ -81,7 +81,6 @@ http {
     client_body_temp_path $WORK/tmp;
     server {
         listen 127.0.0.1:$GRPC_UPSTREAM http2;
-        http2_max_requests 100000000;
         keepalive_requests 100000000;
         location / {
             default_type application/grpc;
@@ -113,7 +112,6 @@ http {
     map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
     server {
         listen 127.0.0.1:$NGINX_GRPC http2;
-        http2_max_requests 100000000;
         keepalive_requests 100000000;
         location / { grpc_pass grpc://grpc_up; grpc_read_timeout 30s; }
     }
