@@ -93,6 +93,7 @@ http {
     server {
         listen 127.0.0.1:$FILE_UPSTREAM;
         keepalive_requests 100000000;
+        sendfile on;
         location / { root $WORK; }
     }
 }
@@ -122,7 +123,9 @@ http {
             proxy_pass http://file_up;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # Streamed as it arrives, like the ambassador; through a 64 KiB buffer rather than the default page.
             proxy_buffering off;
+            proxy_buffer_size 64k;
         }
         location /ws {
             proxy_pass http://file_up;
