@@ -126,6 +126,7 @@ http {
             # Streamed as it arrives, like the ambassador; through a 64 KiB buffer rather than the default page.
             proxy_buffering off;
             proxy_buffer_size 64k;
+            proxy_buffers 4 64k;
         }
         location /ws {
             proxy_pass http://file_up;
