@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 mod ambassador_harness;
+mod support;
 use ambassador_harness::*;
 
 const HARNESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ambassador_harness");
@@ -324,6 +325,65 @@ async fn grpc_call_to_a_down_upstream_gets_unavailable_with_the_reason() {
         .wait_for("the failed call", |l| l.contains("\"grpc_status\":14"))
         .await;
     assert!(line.contains("\"protocol\":\"grpc\""), "{line}");
+}
+
+/// The ambassador command line the webhook renders for a Pod with `annotations`.
+fn injected_command_line(annotations: Value) -> Vec<String> {
+    let config = entourage::core::config::Config::default();
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "app", "namespace": "shop", "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "shop/app:1"}]}
+    });
+    let body = serde_json::to_vec(&support::review(("", "v1", "Pod"), "shop", "CREATE", &pod)).unwrap();
+    let review = entourage::review::decode(&body, &config).unwrap();
+    let outcome = entourage::core::mutate::mutate(&review.request, &config);
+    let patched = support::apply(&pod, &serde_json::to_value(&outcome.patch).unwrap()).unwrap();
+    let spec = &patched["spec"];
+    let ambassador = spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .chain(spec["containers"].as_array())
+        .flatten()
+        .find(|c| c["name"].as_str().unwrap().starts_with("ambassador"))
+        .unwrap_or_else(|| panic!("no ambassador injected: {patched}"));
+    serde_json::from_value(ambassador["args"].clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_passes_the_ambassador_the_webhook_injects_and_the_protocol_annotation_is_obeyed() {
+    if !python_has("grpc", "grpcio") {
+        return;
+    }
+    let reference = direct_reference().await;
+    let server = PyServer::start("grpc_peer.py", &[]);
+    let upstream = format!("http://127.0.0.1:{}", server.port);
+
+    for protocol in [None, Some("http2")] {
+        let mut annotations = json!({"entourage.dev/ambassador-upstream": upstream});
+        if let Some(protocol) = protocol {
+            annotations["entourage.dev/ambassador-protocol"] = json!(protocol);
+        }
+        let argv = injected_command_line(annotations);
+        let ambassador = Ambassador::start_injected(&argv).await;
+        let through = grpc_client(&ambassador.listen.to_string(), "unary,streams", "injected").await;
+        assert_same_as_direct(&through, &reference);
+    }
+
+    // Control: the annotation reaches the runtime. Forced to HTTP/1.1, the same calls cannot work (the gRPC
+    // server speaks HTTP/2 only).
+    let argv = injected_command_line(json!({
+        "entourage.dev/ambassador-upstream": upstream,
+        "entourage.dev/ambassador-protocol": "http1",
+    }));
+    assert!(
+        argv.windows(2).any(|w| w == ["--upstream-protocol", "http1"]),
+        "{argv:?}"
+    );
+    let ambassador = Ambassador::start_injected(&argv).await;
+    let forced = grpc_client(&ambassador.listen.to_string(), "unary", "forced").await;
+    assert_ne!(forced["unary"]["code"], "OK", "{forced}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
