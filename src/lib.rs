@@ -4,9 +4,11 @@
 //! # The path of one request
 //! 1. [`webhook::server`] accepts a TLS connection (rustls, HTTP/1.1 or h2) and reads `POST /mutate` (≤ 8 MiB).
 //! 2. [`review::decode`] turns the body into a [`review::Review`] in one pass, parsing of the object only what
-//!    the core reads ([`core::reads`], [`review::pruned`]); a body that is not a review is a 400.
+//!    the core reads ([`core::reads`], [`review::pruned`]); a body that is not a review, or whose object holds a
+//!    member the core reads with another type, is a 400.
 //! 3. [`core::mutate::mutate`] — pure and synchronous — dispatches by kind: [`core::mutate::pod`] parses the
-//!    [`core::annotations`] and plans containers, volumes, mounts and env; [`core::mutate::job`] applies
+//!    [`core::annotations`] (with the settings of its [`core::mutate::profile`]), picks the app container
+//!    ([`core::mutate::target`]) and plans containers, volumes, mounts and env; [`core::mutate::job`] applies
 //!    defaults. [`core::patch::PatchBuilder`] turns the plan into RFC 6902 operations for exactly that object.
 //! 4. [`review::answer`] turns the verdict into the review's answer (base64 patch, warnings), in the review's
 //!    own version; one log line records the decision.
@@ -24,7 +26,8 @@
 //!   aside).
 //!
 //! `tests/layering.rs` reads the `use crate::…` paths of every file and fails on an arrow that points up or
-//! between two programs. `src/main.rs` parses the command line and dispatches to the programs.
+//! between two programs. [`cli`] is the one command line, above every program; `src/main.rs` parses it and
+//! dispatches to the programs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -43,3 +46,5 @@ pub mod doctor;
 pub mod offline;
 pub mod streamer;
 pub mod webhook;
+
+pub mod cli;

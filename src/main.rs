@@ -1,57 +1,13 @@
-//! The `entourage` binary: one static binary for every role. `main` parses the command line and dispatches to
-//! the program the subcommand names; each program owns its flags (`<program>::cli`).
+//! The `entourage` binary: one static binary for every role. `main` parses the command line ([`Cli`]) and
+//! dispatches to the program the subcommand names; each program owns its flags (`<program>::cli`).
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use entourage::cli::{Cli, Command};
 use entourage::{adapter, ambassador, certs, doctor, follow, offline, streamer, webhook};
 
 /// mimalloc: allocation is about a third of a review's CPU, and the static musl image's own allocator is slow.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser)]
-#[command(
-    name = "entourage",
-    version,
-    about = "Sidecars, adapters and ambassadors for annotated Pods; safe defaults for Jobs"
-)]
-struct Cli {
-    /// Log format.
-    #[arg(
-        long,
-        global = true,
-        env = "ENTOURAGE_LOG_FORMAT",
-        value_enum,
-        default_value = "json"
-    )]
-    log_format: webhook::cli::LogFormat,
-    /// Log filter (`info`, `debug`, `entourage=debug`…).
-    #[arg(long, global = true, env = "ENTOURAGE_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the admission webhook over HTTPS.
-    Serve(webhook::cli::ServeArgs),
-    /// Write a development CA and serving certificate.
-    Certs(certs::cli::CertsArgs),
-    /// Follow a log file and write one JSON object per line (the adapter container).
-    Adapt(adapter::AdaptArgs),
-    /// Follow a log file and write its bytes to stdout, like `tail -F` (the sidecar container).
-    Stream(streamer::StreamArgs),
-    /// Exit 0 once the reader saving its position at --position has prepared its log file (its startup probe).
-    Started(follow::StartedArgs),
-    /// Proxy a loopback port to an upstream service (the ambassador container).
-    Ambassador(ambassador::AmbassadorArgs),
-    /// Inject into manifests offline: Pods and the Pod templates of workloads, multi-document YAML in and out.
-    Inject(offline::cli::InjectArgs),
-    /// Answer an AdmissionReview as the webhook would; print the answer, the patch and the patched object.
-    Review(offline::cli::ReviewArgs),
-    /// Check an installed entourage through the API server: one line per finding; exit 0 ok, 1 failed, 2 unable.
-    Doctor(doctor::DoctorArgs),
-}
 
 /// Transparent huge pages off for this process. A 2 MiB huge page is resident whole as soon as one byte of it is
 /// touched, and every entourage process is small: with them, the adapter idled in 17 MiB, over the 16Mi its

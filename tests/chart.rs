@@ -105,7 +105,11 @@ fn chart_defaults_render_the_same_objects_as_the_kustomize_dev_overlay() {
         namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "restricted"
     );
-    let chart = normalise(helm_template(&[]).unwrap());
+    // Without helm the test is skipped, and says so (`install::tool`).
+    let Some(chart) = helm_template(&[]) else {
+        return;
+    };
+    let chart = normalise(chart);
     let mut kustomized = normalise(kustomized);
     for (id, object) in chart {
         assert_eq!(Some(&object), kustomized.get(&id), "{id}: chart, then kustomize");

@@ -1,6 +1,6 @@
 //! checkov, as an auditor would run it, over everything the project installs: the kustomize base and overlays
 //! and the chart with its defaults and every value set. No finding is left open: each one that stays is skipped
-//! in the manifest with a written reason, and SECURITY.md lists it.
+//! in the manifest with a written reason, and docs/security.md lists it.
 
 #[path = "support/install.rs"]
 mod install;
@@ -77,7 +77,7 @@ fn checkov_finds_nothing_left_open_and_every_skip_has_a_reason_listed_in_securit
     // Every rendering was scanned.
     let files: BTreeSet<&str> = passed.iter().map(|c| c["file_path"].as_str().unwrap()).collect();
     assert_eq!(files.len(), count, "{files:?}");
-    let security = std::fs::read_to_string(root().join("SECURITY.md")).unwrap();
+    let security = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
     let mut skipped = BTreeSet::new();
     for check in results["skipped_checks"].as_array().unwrap() {
         let id = check["check_id"].as_str().unwrap();
@@ -87,7 +87,10 @@ fn checkov_finds_nothing_left_open_and_every_skip_has_a_reason_listed_in_securit
             "{id} in {}: {reason:?}",
             check["file_path"]
         );
-        assert!(security.contains(&format!("`{id}`")), "SECURITY.md does not list {id}");
+        assert!(
+            security.contains(&format!("`{id}`")),
+            "docs/security.md does not list {id}"
+        );
         skipped.insert(id.to_string());
     }
     // The findings of the scan of the old base, and why each is gone or skipped.

@@ -43,7 +43,7 @@ fn cases() -> Vec<Case> {
             };
             let meta = read("case.json").unwrap_or(json!({}));
             let config = match meta.get("config").and_then(Value::as_str) {
-                Some(yaml) => Config::from_yaml(yaml, "case.json").unwrap(),
+                Some(yaml) => mutate::load_config(yaml, "case.json").unwrap(),
                 None => Config::default(),
             };
             Case {
@@ -172,4 +172,31 @@ fn golden_cases_match_apply_and_are_idempotent() {
         broken.join(", "),
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_injected_container_of_an_admitted_pod_passes_its_runtimes_flag_parser() {
+    let mut failures = Vec::new();
+    let mut started: std::collections::BTreeMap<&str, usize> = Default::default();
+    for case in cases() {
+        let outcome = run(&case, &case.input);
+        if outcome.verdict != mutate::Verdict::Allow || case.input["kind"] != "Pod" {
+            continue;
+        }
+        let patched = support::apply(&case.input, &serde_json::to_value(&outcome.patch).unwrap()).unwrap();
+        for (container, argv) in support::runtimes::injected_argv(&case.input, &patched, &case.config) {
+            match support::runtimes::starts(&argv) {
+                Ok(program) => *started.entry(program).or_default() += 1,
+                Err(e) => failures.push(format!("{}: {container}: {argv:?}: {e}", case.name)),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Every program the webhook injects was walked at least once, so a case that stops injecting one shows here.
+    for program in ["adapt", "ambassador", "stream", "started"] {
+        assert!(
+            started.get(program).is_some_and(|n| *n > 0),
+            "no golden case injects {program}: {started:?}"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! Hostile input over the real TLS socket: the real `entourage serve` process, with this test playing a
-//! misbehaving client. Each case gets its documented answer (the table in SECURITY.md) and the server answers a
+//! misbehaving client. Each case gets its documented answer (the table in docs/security.md) and the server answers a
 //! normal review right after, because a webhook that stops answering breaks Pod creation for the whole cluster.
 //!
 //! Timeouts here are generous deadlines that fail a hung test, never speed checks.

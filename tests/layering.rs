@@ -144,8 +144,8 @@ fn violations(src: &Path) -> Vec<String> {
             .as_os_str()
             .to_string_lossy()
             .into_owned();
-        // lib.rs declares the folders; main.rs is the binary, above every program.
-        if folder == "lib.rs" || folder == "main.rs" {
+        // lib.rs declares the folders; main.rs is the binary and cli.rs its command line, above every program.
+        if folder == "lib.rs" || folder == "main.rs" || folder == "cli.rs" {
             continue;
         }
         let Some((_, allowed)) = LAYERS.iter().find(|(name, _)| *name == folder) else {

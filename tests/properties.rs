@@ -49,6 +49,8 @@ const CONTAINER_NAMES: &[&str] = &[
     "adapter-app",
     "ambassador",
     "ambassador-orders",
+    // Another injector's, never the app by default (`mutate::target`).
+    "istio-proxy",
 ];
 
 /// Volume names, again including entourage's own choices.
@@ -169,6 +171,8 @@ fn values_for(key: &str) -> (Vec<&'static str>, Vec<&'static str>) {
             vec!["Bad_Name", "unknown=z", "pay", ""],
         ),
         annotations::TARGET_CONTAINER => (vec!["app", "web", "sidecar-access"], vec!["missing", ""]),
+        // `web` is the profile `config_strategy` defines now and then.
+        annotations::PROFILE => (vec!["web"], vec!["wbe", ""]),
         annotations::STATUS => (vec!["{}", "{\"version\":\"0.0.1\"}"], vec![]),
         annotations::DEFAULTS => (vec!["on", "off"], vec!["maybe"]),
         annotations::KEEP => (
@@ -260,6 +264,7 @@ fn annotations_strategy() -> impl Strategy<Value = Map<String, Value>> {
             ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
             ("entourage.dev/sidecar-log", "/var/log/x.log"),
             ("sidecar.istio.io/inject", "true"),
+            ("kubectl.kubernetes.io/default-container", "web"),
         ],
         0..=5,
     );
@@ -372,10 +377,11 @@ fn pod_strategy() -> impl Strategy<Value = Value> {
                 prop::option::of(subsequence(vec!["batch.kubernetes.io/job-name", "app", "job-name"], 0..=3)),
                 prop::collection::vec(any::<bool>(), 4),
                 any::<bool>(),
+                prop::option::weighted(0.2, prop::sample::select(vec!["os", "nodeSelector", "linux"])),
             )
         })
         .prop_map(
-            |(apps, init, ephemeral, volumes, (volumes_p, init_p, ephemeral_p), annotations, owner, labels, future, kind)| {
+            |(apps, init, ephemeral, volumes, (volumes_p, init_p, ephemeral_p), annotations, owner, labels, future, kind, os)| {
                 let mut metadata = json!({"generateName": "web-", "namespace": "default"});
                 if let Some(a) = annotations {
                     metadata["annotations"] = Value::Object(a);
@@ -425,6 +431,13 @@ fn pod_strategy() -> impl Strategy<Value = Value> {
                 if let Some(u) = unknown(future[1]) {
                     spec["futureSpecField"] = u;
                 }
+                // Windows Pods, which entourage refuses to inject, by either field; and a Linux one.
+                match os {
+                    Some("os") => spec["os"] = json!({"name": "windows"}),
+                    Some("nodeSelector") => spec["nodeSelector"] = json!({"kubernetes.io/os": "windows", "disk": "ssd"}),
+                    Some(_) => spec["os"] = json!({"name": "linux"}),
+                    None => {}
+                }
                 let mut pod = json!({"metadata": metadata, "spec": spec, "apiVersion": "v1"});
                 if kind {
                     pod["kind"] = json!("Pod");
@@ -454,18 +467,44 @@ fn config_strategy() -> impl Strategy<Value = Config> {
         ]),
         prop_oneof![3 => Just(8usize), 1 => 1usize..=8],
         prop::sample::select(vec!["AMBASSADOR_URL", "BACKEND"]),
+        any::<bool>(),
+        prop::option::of(prop::sample::select(vec!["default", "elsewhere"])),
     )
-        .prop_map(|(mode, version, (port, admin_port), max_log_files, url_env)| {
-            let mut config = Config::default();
-            config.sidecars.mode = mode;
-            config.kubernetes_version = version.map(|(major, minor)| KubeVersion { major, minor });
-            config.ambassador.port = port;
-            config.ambassador.admin_port = admin_port;
-            config.sidecars.max_log_files = max_log_files;
-            config.ambassador.url_env = url_env.into();
-            assert_eq!(config.problems(), Vec::<String>::new(), "generated configs are valid");
-            config
-        })
+        .prop_map(
+            |(mode, version, (port, admin_port), max_log_files, url_env, platform_uid, profile_in)| {
+                let mut config = Config::default();
+                config.sidecars.mode = mode;
+                config.kubernetes_version = version.map(|(major, minor)| KubeVersion { major, minor });
+                config.ambassador.port = port;
+                config.ambassador.admin_port = admin_port;
+                config.sidecars.max_log_files = max_log_files;
+                config.ambassador.url_env = url_env.into();
+                if platform_uid {
+                    config.hardening.run_as_user = None;
+                    config.hardening.run_as_group = None;
+                }
+                // A profile `web`, now and then the default of the Pods' namespace.
+                if let Some(namespace) = profile_in {
+                    let web = [
+                        ("adapter-format", "nginx"),
+                        ("sidecar-resources", "memory=128Mi"),
+                        ("ambassador-port", "9100"),
+                    ];
+                    config.profiles.insert(
+                        "web".into(),
+                        web.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    );
+                    config.namespace_profiles.insert(namespace.into(), "web".into());
+                }
+                assert_eq!(config.problems(), Vec::<String>::new(), "generated configs are valid");
+                assert_eq!(
+                    entourage::core::mutate::profile::problems(&config),
+                    Vec::<String>::new(),
+                    "and their profiles"
+                );
+                config
+            },
+        )
 }
 
 /// A Job or CronJob as the apiserver sends it (API defaults applied or not), with random entourage annotations.
@@ -553,6 +592,51 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// An adapter's format and static fields, the fields' keys drawn mostly from the keys that format writes itself
+/// (and the adapter's own keys): pairs that collide, and some that do not.
+fn format_and_colliding_fields() -> impl Strategy<Value = (String, Vec<String>)> {
+    let formats = vec![
+        "nginx",
+        "apache-combined",
+        "apache-common",
+        "syslog",
+        "plain",
+        "logfmt",
+        "json",
+        "regex:(?P<status>\\d+) (?P<user_id>\\w+)",
+    ];
+    prop::sample::select(formats).prop_flat_map(|format| {
+        let parsed: entourage::core::logformat::Format = format.parse().unwrap();
+        let mut keys: Vec<String> = parsed
+            .keys()
+            .unwrap_or_default()
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        keys.extend(["status", "level", "file", "team", "app", "zone"].map(String::from));
+        let field = (prop::sample::select(keys), "[a-z0-9 ]{0,6}").prop_map(|(k, v)| format!("{k}={v}"));
+        (Just(format.to_string()), prop::collection::vec(field, 1..4))
+    })
+}
+
+/// The argv `entourage adapt` would get for these annotations, built by hand: the runtime's side of the rule.
+fn adapt_argv(format: &str, fields: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "entourage",
+        "adapt",
+        "--file",
+        "/var/log/app/app.log",
+        "--format",
+        format,
+    ]
+    .map(String::from)
+    .to_vec();
+    for field in fields {
+        argv.extend(["--field".to_string(), field.trim().to_string()]);
+    }
+    argv
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The apiserver's part
 // ---------------------------------------------------------------------------------------------------------------
@@ -593,6 +677,76 @@ fn refused_as_not_an_object(object: &Value, kind: (&str, &str, &str)) -> Result<
     Ok(())
 }
 
+/// The member at `path` as the decoder names it (`spec.containers[0].name`, `metadata.annotations["a/b"]`).
+fn member_at<'v>(object: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut value = object;
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(inner) = rest.strip_prefix('[') {
+            let end = if inner.starts_with('"') {
+                inner.find("\"]")? + 1
+            } else {
+                inner.find(']')?
+            };
+            let token = &inner[..end];
+            value = match serde_json::from_str::<String>(token) {
+                Ok(key) => value.get(key)?,
+                Err(_) => value.get(token.parse::<usize>().ok()?)?,
+            };
+            rest = &inner[end + 1..];
+        } else {
+            let inner = rest.strip_prefix('.').unwrap_or(rest);
+            let end = inner.find(['.', '[']).unwrap_or(inner.len());
+            value = value.get(&inner[..end])?;
+            rest = &inner[end..];
+        }
+    }
+    Some(value)
+}
+
+/// Whether the review of `object` is refused for a member the core reads holding another type. Refused or not,
+/// both decoders agree in either member order, and a refusal names a member that really holds the type it says.
+fn refused_for_a_member_of_another_type(object: &Value, kind: (&str, &str, &str)) -> Result<bool, TestCaseError> {
+    let mut review = support::review(kind, "default", "CREATE", object);
+    if !review["request"]["name"].is_string() {
+        // The apiserver's request.name is always a string, whatever the object holds.
+        review["request"]["name"] = json!("");
+    }
+    let mut errors = Vec::new();
+    for body in [serde_json::to_vec(&review).unwrap(), support::apiserver_order(&review)] {
+        errors.push(review::decode(&body, &Config::default()).err().map(|e| e.to_string()));
+        errors.push(review::decode_whole(&body).err().map(|e| e.to_string()));
+    }
+    let Some(Some(error)) = errors.iter().find(|e| e.is_some()) else {
+        return Ok(false);
+    };
+    prop_assert!(
+        errors.iter().all(Option::is_some),
+        "the decoders disagree: {:?}",
+        errors
+    );
+    let named = error
+        .split("request.object.")
+        .nth(1)
+        .and_then(|rest| rest.split_once(" is "));
+    let Some((path, found)) = named else {
+        return Err(TestCaseError::fail(format!(
+            "the refusal names no member of request.object: {error}"
+        )));
+    };
+    let member = member_at(object, path);
+    prop_assert!(
+        member.is_some(),
+        "{} names {}, which {} does not have",
+        error,
+        path,
+        object
+    );
+    let described = entourage::core::reads::JsonType::of(member.unwrap()).described();
+    prop_assert!(found.starts_with(described), "{}: {} is {}", error, path, described);
+    Ok(true)
+}
+
 /// The webhook parses only the parts of a Pod the core reads (`entourage::review::pruned`); the core given the whole object
 /// must decide exactly the same, patch and warnings included.
 fn same_answer_as_the_full_object(object: &Value, config: &Config) -> Result<(), TestCaseError> {
@@ -601,7 +755,8 @@ fn same_answer_as_the_full_object(object: &Value, config: &Config) -> Result<(),
     webhook.generate_name = None;
     let is_pod = object.get("kind").and_then(Value::as_str).is_none_or(|k| k == "Pod");
     if object.is_object() && is_pod {
-        prop_assert_eq!(mutate::pod::mutate_pod(object, config), webhook);
+        // In the namespace the review names (`review`), as the webhook takes it from the request, not the object.
+        prop_assert_eq!(mutate::pod::mutate_pod_in(object, Some("default"), config), webhook);
     }
     Ok(())
 }
@@ -719,6 +874,11 @@ proptest! {
         let violations = support::pod_rule_violations(&patched);
         prop_assert!(violations.is_empty(), "{:?}\npatched: {}", violations, patched);
         check_ambassador_ports(&pod, &patched)?;
+        // Every injected container starts: its argv passes the binary's flag parser and its program's own checks.
+        for (container, argv) in support::runtimes::injected_argv(&pod, &patched, &config) {
+            let started = support::runtimes::starts(&argv);
+            prop_assert!(started.is_ok(), "{} would not start: {:?}: {:?}", container, argv, started);
+        }
         let again = review(&patched, POD, &config);
         prop_assert_eq!(&again.verdict, &Verdict::Allow, "the patched Pod is denied on reinvocation");
         prop_assert!(again.patch.0.is_empty(), "second review patched again: {}", serde_json::to_string(&again.patch).unwrap());
@@ -783,6 +943,9 @@ proptest! {
         if !(object.is_object() || object.is_null()) {
             return refused_as_not_an_object(&object, kind);
         }
+        if refused_for_a_member_of_another_type(&object, kind)? {
+            return Ok(());
+        }
         let outcome = review(&object, kind, &config);
         check_verdict(&outcome)?;
         apply(&object, &outcome)?;
@@ -805,6 +968,9 @@ proptest! {
         }
         if !(object.is_object() || object.is_null()) {
             return refused_as_not_an_object(&object, POD);
+        }
+        if refused_for_a_member_of_another_type(&object, POD)? {
+            return Ok(());
         }
         same_answer_as_the_full_object(&object, &config)?;
     }
@@ -842,6 +1008,41 @@ proptest! {
             let whole = review::decode_whole(&body).expect("what decodes for the core decodes whole");
             if let Some(object) = whole.request.object {
                 apply(&object, &outcome)?;
+            }
+        }
+    }
+
+    #[test]
+    fn adapter_fields_that_collide_with_the_formats_keys_are_denied_exactly_when_the_adapter_refuses_them(
+        (format, fields) in format_and_colliding_fields(),
+    ) {
+        let config = Config::default();
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "annotations": {
+                annotations::ADAPTER_LOGS: "/var/log/app/app.log",
+                annotations::ADAPTER_FORMAT: format,
+                annotations::ADAPTER_FIELDS: fields.join(","),
+            }},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+        });
+        let outcome = review(&pod, POD, &config);
+        let runtime = support::runtimes::starts(&adapt_argv(&format, &fields));
+        match &outcome.verdict {
+            Verdict::Allow => {
+                prop_assert!(runtime.is_ok(), "admitted, but the adapter refuses: {:?}", runtime);
+                let patched = apply(&pod, &outcome)?;
+                let injected = support::runtimes::injected_argv(&pod, &patched, &config);
+                prop_assert!(!injected.is_empty(), "admitted without an adapter");
+                for (container, argv) in injected {
+                    let started = support::runtimes::starts(&argv);
+                    prop_assert!(started.is_ok(), "{} would not start: {:?}: {:?}", container, argv, started);
+                }
+            }
+            Verdict::Deny(message) => {
+                prop_assert!(runtime.is_err(), "denied, but the adapter starts: {}", message);
+                prop_assert!(message.contains(annotations::ADAPTER_FIELDS), "{}", message);
             }
         }
     }

@@ -126,3 +126,48 @@ async fn the_liveness_probe_answers_200() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_pod_whose_member_the_core_reads_has_another_type_is_a_400_naming_the_member() {
+    let review: Value = serde_json::from_slice(&pod_review("odd-types")).unwrap();
+    let pod = &review["request"]["object"];
+    for (pointer, value, names) in [
+        (
+            "/metadata/annotations",
+            json!(["entourage.dev/sidecar-logs=/var/log/app/app.log"]),
+            "request.object.metadata.annotations is an array, expected an object",
+        ),
+        (
+            "/spec/containers",
+            json!({"name": "app"}),
+            "request.object.spec.containers is an object, expected an array",
+        ),
+        (
+            "/spec/containers/0/name",
+            json!(7),
+            "request.object.spec.containers[0].name is a number, expected a string",
+        ),
+    ] {
+        let mut pod = pod.clone();
+        *pod.pointer_mut(pointer).unwrap() = value;
+        let mut review = review.clone();
+        review["request"]["object"] = pod;
+        let (status, answer) = call(
+            Method::POST,
+            "/mutate?timeout=10s",
+            serde_json::to_vec(&review).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{pointer}: {answer}");
+        assert_eq!(answer["code"], 400);
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(names), "{pointer}: {error}");
+    }
+    // The same Pod with its members of the right types is injected.
+    let (status, answer) = call(Method::POST, "/mutate", serde_json::to_vec(&review).unwrap()).await;
+    assert_eq!(
+        (status, &answer["response"]["allowed"]),
+        (StatusCode::OK, &json!(true)),
+        "{answer}"
+    );
+}

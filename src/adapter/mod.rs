@@ -91,12 +91,43 @@ pub async fn run(args: AdaptArgs) -> Result<(), AdaptError> {
     result
 }
 
+/// What the flags ask for, every value checked.
+struct Checked {
+    format: Format,
+    fields: Vec<(String, String)>,
+    options: records::RecordOptions,
+    zone: chrono_tz::Tz,
+}
+
+impl AdaptArgs {
+    /// Checks every value the way [`run`] does before it opens anything: what passes here starts. The webhook's
+    /// tests walk every adapter it injects through this, after the binary's own flag parser.
+    pub fn check(&self) -> Result<(), AdaptError> {
+        self.checked().map(drop)
+    }
+
+    fn checked(&self) -> Result<Checked, AdaptError> {
+        let format: Format = self.format.parse()?;
+        let fields = parse_fields(&self.fields, &format)?;
+        let field_keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        let (options, zone) = self.records.parse(&format, &field_keys)?;
+        Ok(Checked {
+            format,
+            fields,
+            options,
+            zone,
+        })
+    }
+}
+
 async fn run_inner(args: AdaptArgs) -> Result<(), AdaptError> {
-    let format: Format = args.format.parse()?;
-    let fields = parse_fields(&args.fields, &format)?;
+    let Checked {
+        format,
+        fields,
+        options,
+        zone,
+    } = args.checked()?;
     let mut ctx = LineContext::new(&args.follow.file.display().to_string(), &fields);
-    let field_keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
-    let (options, zone) = args.records.parse(&format, &field_keys)?;
     ctx.set_zone(zone);
     let shutdown = crate::support::shutdown::shutdown_signal().map_err(AdaptError::Signal)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -114,31 +145,18 @@ async fn run_inner(args: AdaptArgs) -> Result<(), AdaptError> {
     Ok(joined.map_err(|e| AdaptError::Follower(e.to_string()))??)
 }
 
-/// Splits `key=value` pairs. A key the format writes itself would give objects a duplicate key, so it is refused
-/// here rather than silently shadowed; for `json` and `logfmt`, whose keys come from each line, the line wins.
+/// The `--field` flags, by the grammar the webhook checks `entourage.dev/adapter-fields` with
+/// ([`crate::core::logformat::parse_fields`]): a key the format writes itself is refused rather than silently
+/// shadowed.
 fn parse_fields(fields: &[String], format: &Format) -> Result<Vec<(String, String)>, AdaptError> {
-    let format_keys = format.keys().unwrap_or_default();
-    let mut parsed: Vec<(String, String)> = Vec::with_capacity(fields.len());
-    for field in fields {
-        let refuse = |reason: String| AdaptError::Field {
-            field: field.clone(),
-            reason,
-        };
-        let (key, value) = field
-            .split_once('=')
-            .ok_or_else(|| refuse("expected key=value".into()))?;
-        if key.is_empty() {
-            return Err(refuse("the key is empty".into()));
-        }
-        if output::RESERVED_KEYS.contains(&key) || format_keys.contains(&key) {
-            return Err(refuse(format!("the {format} format writes the key {key:?} itself")));
-        }
-        if parsed.iter().any(|(k, _)| k == key) {
-            return Err(refuse(format!("the key {key:?} is given twice")));
-        }
-        parsed.push((key.to_owned(), value.to_owned()));
+    let (parsed, refused) = crate::core::logformat::parse_fields(fields.iter().map(String::as_str), format);
+    match refused.first() {
+        None => Ok(parsed),
+        Some(first) => Err(AdaptError::Field {
+            field: fields[first.pair].clone(),
+            reason: format!("{:?} {}", first.value, first.rule),
+        }),
     }
-    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -166,7 +184,7 @@ mod tests {
     fn static_field_that_the_format_writes_is_refused() {
         assert_eq!(
             fields(&["status=ok"], "nginx").unwrap_err(),
-            "invalid --field \"status=ok\": the nginx format writes the key \"status\" itself"
+            "invalid --field \"status=ok\": \"status\" is a key the nginx format writes; two keys would collide"
         );
         assert!(fields(&["file=x"], "json").is_err());
         assert!(fields(&["level=x"], "regex:(?P<level>\\w+)").is_err());
@@ -175,10 +193,8 @@ mod tests {
 
     #[test]
     fn malformed_static_fields_are_refused() {
-        assert!(fields(&["novalue"], "plain")
-            .unwrap_err()
-            .contains("expected key=value"));
-        assert!(fields(&["=v"], "plain").unwrap_err().contains("the key is empty"));
+        assert!(fields(&["novalue"], "plain").unwrap_err().contains("is not key=value"));
+        assert!(fields(&["=v"], "plain").unwrap_err().contains("is not a field name"));
         assert!(fields(&["a=1", "a=2"], "plain").unwrap_err().contains("given twice"));
     }
 }

@@ -11,8 +11,6 @@ use time::OffsetDateTime;
 /// so that one runaway line cannot hold the adapter's memory.
 pub const MAX_LINE: usize = 1 << 20;
 
-pub(crate) use crate::core::logformat::RESERVED_KEYS;
-
 /// What every object of one followed file gets besides the fields parsed from its line: the read time (used when a
 /// line carries no time of its own), the `file` path and the static `--field` pairs.
 #[derive(Debug, Clone)]

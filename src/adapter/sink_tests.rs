@@ -106,7 +106,20 @@ fn records_without_options_pass_lines_straight_through() {
         &mut out,
     );
     assert_eq!(records.held_input(), 0);
-    assert!(!out.is_empty());
+    // One object, the line as its message: exactly what the format alone writes for it (the read time aside).
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches('\n').count(), 1, "{text:?}");
+    assert!(text.ends_with('\n'), "{text:?}");
+    let mut record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(record["message"], "\tat x");
+    assert_eq!(record["file"], "f");
+    let mut alone = Vec::new();
+    super::render_line(&Format::Plain, b"\tat x", &LineContext::new("f", &[]), &mut alone);
+    let mut alone: serde_json::Value = serde_json::from_slice(&alone).unwrap();
+    for object in [&mut record, &mut alone] {
+        assert!(object.as_object_mut().unwrap().remove("time").is_some(), "{object}");
+    }
+    assert_eq!(record, alone);
 }
 
 proptest::proptest! {

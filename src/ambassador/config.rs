@@ -5,26 +5,16 @@
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::HeaderValue;
 
-/// Why an upstream URL was refused.
+use crate::core::annotations::{parse_upstream_url, UpstreamUrl, UrlError};
+
+/// Why an upstream URL was refused: by the rule the webhook checks the annotation with.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The text is not a URI at all.
-    #[error("upstream URL {url:?} is not a valid URI: {source}")]
-    Invalid {
-        /// The URL as given.
-        url: String,
-        /// What the URI parser said.
-        source: http::uri::InvalidUri,
-    },
-    /// Only plain HTTP and HTTPS upstreams are supported.
-    #[error("upstream URL {0:?} must start with http:// or https://")]
-    Scheme(String),
-    /// A base URL without a host cannot be dialled.
-    #[error("upstream URL {0:?} has no host")]
-    NoHost(String),
-    /// Requests bring their own query; a fixed one could not be merged unambiguously.
-    #[error("upstream URL {0:?} must not carry a query string")]
-    Query(String),
+#[error("upstream URL {url:?} {rule}")]
+pub struct UpstreamError {
+    /// The URL as given.
+    pub url: String,
+    /// The rule it breaks.
+    pub rule: UrlError,
 }
 
 /// The upstream base URL, split once at start-up so the hot path only concatenates.
@@ -39,29 +29,22 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Parses `http://host:port[/base]` or `https://…`.
+    /// Parses `http://host:port[/base]` or `https://…` with the core's grammar ([`parse_upstream_url`]).
     pub fn parse(url: &str) -> Result<Self, UpstreamError> {
-        let uri: Uri = url.parse().map_err(|source| UpstreamError::Invalid {
+        let UpstreamUrl {
+            https,
+            authority,
+            base_path,
+        } = parse_upstream_url(url).map_err(|rule| UpstreamError {
             url: url.to_owned(),
-            source,
+            rule,
         })?;
-        let scheme = match uri.scheme_str() {
-            Some("http") => Scheme::HTTP,
-            Some("https") => Scheme::HTTPS,
-            _ => return Err(UpstreamError::Scheme(url.to_owned())),
-        };
-        let authority = uri
-            .authority()
-            .filter(|a| !a.host().is_empty())
-            .cloned()
-            .ok_or_else(|| UpstreamError::NoHost(url.to_owned()))?;
-        if uri.query().is_some() {
-            return Err(UpstreamError::Query(url.to_owned()));
-        }
-        let base_path = uri.path().trim_end_matches('/').to_owned();
+        let scheme = if https { Scheme::HTTPS } else { Scheme::HTTP };
         // An authority is always a valid header value: it was parsed from visible ASCII.
-        let host_header =
-            HeaderValue::from_str(authority.as_str()).map_err(|_| UpstreamError::NoHost(url.to_owned()))?;
+        let host_header = HeaderValue::from_str(authority.as_str()).map_err(|_| UpstreamError {
+            url: url.to_owned(),
+            rule: UrlError::NoHost,
+        })?;
         Ok(Self {
             display: format!("{scheme}://{authority}{base_path}"),
             scheme,
@@ -144,16 +127,13 @@ mod tests {
 
     #[test]
     fn rejects_unusable_upstreams() {
-        assert!(matches!(Upstream::parse("ftp://svc"), Err(UpstreamError::Scheme(_))));
-        assert!(matches!(Upstream::parse("svc:80"), Err(UpstreamError::Scheme(_))));
-        assert!(matches!(Upstream::parse("/just/a/path"), Err(UpstreamError::Scheme(_))));
-        assert!(matches!(
-            Upstream::parse("http://svc/?a=1"),
-            Err(UpstreamError::Query(_))
-        ));
-        assert!(matches!(
-            Upstream::parse("http://a b"),
-            Err(UpstreamError::Invalid { .. })
-        ));
+        let rule = |url: &str| Upstream::parse(url).map(drop).map_err(|e| e.rule);
+        assert_eq!(rule("ftp://svc"), Err(UrlError::Scheme("ftp".into())));
+        assert_eq!(rule("svc:80"), Err(UrlError::NoScheme));
+        assert_eq!(rule("/just/a/path"), Err(UrlError::NoScheme));
+        assert_eq!(rule("http://svc/?a=1"), Err(UrlError::Query));
+        assert!(matches!(rule("http://a b"), Err(UrlError::Invalid(_))));
+        // The webhook refuses credentials in the annotation; the ambassador refuses them in the flag.
+        assert_eq!(rule("http://user@svc"), Err(UrlError::Credentials));
     }
 }

@@ -252,6 +252,75 @@ pub fn check_time_key_collisions(key: &str, format: &Format, static_fields: &[&s
     Ok(())
 }
 
+/// The longest value of a static field.
+pub const MAX_FIELD_VALUE: usize = 256;
+
+/// One refused static field: the part at fault (the pair, its key or its value) and the rule, phrased to follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Which pair, counting from 0.
+    pub pair: usize,
+    /// The pair, key or value as written.
+    pub value: String,
+    /// The rule it breaks.
+    pub rule: String,
+}
+
+/// Parses static fields, each `key=value` (`entourage.dev/adapter-fields` split at its commas, `entourage adapt
+/// --field` one per flag): the one grammar both check, so a field the webhook admits never stops the adapter at
+/// start. Key and value are trimmed. A key must be a field name, and not a key the adapter writes itself nor one
+/// `format` writes (two keys of one object would collide); `json` and `logfmt` take their keys from each line,
+/// where the line's own key wins. Returns the fields that pass and every refused one.
+pub fn parse_fields<'a>(
+    pairs: impl IntoIterator<Item = &'a str>,
+    format: &Format,
+) -> (Vec<(String, String)>, Vec<FieldError>) {
+    let format_keys = format.keys().unwrap_or_default();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut errors = Vec::new();
+    for (i, pair) in pairs.into_iter().enumerate() {
+        let mut refuse = |value: &str, rule: String| {
+            errors.push(FieldError {
+                pair: i,
+                value: value.to_owned(),
+                rule,
+            })
+        };
+        let Some((k, v)) = pair.split_once('=') else {
+            refuse(pair.trim(), "is not key=value".into());
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        let key_ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            && k.len() <= 63;
+        if !key_ok {
+            refuse(k, "is not a field name (letters, digits, _ . -; at most 63)".into());
+        } else if RESERVED_KEYS.contains(&k) {
+            refuse(
+                k,
+                format!("is a field the adapter writes itself ({})", RESERVED_KEYS.join(", ")),
+            );
+        } else if format_keys.contains(&k) {
+            refuse(
+                k,
+                format!("is a key the {format} format writes; two keys would collide"),
+            );
+        } else if fields.iter().any(|(existing, _)| existing == k) {
+            refuse(k, "is given twice".into());
+        } else if v.chars().any(char::is_control) || v.len() > MAX_FIELD_VALUE {
+            refuse(
+                v,
+                format!("must be at most {MAX_FIELD_VALUE} characters without control characters"),
+            );
+        } else {
+            fields.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    (fields, errors)
+}
+
 /// One refused pair of `adapter-rename`: the pair (or key) and the rule, phrased to follow it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenameError {

@@ -1,21 +1,287 @@
 //! What the core reads of an object: a tree of the members it looks at, declared next to the code that reads
-//! them (`mutate::pod::READS`). The wire decoder (`review::pruned`) parses a request's object only this far.
+//! them (`mutate::pod::READS`), with the JSON type each must have. The wire decoder (`review::pruned`) parses a
+//! request's object only this far, then [`Reads::check`]s what it kept: a member of the wrong type is a bad
+//! request, never a silent "allowed".
 
-/// Which parts of a JSON value to keep.
+use std::fmt;
+
+use serde_json::Value;
+
+/// Which parts of a JSON value to keep, and of which type each must be. `null` stands for an absent member
+/// anywhere, as it does for the apiserver's own decoder.
 #[derive(Debug)]
 pub enum Reads {
-    /// The whole value.
+    /// The whole value, of any type.
     All,
+    /// The whole value, a string.
+    Text,
+    /// The whole value, a boolean.
+    Flag,
+    /// The whole value, an integer.
+    Integer,
     /// Of an object, these members (each with what to keep of it); every other member is skipped.
     Members(&'static [(&'static str, Reads)]),
     /// Of an array, every element, keeping this of each.
     Each(&'static Reads),
-    /// Of an object, the members whose key starts with this prefix, each whole.
-    Prefixed(&'static str),
-    /// Of an array, every element as [`Reads::Each`] of `Members([(key, All)])` keeps it, except objects whose
-    /// `key` member is a string the decoder's [`Names`] does not ask for: those are left out.
+    /// Of an object, the members whose key starts with this prefix, each kept as the second says.
+    Prefixed(&'static str, &'static Reads),
+    /// Of an object, the members whose key starts with any of these prefixes, each kept as the second says.
+    Prefixes(&'static [&'static str], &'static Reads),
+    /// Of an array of objects, each element's `key` member, a string, except the objects whose `key` the
+    /// decoder's [`Names`] does not ask for: those are left out.
     EachNamed(&'static str),
 }
 
 /// Which names a [`Reads::EachNamed`] keeps.
 pub type Names<'n> = &'n dyn Fn(&str) -> bool;
+
+/// The type of a JSON value, for messages about a member of the wrong type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool,
+    /// A number.
+    Number,
+    /// A string.
+    String,
+    /// An array.
+    Array,
+    /// An object.
+    Object,
+}
+
+impl JsonType {
+    /// The type of `value`.
+    pub fn of(value: &Value) -> Self {
+        match value {
+            Value::Null => JsonType::Null,
+            Value::Bool(_) => JsonType::Bool,
+            Value::Number(_) => JsonType::Number,
+            Value::String(_) => JsonType::String,
+            Value::Array(_) => JsonType::Array,
+            Value::Object(_) => JsonType::Object,
+        }
+    }
+
+    /// The type with its article, for messages ("an array").
+    pub fn described(self) -> &'static str {
+        match self {
+            JsonType::Null => "null",
+            JsonType::Bool => "a boolean",
+            JsonType::Number => "a number",
+            JsonType::String => "a string",
+            JsonType::Array => "an array",
+            JsonType::Object => "an object",
+        }
+    }
+}
+
+/// A member the core reads holds a value of another type than the one it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeError {
+    /// Where, from the object: `metadata.annotations`, `spec.containers[0].name`,
+    /// `metadata.annotations["entourage.dev/adapter-logs"]`.
+    pub path: String,
+    /// What it holds.
+    pub found: JsonType,
+    /// What the core reads there ("an object", "a string").
+    pub expected: &'static str,
+}
+
+impl fmt::Display for TypeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is {}, expected {}",
+            self.path,
+            self.found.described(),
+            self.expected
+        )
+    }
+}
+
+impl Reads {
+    /// Whether the value is kept whole (the decoder parses it as it comes).
+    pub fn is_whole(&self) -> bool {
+        matches!(self, Reads::All | Reads::Text | Reads::Flag | Reads::Integer)
+    }
+
+    /// Checks that every member this tree names has its type in `value` (the object, or what the decoder kept of
+    /// it); the first that does not is the error. The one place the types are checked, for every kind and path.
+    pub fn check(&self, value: &Value) -> Result<(), TypeError> {
+        let mut path = String::new();
+        self.check_at(value, &mut path)
+    }
+
+    fn check_at(&self, value: &Value, path: &mut String) -> Result<(), TypeError> {
+        let expected = match (self, value) {
+            (_, Value::Null) | (Reads::All, _) => return Ok(()),
+            (Reads::Text, Value::String(_)) | (Reads::Flag, Value::Bool(_)) => return Ok(()),
+            (Reads::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => return Ok(()),
+            (Reads::Members(members), Value::Object(map)) => {
+                for (name, reads) in *members {
+                    if let Some(member) = map.get(*name) {
+                        within(path, &Segment::Member(name), |path| reads.check_at(member, path))?;
+                    }
+                }
+                return Ok(());
+            }
+            (Reads::Prefixed(prefix, reads), Value::Object(map)) => {
+                for (key, member) in map.iter().filter(|(k, _)| k.starts_with(prefix)) {
+                    within(path, &Segment::Key(key), |path| reads.check_at(member, path))?;
+                }
+                return Ok(());
+            }
+            (Reads::Prefixes(prefixes, reads), Value::Object(map)) => {
+                for (key, member) in map.iter().filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p))) {
+                    within(path, &Segment::Key(key), |path| reads.check_at(member, path))?;
+                }
+                return Ok(());
+            }
+            (Reads::Each(each), Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    within(path, &Segment::Index(i), |path| each.check_at(item, path))?;
+                }
+                return Ok(());
+            }
+            (Reads::EachNamed(key), Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    within(path, &Segment::Index(i), |path| match item {
+                        Value::Null => Ok(()),
+                        Value::Object(map) => match map.get(*key) {
+                            Some(named) => {
+                                within(path, &Segment::Member(key), |path| Reads::Text.check_at(named, path))
+                            }
+                            None => Ok(()),
+                        },
+                        other => Err(mismatch(path, other, "an object")),
+                    })?;
+                }
+                return Ok(());
+            }
+            (Reads::Text, _) => "a string",
+            (Reads::Flag, _) => "a boolean",
+            (Reads::Integer, _) => "an integer",
+            (Reads::Members(_) | Reads::Prefixed(..) | Reads::Prefixes(..), _) => "an object",
+            (Reads::Each(_) | Reads::EachNamed(_), _) => "an array",
+        };
+        Err(mismatch(path, value, expected))
+    }
+}
+
+fn mismatch(path: &str, value: &Value, expected: &'static str) -> TypeError {
+    TypeError {
+        path: if path.is_empty() {
+            "the object".into()
+        } else {
+            path.to_owned()
+        },
+        found: JsonType::of(value),
+        expected,
+    }
+}
+
+/// One step of a path.
+enum Segment<'a> {
+    /// `.name` (or `name` first).
+    Member(&'a str),
+    /// `["key/with.odd-chars"]`: annotation and label keys hold `/` and `.`.
+    Key(&'a str),
+    /// `[3]`.
+    Index(usize),
+}
+
+/// Runs `f` with `segment` appended to `path`, and takes it off again.
+fn within<T>(path: &mut String, segment: &Segment<'_>, f: impl FnOnce(&mut String) -> T) -> T {
+    let len = path.len();
+    match segment {
+        Segment::Member(name) if path.is_empty() => path.push_str(name),
+        Segment::Member(name) => {
+            path.push('.');
+            path.push_str(name);
+        }
+        Segment::Key(key) => {
+            path.push('[');
+            path.push_str(&serde_json::to_string(key).unwrap_or_default());
+            path.push(']');
+        }
+        Segment::Index(i) => {
+            path.push('[');
+            path.push_str(&i.to_string());
+            path.push(']');
+        }
+    }
+    let result = f(path);
+    path.truncate(len);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const READS: Reads = Reads::Members(&[
+        ("kind", Reads::Text),
+        (
+            "metadata",
+            Reads::Members(&[
+                ("annotations", Reads::Prefixed("x.dev/", &Reads::Text)),
+                ("owners", Reads::Each(&Reads::Members(&[("controller", Reads::Flag)]))),
+            ]),
+        ),
+        ("ports", Reads::Each(&Reads::Integer)),
+        ("env", Reads::EachNamed("name")),
+        ("any", Reads::All),
+    ]);
+
+    fn error(object: Value) -> String {
+        READS.check(&object).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn members_of_the_types_the_core_reads_pass_and_null_counts_as_absent() {
+        let object = json!({
+            "kind": "Pod",
+            "metadata": {"annotations": {"x.dev/a": "1", "other/b": 7}, "owners": [{"controller": true}, null]},
+            "ports": [80, null],
+            "env": [{"name": "A", "value": 1}, {}, null],
+            "any": [{"x": 1}],
+            "unread": {"deep": [1, "2"]},
+        });
+        assert_eq!(READS.check(&object), Ok(()));
+        assert_eq!(
+            READS.check(&json!({"kind": null, "metadata": null, "env": null})),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_member_of_another_type_is_named_with_its_path_and_both_types() {
+        assert_eq!(
+            error(json!({"metadata": {"annotations": ["x.dev/a"]}})),
+            "metadata.annotations is an array, expected an object"
+        );
+        assert_eq!(
+            error(json!({"metadata": {"annotations": {"x.dev/a": 1}}})),
+            r#"metadata.annotations["x.dev/a"] is a number, expected a string"#
+        );
+        assert_eq!(
+            error(json!({"metadata": {"owners": [{"controller": "true"}]}})),
+            "metadata.owners[0].controller is a string, expected a boolean"
+        );
+        assert_eq!(
+            error(json!({"ports": [80, 8.5]})),
+            "ports[1] is a number, expected an integer"
+        );
+        assert_eq!(
+            error(json!({"env": [{"name": 7}]})),
+            "env[0].name is a number, expected a string"
+        );
+        assert_eq!(error(json!({"env": ["A=1"]})), "env[0] is a string, expected an object");
+        assert_eq!(error(json!({"kind": ["Pod"]})), "kind is an array, expected a string");
+        assert_eq!(error(json!([])), "the object is an array, expected an object");
+    }
+}

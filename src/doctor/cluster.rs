@@ -33,8 +33,12 @@ pub struct Snapshot {
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// The webhook Deployment.
     pub deployment: Read<Deployment>,
-    /// `namespace/name` and the `entourage.dev/status` annotation of every Pod that carries one.
+    /// `namespace/name` (with its controller, if any) and the `entourage.dev/status` annotation of every Pod that
+    /// carries one.
     pub injected_pods: Result<Vec<(String, String)>, String>,
+    /// `namespace/name` (with its controller) of every Pod that asks for entourage (an `entourage.dev/`
+    /// annotation, not `inject: "false"`) but carries no `entourage.dev/status`: admitted without its entourage.
+    pub missed_pods: Result<Vec<String>, String>,
 }
 
 /// The API could not be reached at all: nothing can be checked.
@@ -109,7 +113,10 @@ pub async fn read_cluster(client: kube::Client, args: &DoctorArgs) -> Result<Sna
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let deployment = read(deployments.get_opt(&args.deployment).await)?;
 
-    let injected_pods = injected_pods(client).await?;
+    let (injected_pods, missed_pods) = match pods(client).await? {
+        Ok((injected, missed)) => (Ok(injected), Ok(missed)),
+        Err(e) => (Err(e.clone()), Err(e)),
+    };
     Ok(Snapshot {
         webhook_configuration,
         serving_certificate,
@@ -119,6 +126,7 @@ pub async fn read_cluster(client: kube::Client, args: &DoctorArgs) -> Result<Sna
         namespace_labels,
         deployment,
         injected_pods,
+        missed_pods,
     })
 }
 
@@ -144,11 +152,15 @@ pub fn webhook_port(configuration: Option<&MutatingWebhookConfiguration>, args: 
         .unwrap_or(443)
 }
 
-/// Every Pod's metadata, 500 at a time (metadata only: a big cluster's Pod specs are megabytes), keeping those
-/// entourage injected.
-async fn injected_pods(client: kube::Client) -> Result<Result<Vec<(String, String)>, String>, Unreachable> {
+/// Injected Pods and missed ones.
+type PodLists = (Vec<(String, String)>, Vec<String>);
+
+/// Every Pod's metadata, 500 at a time (metadata only: a big cluster's Pod specs are megabytes): those entourage
+/// injected, and those that asked for it and were admitted without it.
+async fn pods(client: kube::Client) -> Result<Result<PodLists, String>, Unreachable> {
+    use crate::core::annotations::{INJECT, PREFIX, STATUS};
     let pods: Api<Pod> = Api::all(client);
-    let mut found = Vec::new();
+    let (mut injected, mut missed) = (Vec::new(), Vec::new());
     let mut params = ListParams::default().limit(500);
     loop {
         let page = match pods.list_metadata(&params).await {
@@ -157,21 +169,30 @@ async fn injected_pods(client: kube::Client) -> Result<Result<Vec<(String, Strin
         };
         for pod in page.items {
             let meta = pod.metadata;
-            if let Some(status) = meta
-                .annotations
-                .and_then(|mut a| a.remove(crate::core::annotations::STATUS))
+            let controller = meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true))
+                .map(|o| format!(" of {} {}", o.kind, o.name))
+                .unwrap_or_default();
+            let name = format!(
+                "{}/{}{controller}",
+                meta.namespace.unwrap_or_default(),
+                meta.name.unwrap_or_default()
+            );
+            let mut annotations = meta.annotations.unwrap_or_default();
+            if let Some(status) = annotations.remove(STATUS) {
+                injected.push((name, status));
+            } else if annotations.get(INJECT).map(String::as_str) != Some("false")
+                && annotations.keys().any(|k| k.starts_with(PREFIX) && k != INJECT)
             {
-                let name = format!(
-                    "{}/{}",
-                    meta.namespace.unwrap_or_default(),
-                    meta.name.unwrap_or_default()
-                );
-                found.push((name, status));
+                missed.push(name);
             }
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(Ok(found)),
+            None => return Ok(Ok((injected, missed))),
         }
     }
 }

@@ -66,7 +66,10 @@ pub fn review(args: ReviewArgs) -> Result<(), CommandError> {
 
 fn load_config(path: Option<&Path>) -> Result<Config, CommandError> {
     match path {
-        Some(path) => Ok(Config::from_yaml(&read_input(path)?, &path.display().to_string())?),
+        Some(path) => Ok(crate::core::mutate::load_config(
+            &read_input(path)?,
+            &path.display().to_string(),
+        )?),
         None => Ok(Config::default()),
     }
 }

@@ -144,7 +144,7 @@ pub fn inject_documents(documents: Vec<Value>, config: &Config) -> Result<Inject
                 .map_err(|e| err(field_name, format!("the patch does not apply: {e}")))
         };
         if api_version == "v1" && kind == "Pod" {
-            let outcome = pod::mutate_pod(&doc, config);
+            let outcome = pod::mutate_pod_in(&doc, Some(&namespace), config);
             step(&mut doc, "metadata.annotations", outcome)?;
         } else if let Some((pointer, job_owned)) = template_of(&api_version, &kind) {
             // Job and CronJob defaults first, as the jobs webhook sees the object before its Pods exist.
@@ -160,7 +160,7 @@ pub fn inject_documents(documents: Vec<Value>, config: &Config) -> Result<Inject
                 .pointer_mut(pointer)
                 .filter(|t| t.is_object())
                 .ok_or_else(|| err(&field(pointer), "missing or not an object".into()))?;
-            let outcome = pod::mutate_pod_template(template, config, job_owned);
+            let outcome = pod::mutate_pod_template(template, &namespace, config, job_owned);
             step(template, &field(pointer), outcome)?;
         }
         out.push(doc);
@@ -221,6 +221,23 @@ mod tests {
                 "metadata": {"labels": {"app": "web"}, "annotations": annotations},
                 "spec": {"containers": [{"name": "app", "image": "nginx"}]}}}
         })
+    }
+
+    #[test]
+    fn a_workloads_namespace_gives_its_template_the_namespace_default_profile() {
+        let config = crate::core::mutate::load_config(
+            "profiles:\n  web:\n    sidecar-resources: memory=128Mi\nnamespaceProfiles:\n  shop: web\n",
+            "test",
+        )
+        .unwrap();
+        let memory = |namespace: &str| {
+            let mut doc = deployment(true);
+            doc["metadata"]["namespace"] = json!(namespace);
+            let out = inject_documents(vec![doc], &config).unwrap();
+            out.documents[0]["spec"]["template"]["spec"]["initContainers"][0]["resources"]["limits"]["memory"].clone()
+        };
+        assert_eq!(memory("shop"), json!("128Mi"));
+        assert_eq!(memory("elsewhere"), json!("64Mi"));
     }
 
     #[test]

@@ -203,6 +203,18 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                 None => object_or_null("object", from_str_seed(text, Skip).map_err(serde::de::Error::custom)?)?,
             }
         }
+        let object = object.flatten();
+        // Every member the core reads must have the type it reads; parsed whole or in part, the object holds all
+        // of them. One check, here, for every path through the decoder.
+        let reads = match self.0 {
+            ObjectParse::Reading(object_reads) => (object_reads.parts)(&kind, &operation, sub_resource.as_deref()),
+            ObjectParse::Whole => mutate::object_reads(&kind, &operation, sub_resource.as_deref()),
+        };
+        if let (Some(reads), Some(object)) = (reads, &object) {
+            reads
+                .check(object)
+                .map_err(|e| <A::Error as serde::de::Error>::custom(format_args!("request.object.{e}")))?;
+        }
         Ok(AdmissionRequest {
             uid,
             kind,
@@ -210,7 +222,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             name: name.unwrap_or_default(),
             namespace: namespace.flatten(),
             operation,
-            object: object.flatten(),
+            object,
             dry_run: dry_run.flatten(),
         })
     }

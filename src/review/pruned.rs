@@ -13,8 +13,8 @@
 //! entries into maps and strings cost a third of decoding the bench's Pod).
 //!
 //! Whatever is kept is kept exactly: a member of an unexpected type (an object where the tree expects an array,
-//! a string where it expects an object) is kept whole, so the core sees the same shapes it would see in the full
-//! object and decides the same way. `pruned_and_full_pods_get_the_same_answer` and
+//! a string where it expects an object) is kept whole, so that [`Reads::check`], run by the decoder on what is
+//! kept, finds it as it would in the full object, and the review is refused naming it. `pruned_and_full_pods_get_the_same_answer` and
 //! `pruned_and_full_objects_of_any_shape_get_the_same_answer` in `tests/properties.rs` hold the two to that.
 
 use std::{borrow::Cow, fmt};
@@ -22,7 +22,7 @@ use std::{borrow::Cow, fmt};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
 
-pub use crate::core::reads::{Names, Reads};
+pub use crate::core::reads::{JsonType, Names, Reads};
 
 /// Parses `json`, keeping what `reads` names (and of [`Reads::EachNamed`] arrays, the elements `names` asks for).
 pub fn parse(json: &str, reads: &Reads, names: Names<'_>) -> serde_json::Result<Value> {
@@ -56,9 +56,10 @@ impl<'de> DeserializeSeed<'de> for Pruned<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        match self.reads {
-            Reads::All => serde::Deserialize::deserialize(deserializer),
-            _ => deserializer.deserialize_any(self),
+        if self.reads.is_whole() {
+            serde::Deserialize::deserialize(deserializer)
+        } else {
+            deserializer.deserialize_any(self)
         }
     }
 }
@@ -135,10 +136,19 @@ impl<'de> Visitor<'de> for Pruned<'_> {
                     }
                 }
             }
-            Reads::Prefixed(prefix) => {
+            Reads::Prefixed(prefix, reads) => {
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     if key.starts_with(prefix) {
-                        members.insert(key.into_owned(), map.next_value()?);
+                        members.insert(key.into_owned(), map.next_value_seed(self.with(reads))?);
+                    } else {
+                        map.next_value_seed(Skip)?;
+                    }
+                }
+            }
+            Reads::Prefixes(prefixes, reads) => {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    if prefixes.iter().any(|prefix| key.starts_with(prefix)) {
+                        members.insert(key.into_owned(), map.next_value_seed(self.with(reads))?);
                     } else {
                         map.next_value_seed(Skip)?;
                     }
@@ -242,49 +252,6 @@ impl<'de> Visitor<'de> for NamedElement<'_> {
 
     fn visit_unit<E>(self) -> Result<Option<Value>, E> {
         Ok(Some(Value::Null))
-    }
-}
-
-/// The type of a JSON value, for messages about a member of the wrong type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JsonType {
-    /// `null`.
-    Null,
-    /// `true` or `false`.
-    Bool,
-    /// A number.
-    Number,
-    /// A string.
-    String,
-    /// An array.
-    Array,
-    /// An object.
-    Object,
-}
-
-impl JsonType {
-    /// The type of `value`.
-    pub fn of(value: &Value) -> Self {
-        match value {
-            Value::Null => JsonType::Null,
-            Value::Bool(_) => JsonType::Bool,
-            Value::Number(_) => JsonType::Number,
-            Value::String(_) => JsonType::String,
-            Value::Array(_) => JsonType::Array,
-            Value::Object(_) => JsonType::Object,
-        }
-    }
-
-    /// The type with its article, for messages ("an array").
-    pub fn described(self) -> &'static str {
-        match self {
-            JsonType::Null => "null",
-            JsonType::Bool => "a boolean",
-            JsonType::Number => "a number",
-            JsonType::String => "a string",
-            JsonType::Array => "an array",
-            JsonType::Object => "an object",
-        }
     }
 }
 
@@ -423,7 +390,32 @@ mod tests {
         assert_eq!(parse(json, &READS, &all_names).unwrap(), json!({"keep": "a\"b"}));
     }
 
-    const NAMED: Reads = Reads::Members(&[("meta", Reads::Prefixed("x/")), ("env", Reads::EachNamed("name"))]);
+    const NAMED: Reads = Reads::Members(&[
+        ("meta", Reads::Prefixed("x/", &Reads::All)),
+        ("env", Reads::EachNamed("name")),
+    ]);
+
+    #[test]
+    fn of_an_object_read_by_several_prefixes_the_members_with_any_of_them_are_kept_and_type_checked() {
+        const BOTH: Reads = Reads::Prefixes(&["x/", "kubectl.kubernetes.io/default-container"], &Reads::Text);
+        let json = r#"{"x/a": "1", "kubectl.kubernetes.io/default-container": "web", "kubectl.kubernetes.io/other": "no", "y/b": "no"}"#;
+        let kept = parse(json, &BOTH, &all_names).unwrap();
+        assert_eq!(
+            kept,
+            json!({"x/a": "1", "kubectl.kubernetes.io/default-container": "web"})
+        );
+        assert_eq!(BOTH.check(&kept), Ok(()));
+        let wrong = parse(
+            r#"{"kubectl.kubernetes.io/default-container": 7, "y/b": 7}"#,
+            &BOTH,
+            &all_names,
+        )
+        .unwrap();
+        assert_eq!(
+            BOTH.check(&wrong).unwrap_err().to_string(),
+            r#"["kubectl.kubernetes.io/default-container"] is a number, expected a string"#
+        );
+    }
 
     #[test]
     fn of_a_prefixed_object_only_the_members_with_the_prefix_are_kept_whole() {

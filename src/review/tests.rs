@@ -307,3 +307,60 @@ fn every_member_the_decoder_reads_must_have_its_json_type() {
         decode(&envelope)
     );
 }
+
+#[test]
+fn every_member_the_core_reads_in_the_object_must_have_its_json_type() {
+    let with_object = |object: Value| {
+        let mut r = pod_review(V1);
+        r["request"]["object"] = object;
+        r
+    };
+    for (object, says) in [
+        (
+            json!({"metadata": {"annotations": ["entourage.dev/sidecar-logs"]}}),
+            "request.object.metadata.annotations is an array, expected an object",
+        ),
+        (
+            json!({"metadata": {"annotations": {"entourage.dev/sidecar-logs": ["/a/b.log"]}}}),
+            r#"request.object.metadata.annotations["entourage.dev/sidecar-logs"] is an array, expected a string"#,
+        ),
+        (
+            json!({"metadata": {"ownerReferences": [{"kind": "Job", "controller": "yes"}]}}),
+            "request.object.metadata.ownerReferences[0].controller is a string, expected a boolean",
+        ),
+        (
+            json!({"spec": {"volumes": {"name": "logs"}}}),
+            "request.object.spec.volumes is an object, expected an array",
+        ),
+        (
+            json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": "80"}]}]}}),
+            "request.object.spec.containers[0].ports[0].containerPort is a string, expected an integer",
+        ),
+        (
+            json!({"spec": {"initContainers": [{"name": "i", "env": [{"name": ["X"]}]}]}}),
+            "request.object.spec.initContainers[0].env[0].name is an array, expected a string",
+        ),
+    ] {
+        // Both decoders, with the object after the kind and operation (the apiserver's order, parsed as it comes)
+        // and before them (kept as text, parsed at the end).
+        let kind = r#""uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE""#;
+        for request in [
+            format!("{{{kind}, \"object\": {object}}}"),
+            format!("{{\"object\": {object}, {kind}}}"),
+        ] {
+            let text = format!(r#"{{"apiVersion": "{V1}", "kind": "AdmissionReview", "request": {request}}}"#);
+            for decoded in [decode(text.as_bytes()), decode_whole(text.as_bytes())] {
+                match decoded {
+                    Err(DecodeError::BadRequest(e)) => assert!(e.to_string().contains(says), "{says}: {e}"),
+                    other => panic!("{says}: {other:?}"),
+                }
+            }
+        }
+    }
+    // Members the core does not read may hold anything, and null counts as absent.
+    let odd = with_object(json!({
+        "metadata": {"annotations": {"other.io/x": ["kept as it is"]}, "labels": null},
+        "spec": {"containers": [{"name": "a", "resources": "odd", "env": [{"name": "OTHER", "value": 7}]}]},
+    }));
+    assert!(decode(&body(odd.clone())).is_ok() && decode_whole(&body(odd)).is_ok());
+}

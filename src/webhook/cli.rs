@@ -98,7 +98,7 @@ pub enum ServeError {
 pub fn load_config(path: Option<&Path>) -> Result<Config, ServeError> {
     let Some(path) = path else { return Ok(Config::default()) };
     let text = std::fs::read_to_string(path).map_err(|e| ServeError::ReadConfig(path.display().to_string(), e))?;
-    Ok(Config::from_yaml(&text, &path.display().to_string())?)
+    Ok(crate::core::mutate::load_config(&text, &path.display().to_string())?)
 }
 
 /// The webhook's log lines, batched (see [`LogSink`]).

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::{core::config::Config, webhook::server::AppState};
+use crate::webhook::server::AppState;
 
 /// How far ahead of expiry the certificate is reported with a warning.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -134,7 +134,9 @@ impl Watcher {
         }
         let result = std::str::from_utf8(&bytes)
             .map_err(|e| format!("config {} is not UTF-8: {e}", path.display()))
-            .and_then(|text| Config::from_yaml(text, &path.display().to_string()).map_err(|e| e.to_string()));
+            .and_then(|text| {
+                crate::core::mutate::load_config(text, &path.display().to_string()).map_err(|e| e.to_string())
+            });
         self.config_seen = Some(bytes);
         match result {
             Ok(config) => {
@@ -203,7 +205,7 @@ mod tests {
         std::fs::write(&config_path, "sidecars:\n  mode: auto\n").unwrap();
         let store = CertStore::load(&dir.join("tls.crt"), &dir.join("tls.key")).unwrap();
         let state = AppState::new(
-            Config::from_yaml(&std::fs::read_to_string(&config_path).unwrap(), "test").unwrap(),
+            crate::core::config::Config::from_yaml(&std::fs::read_to_string(&config_path).unwrap(), "test").unwrap(),
             Some(Arc::new(store)),
         );
         let options = WatchOptions {

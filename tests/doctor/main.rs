@@ -215,7 +215,7 @@ async fn a_healthy_install_passes_every_check_and_exits_0() {
         report.stdout
     );
     assert!(
-        report.stdout.ends_with("9 ok, 0 warnings, 0 failed\n"),
+        report.stdout.ends_with("10 ok, 0 warnings, 0 failed\n"),
         "{}",
         report.stdout
     );
@@ -436,6 +436,33 @@ async fn pods_injected_by_another_version_are_listed() {
         "[warn]",
         "stale-injections",
         &format!("Pods injected by another version than the running webhook's {VERSION}: 1 (shop/web-old (0.0.9))"),
+    );
+}
+
+#[tokio::test]
+async fn pods_that_asked_for_entourage_and_were_admitted_without_it_fail_with_their_controller() {
+    let mut cluster = Cluster::healthy(&Ca::new());
+    let mut missed = pod("shop", "web-7d9f-abcde", None);
+    missed["metadata"]["annotations"] = json!({"entourage.dev/sidecar-logs": "/var/log/app.log"});
+    missed["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f", "uid": "u", "controller": true}]);
+    let mut opted_out = pod("shop", "batch", None);
+    opted_out["metadata"]["annotations"] =
+        json!({"entourage.dev/sidecar-logs": "/var/log/app.log", "entourage.dev/inject": "false"});
+    let items = cluster.json(&format!("{PODS}?continue"))["items"]
+        .as_array_mut()
+        .unwrap();
+    items.push(missed);
+    items.push(opted_out);
+    items.push(pod("shop", "plain", None));
+    let report = doctor(cluster).await;
+    assert_report(
+        &report,
+        1,
+        "[FAIL]",
+        "missed-injections",
+        "Pods that ask for entourage run without it (admitted while the webhook was down under failurePolicy \
+         Ignore, or before it was installed): 1 (shop/web-7d9f-abcde of ReplicaSet web-7d9f)",
     );
 }
 

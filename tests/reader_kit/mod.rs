@@ -103,16 +103,35 @@ impl Pod {
                 .collect()
         };
         let sc = &reader["securityContext"];
+        // Without runAsUser/runAsGroup (config `hardening.runAsUser: null`) the image's user applies.
+        let (image_uid, image_gid) = image_user();
         Reader {
             args: strings(&reader["args"]),
             probe: reader["startupProbe"]["exec"]["command"]
                 .as_array()
                 .map(|_| strings(&reader["startupProbe"]["exec"]["command"])),
-            uid: sc["runAsUser"].as_u64().unwrap() as u32,
-            gid: sc["runAsGroup"].as_u64().unwrap() as u32,
+            uid: sc["runAsUser"].as_u64().map_or(image_uid, |u| u as u32),
+            gid: sc["runAsGroup"].as_u64().map_or(image_gid, |g| g as u32),
             spec: reader,
         }
     }
+}
+
+/// The `uid:gid` the entourage image runs as: the Dockerfile's last `USER`, which applies to a container whose
+/// security context sets no `runAsUser`.
+pub fn image_user() -> (u32, u32) {
+    let dockerfile = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("the Dockerfile sets a USER");
+    let (uid, gid) = user.trim().split_once(':').unwrap_or((user.trim(), user.trim()));
+    let numeric = |s: &str| {
+        s.parse()
+            .unwrap_or_else(|_| panic!("USER {user} is not numeric: runAsNonRoot needs a numeric user"))
+    };
+    (numeric(uid), numeric(gid))
 }
 
 /// An injected reader's command.

@@ -213,6 +213,51 @@ impl ApiClient {
         }
     }
 
+    /// Sends a request on this connection; a connection that fails is the error, as the apiserver's client sees it.
+    pub async fn try_send(&mut self, method: &str, path: &str, body: Vec<u8>) -> Result<Reply, String> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection not usable: {e}"))?;
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", SERVER_NAME)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, */*")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("no response: {e}"))?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body cut short: {e}"))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// POSTs a review to `/mutate?timeout=10s` as the apiserver does, and returns what its client saw.
+    pub async fn try_review(&mut self, review: &Value) -> Result<Reply, String> {
+        self.try_send("POST", "/mutate?timeout=10s", serde_json::to_vec(review).unwrap())
+            .await
+    }
+
     /// POSTs a review to `/mutate?timeout=10s`, as the apiserver does.
     pub async fn review(&mut self, review: &Value) -> Reply {
         self.send("POST", "/mutate?timeout=10s", serde_json::to_vec(review).unwrap())

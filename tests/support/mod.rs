@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod runtimes;
 
 use std::{
     collections::BTreeSet,
@@ -13,6 +14,22 @@ use std::{
 
 use base64::Engine;
 use serde_json::{json, Value};
+
+/// Reports a test that cannot run here because a tool is missing. Under CI (`CI=true`, where .ci/run installs
+/// every tool) that fails the test; elsewhere the test prints one `SKIPPED: <crate>::<test> (<reason>)` line and
+/// returns without running. The line goes straight to stderr, past the harness's capture (which hides what a
+/// passing test prints), so that `make test` counts it beside passed and failed, and .ci/run fails on it.
+pub fn skip(reason: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{reason}: CI must have it (.ci/run installs it)"
+    );
+    // libtest runs each test on a thread named after it.
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("SKIPPED: {}::{test} ({reason})\n", env!("CARGO_CRATE_NAME"));
+    // One write, so that the line is not cut by the harness's own output.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+}
 
 /// An AdmissionReview (v1) around `object`.
 pub fn review(kind: (&str, &str, &str), namespace: &str, operation: &str, object: &Value) -> Value {

@@ -53,8 +53,11 @@ pub const AMBASSADOR_TOKEN_AUDIENCE: &str = "entourage.dev/ambassador-token-audi
 pub const AMBASSADOR_OAUTH2: &str = "entourage.dev/ambassador-oauth2";
 /// The protocol the ambassador speaks upstream: `auto` (the app's), `http1` or `http2`.
 pub const AMBASSADOR_PROTOCOL: &str = "entourage.dev/ambassador-protocol";
-/// The app container (default: the first container).
+/// The app container (default: `kubectl.kubernetes.io/default-container`, else the first container no known
+/// injector added: `mutate::target`).
 pub const TARGET_CONTAINER: &str = "entourage.dev/target-container";
+/// The name of a profile from config (`profiles`): annotation-level settings this Pod's annotations override.
+pub const PROFILE: &str = "entourage.dev/profile";
 /// Written by entourage: what was injected. Its presence makes a second review a no-op.
 pub const STATUS: &str = "entourage.dev/status";
 /// `"off"` opts a Job or CronJob out of the defaults.
@@ -83,18 +86,19 @@ pub struct KeyDoc {
     pub default: &'static str,
 }
 
-/// Every annotation entourage reads or writes; the README's table lists the same.
+/// Every annotation entourage reads or writes. The annotation tables of README.md and docs/annotations.md are
+/// rendered from it (`ENTOURAGE_UPDATE_DOCS=1 cargo test --test docs`), and a test compares them row by row.
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: SIDECAR_LOGS,
         on: "Pod",
-        values: "comma-separated absolute file paths (at most `sidecars.maxLogFiles`)",
+        values: "comma-separated absolute file paths; with `adapter-logs`, at most `sidecars.maxLogFiles` (8) per Pod",
         default: "no log sidecars",
     },
     KeyDoc {
         key: ADAPTER_LOGS,
         on: "Pod",
-        values: "comma-separated absolute file paths",
+        values: "comma-separated absolute file paths (counted with `sidecar-logs`)",
         default: "no adapters",
     },
     KeyDoc {
@@ -106,7 +110,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: ADAPTER_FIELDS,
         on: "Pod",
-        values: "`key=value,key=value` added to every JSON line",
+        values: "`key=value,key=value` added to every JSON line; not a key the adapter or the format writes",
         default: "none",
     },
     KeyDoc {
@@ -166,14 +170,13 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: AMBASSADOR_CA,
         on: "Pod",
-        values:
-            "a ConfigMap name or `secret:NAME` (key `ambassador.caKey`), or `name=…,…` per upstream (`https://` only)",
+        values: "a ConfigMap name (or `configmap:NAME`) or `secret:NAME`, holding key `ambassador.caKey` (`ca.crt`); or `name=…,…` per upstream (`https://` only)",
         default: "the system's CAs",
     },
     KeyDoc {
         key: AMBASSADOR_TOKEN_AUDIENCE,
         on: "Pod",
-        values: "a token audience (no spaces, ≤ 253 characters), or `name=audience,…` per upstream",
+        values: "a token audience (no whitespace, ≤ 253 characters), or `name=audience,…` per upstream",
         default: "no workload token",
     },
     KeyDoc {
@@ -192,7 +195,7 @@ pub const KEYS: &[KeyDoc] = &[
         key: TARGET_CONTAINER,
         on: "Pod",
         values: "a container name",
-        default: "the first container",
+        default: "`kubectl.kubernetes.io/default-container`, else the first container that no known injector added (docs/apps.md)",
     },
     KeyDoc {
         key: INJECT,
@@ -203,20 +206,26 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: SIDECAR_RESOURCES,
         on: "Pod",
-        values: "`cpu=50m,memory=64Mi,ephemeral-storage=64Mi`: each sets the request and the limit, up to `resources.maxima.sidecar`",
+        values: "`cpu=50m,memory=64Mi,ephemeral-storage=64Mi`: each sets the request and the limit of the log sidecars, up to `resources.maxima.sidecar`",
         default: "`resources.requests` and `resources.limits`",
     },
     KeyDoc {
         key: ADAPTER_RESOURCES,
         on: "Pod",
-        values: "as `sidecar-resources`, up to `resources.maxima.adapter`",
+        values: "as `sidecar-resources`, for the adapters, up to `resources.maxima.adapter`",
         default: "`resources.requests` and `resources.limits`",
     },
     KeyDoc {
         key: AMBASSADOR_RESOURCES,
         on: "Pod",
-        values: "as `sidecar-resources`, up to `resources.maxima.ambassador`",
+        values: "as `sidecar-resources`, for the ambassadors, up to `resources.maxima.ambassador`",
         default: "`resources.requests` and `resources.limits`",
+    },
+    KeyDoc {
+        key: PROFILE,
+        on: "Pod",
+        values: "the name of a profile of config `profiles` (unknown names deny, listing the known ones)",
+        default: "the namespace's entry in config `namespaceProfiles`, else none",
     },
     KeyDoc {
         key: STATUS,
@@ -314,7 +323,9 @@ pub struct AdapterRequest {
     pub level: LevelMode,
 }
 
-pub use self::ambassador::{check_token_url, check_url, CaSource, OAuth2Request, Upstream};
+pub use self::ambassador::{
+    check_token_url, check_url, parse_upstream_url, CaSource, OAuth2Request, Upstream, UpstreamUrl, UrlError,
+};
 
 /// The result of parsing a Pod's annotations.
 #[derive(Debug, Clone, PartialEq)]
@@ -356,7 +367,7 @@ pub fn parse_pod(annotations: Option<&Map<String, Value>>, config: &Config) -> R
             errors.push(err(ADAPTER_FORMAT, format, rule));
         }
         let fields = get(ADAPTER_FIELDS)
-            .map(|f| parse_fields(f, &mut errors))
+            .map(|f| parse_fields(f, format, &mut errors))
             .unwrap_or_default();
         let mut adapter = AdapterRequest {
             logs,
@@ -525,44 +536,13 @@ fn check_format(format: &str) -> Result<(), String> {
     }
 }
 
-/// Keys the adapter writes itself; a static field may not shadow them.
-use super::logformat::RESERVED_KEYS as RESERVED_FIELDS;
-fn parse_fields(value: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((k, v)) = pair.split_once('=') else {
-            errors.push(err(ADAPTER_FIELDS, pair, "is not key=value"));
-            continue;
-        };
-        let (k, v) = (k.trim(), v.trim());
-        let key_ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-            && k.len() <= 63;
-        if !key_ok {
-            errors.push(err(
-                ADAPTER_FIELDS,
-                k,
-                "is not a field name (letters, digits, _ . -; at most 63)",
-            ));
-        } else if RESERVED_FIELDS.contains(&k) {
-            errors.push(err(
-                ADAPTER_FIELDS,
-                k,
-                format!("is a field the adapter writes itself ({})", RESERVED_FIELDS.join(", ")),
-            ));
-        } else if fields.iter().any(|(existing, _)| existing == k) {
-            errors.push(err(ADAPTER_FIELDS, k, "is given twice"));
-        } else if v.chars().any(char::is_control) || v.len() > 256 {
-            errors.push(err(
-                ADAPTER_FIELDS,
-                v,
-                "must be at most 256 characters without control characters",
-            ));
-        } else {
-            fields.push((k.to_string(), v.to_string()));
-        }
-    }
+/// Static fields, by the grammar `entourage adapt --field` parses (`logformat::parse_fields`), against the format's
+/// own keys as the adapter checks them; an invalid format is reported on its own, its keys are then unknown.
+fn parse_fields(value: &str, format: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, String)> {
+    let format = format.parse().unwrap_or(super::logformat::Format::Json);
+    let pairs = value.split(',').filter(|p| !p.trim().is_empty());
+    let (fields, refused) = super::logformat::parse_fields(pairs, &format);
+    errors.extend(refused.into_iter().map(|e| err(ADAPTER_FIELDS, &e.value, e.rule)));
     fields
 }
 

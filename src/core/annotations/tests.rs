@@ -216,3 +216,20 @@ fn adapter_output_annotations_without_adapter_logs_are_refused() {
         assert!(msg.contains("needs entourage.dev/adapter-logs"), "{msg}");
     }
 }
+
+#[test]
+fn adapter_field_that_the_format_writes_is_refused_as_the_adapter_refuses_it() {
+    let nginx = json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FORMAT: "nginx", ADAPTER_FIELDS: "team=shop,status=ok"});
+    assert_eq!(
+        first_error(nginx),
+        "entourage.dev/adapter-fields: \"status\" is a key the nginx format writes; two keys would collide"
+    );
+    let regex = json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FORMAT: "regex:(?P<level>\\w+)", ADAPTER_FIELDS: "level=x"});
+    assert!(first_error(regex).contains("the regex:(?P<level>\\w+) format writes"));
+    // json and logfmt take their keys from each line, where the line's own key wins.
+    let logfmt = json!({ADAPTER_LOGS: "/a/b.log", ADAPTER_FORMAT: "logfmt", ADAPTER_FIELDS: "status=ok"});
+    assert_eq!(
+        parse(logfmt).unwrap().request.adapter.unwrap().fields,
+        vec![("status".into(), "ok".into())]
+    );
+}

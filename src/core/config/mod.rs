@@ -8,16 +8,18 @@ mod adapter;
 mod ambassador;
 mod jobs;
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use serde::{Deserialize, Serialize};
 
+mod profiles;
 mod quantity;
 mod rendered;
 pub use adapter::AdapterConfig;
 mod resources;
 pub use ambassador::{AmbassadorConfig, MAX_TOKEN_EXPIRATION_SECONDS, MIN_TOKEN_EXPIRATION_SECONDS};
 pub use jobs::{CronJobDefaults, JobDefaults, JobPolicy};
+pub use profiles::{known as known_profiles, Profile};
 pub use quantity::{Nanos, QuantityError};
 pub(crate) use rendered::Rendered;
 pub use resources::{Maxima, Resources, RESOURCE_NAMES};
@@ -43,6 +45,11 @@ pub struct Config {
     pub adapter: AdapterConfig,
     /// Safe defaults for Jobs and CronJobs.
     pub jobs: JobPolicy,
+    /// Named profiles of annotation-level settings (`web: {adapter-format: nginx}`), picked by a Pod's
+    /// `entourage.dev/profile` or its namespace's entry in `namespaceProfiles`; the Pod's own annotations win.
+    pub profiles: BTreeMap<String, Profile>,
+    /// Per namespace, the profile its Pods get without `entourage.dev/profile`.
+    pub namespace_profiles: BTreeMap<String, String>,
     /// What every injected container takes from `hardening` and `resources`, as JSON, rendered on first use
     /// (`mutate::harden`). Not part of the YAML.
     #[serde(skip)]
@@ -155,10 +162,13 @@ pub enum SidecarMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Hardening {
-    /// Numeric user: `runAsNonRoot` alone makes the kubelet refuse root-user images such as busybox.
-    pub run_as_user: i64,
-    /// Numeric group.
-    pub run_as_group: i64,
+    /// Numeric user: `runAsNonRoot` alone makes the kubelet refuse root-user images such as busybox. `null`
+    /// sets none, for platforms that assign the uid themselves (OpenShift's `restricted-v2` SCC refuses any uid
+    /// outside the namespace's range): `runAsNonRoot` stays, and the image's numeric non-root user (entourage's
+    /// runs as 65532) or the platform's uid applies. A key left out keeps the default.
+    pub run_as_user: Option<i64>,
+    /// Numeric group; `null` sets none (the image's group, or the platform's).
+    pub run_as_group: Option<i64>,
     /// `readOnlyRootFilesystem`.
     pub read_only_root_filesystem: bool,
     /// The seccomp profile type: `RuntimeDefault` or `Unconfined`.
@@ -168,8 +178,8 @@ pub struct Hardening {
 impl Default for Hardening {
     fn default() -> Self {
         Hardening {
-            run_as_user: 65534,
-            run_as_group: 65534,
+            run_as_user: Some(65534),
+            run_as_group: Some(65534),
             read_only_root_filesystem: true,
             seccomp_profile: SeccompProfile::RuntimeDefault,
         }
@@ -297,17 +307,19 @@ impl Config {
                 self.sidecars.log_volume_size_limit.0
             ));
         }
-        if self.hardening.run_as_user <= 0 {
-            p.push(format!(
-                "hardening.runAsUser: {} must be a non-root user id (> 0): runAsNonRoot needs a numeric non-zero user",
-                self.hardening.run_as_user
-            ));
+        match self.hardening.run_as_user {
+            Some(uid) if uid <= 0 => p.push(format!(
+                "hardening.runAsUser: {uid} must be a non-root user id (> 0), or null to leave the uid to the image or the platform"
+            )),
+            // busybox's user is root: with runAsNonRoot and no runAsUser the kubelet refuses to start it.
+            None if self.sidecars.streamer == Streamer::Busybox => p.push(
+                "hardening.runAsUser: null needs an image with a numeric non-root user, and sidecars.streamer busybox runs busybox, whose user is root (the kubelet would refuse it); use sidecars.streamer entourage or set a uid"
+                    .into(),
+            ),
+            _ => {}
         }
-        if self.hardening.run_as_group < 0 {
-            p.push(format!(
-                "hardening.runAsGroup: {} must be >= 0",
-                self.hardening.run_as_group
-            ));
+        if let Some(gid) = self.hardening.run_as_group.filter(|gid| *gid < 0) {
+            p.push(format!("hardening.runAsGroup: {gid} must be >= 0, or null"));
         }
         if !(1..=100).contains(&self.sidecars.backlog_warn_percent) {
             p.push(format!(
@@ -323,6 +335,7 @@ impl Config {
         }
         p.extend(self.adapter.problems());
         p.extend(self.jobs.problems());
+        p.extend(profiles::problems(&self.profiles, &self.namespace_profiles));
         p
     }
 
@@ -382,6 +395,25 @@ mod tests {
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }
+    }
+
+    #[test]
+    fn run_as_user_null_leaves_the_uid_out_and_a_missing_key_keeps_the_default() {
+        let c = Config::from_yaml("hardening:\n  runAsUser: null\n  runAsGroup: null\n", "t").unwrap();
+        assert_eq!((c.hardening.run_as_user, c.hardening.run_as_group), (None, None));
+        let c = Config::from_yaml("hardening:\n  readOnlyRootFilesystem: true\n", "t").unwrap();
+        assert_eq!(c.hardening.run_as_user, Some(65534));
+        let err = Config::from_yaml("hardening:\n  runAsUser: null\nsidecars:\n  streamer: busybox\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hardening.runAsUser: null") && err.contains("busybox"),
+            "{err}"
+        );
+        let err = Config::from_yaml("hardening:\n  runAsGroup: -1\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hardening.runAsGroup: -1"), "{err}");
     }
 
     #[test]

@@ -103,16 +103,20 @@ pub(crate) enum Fragment<'c, T> {
 
 /// The hardened security context: non-root with a numeric user (busybox and nginx images are root by default,
 /// and `runAsNonRoot` alone makes the kubelet refuse them), no privilege escalation, no capabilities,
-/// read-only root filesystem, seccomp.
+/// read-only root filesystem, seccomp. With `hardening.runAsUser: null` no user is set: the image's numeric
+/// non-root user applies, or the one the platform assigns (OpenShift's SCC admission sets one from the
+/// namespace's range on every container that has none).
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SecurityContext<'c> {
     allow_privilege_escalation: bool,
     capabilities: DropAll,
     read_only_root_filesystem: bool,
-    run_as_group: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_as_group: Option<i64>,
     run_as_non_root: bool,
-    run_as_user: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_as_user: Option<i64>,
     seccomp_profile: Seccomp<'c>,
 }
 
@@ -214,8 +218,8 @@ mod tests {
                 }),
                 read_only_root_filesystem: Some(h.read_only_root_filesystem),
                 run_as_non_root: Some(true),
-                run_as_user: Some(h.run_as_user),
-                run_as_group: Some(h.run_as_group),
+                run_as_user: h.run_as_user,
+                run_as_group: h.run_as_group,
                 seccomp_profile: Some(SeccompProfile {
                     type_: format!("{:?}", h.seccomp_profile),
                     localhost_profile: None,
@@ -245,6 +249,10 @@ mod tests {
         bare.resources.limits.clear();
         bare.resources.requests.clear();
         configs.push(bare);
+        let mut platform_uid = Config::default();
+        platform_uid.hardening.run_as_user = None;
+        platform_uid.hardening.run_as_group = None;
+        configs.push(platform_uid);
         for config in &configs {
             for native in [false, true] {
                 let mut c = Injected::new("sidecar-app", "busybox:1.36", native, config, None);
@@ -261,6 +269,12 @@ mod tests {
         }
         let c = Injected::new("x", "i", false, &configs[2], None);
         assert_eq!(serde_json::to_value(c).unwrap()["resources"], json!({}));
+        let sc =
+            serde_json::to_value(Injected::new("x", "i", false, &configs[3], None)).unwrap()["securityContext"].clone();
+        assert_eq!(
+            (&sc["runAsNonRoot"], sc.get("runAsUser"), sc.get("runAsGroup")),
+            (&json!(true), None, None)
+        );
     }
 
     #[test]
@@ -271,7 +285,7 @@ mod tests {
             Injected::new("x", "i", false, &config, None).security_context,
             Fragment::Rendered(_)
         ));
-        config.hardening.run_as_user = 1000;
+        config.hardening.run_as_user = Some(1000);
         config
             .resources
             .limits

@@ -8,11 +8,15 @@ pub(crate) mod harden;
 pub mod job;
 mod logs;
 pub mod pod;
+pub mod profile;
+pub mod target;
+mod windows;
 
 use kube::core::{admission::Operation, gvk::GroupVersionKind};
 use serde_json::Value;
 
 pub use ambassador::reads_env;
+pub use profile::load_config;
 
 use crate::core::{config::Config, patch::Patch, reads::Reads, request::AdmissionRequest};
 
@@ -44,6 +48,8 @@ pub enum Reason {
     NothingToDefault,
     /// An annotation value breaks a rule.
     InvalidAnnotations,
+    /// The Pod asks for an entourage but runs on an OS entourage's images do not support (Windows).
+    UnsupportedOs,
     /// The object is not of a shape entourage can patch (the apiserver's validation will speak for it).
     MalformedObject,
     /// A kind entourage does not handle.
@@ -70,6 +76,7 @@ impl Reason {
             Reason::DefaultsOff => "defaults-off",
             Reason::NothingToDefault => "nothing-to-default",
             Reason::InvalidAnnotations => "invalid-annotations",
+            Reason::UnsupportedOs => "unsupported-os",
             Reason::MalformedObject => "malformed-object",
             Reason::KindNotHandled => "kind-not-handled",
             Reason::OperationNotHandled => "operation-not-handled",
@@ -203,7 +210,7 @@ pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
     }
     let namespace = request.namespace.as_deref().unwrap_or("");
     let mut outcome = match kind {
-        ("", "Pod") => pod::mutate_pod(object, config),
+        ("", "Pod") => pod::mutate_pod_in(object, Some(namespace), config),
         ("batch", "Job") => job::mutate_job(object, namespace, config),
         _ => job::mutate_cronjob(object, namespace, config),
     };

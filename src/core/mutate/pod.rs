@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use serde_json::Value;
 
-use super::{ambassador, harden::Injected, logs, Outcome, Pattern, Reason, Verdict};
+use super::{ambassador, harden::Injected, logs, profile, target, windows, Outcome, Pattern, Reason, Verdict};
 use crate::support::names::Taken;
 use crate::{
     core::annotations::{self, AnnotationError, Override, ResourceOverrides},
@@ -16,24 +16,30 @@ use crate::{
     core::reads::Reads,
 };
 
-/// Every part of a Pod that [`mutate_pod`] reads (the webhook parses only these; see `crate::review::pruned`). Whoever
-/// makes the core read another field adds it here, or the webhook will not see it.
+/// Every part of a Pod that [`mutate_pod`] reads, with its type (the webhook parses only these, see
+/// `crate::review::pruned`, and answers 400 to a Pod where one has another type). Whoever makes the core read
+/// another field adds it here, or the webhook will not see it.
 pub const READS: Reads = Reads::Members(&[
-    ("kind", Reads::All),
+    ("kind", Reads::Text),
     (
         "metadata",
         Reads::Members(&[
-            ("name", Reads::All),
-            ("generateName", Reads::All),
-            // Only entourage's own annotations are read, and of the labels only the Job controller's.
-            ("annotations", Reads::Prefixed(annotations::PREFIX)),
+            ("name", Reads::Text),
+            ("generateName", Reads::Text),
+            ("namespace", Reads::Text),
+            // Only entourage's own annotations and kubectl's default container are read, and of the labels only
+            // the Job controller's.
+            (
+                "annotations",
+                Reads::Prefixes(&[annotations::PREFIX, target::DEFAULT_CONTAINER], &Reads::Text),
+            ),
             (
                 "labels",
-                Reads::Members(&[(JOB_NAME_LABEL, Reads::All), (LEGACY_JOB_NAME_LABEL, Reads::All)]),
+                Reads::Members(&[(JOB_NAME_LABEL, Reads::Text), (LEGACY_JOB_NAME_LABEL, Reads::Text)]),
             ),
             (
                 "ownerReferences",
-                Reads::Each(&Reads::Members(&[("kind", Reads::All), ("controller", Reads::All)])),
+                Reads::Each(&Reads::Members(&[("kind", Reads::Text), ("controller", Reads::Flag)])),
             ),
         ]),
     ),
@@ -44,9 +50,12 @@ pub const READS: Reads = Reads::Members(&[
             ("initContainers", Reads::Each(&CONTAINER_READS)),
             (
                 "ephemeralContainers",
-                Reads::Each(&Reads::Members(&[("name", Reads::All)])),
+                Reads::Each(&Reads::Members(&[("name", Reads::Text)])),
             ),
-            ("volumes", Reads::Each(&Reads::Members(&[("name", Reads::All)]))),
+            ("volumes", Reads::Each(&Reads::Members(&[("name", Reads::Text)]))),
+            // Whether the Pod runs on Windows (`windows`).
+            ("os", Reads::Members(&[("name", Reads::Text)])),
+            ("nodeSelector", Reads::Members(&[("kubernetes.io/os", Reads::Text)])),
         ]),
     ),
 ]);
@@ -54,18 +63,21 @@ pub const READS: Reads = Reads::Members(&[
 /// What is read of each container: its name and what `add_container` compares, its ports, mounts and the env
 /// entries the ambassador's env var could collide with (`ambassador::reads_env`).
 const CONTAINER_READS: Reads = Reads::Members(&[
-    ("name", Reads::All),
-    ("image", Reads::All),
-    ("command", Reads::All),
-    ("args", Reads::All),
-    ("ports", Reads::Each(&Reads::Members(&[("containerPort", Reads::All)]))),
+    ("name", Reads::Text),
+    ("image", Reads::Text),
+    ("command", Reads::Each(&Reads::Text)),
+    ("args", Reads::Each(&Reads::Text)),
+    (
+        "ports",
+        Reads::Each(&Reads::Members(&[("containerPort", Reads::Integer)])),
+    ),
     (
         "volumeMounts",
         Reads::Each(&Reads::Members(&[
-            ("name", Reads::All),
-            ("mountPath", Reads::All),
-            ("subPath", Reads::All),
-            ("subPathExpr", Reads::All),
+            ("name", Reads::Text),
+            ("mountPath", Reads::Text),
+            ("subPath", Reads::Text),
+            ("subPathExpr", Reads::Text),
         ])),
     ),
     ("env", Reads::EachNamed("name")),
@@ -174,27 +186,38 @@ fn member<'v>(object: &'v Value, path: &[&str]) -> Option<&'v Value> {
     path.iter().try_fold(object, |node, key| node.get(key))
 }
 
-/// Injects what a Pod's annotations ask for.
+/// Injects what a Pod's annotations ask for; the namespace (for its default profile) is the Pod's own
+/// `metadata.namespace`.
 pub fn mutate_pod(pod: &Value, config: &Config) -> Outcome {
-    inject(pod, config, is_job_owned(pod))
+    let namespace = member(pod, &["metadata", "namespace"]).and_then(Value::as_str);
+    mutate_pod_in(pod, namespace, config)
+}
+
+/// Injects what a Pod's annotations ask for, in `namespace` (the admission request's: a Pod being created may
+/// carry none in its metadata).
+pub fn mutate_pod_in(pod: &Value, namespace: Option<&str>, config: &Config) -> Outcome {
+    inject(pod, namespace, config, is_job_owned(pod))
 }
 
 /// Injects into the Pod template of a workload (`entourage inject`). A template has no ownerReferences, so the
 /// caller says whether its Pods will belong to a Job (Job and CronJob templates): in classic mode such Pods never
-/// complete, and the user is warned. The patch applies to the template.
-pub fn mutate_pod_template(template: &Value, config: &Config, job_owned: bool) -> Outcome {
-    inject(template, config, job_owned)
+/// complete, and the user is warned. `namespace` is the workload's, for its default profile. The patch applies to
+/// the template.
+pub fn mutate_pod_template(template: &Value, namespace: &str, config: &Config, job_owned: bool) -> Outcome {
+    inject(template, Some(namespace), config, job_owned)
 }
 
-fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
-    let annotations = member(pod, &["metadata", "annotations"]).and_then(Value::as_object);
-    if annotations
-        .and_then(|a| a.get(annotations::INJECT))
-        .and_then(Value::as_str)
-        == Some("false")
-    {
+fn inject(pod: &Value, namespace: Option<&str>, config: &Config, job_owned: bool) -> Outcome {
+    let own = member(pod, &["metadata", "annotations"]).and_then(Value::as_object);
+    if own.and_then(|a| a.get(annotations::INJECT)).and_then(Value::as_str) == Some("false") {
         return Outcome::unchanged(Reason::OptedOut);
     }
+    // The Pod's annotations with its profile's settings added where it sets none.
+    let with_profile = match profile::apply(own, namespace, config) {
+        Ok(merged) => merged,
+        Err(denial) => return Outcome::deny(join(&[denial]), Vec::new()),
+    };
+    let annotations = with_profile.as_deref();
     let parsed = match annotations::parse_pod(annotations, config) {
         Ok(parsed) => parsed,
         Err(errors) => return Outcome::deny(join(&errors), Vec::new()),
@@ -218,8 +241,22 @@ fn inject(pod: &Value, config: &Config, job_owned: bool) -> Outcome {
         warnings.push("entourage: the Pod has no valid spec.containers; nothing injected".into());
         return Outcome::unchanged_with(Reason::MalformedObject, warnings);
     }
+    // The Pod's own annotations: what its author can remove (a profile's settings are not on the Pod).
+    if let Some(denial) = own.and_then(|a| windows::denial(pod, a)) {
+        return Outcome {
+            reason: Reason::UnsupportedOs,
+            ..Outcome::deny(denial.to_string(), warnings)
+        };
+    }
     let target_index = match &request.target_container {
-        None => 0,
+        None => {
+            let default_container = annotations
+                .and_then(|a| a.get(target::DEFAULT_CONTAINER))
+                .and_then(Value::as_str);
+            let (index, warning) = target::choose(containers, default_container, config);
+            warnings.extend(warning);
+            index
+        }
         Some(name) => match containers
             .iter()
             .position(|c| c.get("name").and_then(Value::as_str) == Some(name))

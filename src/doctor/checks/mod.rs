@@ -69,6 +69,7 @@ pub fn run(s: &Snapshot, args: &DoctorArgs, now: UnixTime) -> Vec<Check> {
         policy::failure_policy(&ours, &mut out);
     }
     stale::stale(s, args, &mut out);
+    stale::missed(s, &mut out);
     out
 }
 

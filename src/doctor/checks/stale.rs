@@ -1,5 +1,7 @@
 //! Pods injected by another version than the running webhook's: they keep the containers of the version that
-//! injected them until they are recreated (Pod specs are immutable), so an upgrade reaches them only then.
+//! injected them until they are recreated (Pod specs are immutable), so an upgrade reaches them only then. And
+//! Pods that asked for entourage and were admitted without it: created while the webhook was down under
+//! `failurePolicy: Ignore`, or before it was installed; they run without what they asked for until recreated.
 
 use serde_json::Value;
 
@@ -80,12 +82,7 @@ pub(super) fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
             ),
         ));
     } else {
-        const SHOWN: usize = 5;
-        let more = stale.len().saturating_sub(SHOWN);
-        let mut listed = stale.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
-        if more > 0 {
-            listed.push_str(&format!(" and {more} more"));
-        }
+        let listed = listed(&stale);
         out.push(bad(
             ID,
             Level::Warn,
@@ -95,6 +92,41 @@ pub(super) fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
             ),
             "recreate them to get the current containers (kubectl rollout restart for their Deployments)",
         ));
+    }
+}
+
+/// Names at most five, then how many more.
+fn listed(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut listed = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        listed.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    listed
+}
+
+pub(super) fn missed(s: &Snapshot, out: &mut Vec<Check>) {
+    const ID: &str = "missed-injections";
+    match &s.missed_pods {
+        Err(e) => out.push(bad(
+            ID,
+            Level::Warn,
+            format!("cannot list Pods to find annotated ones without entourage.dev/status: {e}"),
+            "run as a user who may list pods in all namespaces (--context)",
+        )),
+        Ok(missed) if missed.is_empty() => out.push(ok(ID, "every Pod that asks for entourage was injected".into())),
+        Ok(missed) => out.push(bad(
+            ID,
+            Level::Fail,
+            format!(
+                "Pods that ask for entourage run without it (admitted while the webhook was down under \
+                 failurePolicy Ignore, or before it was installed): {} ({})",
+                missed.len(),
+                listed(missed)
+            ),
+            "recreate them now that the webhook is up (kubectl rollout restart for a Deployment's; delete a \
+             bare Pod and create it again)",
+        )),
     }
 }
 

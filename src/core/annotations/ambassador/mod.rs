@@ -11,6 +11,9 @@ use crate::core::config::Config;
 use crate::support::names::{is_dns_label, is_dns_subdomain};
 use crate::support::protocol::UpstreamProtocol;
 
+mod url;
+pub use url::{parse_upstream_url, UpstreamUrl, UrlError};
+
 /// One ambassador upstream.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Upstream {
@@ -406,25 +409,9 @@ fn check_audience(audience: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The rules an upstream URL must follow.
+/// The rules an upstream URL must follow: [`parse_upstream_url`]'s, which the ambassador parses `--upstream` with.
 pub fn check_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("is not a URL ({e})"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => return Err(format!("has scheme {other}; only http and https are proxied")),
-        None => return Err("has no scheme; write http://host:port".into()),
-    }
-    let authority = uri.authority().ok_or("has no host")?;
-    if authority.as_str().contains('@') {
-        return Err("carries credentials; put them in a Secret named by entourage.dev/ambassador-auth-secret".into());
-    }
-    if authority.host().is_empty() {
-        return Err("has no host".into());
-    }
-    if uri.query().is_some() {
-        return Err("has a query; the app's own query is forwarded".into());
-    }
-    Ok(())
+    parse_upstream_url(url).map(drop).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
