@@ -45,6 +45,7 @@ docs:
 
 python-deps:
 	@python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.33'
+	@python3 -c 'import grpc, websockets' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check grpcio websockets
 
 ## tools: helm, kubectl (target/tools/bin), checkov (target/tools/checkov) and promtool, for the install tests
 tools: $(TOOLS)/bin/helm $(TOOLS)/checkov/bin/checkov promtool
@@ -106,9 +107,10 @@ bench-logs:
 bench-multiline:
 	scripts/bench-multiline.sh
 
-## bench-ambassador: ambassador vs nginx reverse proxy vs direct; writes target/bench/ambassador.json
+## bench-ambassador: ambassador vs nginx reverse proxy vs direct (HTTP/1.1 over mTLS, gRPC unary, one streamed download); target/bench/ambassador.json and ambassador-protocols.json
 bench-ambassador:
 	scripts/bench-ambassador.sh
+	scripts/bench-ambassador-protocols.sh
 
 ## deploy: install into the current kubectl context with the dev certificates in certs/ and IMAGE (kustomize)
 deploy: dev-overlay

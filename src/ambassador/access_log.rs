@@ -16,6 +16,15 @@ const MAX_PENDING: usize = 4 << 20;
 /// How long the writer lets lines accumulate after each write; bounds how late a line can appear.
 const BATCH_PAUSE: Duration = Duration::from_millis(5);
 
+/// `protocol` of a plain HTTP/1.1 request.
+pub const HTTP1: &str = "http/1.1";
+/// `protocol` of an HTTP/2 request that is not gRPC.
+pub const H2: &str = "h2";
+/// `protocol` of a gRPC call (HTTP/2, `content-type: application/grpc`).
+pub const GRPC: &str = "grpc";
+/// `protocol` of a relayed WebSocket (HTTP/1.1 `Upgrade: websocket`).
+pub const WEBSOCKET: &str = "websocket";
+
 /// What is logged about one request.
 #[derive(Debug, serde::Serialize)]
 pub struct Entry<'a> {
@@ -25,8 +34,13 @@ pub struct Entry<'a> {
     pub method: &'a str,
     /// Request path (the query is left out: it may carry secrets).
     pub path: &'a str,
+    /// What the app spoke: `http/1.1`, `h2`, `grpc` or `websocket`.
+    pub protocol: &'a str,
     /// Status sent to the client.
     pub status: u16,
+    /// A gRPC call's final status code (from the trailers, or the ambassador's own answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u16>,
     /// Time until the upstream's response head arrived (or the request failed), in milliseconds.
     pub upstream_ms: f64,
     /// Request body size when the client declared it.
@@ -161,7 +175,9 @@ mod tests {
             ts_ms: 1,
             method: "GET",
             path,
+            protocol: HTTP1,
             status: 200,
+            grpc_status: None,
             upstream_ms: 0.5,
             bytes_in: None,
             bytes_out: Some(2),
@@ -188,7 +204,7 @@ mod tests {
         assert_eq!(lines.len(), 100);
         assert_eq!(
             lines[0],
-            r#"{"ts_ms":1,"method":"GET","path":"/p0","status":200,"upstream_ms":0.5,"bytes_out":2,"retries":0}"#
+            r#"{"ts_ms":1,"method":"GET","path":"/p0","protocol":"http/1.1","status":200,"upstream_ms":0.5,"bytes_out":2,"retries":0}"#
         );
         log.record(&entry("/after-close"));
         assert!(shared.lock().is_empty());

@@ -28,6 +28,13 @@ const METHODS: [Method; 9] = [
     Method::TRACE,
     Method::CONNECT,
 ];
+/// The protocols counted apart, as the access log names them.
+pub const PROTOCOLS: [&str; 4] = [
+    super::access_log::HTTP1,
+    super::access_log::H2,
+    super::access_log::GRPC,
+    super::access_log::WEBSOCKET,
+];
 /// Status classes 1xx to 5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -48,6 +55,18 @@ struct KindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
+}
+
+/// Which protocol (`protocol_requests`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: &'static str,
+}
+
+/// Which gRPC status (`grpc_calls`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
 }
 
 /// From where (`token_refreshes`).
@@ -93,10 +112,16 @@ pub struct Metrics {
     /// `requests` by method index (the last is `other`) and class, resolved on first use.
     request_series: [[OnceLock<Counter>; CLASSES.len()]; METHODS.len() + 1],
     latency: Histogram,
-    retries: [Counter; 3],
+    retries: [Counter; 4],
     failures: [Counter; 3],
     rejected: [Counter; 2],
     token_refreshes: [Counter; 2],
+    /// Requests by protocol, in the order of [`PROTOCOLS`].
+    protocols: [Counter; 4],
+    /// gRPC calls by status code (0-16; anything else counts as UNKNOWN).
+    grpc_calls: [Counter; 17],
+    /// WebSocket relays open now.
+    websockets_open: Gauge,
     /// 1 while the circuit is open (or on trial); the breaker sets it.
     pub circuit_open: Gauge,
     /// Times the circuit opened; the breaker counts it.
@@ -119,6 +144,24 @@ impl Metrics {
         let refreshes = Family::<SourceLabels, Counter>::default();
         let circuit_open = Gauge::default();
         let circuit_opened = Counter::default();
+        let protocols = Family::<ProtocolLabels, Counter>::default();
+        let grpc_calls = Family::<StatusLabels, Counter>::default();
+        let websockets_open = Gauge::default();
+        registry.register(
+            "protocol_requests",
+            "Requests answered, by the protocol the app spoke (http/1.1, h2, grpc, websocket)",
+            protocols.clone(),
+        );
+        registry.register(
+            "grpc_calls",
+            "gRPC calls ended, by grpc-status (the upstream's, or the ambassador's own answer)",
+            grpc_calls.clone(),
+        );
+        registry.register(
+            "websockets_open",
+            "WebSocket relays open now (each holds a place under --max-concurrent)",
+            websockets_open.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by method and status class",
@@ -170,9 +213,31 @@ impl Metrics {
             rejected: ["circuit_open", "concurrency"]
                 .map(|reason| rejected.get_or_create(&ReasonLabels { reason }).clone()),
             token_refreshes: ["file", "oauth2"].map(|source| refreshes.get_or_create(&SourceLabels { source }).clone()),
+            protocols: PROTOCOLS.map(|protocol| protocols.get_or_create(&ProtocolLabels { protocol }).clone()),
+            grpc_calls: super::grpc::STATUS_NAMES
+                .map(|status| grpc_calls.get_or_create(&StatusLabels { status }).clone()),
+            websockets_open,
             circuit_open,
             circuit_opened,
         }
+    }
+
+    /// Counts a request by the protocol the app spoke (one of [`PROTOCOLS`]).
+    pub fn protocol(&self, protocol: &str) {
+        if let Some(i) = PROTOCOLS.iter().position(|p| *p == protocol) {
+            self.protocols[i].inc();
+        }
+    }
+
+    /// Counts a gRPC call ended with `status`.
+    pub fn grpc_call(&self, status: u16) {
+        let i = usize::from(status);
+        self.grpc_calls[if i < self.grpc_calls.len() { i } else { 2 }].inc();
+    }
+
+    /// The gauge of open WebSocket relays.
+    pub fn websockets_open(&self) -> &Gauge {
+        &self.websockets_open
     }
 
     /// The text exposition.

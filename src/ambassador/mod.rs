@@ -1,12 +1,14 @@
 //! The ambassador runtime (`entourage ambassador`): a reverse proxy from a loopback port to an upstream service.
 //!
-//! The app in the Pod talks plain HTTP to `--listen`; the ambassador adds the credential, forwards to the
-//! upstream over pooled keep-alive connections (TLS when the upstream is `https://`), bounds the wait, retries what
-//! is safe to retry and logs one JSON line per request. Modules, in the order a request meets them:
-//! [`config`] (flags parsed once), [`auth`] (the rotating credential), [`forward`] (one request: through the
-//! [`breaker`] and the concurrency cap, retried as [`retry`] allows), [`upstream`] (pooled upstream connections),
-//! [`body`] (the relayed response body), [`access_log`] (the log line), [`metrics`] (Prometheus) and [`admin`]
-//! (readiness, liveness and metrics endpoints).
+//! The app in the Pod talks plain HTTP to `--listen` (HTTP/1.1, or HTTP/2 with prior knowledge as gRPC clients
+//! do, on the same port); the ambassador adds the credential, forwards to the upstream in the app's protocol
+//! (pooled HTTP/1.1 connections, one multiplexed HTTP/2 connection, TLS when the upstream is `https://`), relays
+//! WebSocket upgrades, bounds the wait, retries what is safe to retry and logs one JSON line per request. Modules,
+//! in the order a request meets them: [`config`] (flags parsed once), [`auth`] (the rotating credential),
+//! [`forward`] (one request: through the [`breaker`] and the concurrency cap, retried as [`retry`] allows, with
+//! [`replay`] for gRPC), [`grpc`] (deadlines, statuses), [`upstream`] (upstream connections), [`body`] (the
+//! relayed response body), [`access_log`] (the log line), [`metrics`] (Prometheus) and [`admin`] (readiness,
+//! liveness and metrics endpoints).
 
 pub mod access_log;
 pub mod admin;
@@ -15,8 +17,10 @@ pub mod body;
 pub mod breaker;
 pub mod config;
 pub mod forward;
+pub mod grpc;
 pub mod metrics;
 pub mod oauth2;
+pub mod replay;
 pub mod retry;
 pub mod tls;
 pub mod upstream;
@@ -35,7 +39,7 @@ use tokio::net::TcpListener;
 
 use self::access_log::AccessLog;
 use self::config::{Upstream, UpstreamError};
-use self::forward::{Forwarder, Settings};
+use self::forward::{Forwarder, Settings, UpstreamProtocol};
 use self::metrics::Metrics;
 use crate::support::duration::{format_duration, parse_drain_period, parse_duration, parse_timeout};
 
@@ -76,6 +80,10 @@ pub struct AmbassadorArgs {
         requires = "oauth2_token_url"
     )]
     pub oauth2_scopes: Vec<String>,
+    /// The protocol spoken upstream: `auto` (the app's: HTTP/2 and gRPC as HTTP/2, HTTP/1.1 as HTTP/1.1),
+    /// `http1` or `http2` (always that one, for an upstream that needs it).
+    #[arg(long, env = "ENTOURAGE_AMBASSADOR_UPSTREAM_PROTOCOL", default_value = "auto", value_parser = UpstreamProtocol::parse)]
+    pub upstream_protocol: UpstreamProtocol,
     /// The header that carries the token; any value the app sent under this name is replaced.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_AUTH_HEADER", default_value = "Authorization", value_parser = parse_header_name)]
     pub auth_header: HeaderName,
@@ -227,6 +235,7 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
             max_concurrent: args.max_concurrent as usize,
             credential,
             oauth2,
+            protocol: args.upstream_protocol,
         },
         Arc::clone(&tls),
         Arc::clone(&metrics),
@@ -288,7 +297,9 @@ async fn accept_until(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // A timer lets hyper bound how long a client may take to send a request head.
     builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    // No `date` of our own on HTTP/2 answers: a gRPC status-only answer carries its headers to the app as
+    // trailing metadata, which must be the server's alone.
+    builder.http2().timer(TokioTimer::new()).auto_date_header(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -312,7 +323,10 @@ async fn accept_until(
             let client = client.clone();
             async move { Ok::<_, std::convert::Infallible>(forwarder.handle(request, &client).await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        // With upgrades: a WebSocket handshake hands the connection over to the relay after the 101.
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

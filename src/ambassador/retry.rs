@@ -24,11 +24,18 @@ pub enum Reason {
     Unavailable,
     /// 429 Too Many Requests with `Retry-After`.
     TooManyRequests,
+    /// A gRPC call answered `UNAVAILABLE` before any message.
+    GrpcUnavailable,
 }
 
 impl Reason {
     /// Every reason, in the order of [`Reason::index`].
-    pub const ALL: [Reason; 3] = [Reason::Connect, Reason::Unavailable, Reason::TooManyRequests];
+    pub const ALL: [Reason; 4] = [
+        Reason::Connect,
+        Reason::Unavailable,
+        Reason::TooManyRequests,
+        Reason::GrpcUnavailable,
+    ];
 
     /// The metric label.
     pub fn as_str(self) -> &'static str {
@@ -36,6 +43,7 @@ impl Reason {
             Reason::Connect => "connect",
             Reason::Unavailable => "503",
             Reason::TooManyRequests => "429",
+            Reason::GrpcUnavailable => "grpc_unavailable",
         }
     }
 

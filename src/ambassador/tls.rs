@@ -97,8 +97,23 @@ impl TlsFiles {
 pub struct TlsState {
     /// Counts reloads; a pooled connection dialled under an older generation is not reused.
     pub generation: u64,
-    /// Connects with the current trust anchors and client certificate.
+    /// Connects with the current trust anchors and client certificate, offering HTTP/1.1 (ALPN).
     pub connector: tokio_rustls::TlsConnector,
+    /// The same, offering h2 (ALPN): the connection that carries the app's HTTP/2 and gRPC calls.
+    pub h2_connector: tokio_rustls::TlsConnector,
+}
+
+impl TlsState {
+    /// Both connectors from one configuration (trust anchors and client certificate), differing only in ALPN.
+    pub fn new(generation: u64, config: rustls::ClientConfig) -> Self {
+        let mut h2 = config.clone();
+        h2.alpn_protocols = vec![b"h2".to_vec()];
+        Self {
+            generation,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            h2_connector: tokio_rustls::TlsConnector::from(Arc::new(h2)),
+        }
+    }
 }
 
 impl std::fmt::Debug for TlsState {
@@ -158,7 +173,8 @@ pub fn client_config(https: bool, files: &TlsFiles) -> Result<rustls::ClientConf
         }
         _ => return Err(TlsError::HalfClientCert),
     };
-    // Only HTTP/1.1 is spoken upstream; every HTTPS server accepts it.
+    // HTTP/1.1 requests go upstream as HTTP/1.1, which every HTTPS server accepts; [`TlsState::new`] derives the
+    // h2 connector for HTTP/2 requests.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -184,10 +200,7 @@ fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'sta
 
 /// The state for the first connections.
 pub fn shared(config: rustls::ClientConfig) -> SharedTls {
-    Arc::new(ArcSwap::from_pointee(TlsState {
-        generation: 0,
-        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-    }))
+    Arc::new(ArcSwap::from_pointee(TlsState::new(0, config)))
 }
 
 /// Re-reads the TLS files and swaps in a new configuration when their contents change.
@@ -252,10 +265,7 @@ impl Reloader {
         // The files may have changed again between the read and the build; the next poll sees that.
         self.last = now;
         let generation = self.target.load().generation + 1;
-        self.target.store(Arc::new(TlsState {
-            generation,
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-        }));
+        self.target.store(Arc::new(TlsState::new(generation, config)));
         Ok(true)
     }
 }

@@ -5,6 +5,11 @@
 //! An ambassador does nothing but relay, so here the upstream connection is polled by the request future until
 //! the response head arrives and then by the response body while it streams; once the body is done the
 //! connection goes back to the pool. That saves a cross-task hand-off (and a pool lookup by key) on every request.
+//!
+//! HTTP/2 requests (the app's h2c, gRPC) go over one multiplexed connection per upstream instead ([`H2Upstream`]):
+//! h2c with prior knowledge to an `http://` upstream, ALPN `h2` to an `https://` one. Its streams belong to many
+//! requests at once, so that connection is driven by a task of its own. A WebSocket upgrade gets a fresh HTTP/1.1
+//! connection that is never pooled ([`Upstreams::upgrade`]): after the 101 it is a byte pipe owned by the relay.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,20 +23,21 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::config::{format_duration, Upstream};
+use super::replay::ReplayBody;
 use super::tls::SharedTls;
 
 /// The body sent upstream: the client's stream, or nothing when the request is replayable.
 pub type OutBody = Either<Incoming, Empty<Bytes>>;
 
-/// Any byte stream the HTTP/1.1 connection can run over (plain TCP or TLS).
-trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+/// Any byte stream an upstream connection can run over (plain TCP or TLS).
+pub(super) trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 type Conn = http1::Connection<TokioIo<Box<dyn Stream>>, OutBody>;
@@ -79,8 +85,8 @@ pub enum DialError {
         /// What rustls said.
         source: std::io::Error,
     },
-    /// hyper could not start HTTP/1.1 on the connection.
-    #[error("HTTP/1.1 handshake failed: {0}")]
+    /// hyper could not start HTTP/1.1 or HTTP/2 on the connection.
+    #[error("HTTP handshake failed: {0}")]
     Handshake(hyper::Error),
 }
 
@@ -202,34 +208,7 @@ impl Dialer {
     }
 
     async fn dial(&self) -> Result<Link, DialError> {
-        match tokio::time::timeout(self.connect_timeout, self.dial_unbounded()).await {
-            Ok(result) => result,
-            Err(_) => Err(DialError::Timeout {
-                target: format!("{}:{}", self.host, self.port),
-                limit: format_duration(self.connect_timeout),
-            }),
-        }
-    }
-
-    async fn dial_unbounded(&self) -> Result<Link, DialError> {
-        let tcp = self.connect_tcp().await?;
-        // Small request heads must not wait for Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
-        let (stream, generation): (Box<dyn Stream>, u64) = match &self.tls {
-            Some((tls, name)) => {
-                let state = tls.load_full();
-                let tls = state
-                    .connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|source| DialError::Tls {
-                        host: self.host.clone(),
-                        source,
-                    })?;
-                (Box::new(tls), state.generation)
-            }
-            None => (Box::new(tcp), 0),
-        };
+        let (stream, generation) = self.stream(false).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -240,6 +219,39 @@ impl Dialer {
             done: false,
             idle_since: Instant::now(),
             generation,
+        })
+    }
+
+    /// A byte stream to the upstream (TCP, then TLS offering `h2` or `http/1.1` by ALPN), within
+    /// `--connect-timeout`, and the TLS generation it was made under.
+    pub(super) async fn stream(&self, h2: bool) -> Result<(Box<dyn Stream>, u64), DialError> {
+        match tokio::time::timeout(self.connect_timeout, self.stream_unbounded(h2)).await {
+            Ok(result) => result,
+            Err(_) => Err(DialError::Timeout {
+                target: format!("{}:{}", self.host, self.port),
+                limit: format_duration(self.connect_timeout),
+            }),
+        }
+    }
+
+    async fn stream_unbounded(&self, h2: bool) -> Result<(Box<dyn Stream>, u64), DialError> {
+        let tcp = self.connect_tcp().await?;
+        // Small request heads must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        Ok(match &self.tls {
+            Some((tls, name)) => {
+                let state = tls.load_full();
+                let connector = if h2 { &state.h2_connector } else { &state.connector };
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| DialError::Tls {
+                        host: self.host.clone(),
+                        source,
+                    })?;
+                (Box::new(tls), state.generation)
+            }
+            None => (Box::new(tcp), 0),
         })
     }
 
@@ -270,6 +282,7 @@ impl Dialer {
 pub struct Upstreams {
     dialer: Dialer,
     idle: Mutex<VecDeque<Link>>,
+    h2: H2Upstream,
 }
 
 impl Upstreams {
@@ -290,7 +303,52 @@ impl Upstreams {
                 connect_timeout,
             },
             idle: Mutex::new(VecDeque::new()),
+            h2: H2Upstream::default(),
         })
+    }
+
+    /// Sends one request over the upstream's multiplexed HTTP/2 connection, dialled on first use and again
+    /// whenever the last one has closed (or was made before a TLS reload). The response body is fed by that
+    /// connection's own task.
+    pub async fn exchange_h2(&self, request: Request<ReplayBody>) -> Result<Response<Incoming>, ExchangeError> {
+        let mut request = request;
+        loop {
+            let (mut sender, fresh) = self.h2.sender(&self.dialer).await?;
+            let failure = match std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
+                Ok(()) => match sender.try_send_request(request).await {
+                    Ok(response) => return Ok(response),
+                    Err(mut error) => match error.take_message() {
+                        Some(unsent) => {
+                            request = unsent;
+                            ExchangeError::Request(error.into_error())
+                        }
+                        None => return Err(ExchangeError::Request(error.into_error())),
+                    },
+                },
+                Err(error) => ExchangeError::Request(error),
+            };
+            // A connection that closed (GOAWAY, idle timeout) before this request left: dial once more.
+            self.h2.forget(&sender);
+            if fresh {
+                return Err(failure);
+            }
+        }
+    }
+
+    /// Sends an HTTP/1.1 upgrade request (WebSocket) on a connection of its own, which hyper hands over as a byte
+    /// stream once the upstream answers 101.
+    pub async fn upgrade(&self, request: Request<OutBody>) -> Result<Response<Incoming>, ExchangeError> {
+        let (stream, _) = self.dialer.stream(false).await?;
+        let (mut sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| ExchangeError::Connect(DialError::Handshake(error)))?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%error, "upstream upgrade connection ended");
+            }
+        });
+        sender.send_request(request).await.map_err(ExchangeError::Request)
     }
 
     /// Sends one request on a live pooled connection or a new one. The connection comes back with the response:
@@ -355,6 +413,62 @@ impl Upstreams {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push_back(link);
+        }
+    }
+}
+
+/// The one multiplexed HTTP/2 connection to the upstream.
+#[derive(Debug, Default)]
+struct H2Upstream {
+    /// The live connection's sender and the TLS generation it was dialled under.
+    current: Mutex<Option<(http2::SendRequest<ReplayBody>, u64)>>,
+    /// Held while dialling, so that a burst of first requests makes one connection, not one each.
+    dialling: tokio::sync::Mutex<()>,
+}
+
+impl H2Upstream {
+    fn live(&self, generation: u64) -> Option<http2::SendRequest<ReplayBody>> {
+        let current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &*current {
+            Some((sender, made_under)) if !sender.is_closed() && *made_under == generation => Some(sender.clone()),
+            _ => None,
+        }
+    }
+
+    /// The live connection's sender, or a new connection's; `true` when it was dialled for this request.
+    async fn sender(&self, dialer: &Dialer) -> Result<(http2::SendRequest<ReplayBody>, bool), DialError> {
+        if let Some(sender) = self.live(dialer.generation()) {
+            return Ok((sender, false));
+        }
+        let _dialling = self.dialling.lock().await;
+        if let Some(sender) = self.live(dialer.generation()) {
+            return Ok((sender, false));
+        }
+        let (stream, generation) = Box::pin(dialer.stream(true)).await?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            // Pings notice an upstream that vanished without closing, which a long gRPC stream would wait on.
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let (sender, conn) = builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(DialError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "upstream HTTP/2 connection ended");
+            }
+        });
+        *self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((sender.clone(), generation));
+        Ok((sender, true))
+    }
+
+    /// Drops the connection `used` if it is still the current one (it failed to take a request).
+    fn forget(&self, used: &http2::SendRequest<ReplayBody>) {
+        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if used.is_closed() && current.as_ref().is_some_and(|(sender, _)| sender.is_closed()) {
+            *current = None;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Small shared support, used by every program and depending on nothing else in the crate: one shutdown signal,
-//! one duration grammar, the Kubernetes name rules.
+//! one duration grammar, the Kubernetes name rules, the ambassador's upstream protocol values.
 
 pub mod duration;
 pub mod names;
+pub mod protocol;
 pub mod shutdown;

@@ -100,11 +100,37 @@ impl Ambassador {
     pub async fn start(upstream: &str, extra: &[&str]) -> Self {
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut argv: Vec<String> = vec!["ambassador".into()];
+        argv.extend([
+            "--listen".into(),
+            listen.to_string(),
+            "--admin".into(),
+            admin.to_string(),
+        ]);
+        argv.extend(["--upstream".into(), upstream.to_owned()]);
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(argv, listen, admin).await
+    }
+
+    /// Runs a command line the webhook rendered (`ambassador --listen … --admin …`), with only the two local
+    /// addresses moved to free loopback ports.
+    pub async fn start_injected(rendered: &[String]) -> Self {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut argv = rendered.to_vec();
+        for (flag, addr) in [("--listen", listen), ("--admin", admin)] {
+            let at = argv
+                .iter()
+                .position(|a| a == flag)
+                .expect("the webhook renders the flag");
+            argv[at + 1] = addr.to_string();
+        }
+        Self::spawn(argv, listen, admin).await
+    }
+
+    async fn spawn(argv: Vec<String>, listen: SocketAddr, admin: SocketAddr) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_entourage"))
-            .arg("ambassador")
-            .args(["--listen", &listen.to_string(), "--admin", &admin.to_string()])
-            .args(["--upstream", upstream])
-            .args(extra)
+            .args(argv)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -377,6 +403,14 @@ impl TestCa {
             key_pem: key.serialize_pem(),
             der: cert.der().to_vec(),
         }
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost, and its key, in PEM (for servers not written in Rust).
+    pub fn server_cert_pem(&self) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 
     /// The CA certificate in PEM.

@@ -54,6 +54,8 @@ pub const AMBASSADOR_CA: &str = "entourage.dev/ambassador-ca";
 pub const AMBASSADOR_TOKEN_AUDIENCE: &str = "entourage.dev/ambassador-token-audience";
 /// OAuth2 client credentials: `token-url=https://…,secret=NAME[,scope=…]` (`;` between upstreams).
 pub const AMBASSADOR_OAUTH2: &str = "entourage.dev/ambassador-oauth2";
+/// The protocol the ambassador speaks upstream: `auto` (the app's), `http1` or `http2`.
+pub const AMBASSADOR_PROTOCOL: &str = "entourage.dev/ambassador-protocol";
 /// The app container (default: `kubectl.kubernetes.io/default-container`, else the first container no known
 /// injector added: `mutate::target`).
 pub const TARGET_CONTAINER: &str = "entourage.dev/target-container";
@@ -185,6 +187,12 @@ pub const KEYS: &[KeyDoc] = &[
         on: "Pod",
         values: "`token-url=https://…,secret=NAME[,scope=a b][,upstream=NAME]`; `;` between upstreams",
         default: "no OAuth2 token",
+    },
+    KeyDoc {
+        key: AMBASSADOR_PROTOCOL,
+        on: "Pod",
+        values: "`auto` (HTTP/2 and gRPC go upstream as HTTP/2, HTTP/1.1 as HTTP/1.1), `http1`, `http2`, or `name=…,…` per upstream",
+        default: "`auto`",
     },
     KeyDoc {
         key: TARGET_CONTAINER,

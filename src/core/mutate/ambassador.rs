@@ -19,6 +19,7 @@ use super::{
     Pattern,
 };
 use crate::support::names::label;
+use crate::support::protocol::UpstreamProtocol;
 use crate::{
     core::annotations::{self, AnnotationError, CaSource, Upstream},
     core::config::Config,
@@ -157,6 +158,10 @@ fn add_one<'c>(upstream: &Upstream, admin: u16, view: &PodView<'_>, config: &'c 
     ] {
         args.push(flag.into());
         args.push(value);
+    }
+    if upstream.protocol != UpstreamProtocol::Auto {
+        args.push("--upstream-protocol".into());
+        args.push(upstream.protocol.as_str().into());
     }
     if !plan.native {
         // Every container of a classic Pod gets SIGTERM at once: the app, shutting down, still calls through us.

@@ -4,10 +4,12 @@
 
 use super::{
     err, AnnotationError, Lookup, AMBASSADOR_AUTH_SECRET, AMBASSADOR_CA, AMBASSADOR_CLIENT_CERT_SECRET,
-    AMBASSADOR_OAUTH2, AMBASSADOR_PORT, AMBASSADOR_TOKEN_AUDIENCE, AMBASSADOR_UPSTREAM, AMBASSADOR_UPSTREAMS,
+    AMBASSADOR_OAUTH2, AMBASSADOR_PORT, AMBASSADOR_PROTOCOL, AMBASSADOR_TOKEN_AUDIENCE, AMBASSADOR_UPSTREAM,
+    AMBASSADOR_UPSTREAMS,
 };
 use crate::core::config::Config;
 use crate::support::names::{is_dns_label, is_dns_subdomain};
+use crate::support::protocol::UpstreamProtocol;
 
 mod url;
 pub use url::{parse_upstream_url, UpstreamUrl, UrlError};
@@ -31,6 +33,8 @@ pub struct Upstream {
     pub token_audience: Option<String>,
     /// OAuth2 client credentials whose access token is sent as the bearer, if any.
     pub oauth2: Option<OAuth2Request>,
+    /// The protocol spoken upstream (`ambassador-protocol`).
+    pub protocol: UpstreamProtocol,
 }
 
 /// One upstream's `ambassador-oauth2` entry.
@@ -75,6 +79,7 @@ pub(super) fn parse(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<Annota
                 AMBASSADOR_CA,
                 AMBASSADOR_TOKEN_AUDIENCE,
                 AMBASSADOR_OAUTH2,
+                AMBASSADOR_PROTOCOL,
             ] {
                 if let Some(v) = get(orphan) {
                     errors.push(err(
@@ -133,6 +138,7 @@ pub(super) fn parse(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<Annota
     let client_certs = per(AMBASSADOR_CLIENT_CERT_SECRET, check_secret_name);
     let cas = per(AMBASSADOR_CA, |v| parse_ca(v).map(drop));
     let audiences = per(AMBASSADOR_TOKEN_AUDIENCE, check_audience);
+    let protocols = per(AMBASSADOR_PROTOCOL, |v| UpstreamProtocol::parse(v).map(drop));
     let mut oauth2 = get(AMBASSADOR_OAUTH2)
         .map(|value| parse_oauth2(value, &named, errors))
         .unwrap_or_else(|| vec![None; named.len()]);
@@ -146,6 +152,10 @@ pub(super) fn parse(lookup: Lookup<'_>, config: &Config, errors: &mut Vec<Annota
             ca: cas[i].as_deref().and_then(|v| parse_ca(v).ok()),
             token_audience: audiences[i].clone(),
             oauth2: oauth2[i].take(),
+            protocol: protocols[i]
+                .as_deref()
+                .and_then(|v| UpstreamProtocol::parse(v).ok())
+                .unwrap_or_default(),
             name,
             url,
         };

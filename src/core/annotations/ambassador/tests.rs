@@ -93,3 +93,24 @@ fn two_bearer_sources_for_one_upstream_are_refused() {
     assert_eq!(errors[0].key, AMBASSADOR_OAUTH2);
     assert!(errors[0].rule.contains(AMBASSADOR_AUTH_SECRET), "{}", errors[0]);
 }
+
+#[test]
+fn protocol_is_auto_unless_forced_for_all_or_per_upstream_and_a_bad_value_is_named() {
+    let a = upstreams(json!({AMBASSADOR_UPSTREAM: "http://greeter:50051"})).unwrap();
+    assert_eq!(a[0].protocol, UpstreamProtocol::Auto);
+    let a = upstreams(json!({AMBASSADOR_UPSTREAMS: "a=http://a,b=http://b", AMBASSADOR_PROTOCOL: "http2"})).unwrap();
+    assert_eq!(
+        (a[0].protocol, a[1].protocol),
+        (UpstreamProtocol::Http2, UpstreamProtocol::Http2)
+    );
+    let a = upstreams(json!({AMBASSADOR_UPSTREAMS: "a=http://a,b=http://b", AMBASSADOR_PROTOCOL: "b=http1"})).unwrap();
+    assert_eq!(
+        (a[0].protocol, a[1].protocol),
+        (UpstreamProtocol::Auto, UpstreamProtocol::Http1)
+    );
+    let errors = upstreams(json!({AMBASSADOR_UPSTREAM: "http://g", AMBASSADOR_PROTOCOL: "grpc"})).unwrap_err();
+    assert_eq!(errors[0].key, AMBASSADOR_PROTOCOL);
+    assert!(errors[0].rule.contains("auto, http1, http2"), "{}", errors[0]);
+    let errors = upstreams(json!({AMBASSADOR_PROTOCOL: "http2"})).unwrap_err();
+    assert!(errors[0].rule.contains("needs"), "{}", errors[0]);
+}
