@@ -4,8 +4,8 @@
 Annotated Pods are created in three setups, side by side in one run, alternating rounds:
 - entourage: the chart's release (its namespace is unlabelled);
 - floor: a webhook that allows everything and patches nothing (bench/tools/floor.rs), installed the same way
-  (Deployment with two replicas, Service, MutatingWebhookConfiguration with the same rules, matchConditions,
-  failurePolicy and timeout), for a namespace labelled entourage-e2e/webhook=floor;
+  (Deployment with two replicas and entourage's requests and limits, Service, MutatingWebhookConfiguration with
+  the same rules, matchConditions, failurePolicy and timeout), for a namespace labelled entourage-e2e/webhook=floor;
 - none: a namespace labelled entourage-e2e/webhook=none, which no webhook selects.
 Each is measured with `dryRun=All` creates and with real creates (of Pods that name a scheduler that does not exist, so that only
 admission and storage are measured), by one client at a fixed rate and by four at saturation. The report gives each setup's
@@ -60,6 +60,9 @@ def install_floor():
         kubectl("create", "namespace", "entourage-bench", check=False)
         kubectl("-n", "entourage-bench", "create", "secret", "tls", "floor-tls", f"--cert={crt}", f"--key={key}",
                 check=False)
+    # The same requests and limits as entourage's replicas (the chart's `resources`): a limit throttles.
+    resources = json.loads(kubectl("-n", "entourage-system", "get", "deployment", "entourage", "-o", "json").stdout)[
+        "spec"]["template"]["spec"]["containers"][0].get("resources", {})
     entourage = json.loads(kubectl("get", "mutatingwebhookconfiguration", "entourage", "-o", "json").stdout)
     hook = json.loads(json.dumps(entourage["webhooks"][0]))
     hook["name"] = "pods.floor.bench"
@@ -74,6 +77,7 @@ def install_floor():
                       "containers": [{"name": "floor", "image": "docker.io/entourage/floor:1",
                                       "args": ["--listen", "0.0.0.0:8443", "--tls-cert", "/tls/tls.crt",
                                                "--tls-key", "/tls/tls.key"],
+                                      "resources": resources,
                                       "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8443,
                                                                      "scheme": "HTTPS"}},
                                       "volumeMounts": [{"name": "tls", "mountPath": "/tls"}]}],
