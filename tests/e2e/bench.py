@@ -24,9 +24,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from api import Api  # noqa: E402
-from conftest import ROOT, kubectl, wait_until  # noqa: E402
+from conftest import PKI, ROOT, kubectl, serving_cert, wait_until  # noqa: E402
 
-PKI = "/var/lib/entourage-cluster/pki"
 SOCK = "/run/entourage-cluster/containerd/containerd.sock"
 RATE = float(os.environ.get("BENCH_E2E_RATE", 20))
 SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", 10))
@@ -44,19 +43,12 @@ def install_floor():
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--target", "x86_64-unknown-linux-musl",
                     "--example", "floor"], cwd=ROOT, check=True)
     with tempfile.TemporaryDirectory() as d:
-        tar = subprocess.run([sys.executable, os.path.join(ROOT, "tests/cluster/images.py"), "floor", d, binary],
+        subprocess.run([sys.executable, os.path.join(ROOT, "tests/cluster/images.py"), "floor", d, binary],
                              check=True, capture_output=True, text=True)
         subprocess.run(["ctr", "--address", SOCK, "-n", "k8s.io", "images", "import",
                         os.path.join(d, os.listdir(d)[0])], check=True, capture_output=True)
         host = "floor.entourage-bench.svc"
-        key, crt, ext = (os.path.join(d, f) for f in ("tls.key", "tls.crt", "ext"))
-        open(ext, "w").write(f"subjectAltName=DNS:{host}\nextendedKeyUsage=serverAuth\n")
-        subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key], check=True)
-        csr = subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", f"/CN={host}"], check=True,
-                             capture_output=True).stdout
-        subprocess.run(["openssl", "x509", "-req", "-CA", f"{PKI}/ca.crt", "-CAkey", f"{PKI}/ca.key",
-                        "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", crt], input=csr, check=True,
-                       capture_output=True)
+        crt, key = serving_cert(d, f"DNS:{host}", host)
         kubectl("create", "namespace", "entourage-bench", check=False)
         kubectl("-n", "entourage-bench", "create", "secret", "tls", "floor-tls", f"--cert={crt}", f"--key={key}",
                 check=False)

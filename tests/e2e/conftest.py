@@ -16,6 +16,23 @@ KUBECTL = os.path.join(ROOT, "target/tools/bin/kubectl")
 HELM = os.path.join(ROOT, "target/tools/bin/helm")
 KUBECONFIG = os.environ.get("KUBECONFIG", os.path.join(ROOT, "target/cluster/kubeconfig"))
 RELEASE_NS = "entourage-system"
+PKI = "/var/lib/entourage-cluster/pki"
+NODE_IP = "10.244.0.1"
+
+
+def serving_cert(directory, san, cn, ca_dir=PKI):
+    """A serving certificate for `san` (`IP:…` or `DNS:…`) signed by the cluster's CA, for the webhooks the tests
+    run themselves; returns the paths (tls.crt, tls.key) in `directory`."""
+    key, crt, ext = (os.path.join(directory, f) for f in ("tls.key", "tls.crt", "ext"))
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key], check=True)
+    csr = subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", f"/CN={cn}"], check=True,
+                         capture_output=True).stdout
+    subprocess.run(["openssl", "x509", "-req", "-CA", f"{ca_dir}/ca.crt", "-CAkey", f"{ca_dir}/ca.key",
+                    "-CAcreateserial", "-days", "30", "-extfile", ext, "-out", crt], input=csr, check=True,
+                   capture_output=True)
+    return crt, key
 
 
 def kubectl(*args, input=None, check=True, timeout=120):

@@ -2,17 +2,13 @@
 calls by URL, each with a certificate from the cluster's CA."""
 import base64
 import json
-import os
 import ssl
-import subprocess
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import kubectl
+from conftest import NODE_IP, PKI, kubectl, serving_cert
 
-PKI = "/var/lib/entourage-cluster/pki"
-NODE_IP = "10.244.0.1"
 
 
 def escape(key):
@@ -26,14 +22,7 @@ class Mutator:
     def __init__(self, name, port, selector, patch_for):
         self.name, self.port, self.patch_for = name, port, patch_for
         self.dir = tempfile.mkdtemp(prefix=name)
-        key, crt, ext = (os.path.join(self.dir, f) for f in ("tls.key", "tls.crt", "ext"))
-        open(ext, "w").write(f"subjectAltName=IP:{NODE_IP}\nextendedKeyUsage=serverAuth\n")
-        subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key], check=True)
-        csr = subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", f"/CN={name}"], check=True,
-                             capture_output=True).stdout
-        subprocess.run(["openssl", "x509", "-req", "-CA", f"{PKI}/ca.crt", "-CAkey", f"{PKI}/ca.key",
-                        "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", crt], input=csr, check=True,
-                       capture_output=True)
+        crt, key = serving_cert(self.dir, f"IP:{NODE_IP}", name)
         mutator = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -11,18 +11,15 @@ import re
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from decimal import Decimal
 
 import pytest
 
-from conftest import ROOT, kubectl, wait_until
+from conftest import NODE_IP, PKI, ROOT, kubectl, serving_cert, wait_until
 
 GOLDEN = os.path.join(ROOT, "tests/golden")
 BINARY = os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/entourage")
-PKI = "/var/lib/entourage-cluster/pki"
-NODE_IP = "10.244.0.1"
 HOST_PORT = 18443
 # Set by the apiserver on every object; never part of what entourage answers.
 SERVER_SET = {("metadata", "uid"), ("metadata", "creationTimestamp"), ("metadata", "resourceVersion"),
@@ -192,16 +189,7 @@ class HostWebhook:
     def __init__(self, workdir):
         self.dir = workdir
         self.proc = None
-        key, crt = os.path.join(workdir, "tls.key"), os.path.join(workdir, "tls.crt")
-        ext = os.path.join(workdir, "ext")
-        open(ext, "w").write(f"subjectAltName=IP:{NODE_IP}\nextendedKeyUsage=serverAuth\n")
-        subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key], check=True)
-        csr = subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=golden"], check=True,
-                             capture_output=True).stdout
-        subprocess.run(["openssl", "x509", "-req", "-CA", f"{PKI}/ca.crt", "-CAkey", f"{PKI}/ca.key",
-                        "-CAcreateserial", "-days", "30", "-extfile", ext, "-out", crt], input=csr, check=True,
-                       capture_output=True)
-        self.key, self.crt = key, crt
+        self.crt, self.key = serving_cert(workdir, f"IP:{NODE_IP}", "golden")
         ca = base64.b64encode(open(f"{PKI}/ca.crt", "rb").read()).decode()
         hooks = []
         for name, group, resources in (("pods.golden.e2e", "", ["pods"]),

@@ -11,7 +11,6 @@ import subprocess
 import threading
 import time
 
-import pytest
 
 from conftest import KUBECONFIG, KUBECTL, wait_until
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import RELEASE_NS, ROOT, helm, injected_names, kubectl, wait_until
+from conftest import RELEASE_NS, ROOT, helm, kubectl, wait_until
 from mutators import Mutator
 
 VALUES = os.path.join(ROOT, "tests/cluster/values.yaml")

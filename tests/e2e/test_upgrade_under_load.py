@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import RELEASE_NS, ROOT, get, helm, kubectl, wait_until
+from conftest import RELEASE_NS, ROOT, helm, kubectl, wait_until
 from load import Load
 
 SOCK = "/run/entourage-cluster/containerd/containerd.sock"

@@ -1,7 +1,7 @@
 """Jobs, CronJobs and Deployments: Pods that controllers create, injected and defaulted by the real apiserver."""
 import json
 
-from conftest import get, injected_names, kubectl, wait_until
+from conftest import injected_names, wait_until
 
 LOG_WRITER = ("for i in 1 2 3 4 5; do echo \"line $i\" >> /var/log/app/app.log; sleep 0.2; done")
 
