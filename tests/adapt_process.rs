@@ -306,10 +306,13 @@ fn running_adapter_stays_within_the_memory_its_container_requests_without_huge_p
         .0
         .clone();
     assert_eq!(requested, "16Mi", "the bound below assumes the default request");
-    let rss_kib = support::proc_status(pid, "VmRSS").expect("VmRSS in /proc/<pid>/status");
+    // What the adapter allocates (anonymous memory: heap, stacks, and huge pages when they sneak back) must leave
+    // half the request for the program's own text. VmRSS would also count the text of this test's debug binary
+    // (about 50 MB, three times the shipped one), which grows with every feature whatever the adapter does.
+    let anon_kib = support::proc_status(pid, "RssAnon").expect("RssAnon in /proc/<pid>/status");
     assert!(
-        rss_kib < 16 * 1024,
-        "the adapter is resident in {rss_kib} KiB, over the {requested} its container requests"
+        anon_kib < 8 * 1024,
+        "the adapter holds {anon_kib} KiB of its own memory, over half the {requested} its container requests"
     );
     assert!(adapter.terminate().success());
 }
