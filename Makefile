@@ -33,7 +33,7 @@ test: python-deps tools fmt-check lint test-rust
 # cannot run here (a tool missing) reports "ok" to the harness but prints one "SKIPPED: <crate>::<test> (why)"
 # line (tests/support: skip): those are counted as skipped, not passed.
 test-rust:
-	@mkdir -p target; set -o pipefail; $(CARGO) test --all-targets 2>&1 | tee target/test-output.log; status=$$?; \
+	@mkdir -p target; set -o pipefail; $(CARGO) test --all-targets --no-fail-fast 2>&1 | tee target/test-output.log; status=$$?; \
 	skipped=$$(grep -o 'SKIPPED: [^ ]*' target/test-output.log | sort -u | wc -l); \
 	awk -v s=$$skipped '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed, %d skipped\n", p - s, f, s}' target/test-output.log; \
 	exit $$status
