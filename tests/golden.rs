@@ -139,6 +139,13 @@ fn golden_cases_match_apply_and_are_idempotent() {
             failures.push(format!("{}: a field the mutation does not own changed: {e}", case.name));
         }
         let again = run(case, &patched);
+        // The apiserver reinvokes with the patched object: an admitted object must be admitted again.
+        if outcome.verdict == mutate::Verdict::Allow && again.verdict != mutate::Verdict::Allow {
+            failures.push(format!(
+                "{}: the patched object is denied on a second review: {:?}",
+                case.name, again.verdict
+            ));
+        }
         if !again.patch.0.is_empty() {
             failures.push(format!(
                 "{}: second review patched again: {}",

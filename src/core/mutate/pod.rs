@@ -212,6 +212,13 @@ fn inject(pod: &Value, namespace: Option<&str>, config: &Config, job_owned: bool
     if own.and_then(|a| a.get(annotations::INJECT)).and_then(Value::as_str) == Some("false") {
         return Outcome::unchanged(Reason::OptedOut);
     }
+    // Injected already (the apiserver's reinvocation, a `kubectl debug --copy-to`): the answer was given, and is
+    // not given again. Before anything is parsed: the first review read the Pod with its namespace's profile, which
+    // an injected Pod no longer gets, so its annotations alone may not pass again (a profile's lower
+    // `ambassador-port`, say).
+    if own.is_some_and(|a| a.contains_key(annotations::STATUS)) {
+        return Outcome::unchanged(Reason::AlreadyInjected);
+    }
     // The Pod's annotations with its profile's settings added where it sets none.
     let with_profile = match profile::apply(own, namespace, config) {
         Ok(merged) => merged,
