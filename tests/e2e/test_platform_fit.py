@@ -53,9 +53,10 @@ def uid_range(ns):
 
 def test_where_the_platform_assigns_the_uid_injected_pods_start_and_share_the_log_files(ns, uid_range):
     # The control: the chart's default uid (65534) is outside the range, and the Pod is refused.
+    # A server-side dry run: a Pod created before the policy is in force would make every later try a no-op.
     proc = wait_until("the policy to refuse the default uid", lambda: (p := ns.kubectl(
-        "apply", "-f", "-", input=json.dumps(uid_pod("default-uid")), check=False)).returncode != 0 and p,
-        timeout=30)
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(uid_pod("default-uid")), check=False)).returncode
+        != 0 and p, timeout=30)
     assert "runAsUser must be in the namespace's range" in proc.stderr, proc.stderr
     helm("upgrade", "entourage", CHART, "-n", RELEASE_NS, "-f", VALUES, "--set", "platformAssignsUid=true",
          "--wait", "--timeout", "180s")
