@@ -116,6 +116,25 @@ class Namespace:
         return self.kubectl("logs", pod, "-c", container, *extra, check=False).stdout
 
 
+PROBE = {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": "entourage-probe", "annotations": {"entourage.dev/sidecar-logs": "/var/log/a.log"}},
+         "spec": {"containers": [{"name": "app", "image": "nginx:1.22"}]}}
+
+
+def entourage_answers():
+    """The apiserver reaches entourage through its Service and applies its patch (a server-side dry run)."""
+    proc = kubectl("-n", "default", "create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(PROBE),
+                   check=False)
+    return proc.returncode == 0 and "entourage.dev/status" in json.loads(proc.stdout)["metadata"]["annotations"]
+
+
+@pytest.fixture(autouse=True)
+def entourage_is_up():
+    """Every test starts with entourage answering: a test before it may have scaled, upgraded or reinstalled it,
+    and kube-proxy routes the Service to new endpoints only within its sync period."""
+    wait_until("entourage to answer through its Service", entourage_answers, timeout=120)
+
+
 @pytest.fixture
 def ns(request):
     """A fresh namespace per test, named after it; deleted afterwards without waiting."""
