@@ -2,6 +2,10 @@
 //! and turn failures into short JSON answers (gRPC status answers for a gRPC call). Bodies and trailers stream
 //! through untouched in both directions.
 //!
+//! One file for now, because retries, the breaker and the error answers are shared by every protocol and a split
+//! by protocol would cut through them; it is due to be split (per protocol, beside a shared retry/answer module)
+//! with the rest of the code-layout work.
+//!
 //! The upstream protocol follows the app's ([`Route`]): an HTTP/1.1 request goes over a pooled HTTP/1.1
 //! connection, an HTTP/2 one (h2c from the app, gRPC) over the upstream's multiplexed HTTP/2 connection, and an
 //! HTTP/1.1 `Upgrade: websocket` over a connection of its own that becomes a byte relay after the 101.
