@@ -43,7 +43,9 @@ fn helm_lint_passes_strictly_for_the_defaults_and_every_value_set() {
     }
 }
 
-/// What differs by design between the chart and the dev overlay, taken out after checking it: Helm's own labels;
+/// What differs by design between the chart and the dev overlay, taken out after checking it: Helm's own labels,
+/// and the release's instance label wherever it appears (the chart's selectors carry it, so that two releases
+/// in one namespace never select each other's Pods; kustomize installs one entourage);
 /// the Namespace, which `kubectl create namespace` makes before `helm install`; the certificate's bytes (each side
 /// must put its own CA into every caBundle); the config's layout (both must load to the same config).
 fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
@@ -54,6 +56,7 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
     let mut out = install::by_identity(docs);
     out.remove("Namespace/entourage-system");
     for (id, object) in out.iter_mut() {
+        remove_key_everywhere(object, "app.kubernetes.io/instance");
         if let Some(labels) = object["metadata"].get_mut("labels").and_then(Value::as_object_mut) {
             for helm in [
                 "app.kubernetes.io/instance",
@@ -92,6 +95,17 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
         }
     }
     out
+}
+
+fn remove_key_everywhere(value: &mut Value, key: &str) {
+    match value {
+        Value::Object(map) => {
+            map.remove(key);
+            map.values_mut().for_each(|v| remove_key_everywhere(v, key));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| remove_key_everywhere(v, key)),
+        _ => {}
+    }
 }
 
 #[test]
@@ -307,7 +321,11 @@ fn eks_value_set_uses_the_node_network_and_its_webhook_policies() {
         (json!("Ignore"), json!(10))
     );
     assert!(pods.get("matchConditions").is_none());
-    assert_eq!(pods["namespaceSelector"]["matchExpressions"], json!([excluded]));
+    let default_revision = json!({"key": "entourage.dev/rev", "operator": "DoesNotExist"});
+    assert_eq!(
+        pods["namespaceSelector"]["matchExpressions"],
+        json!([excluded, default_revision])
+    );
     assert_eq!(
         pods["namespaceSelector"]["matchLabels"],
         json!({"entourage.dev/enabled": "true"})
@@ -428,4 +446,166 @@ fn invalid_values_are_refused_with_the_value_and_the_rule() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(message), "{set}: {stderr}");
     }
+}
+
+/// Whether a Kubernetes label selector (matchLabels and matchExpressions) selects `labels`.
+fn selects(selector: &Value, labels: &BTreeMap<&str, &str>) -> bool {
+    let by_labels = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k.as_str()).copied() == v.as_str());
+    let by_expressions = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {
+        let key = e["key"].as_str().unwrap();
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        match e["operator"].as_str().unwrap() {
+            "In" => labels.get(key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(key),
+            "DoesNotExist" => !labels.contains_key(key),
+            other => panic!("operator {other}"),
+        }
+    });
+    by_labels && by_expressions
+}
+
+#[test]
+fn exactly_one_revision_answers_for_each_pod_by_its_label_then_its_namespaces() {
+    let certs = install::dev_certs();
+    let Some(default) = helm_template(&[]) else { return };
+    let canary = render_set(&value_sets()["revision-canary"], certs.path()).unwrap();
+    let config = find(&canary, "ConfigMap", "entourage")["data"]["config.yaml"].clone();
+    let config = Config::from_yaml(config.as_str().unwrap(), "revision-canary").unwrap();
+    assert_eq!(config.revision.as_deref(), Some("canary"), "injected Pods record it");
+    let installs = [("default", webhooks(&default)), ("canary", webhooks(&canary))];
+    // (the Pod's entourage.dev/rev, its namespace's, the revision that must answer)
+    let cases = [
+        (None, None, Some("default")),
+        (None, Some("canary"), Some("canary")),
+        (Some("canary"), None, Some("canary")),
+        (Some("canary"), Some("canary"), Some("canary")),
+        // A Pod's own label wins over its namespace's; a revision nobody installed gets no webhook.
+        (Some("canary"), Some("stable"), Some("canary")),
+        (None, Some("stable"), None),
+        (Some("stable"), Some("canary"), None),
+    ];
+    for kind in ["pods", "jobs"] {
+        for (pod_rev, ns_rev, expected) in cases {
+            let mut pod = BTreeMap::new();
+            let mut namespace = BTreeMap::from([("kubernetes.io/metadata.name", "shop")]);
+            if let Some(r) = pod_rev {
+                pod.insert("entourage.dev/rev", r);
+            }
+            if let Some(r) = ns_rev {
+                namespace.insert("entourage.dev/rev", r);
+            }
+            let answering: Vec<String> = installs
+                .iter()
+                .flat_map(|(rev, hooks)| hooks.iter().map(move |h| (rev, h)))
+                .filter(|(_, h)| h["name"].as_str().unwrap().ends_with(&format!("{kind}.entourage.dev")))
+                .filter(|(_, h)| selects(&h["namespaceSelector"], &namespace) && selects(&h["objectSelector"], &pod))
+                .map(|(rev, h)| format!("{rev}:{}", h["name"].as_str().unwrap()))
+                .collect();
+            match expected {
+                Some(rev) => assert!(
+                    answering.len() == 1 && answering[0].starts_with(&format!("{rev}:")),
+                    "{kind}, Pod {pod_rev:?}, namespace {ns_rev:?}: {answering:?}, expected {rev} alone"
+                ),
+                None => assert!(
+                    answering.is_empty(),
+                    "{kind}, Pod {pod_rev:?}, namespace {ns_rev:?}: {answering:?}"
+                ),
+            }
+        }
+    }
+    // The release's own namespace stays excluded for every entry.
+    let own = BTreeMap::from([
+        ("kubernetes.io/metadata.name", "entourage-system"),
+        ("entourage.dev/rev", "canary"),
+    ]);
+    assert!(webhooks(&canary)
+        .iter()
+        .all(|h| !selects(&h["namespaceSelector"], &own)));
+}
+
+#[test]
+fn two_releases_in_one_namespace_select_only_their_own_pods() {
+    let certs = install::dev_certs();
+    let Some(default) = helm_template(&[]) else { return };
+    let args = canary_args(&certs);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let canary = install::helm_template_release("entourage-canary", &args).unwrap();
+    let pods_of = |docs: &[Value]| {
+        let labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].clone();
+        serde_json::from_value::<BTreeMap<String, String>>(labels).unwrap()
+    };
+    let (ours, theirs) = (pods_of(&default), pods_of(&canary));
+    for (docs, own, other) in [(&default, &ours, &theirs), (&canary, &theirs, &ours)] {
+        let selectors = [
+            only(docs, "Deployment")["spec"]["selector"].clone(),
+            json!({"matchLabels": only(docs, "Service")["spec"]["selector"]}),
+            only(docs, "PodDisruptionBudget")["spec"]["selector"].clone(),
+            only(docs, "NetworkPolicy")["spec"]["podSelector"].clone(),
+        ];
+        for selector in selectors {
+            assert!(selects(&selector, &as_refs(own)), "{selector} selects its own Pods");
+            assert!(
+                !selects(&selector, &as_refs(other)),
+                "{selector} does not select the other release's"
+            );
+        }
+    }
+}
+
+fn as_refs(m: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn canary_args(certs: &tempfile::TempDir) -> Vec<String> {
+    let ca = certs.path().join("ca.crt");
+    vec![
+        "-f".into(),
+        value_sets()["revision-canary"].to_str().unwrap().into(),
+        "--set-file".into(),
+        format!("certificates.caBundle={}", ca.display()),
+    ]
+}
+
+#[test]
+fn an_upgrade_keeps_the_selector_of_a_deployment_made_by_an_older_chart() {
+    let Some(fresh) = render_against_cluster(&[]) else {
+        return;
+    };
+    let with_instance = json!({
+        "app.kubernetes.io/name": "entourage", "app.kubernetes.io/component": "webhook",
+        "app.kubernetes.io/instance": "entourage",
+    });
+    assert_eq!(
+        only(&fresh, "Deployment")["spec"]["selector"]["matchLabels"],
+        with_instance
+    );
+    // As an older chart left it: a Deployment's selector is immutable, so an upgrade that changed it would fail.
+    let legacy = json!({"app.kubernetes.io/name": "entourage", "app.kubernetes.io/component": "webhook"});
+    let mut installed = only(&fresh, "Deployment").clone();
+    installed["spec"]["selector"]["matchLabels"] = legacy.clone();
+    installed["spec"]["template"]["metadata"]["labels"] = legacy.clone();
+    installed["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("Helm");
+    installed["metadata"]["annotations"] = json!({
+        "meta.helm.sh/release-name": "entourage", "meta.helm.sh/release-namespace": "entourage-system",
+    });
+    let upgrade = render_against_cluster(&[installed]).unwrap();
+    let deployment = only(&upgrade, "Deployment");
+    assert_eq!(deployment["spec"]["selector"]["matchLabels"], legacy);
+    // The old replicas stay behind the Service and the budget until the new ones are ready.
+    assert_eq!(only(&upgrade, "Service")["spec"]["selector"], legacy);
+    assert_eq!(
+        only(&upgrade, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        legacy
+    );
+    assert_eq!(deployment["spec"]["template"]["metadata"]["labels"], with_instance);
 }

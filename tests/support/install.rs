@@ -113,11 +113,16 @@ pub fn chart() -> PathBuf {
 
 /// `helm template entourage charts/entourage -n entourage-system` with extra arguments (`-f`, `--set`…).
 pub fn helm_template(args: &[&str]) -> Option<Vec<Value>> {
+    helm_template_release("entourage", args)
+}
+
+/// `helm template` of the chart as the release `release`.
+pub fn helm_template_release(release: &str, args: &[&str]) -> Option<Vec<Value>> {
     let helm = tool("helm")?;
     let chart = chart();
     let mut all = vec![
         "template",
-        "entourage",
+        release,
         chart.to_str().unwrap(),
         "--namespace",
         "entourage-system",

@@ -3,7 +3,7 @@
 
 Serves discovery for the kinds the chart renders, and the objects given in a JSON list file (argv[1]); every other
 object is a 404, as in an empty cluster. Listens on a free loopback port and prints it on the first line of stdout.
-Used by tests/chart.rs to prove that `helm upgrade` keeps the certificate Secret.
+Used by tests/chart.rs to prove what `helm upgrade` keeps: the certificate Secret, an older Deployment's selector.
 """
 import json
 import sys
@@ -51,6 +51,11 @@ def routes(objects):
         kind, meta = o["kind"], o["metadata"]
         if kind in CORE:
             table[f"/api/v1/namespaces/{meta['namespace']}/{CORE[kind]}/{meta['name']}"] = o
+        for group, kinds in GROUPS.items():
+            if o.get("apiVersion") == group + "/v1" and kind in kinds:
+                plural, namespaced = kinds[kind]
+                where = f"namespaces/{meta['namespace']}/" if namespaced else ""
+                table[f"/apis/{group}/v1/{where}{plural}/{meta['name']}"] = o
     return table
 
 

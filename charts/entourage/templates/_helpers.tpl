@@ -16,9 +16,31 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{/* The webhook Pods' selector: the release's own, so that two releases in one namespace never select each
+other's Pods. A Deployment installed by an older chart selects without the instance (a selector is immutable):
+upgrades keep that selector, everywhere it is used, until the Deployment is replaced (docs/operations.md,
+"Upgrading to instance selectors"). */}}
 {{- define "entourage.selectorLabels" -}}
 app.kubernetes.io/name: entourage
 app.kubernetes.io/component: webhook
+{{- if not (include "entourage.legacySelector" .) }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+{{- end -}}
+
+{{/* The pod template's labels: the selector's, and always the instance. */}}
+{{- define "entourage.podLabels" -}}
+app.kubernetes.io/name: entourage
+app.kubernetes.io/component: webhook
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* "true" when the release's Deployment exists and selects without the instance label (an older chart). */}}
+{{- define "entourage.legacySelector" -}}
+{{- $d := lookup "apps/v1" "Deployment" .Release.Namespace (include "entourage.fullname" .) -}}
+{{- if and $d $d.spec $d.spec.selector $d.spec.selector.matchLabels (not (hasKey $d.spec.selector.matchLabels "app.kubernetes.io/instance")) -}}
+true
+{{- end -}}
 {{- end -}}
 
 {{/* The image, by digest when one is given: the webhook's and the injected adapter's and ambassador's. */}}
@@ -81,4 +103,56 @@ checkov.io/skip-host-network: >-
   CKV_K8S_19=hostNetwork is asked for: the control plane cannot reach Pod IPs with this CNI (EKS custom
   networking)
 {{- end }}
+{{- end -}}
+
+{{/* One webhook, as one entry, or two for a named revision (docs/operations.md, "Revisions"): the object's
+`entourage.dev/rev` label picks its revision; an object without it goes by its namespace's label; with neither,
+the default revision (`revision` empty) takes it. So exactly one revision's webhook is called for any object. */}}
+{{- define "entourage.webhookEntries" -}}
+{{- $root := .root -}}
+{{- $rev := $root.Values.revision -}}
+{{- $unlabelled := dict "key" "entourage.dev/rev" "operator" "DoesNotExist" -}}
+{{- if $rev }}
+{{- $mine := dict "key" "entourage.dev/rev" "operator" "In" "values" (list $rev) }}
+{{- include "entourage.webhookEntry" (merge (dict "namespaceExtra" list "objectExtra" (list $mine)) .) }}
+{{- include "entourage.webhookEntry" (merge (dict "name" (printf "by-namespace.%s" .name) "namespaceExtra" (list $mine) "objectExtra" (list $unlabelled)) .) }}
+{{- else }}
+{{- include "entourage.webhookEntry" (merge (dict "namespaceExtra" (list $unlabelled) "objectExtra" (list $unlabelled)) .) }}
+{{- end }}
+{{- end -}}
+
+{{- define "entourage.webhookEntry" -}}
+{{- $root := .root -}}
+{{- $name := include "entourage.fullname" $root -}}
+{{- $namespaceSelector := include "entourage.namespaceSelector" (list $root .selectors.namespaceSelector) | fromYaml -}}
+{{- $_ := set $namespaceSelector "matchExpressions" (concat $namespaceSelector.matchExpressions .namespaceExtra) -}}
+{{- $user := .selectors.objectSelector | default dict -}}
+{{- $objectSelector := dict "matchExpressions" (concat ($user.matchExpressions | default list) .objectExtra) -}}
+{{- with $user.matchLabels }}{{ $_ := set $objectSelector "matchLabels" . }}{{ end }}
+  - name: {{ .name }}
+    admissionReviewVersions: ["v1", "v1beta1"]
+    sideEffects: None
+    failurePolicy: {{ .failurePolicy }}
+    reinvocationPolicy: {{ .reinvocationPolicy }}
+    matchPolicy: Equivalent
+    timeoutSeconds: {{ .timeoutSeconds }}
+    clientConfig:
+      service:
+        name: {{ $name }}
+        namespace: {{ $root.Release.Namespace }}
+        path: /mutate
+        port: {{ $root.Values.webhook.servicePort }}
+      {{- with .caBundle }}
+      caBundle: {{ . }}
+      {{- end }}
+    rules:
+      {{- toYaml .rules | nindent 6 }}
+    namespaceSelector:
+      {{- toYaml $namespaceSelector | nindent 6 }}
+    objectSelector:
+      {{- toYaml $objectSelector | nindent 6 }}
+    {{- with .matchConditions }}
+    matchConditions:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
 {{- end -}}

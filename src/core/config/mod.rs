@@ -31,6 +31,11 @@ pub struct Config {
     /// The cluster's Kubernetes version (`"1.33"`). Only needed for a cluster older than 1.29, where `auto` mode
     /// then falls back to classic sidecars; unset, every supported Kubernetes (≥ 1.29) runs native sidecars.
     pub kubernetes_version: Option<KubeVersion>,
+    /// The revision this install answers for (the chart's `revision`): Pods and namespaces labelled
+    /// `entourage.dev/rev: <revision>` are sent to it. Recorded in each injected Pod's `entourage.dev/status`, so
+    /// that `doctor` names the Pods injected by another revision than the one that now selects them. Unset: the
+    /// default revision, for Pods and namespaces without the label.
+    pub revision: Option<String>,
     /// Images of the injected containers. Only config chooses images, never an annotation.
     pub images: Images,
     /// Where injected containers go and how many log files one Pod may ask for.
@@ -325,6 +330,15 @@ impl Config {
             p.push(format!(
                 "sidecars.backlogWarnPercent: {} is outside 1..=100",
                 self.sidecars.backlog_warn_percent
+            ));
+        }
+        if let Some(rev) = self
+            .revision
+            .as_deref()
+            .filter(|r| !crate::support::names::is_dns_label(r))
+        {
+            p.push(format!(
+                "revision: {rev:?} is not a label value of up to 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
             ));
         }
         p.extend(self.resources.problems(&self.sidecars.log_volume_size_limit));

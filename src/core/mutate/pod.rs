@@ -136,6 +136,8 @@ pub(crate) struct Plan<'c> {
     pub warnings: Vec<String>,
     /// The Pod's own requests and limits, per pattern (`entourage.dev/<pattern>-resources`).
     pub resources: ResourceOverrides,
+    /// The config's `revision`, recorded in `entourage.dev/status`.
+    pub revision: Option<&'c str>,
 }
 
 impl<'c> Plan<'c> {
@@ -316,6 +318,7 @@ fn inject(pod: &Value, namespace: Option<&str>, config: &Config, job_owned: bool
         volume_names,
         warnings,
         resources: std::mem::take(&mut request.resources),
+        revision: config.revision.as_deref(),
     };
 
     let mut mounts = logs::LogMounts::default();
@@ -377,6 +380,7 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
     let status = InjectionStatus {
         containers: plan.containers.iter().map(|(_, c)| c.name.as_str()).collect(),
         mode: if plan.native { "native" } else { "classic" },
+        revision: plan.revision,
         version: env!("CARGO_PKG_VERSION"),
         volumes: plan.volumes.iter().map(|v| v.name.as_str()).collect(),
     };
@@ -398,6 +402,9 @@ struct InjectionStatus<'a> {
     // In this order, the one it has always had (members sorted by name).
     containers: Vec<&'a str>,
     mode: &'static str,
+    /// The config's `revision`; left out for the default revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<&'a str>,
     version: &'static str,
     volumes: Vec<&'a str>,
 }
