@@ -33,12 +33,34 @@ pub struct Snapshot {
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// The webhook Deployment.
     pub deployment: Read<Deployment>,
-    /// `namespace/name` (with its controller, if any) and the `entourage.dev/status` annotation of every Pod that
-    /// carries one.
-    pub injected_pods: Result<Vec<(String, String)>, String>,
+    /// Every Pod that carries an `entourage.dev/status` annotation.
+    pub injected_pods: Result<Vec<InjectedPod>, String>,
     /// `namespace/name` (with its controller) of every Pod that asks for entourage's containers (one of
     /// `annotations::ASKING`, not `inject: "false"`) but carries no `entourage.dev/status`: admitted without them.
     pub missed_pods: Result<Vec<String>, String>,
+}
+
+/// A Pod entourage injected.
+#[derive(Debug)]
+pub struct InjectedPod {
+    /// `namespace/name`, with its controller if any (`of ReplicaSet web-5d9`).
+    pub name: String,
+    /// Its `entourage.dev/status` annotation.
+    pub status: String,
+    /// The revision whose webhook selects it now: its `entourage.dev/rev` label, else its namespace's; `None` for
+    /// the default revision.
+    pub selected_revision: Option<String>,
+}
+
+impl InjectedPod {
+    /// The revision that injected it, as `entourage.dev/status` records it (`None`: the default revision).
+    pub fn injected_revision(&self) -> Option<String> {
+        serde_json::from_str::<serde_json::Value>(&self.status)
+            .ok()?
+            .get("revision")?
+            .as_str()
+            .map(str::to_string)
+    }
 }
 
 /// The API could not be reached at all: nothing can be checked.
@@ -153,12 +175,25 @@ pub fn webhook_port(configuration: Option<&MutatingWebhookConfiguration>, args: 
 }
 
 /// Injected Pods and missed ones.
-type PodLists = (Vec<(String, String)>, Vec<String>);
+type PodLists = (Vec<InjectedPod>, Vec<String>);
 
 /// Every Pod's metadata, 500 at a time (metadata only: a big cluster's Pod specs are megabytes): those entourage
 /// injected, and those that asked for it and were admitted without it.
 async fn pods(client: kube::Client) -> Result<Result<PodLists, String>, Unreachable> {
-    use crate::core::annotations::{ASKING, INJECT, STATUS};
+    use crate::core::annotations::{ASKING, INJECT, REVISION, STATUS};
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut namespace_revisions = BTreeMap::new();
+    match namespaces.list_metadata(&ListParams::default()).await {
+        Ok(list) => {
+            for namespace in list.items {
+                let meta = namespace.metadata;
+                if let Some(rev) = meta.labels.and_then(|mut l| l.remove(REVISION)) {
+                    namespace_revisions.insert(meta.name.unwrap_or_default(), rev);
+                }
+            }
+        }
+        Err(e) => return Ok(Err(api_error(e)?)),
+    }
     let pods: Api<Pod> = Api::all(client);
     let (mut injected, mut missed) = (Vec::new(), Vec::new());
     let mut params = ListParams::default().limit(500);
@@ -176,14 +211,15 @@ async fn pods(client: kube::Client) -> Result<Result<PodLists, String>, Unreacha
                 .find(|o| o.controller == Some(true))
                 .map(|o| format!(" of {} {}", o.kind, o.name))
                 .unwrap_or_default();
-            let name = format!(
-                "{}/{}{controller}",
-                meta.namespace.unwrap_or_default(),
-                meta.name.unwrap_or_default()
-            );
+            let namespace = meta.namespace.unwrap_or_default();
+            let name = format!("{namespace}/{}{controller}", meta.name.unwrap_or_default());
             let mut annotations = meta.annotations.unwrap_or_default();
             if let Some(status) = annotations.remove(STATUS) {
-                injected.push((name, status));
+                let selected_revision = meta
+                    .labels
+                    .and_then(|mut l| l.remove(REVISION))
+                    .or_else(|| namespace_revisions.get(&namespace).cloned());
+                injected.push(InjectedPod { name, status, selected_revision });
             } else if annotations.get(INJECT).map(String::as_str) != Some("false")
                 && ASKING.iter().any(|k| annotations.contains_key(*k))
             {

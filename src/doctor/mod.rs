@@ -44,6 +44,10 @@ pub struct DoctorArgs {
     /// The MutatingWebhookConfiguration.
     #[arg(long, env = "ENTOURAGE_WEBHOOK_CONFIGURATION", default_value = "entourage")]
     pub webhook_configuration: String,
+    /// The revision of the install checked (the chart's `revision`); unset: the default revision. Pods of other
+    /// revisions are left to theirs when versions are compared.
+    #[arg(long, env = "ENTOURAGE_REVISION")]
+    pub revision: Option<String>,
     /// The Secret holding the serving certificate (`tls.crt`).
     #[arg(long, env = "ENTOURAGE_TLS_SECRET", default_value = "entourage-tls")]
     pub tls_secret: String,

@@ -65,6 +65,7 @@ const SECRET: &str = "/api/v1/namespaces/entourage-system/secrets/entourage-tls"
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/entourage-system/endpointslices";
 const READYZ: &str = "/api/v1/namespaces/entourage-system/services/https:entourage:443/proxy/readyz";
 const PODS: &str = "/api/v1/pods";
+const NAMESPACES: &str = "/api/v1/namespaces";
 
 fn pod(namespace: &str, name: &str, version: Option<&str>) -> Value {
     let mut metadata = json!({"name": name, "namespace": namespace});
@@ -122,6 +123,15 @@ impl Cluster {
                 ),
             );
         }
+        routes.insert(
+            NAMESPACES.to_string(),
+            (
+                200,
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": [
+                    {"metadata": {"name": "shop", "labels": {"kubernetes.io/metadata.name": "shop"}}},
+                ]}),
+            ),
+        );
         routes.insert(
             "/apis/apps/v1/namespaces/entourage-system/deployments/entourage".to_string(),
             (200, deployment),
@@ -215,7 +225,7 @@ async fn a_healthy_install_passes_every_check_and_exits_0() {
         report.stdout
     );
     assert!(
-        report.stdout.ends_with("10 ok, 0 warnings, 0 failed\n"),
+        report.stdout.ends_with("11 ok, 0 warnings, 0 failed\n"),
         "{}",
         report.stdout
     );
@@ -437,6 +447,30 @@ async fn pods_injected_by_another_version_are_listed() {
         "stale-injections",
         &format!("Pods injected by another version than the running webhook's {VERSION}: 1 (shop/web-old (0.0.9))"),
     );
+}
+
+#[tokio::test]
+async fn pods_still_on_the_revision_their_namespace_left_are_listed_and_left_out_of_version_checks() {
+    let mut cluster = Cluster::healthy(&Ca::new());
+    // shop moved to the canary revision: web-1 (injected by the default revision) stays on it until recreated.
+    cluster.json(NAMESPACES)["items"][0]["metadata"]["labels"]["entourage.dev/rev"] = json!("canary");
+    let mut moved = pod("shop", "web-2", Some("0.0.9"));
+    let status = json!({"containers": ["sidecar-app"], "mode": "native", "revision": "canary", "version": "0.0.9", "volumes": []});
+    moved["metadata"]["annotations"]["entourage.dev/status"] = json!(status.to_string());
+    cluster.json(&format!("{PODS}?continue"))["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(moved);
+    let report = doctor(cluster).await;
+    assert_report(
+        &report,
+        0,
+        "[warn]",
+        "old-revision",
+        "Pods still on another revision: 1 (shop/web-1 (injected by revision default, selected by canary))",
+    );
+    // The canary's own version is its install's to judge, not the default revision's doctor.
+    assert!(report.has("[ok]", "stale-injections", "all 2 injected Pods carry the running webhook's version"));
 }
 
 #[tokio::test]

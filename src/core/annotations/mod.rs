@@ -63,6 +63,9 @@ pub const TARGET_CONTAINER: &str = "entourage.dev/target-container";
 pub const PROFILE: &str = "entourage.dev/profile";
 /// Written by entourage: what was injected. Its presence makes a second review a no-op.
 pub const STATUS: &str = "entourage.dev/status";
+/// The label (on a Pod, or its namespace) that picks which revision's webhook injects it (the chart's
+/// `revision`); without it, the default revision.
+pub const REVISION: &str = "entourage.dev/rev";
 /// `"off"` opts a Job or CronJob out of the defaults.
 pub const DEFAULTS: &str = "entourage.dev/defaults";
 /// Comma-separated Job/CronJob fields whose current value the author wants kept.

@@ -70,6 +70,7 @@ pub fn run(s: &Snapshot, args: &DoctorArgs, now: UnixTime) -> Vec<Check> {
     }
     stale::stale(s, args, &mut out);
     stale::missed(s, &mut out);
+    stale::old_revision(s, &mut out);
     out
 }
 

@@ -63,9 +63,15 @@ pub(super) fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
             ))
         }
     };
+    // Pods of another revision are that revision's install's to judge.
+    let pods: Vec<_> = pods
+        .iter()
+        .filter(|p| p.injected_revision() == args.revision)
+        .collect();
     let stale: Vec<String> = pods
         .iter()
-        .filter_map(|(pod, status)| {
+        .filter_map(|p| {
+            let (pod, status) = (&p.name, &p.status);
             let theirs = serde_json::from_str::<Value>(status)
                 .ok()
                 .and_then(|v| v.get("version").and_then(Value::as_str).map(str::to_string))
@@ -92,6 +98,51 @@ pub(super) fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
             ),
             "recreate them to get the current containers (kubectl rollout restart for their Deployments)",
         ));
+    }
+}
+
+/// Pods injected by another revision than the one whose webhook selects them now: a namespace or Pod moved to
+/// a new revision keeps the old revision's containers until it is recreated.
+pub(super) fn old_revision(s: &Snapshot, out: &mut Vec<Check>) {
+    const ID: &str = "old-revision";
+    let name = |rev: &Option<String>| rev.clone().unwrap_or_else(|| "default".into());
+    match &s.injected_pods {
+        Err(e) => out.push(bad(
+            ID,
+            Level::Warn,
+            format!("cannot list Pods and namespaces to compare revisions: {e}"),
+            "run as a user who may list pods and namespaces (--context)",
+        )),
+        Ok(pods) => {
+            let old: Vec<String> = pods
+                .iter()
+                .filter_map(|p| {
+                    let injected = p.injected_revision();
+                    (injected != p.selected_revision).then(|| {
+                        format!(
+                            "{} (injected by revision {}, selected by {})",
+                            p.name,
+                            name(&injected),
+                            name(&p.selected_revision)
+                        )
+                    })
+                })
+                .collect();
+            if old.is_empty() {
+                out.push(ok(
+                    ID,
+                    "every injected Pod was injected by the revision that selects it".into(),
+                ));
+            } else {
+                out.push(bad(
+                    ID,
+                    Level::Warn,
+                    format!("Pods still on another revision: {} ({})", old.len(), listed(&old)),
+                    "recreate them to move them to the revision that selects them now (kubectl rollout restart \
+                     for their Deployments)",
+                ));
+            }
+        }
     }
 }
 
