@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{adapter, ambassador, certs, doctor, follow, offline, streamer, webhook};
+use crate::{adapter, ambassador, certs, doctor, follow, offline, streamer, watchdog, webhook};
 
 /// The command line of the `entourage` binary.
 #[derive(Parser)]
@@ -52,4 +52,7 @@ pub enum Command {
     Review(offline::cli::ReviewArgs),
     /// Check an installed entourage through the API server: one line per finding; exit 0 ok, 1 failed, 2 unable.
     Doctor(doctor::DoctorArgs),
+    /// Recreate, at a bounded rate, controllers' Pods admitted without the entourage they ask for (opt-in; runs
+    /// beside the webhook).
+    Watchdog(watchdog::WatchdogArgs),
 }

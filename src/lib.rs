@@ -22,8 +22,8 @@
 //!   the programs: it may use `core` and `support`, never a program.
 //! - The programs, one folder each: [`webhook`] (`serve`), [`adapter`] (`adapt`), [`streamer`] (`stream`),
 //!   [`ambassador`] (`ambassador`), [`offline`] (`inject`, `review`), [`certs`] (`certs`), [`doctor`]
-//!   (`doctor`). A program may use `follow`, `review`, `core` and `support`, never another program (test code
-//!   aside).
+//!   (`doctor`), [`watchdog`] (`watchdog`). A program may use `follow`, `review`, `core` and `support`, never
+//!   another program (test code aside).
 //!
 //! `tests/layering.rs` reads the `use crate::…` paths of every file and fails on an arrow that points up or
 //! between two programs. [`cli`] is the one command line, above every program; `src/main.rs` parses it and
@@ -45,6 +45,7 @@ pub mod certs;
 pub mod doctor;
 pub mod offline;
 pub mod streamer;
+pub mod watchdog;
 pub mod webhook;
 
 pub mod cli;

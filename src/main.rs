@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use entourage::cli::{Cli, Command};
-use entourage::{adapter, ambassador, certs, doctor, follow, offline, streamer, webhook};
+use entourage::{adapter, ambassador, certs, doctor, follow, offline, streamer, watchdog, webhook};
 
 /// mimalloc: allocation is about a third of a review's CPU, and the static musl image's own allocator is slow.
 #[global_allocator]
@@ -62,5 +62,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Inject(args) => Ok(offline::cli::inject(args)?),
         Command::Review(args) => Ok(offline::cli::review(args)?),
         Command::Doctor(args) => std::process::exit(doctor::cmd(args).await),
+        Command::Watchdog(args) => Ok(watchdog::run(args).await?),
     }
 }

@@ -609,3 +609,66 @@ fn an_upgrade_keeps_the_selector_of_a_deployment_made_by_an_older_chart() {
     );
     assert_eq!(deployment["spec"]["template"]["metadata"]["labels"], with_instance);
 }
+
+#[test]
+fn the_watchdog_and_its_rbac_are_rendered_only_when_enabled_and_its_args_parse() {
+    let Some(off) = helm_template(&["--set", "certificates.patchCABundle=false"]) else {
+        return;
+    };
+    let kinds = |docs: &[Value]| -> Vec<String> {
+        docs.iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert!(!kinds(&off).iter().any(|k| k.contains("watchdog")), "{:?}", kinds(&off));
+    let pod = &only(&off, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false, "no API call, no token");
+    assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
+
+    let on = helm_template(&[
+        "--set",
+        "certificates.patchCABundle=false",
+        "--set",
+        "watchdog.enabled=true",
+    ])
+    .unwrap();
+    for object in [
+        "ClusterRole/entourage-watchdog",
+        "ClusterRoleBinding/entourage-watchdog",
+        "Role/entourage-watchdog",
+        "RoleBinding/entourage-watchdog",
+    ] {
+        assert!(kinds(&on).iter().any(|k| k == object), "{object} in {:?}", kinds(&on));
+    }
+    let rules = &find(&on, "ClusterRole", "entourage-watchdog")["rules"];
+    assert_eq!(
+        rules,
+        &json!([
+            {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+            {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+             "resourceNames": ["entourage"], "verbs": ["get"]},
+        ]),
+        "lists, evicts and reads its own configuration; never deletes, patches or reads a Pod's spec"
+    );
+    let pod = &only(&on, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    let watchdog = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "watchdog")
+        .unwrap();
+    let mut argv = vec!["entourage".to_string()];
+    argv.extend(args_of(watchdog));
+    let parsed = <entourage::cli::Cli as clap::Parser>::try_parse_from(&argv);
+    assert!(parsed.is_ok(), "{argv:?}: {:?}", parsed.err().map(|e| e.to_string()));
+    let egress = &only(&on, "NetworkPolicy")["spec"]["egress"];
+    assert_eq!(egress[0]["ports"][0]["port"], 443, "the watchdog reaches the apiserver");
+}

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("offline", &["follow", "review", "core", "support"]),
     ("certs", &["follow", "review", "core", "support"]),
     ("doctor", &["follow", "review", "core", "support"]),
+    ("watchdog", &["follow", "review", "core", "support"]),
 ];
 
 /// Inside the core, the order of `src/core/mod.rs`: a module may use those of its rank or below.

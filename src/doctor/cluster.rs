@@ -219,7 +219,11 @@ async fn pods(client: kube::Client) -> Result<Result<PodLists, String>, Unreacha
                     .labels
                     .and_then(|mut l| l.remove(REVISION))
                     .or_else(|| namespace_revisions.get(&namespace).cloned());
-                injected.push(InjectedPod { name, status, selected_revision });
+                injected.push(InjectedPod {
+                    name,
+                    status,
+                    selected_revision,
+                });
             } else if annotations.get(INJECT).map(String::as_str) != Some("false")
                 && ASKING.iter().any(|k| annotations.contains_key(*k))
             {

@@ -470,7 +470,11 @@ async fn pods_still_on_the_revision_their_namespace_left_are_listed_and_left_out
         "Pods still on another revision: 1 (shop/web-1 (injected by revision default, selected by canary))",
     );
     // The canary's own version is its install's to judge, not the default revision's doctor.
-    assert!(report.has("[ok]", "stale-injections", "all 2 injected Pods carry the running webhook's version"));
+    assert!(report.has(
+        "[ok]",
+        "stale-injections",
+        "all 2 injected Pods carry the running webhook's version"
+    ));
 }
 
 #[tokio::test]

@@ -156,3 +156,9 @@ the default revision (`revision` empty) takes it. So exactly one revision's webh
       {{- toYaml . | nindent 6 }}
     {{- end }}
 {{- end -}}
+
+{{/* Whether entourage's Pods call the API (and so mount a token and may reach the apiserver): to patch their
+caBundle, or for the watchdog. */}}
+{{- define "entourage.callsApi" -}}
+{{- if or (include "entourage.patchCABundle" .) .Values.watchdog.enabled -}}true{{- end -}}
+{{- end -}}

@@ -64,10 +64,7 @@ pub(super) fn stale(s: &Snapshot, args: &DoctorArgs, out: &mut Vec<Check>) {
         }
     };
     // Pods of another revision are that revision's install's to judge.
-    let pods: Vec<_> = pods
-        .iter()
-        .filter(|p| p.injected_revision() == args.revision)
-        .collect();
+    let pods: Vec<_> = pods.iter().filter(|p| p.injected_revision() == args.revision).collect();
     let stale: Vec<String> = pods
         .iter()
         .filter_map(|p| {
