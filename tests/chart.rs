@@ -177,6 +177,11 @@ async fn generated_certificate_is_served_and_verified_as_the_apiserver_does() {
 /// `helm template --dry-run=server` against tests/support/kube_api.py holding `objects`: what `helm upgrade`
 /// would apply, the chart's `lookup` answered as by a cluster.
 fn render_against_cluster(objects: &[Value]) -> Option<Vec<Value>> {
+    render_against_cluster_with(objects, &[])
+}
+
+/// `render_against_cluster`, with more `helm template` arguments.
+fn render_against_cluster_with(objects: &[Value], extra: &[&str]) -> Option<Vec<Value>> {
     use std::io::BufRead;
     let helm = tool("helm")?;
     let dir = tempfile::tempdir().unwrap();
@@ -213,7 +218,11 @@ fn render_against_cluster(objects: &[Value]) -> Option<Vec<Value>> {
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
     ];
-    let out = std::process::Command::new(&helm).args(args).output().unwrap();
+    let out = std::process::Command::new(&helm)
+        .args(args)
+        .args(extra)
+        .output()
+        .unwrap();
     let _ = api.kill();
     let _ = api.wait();
     assert!(
@@ -671,4 +680,55 @@ fn the_watchdog_and_its_rbac_are_rendered_only_when_enabled_and_its_args_parse()
     assert!(parsed.is_ok(), "{argv:?}: {:?}", parsed.err().map(|e| e.to_string()));
     let egress = &only(&on, "NetworkPolicy")["spec"]["egress"];
     assert_eq!(egress[0]["ports"][0]["port"], 443, "the watchdog reaches the apiserver");
+}
+
+/// A Secret as `helm upgrade` left it in the cluster: owned by the release.
+fn as_installed(secret: &Value) -> Value {
+    let mut installed = secret.clone();
+    installed["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("Helm");
+    let annotations = installed["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+    let mut annotations = Value::Object(annotations);
+    annotations["meta.helm.sh/release-name"] = json!("entourage");
+    annotations["meta.helm.sh/release-namespace"] = json!("entourage-system");
+    installed["metadata"]["annotations"] = annotations;
+    installed
+}
+
+fn certificates_in(bundle: &Value) -> Vec<String> {
+    let pem = String::from_utf8(install::base64_field(bundle)).unwrap();
+    pem.split_inclusive("-----END CERTIFICATE-----")
+        .filter(|c| c.contains("BEGIN CERTIFICATE"))
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn a_rotation_makes_a_new_pair_once_and_the_ca_bundle_keeps_trusting_the_previous_ca() {
+    let Some(first) = render_against_cluster(&[]) else { return };
+    let installed = as_installed(find(&first, "Secret", "entourage-tls"));
+    let old_ca = certificates_in(&installed["data"]["ca.crt"]);
+    assert_eq!(old_ca.len(), 1);
+
+    let rotated = render_against_cluster_with(std::slice::from_ref(&installed), &["--set", "certificates.rotation=r1"]).unwrap();
+    let secret = find(&rotated, "Secret", "entourage-tls");
+    assert_ne!(secret["data"]["tls.crt"], installed["data"]["tls.crt"], "a new serving certificate");
+    let bundle = certificates_in(&secret["data"]["ca.crt"]);
+    assert_eq!(bundle.len(), 2, "the previous CA and the new one");
+    assert_eq!(bundle[0], old_ca[0], "a replica still serving the previous certificate is still verified");
+    assert_ne!(bundle[1], old_ca[0]);
+    for hook in webhooks(&rotated) {
+        assert_eq!(hook["clientConfig"]["caBundle"], secret["data"]["ca.crt"], "{}", hook["name"]);
+    }
+    assert_eq!(secret["metadata"]["annotations"]["entourage.dev/rotation"], "r1");
+
+    // The same value again (a second sync, --reuse-values): nothing changes.
+    let installed = as_installed(secret);
+    let again = render_against_cluster_with(std::slice::from_ref(&installed), &["--set", "certificates.rotation=r1"]).unwrap();
+    assert_eq!(find(&again, "Secret", "entourage-tls")["data"], installed["data"]);
+
+    // The next rotation trusts the CA it replaces, and drops the one before.
+    let next = render_against_cluster_with(std::slice::from_ref(&installed), &["--set", "certificates.rotation=r2"]).unwrap();
+    let next_bundle = certificates_in(&find(&next, "Secret", "entourage-tls")["data"]["ca.crt"]);
+    assert_eq!(next_bundle.len(), 2);
+    assert_eq!(next_bundle[0], bundle[1]);
 }
