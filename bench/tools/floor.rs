@@ -22,12 +22,19 @@ struct Args {
     listen: SocketAddr,
     cert: PathBuf,
     key: PathBuf,
+    /// `--patch FILE`: a JSON patch answered with every review (base64, as the apiserver wants it), so that the
+    /// apiserver's own work on a patch is measured apart from the webhook's (`make bench-e2e`'s replay setup).
+    patch: Option<String>,
 }
+
+/// The `--patch` answer, encoded once at start.
+static PATCH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 fn args() -> Args {
     let mut listen = "127.0.0.1:9443".parse().expect("a valid default address");
     let mut cert = PathBuf::from("certs/tls.crt");
     let mut key = PathBuf::from("certs/tls.key");
+    let mut patch = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -35,10 +42,16 @@ fn args() -> Args {
             "--listen" => listen = value.parse().expect("--listen takes host:port"),
             "--tls-cert" => cert = value.into(),
             "--tls-key" => key = value.into(),
-            other => panic!("unknown flag {other}; use --listen, --tls-cert, --tls-key"),
+            "--patch" => {
+                use base64::Engine;
+                let text = std::fs::read(&value).unwrap_or_else(|e| panic!("--patch {value}: {e}"));
+                let _: Value = serde_json::from_slice(&text).expect("--patch holds a JSON patch");
+                patch = Some(base64::engine::general_purpose::STANDARD.encode(text));
+            }
+            other => panic!("unknown flag {other}; use --listen, --tls-cert, --tls-key, --patch"),
         }
     }
-    Args { listen, cert, key }
+    Args { listen, cert, key, patch }
 }
 
 fn tls_config(args: &Args) -> rustls::ServerConfig {
@@ -79,11 +92,15 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         return Ok(reply(StatusCode::BAD_REQUEST, b"{}".to_vec()));
     };
     let uid = review.pointer("/request/uid").cloned().unwrap_or(Value::Null);
-    let answer = json!({
+    let mut answer = json!({
         "apiVersion": review.get("apiVersion").cloned().unwrap_or(Value::Null),
         "kind": "AdmissionReview",
         "response": {"uid": uid, "allowed": true},
     });
+    if let Some(Some(patch)) = PATCH.get() {
+        answer["response"]["patchType"] = json!("JSONPatch");
+        answer["response"]["patch"] = json!(patch);
+    }
     Ok(reply(
         StatusCode::OK,
         serde_json::to_vec(&answer).expect("a Value always serialises"),
@@ -96,6 +113,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() {
     let args = args();
+    PATCH.set(args.patch.clone()).expect("set once");
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&args)));
     let listener = TcpListener::bind(args.listen).await.expect("cannot listen");
     eprintln!("floor listening on https://{}", listener.local_addr().expect("bound"));
