@@ -22,11 +22,12 @@
 //!   the programs: it may use `core` and `support`, never a program.
 //! - The programs, one folder each: [`webhook`] (`serve`), [`adapter`] (`adapt`), [`streamer`] (`stream`),
 //!   [`ambassador`] (`ambassador`), [`offline`] (`inject`, `review`), [`certs`] (`certs`), [`doctor`]
-//!   (`doctor`). A program may use `follow`, `review`, `core` and `support`, never another program (test code
-//!   aside).
+//!   (`doctor`). A program may use `follow`, `review`, `core` and `support`, never another program.
 //!
-//! `tests/layering.rs` reads the `use crate::…` paths of every file and fails on an arrow that points up or
-//! between two programs. [`cli`] is the one command line, above every program; `src/main.rs` parses it and
+//! Unit tests hold to the same rule as the module they test; a test that needs two programs is an integration
+//! test in `tests/`. `tests/repo_layering.rs` follows every `mod` from this file, as the compiler does, reads the
+//! `crate::…` and `super::…` paths of every module, test modules included, and fails on an arrow that points up
+//! or between two programs. [`cli`] is the one command line, above every program; `src/main.rs` parses it and
 //! dispatches to the programs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
