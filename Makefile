@@ -41,7 +41,7 @@ test-rust:
 .PHONY: docs
 ## docs: rewrite the annotation tables of README.md and docs/annotations.md from the key registry (read the diff)
 docs:
-	ENTOURAGE_UPDATE_DOCS=1 $(CARGO) test --quiet --test docs
+	ENTOURAGE_UPDATE_DOCS=1 $(CARGO) test --quiet --test repo_docs
 
 python-deps:
 	@python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.33'

@@ -21,11 +21,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-mod ambassador_harness;
 mod support;
-use ambassador_harness::*;
+use support::ambassador::*;
 
-const HARNESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ambassador_harness");
+const HARNESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support");
 
 /// Whether python3 can import `module`; if not, panics under CI (which installs it) and says "skipped" elsewhere.
 fn python_has(module: &str, package: &str) -> bool {

@@ -15,7 +15,7 @@
 //! Whatever is kept is kept exactly: a member of an unexpected type (an object where the tree expects an array,
 //! a string where it expects an object) is kept whole, so that [`Reads::check`], run by the decoder on what is
 //! kept, finds it as it would in the full object, and the review is refused naming it. `pruned_and_full_pods_get_the_same_answer` and
-//! `pruned_and_full_objects_of_any_shape_get_the_same_answer` in `tests/properties.rs` hold the two to that.
+//! `pruned_and_full_objects_of_any_shape_get_the_same_answer` in `tests/core_properties.rs` hold the two to that.
 
 use std::{borrow::Cow, fmt};
 

@@ -90,7 +90,7 @@ pub struct KeyDoc {
 }
 
 /// Every annotation entourage reads or writes. The annotation tables of README.md and docs/annotations.md are
-/// rendered from it (`ENTOURAGE_UPDATE_DOCS=1 cargo test --test docs`), and a test compares them row by row.
+/// rendered from it (`ENTOURAGE_UPDATE_DOCS=1 cargo test --test repo_docs`), and a test compares them row by row.
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: SIDECAR_LOGS,
