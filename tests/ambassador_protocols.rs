@@ -336,7 +336,7 @@ fn injected_command_line(annotations: Value) -> Vec<String> {
         "spec": {"containers": [{"name": "app", "image": "shop/app:1"}]}
     });
     let body = serde_json::to_vec(&support::review(("", "v1", "Pod"), "shop", "CREATE", &pod)).unwrap();
-    let review = entourage::review::decode(&body, &config).unwrap();
+    let review = entourage::admission::decode(&body, &config).unwrap();
     let outcome = entourage::core::mutate::mutate(&review.request, &config);
     let patched = support::apply(&pod, &serde_json::to_value(&outcome.patch).unwrap()).unwrap();
     let spec = &patched["spec"];

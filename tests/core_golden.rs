@@ -85,7 +85,7 @@ fn cases() -> Vec<Case> {
 fn run(case: &Case, object: &Value) -> mutate::Outcome {
     let (group, version, kind) = support::gvk(object);
     let review = support::review((&group, &version, &kind), &case.namespace, &case.operation, object);
-    let decoded = entourage::review::decode(&support::apiserver_order(&review), &case.config).unwrap();
+    let decoded = entourage::admission::decode(&support::apiserver_order(&review), &case.config).unwrap();
     mutate::mutate(&decoded.request, &case.config)
 }
 

@@ -22,15 +22,15 @@ use std::{
 const LAYERS: &[(&str, &[&str])] = &[
     ("support", &[]),
     ("core", &["support"]),
-    ("review", &["core", "support"]),
+    ("admission", &["core", "support"]),
     ("follow", &["core", "support"]),
-    ("webhook", &["follow", "review", "core", "support"]),
-    ("adapter", &["follow", "review", "core", "support"]),
-    ("streamer", &["follow", "review", "core", "support"]),
-    ("ambassador", &["follow", "review", "core", "support"]),
-    ("offline", &["follow", "review", "core", "support"]),
-    ("certs", &["follow", "review", "core", "support"]),
-    ("doctor", &["follow", "review", "core", "support"]),
+    ("webhook", &["follow", "admission", "core", "support"]),
+    ("adapter", &["follow", "admission", "core", "support"]),
+    ("streamer", &["follow", "admission", "core", "support"]),
+    ("ambassador", &["follow", "admission", "core", "support"]),
+    ("offline", &["follow", "admission", "core", "support"]),
+    ("certs", &["follow", "admission", "core", "support"]),
+    ("doctor", &["follow", "admission", "core", "support"]),
 ];
 
 /// Above every program, and so out of the rule: the one command line (`src/main.rs` dispatches from it).
@@ -41,7 +41,7 @@ const ABOVE: &[&str] = &["cli"];
 const TEST_EXCEPTIONS: &[(&str, &str)] = &[
     // Builds its requests with the wire format's type; `crate::core::request` has the one the core reads.
     (
-        "core/mutate/job/tests.rs (core::mutate::job::tests) -> review",
+        "core/mutate/job/tests.rs (core::mutate::job::tests) -> admission",
         "use the core's request type",
     ),
     // Generates a serving certificate with the `certs` program; rcgen directly (as tests/support does) is enough.

@@ -5,7 +5,7 @@
 //! of it, which was the largest single cost of a review. [`parse`] walks the same JSON with a [`Reads`] tree and
 //! builds a `Value` holding only the members the tree names; every other member is checked by the parser and
 //! skipped without being allocated. The core says what it reads (`mutate::object_reads`, `mutate::pod::READS`);
-//! the decoder ([`crate::review::decode_reading`]) parses the object as it goes, with a [`Pruned`] seed.
+//! the decoder ([`crate::admission::decode_reading`]) parses the object as it goes, with a [`Pruned`] seed.
 //!
 //! Two kinds of member are kept only in part, because real Pods carry many of them and the core looks for a few:
 //! annotations by prefix ([`Reads::Prefixed`], the core reads only its own), and env entries by name
