@@ -10,7 +10,12 @@
 //!   switching; the new file is read from its start. While the path is missing the old file stays open and read.
 //! - **copytruncate**: same inode, size below our offset, or other bytes before it (refilled between two polls):
 //!   read again from offset 0. A line written between the copy and the truncate is lost by any tailer (logrotate
-//!   documents this race); nothing else is.
+//!   documents this race). A file truncated and then renamed away between two rounds is read again from its
+//!   start before the new one.
+//! - What no polling tailer sees: lines written and truncated away between two rounds, and a file created and
+//!   renamed or deleted away between two rounds. Nothing else is lost, and nothing is read twice: `tests.rs`
+//!   plays random sequences of writes, renames, reopens, truncations and deletions against a model and holds
+//!   the follower to exactly this.
 //!
 //! At restart, the saved position is resumed only in the same file with the same bytes before the offset; a file
 //! renamed away meanwhile (`access.log.1`) is looked for in the directory and drained from the saved offset first.
@@ -24,6 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod open;
+#[cfg(test)]
+mod tests;
 
 use super::disk::{self, Checkpoint};
 use super::keeper::Keeper;
@@ -81,6 +88,16 @@ enum Rotation {
     None,
     Truncated,
     Replaced,
+}
+
+/// What follows one round.
+enum Round {
+    /// Look again at once: a file was opened or replaced.
+    Again,
+    /// Wait for the next poll.
+    Wait,
+    /// Stopped, or at the end of the file with `--exit-at-eof`.
+    Finished,
 }
 
 struct Follower<'a, S: Sink> {
@@ -146,60 +163,10 @@ impl<'a, S: Sink> Follower<'a, S> {
         self.prepare();
         let mut current = self.resume()?;
         loop {
-            if let Some(reading) = current.as_mut() {
-                // Checked before reading: a file truncated and refilled since the last read is recognised only
-                // while `pos` and the bytes before it are still those of the old content.
-                match self.rotation(reading) {
-                    Rotation::None => {}
-                    Rotation::Truncated => {
-                        event::info(
-                            "file truncated; reading it again from its start",
-                            &[("file", &self.name)],
-                        );
-                        self.leave(reading)?;
-                        reading.pos = reading.file.seek(SeekFrom::Start(0)).map_err(|e| self.read_error(e))?;
-                        reading.tail.clear();
-                        self.saved_done = 0;
-                    }
-                    Rotation::Replaced => {
-                        // The writer may have appended to the old inode since the last read.
-                        self.drain(reading, None)?;
-                        self.leave(reading)?;
-                        self.save(reading)?;
-                        event::info("file replaced; following the new one", &[("file", &self.name)]);
-                        current = self.open(0);
-                        if let Some(new) = current.as_mut() {
-                            // Saved at once: a restart now must not look for the old file, which may be gone.
-                            self.save(new)?;
-                        }
-                        continue;
-                    }
-                }
-                let until = self
-                    .stop
-                    .finishing()
-                    .then(|| reading.file.metadata().map(|m| m.len()).ok())
-                    .flatten();
-                let from = reading.pos;
-                self.drain(reading, until)?;
-                self.pause = if reading.pos - from >= CHECKPOINT_BYTES {
-                    BUSY_POLL
-                } else {
-                    (self.pause * 2).min(self.args.poll())
-                };
-                self.offer_held()?;
-                if self.stop.finishing() || self.args.exit_at_eof {
-                    break;
-                }
-                self.sink.flush().map_err(FollowError::Write)?;
-                if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                    self.save(reading)?;
-                }
-            } else if let Some(reading) = self.open(0) {
-                current = Some(reading);
-                continue;
-            } else if self.stop.finishing() {
-                break;
+            match self.round(&mut current)? {
+                Round::Again => continue,
+                Round::Finished => break,
+                Round::Wait => {}
             }
             self.sink.flush().map_err(FollowError::Write)?;
             let pause = if current.is_some() {
@@ -218,6 +185,66 @@ impl<'a, S: Sink> Follower<'a, S> {
             keeper.finish();
         }
         self.sink.flush().map_err(FollowError::Write)
+    }
+
+    /// One look at the path and the open file: rotation and truncation handled, new data read. The in-process
+    /// tests (`tests.rs`) drive the follower round by round against a model of the file's life.
+    fn round(&mut self, current: &mut Option<Reading>) -> Result<Round, FollowError> {
+        let Some(reading) = current.as_mut() else {
+            if let Some(reading) = self.open(0) {
+                *current = Some(reading);
+                return Ok(Round::Again);
+            }
+            return Ok(if self.stop.finishing() {
+                Round::Finished
+            } else {
+                Round::Wait
+            });
+        };
+        // Checked before reading: a file truncated and refilled since the last read is recognised only
+        // while `pos` and the bytes before it are still those of the old content.
+        match self.rotation(reading) {
+            Rotation::None => {}
+            Rotation::Truncated => self.rewind(reading)?,
+            Rotation::Replaced => {
+                // The writer may have appended to the old inode since the last read; and it may have been
+                // truncated first (copytruncate, then renamed away before this round): then from its start.
+                if self.truncated(reading) {
+                    self.rewind(reading)?;
+                }
+                self.drain(reading, None)?;
+                self.leave(reading)?;
+                self.save(reading)?;
+                event::info("file replaced; following the new one", &[("file", &self.name)]);
+                *current = self.open(0);
+                if let Some(new) = current.as_mut() {
+                    // Saved at once: a restart now must not look for the old file, which may be gone.
+                    self.save(new)?;
+                }
+                return Ok(Round::Again);
+            }
+        }
+        let until = self
+            .stop
+            .finishing()
+            .then(|| reading.file.metadata().map(|m| m.len()).ok())
+            .flatten();
+        let from = reading.pos;
+        self.drain(reading, until)?;
+        self.pause = if reading.pos - from >= CHECKPOINT_BYTES {
+            BUSY_POLL
+        } else {
+            (self.pause * 2).min(self.args.poll())
+        };
+        self.offer_held()?;
+        if self.stop.finishing() || self.args.exit_at_eof {
+            return Ok(Round::Finished);
+        }
+        self.sink.flush().map_err(FollowError::Write)?;
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.save(reading)?;
+        }
+        Ok(Round::Wait)
     }
 
     /// Creates the file if asked, then marks the reader started for its startup probe.
@@ -435,20 +462,38 @@ impl<'a, S: Sink> Follower<'a, S> {
             // Missing: renamed away or deleted, and not re-created yet; keep reading the old inode meanwhile.
             _ => {}
         }
+        if self.truncated(reading) {
+            Rotation::Truncated
+        } else {
+            Rotation::None
+        }
+    }
+
+    /// Whether the open file is shorter than what was read, or holds other bytes before `pos` (truncated and
+    /// refilled since the last read).
+    fn truncated(&self, reading: &Reading) -> bool {
         match reading.file.metadata() {
-            Ok(meta) if meta.len() < reading.pos => Rotation::Truncated,
+            Ok(meta) if meta.len() < reading.pos => true,
             Ok(_) if !reading.tail.is_empty() => {
                 let mut now = vec![0; reading.tail.len()];
-                match reading
-                    .file
-                    .read_exact_at(&mut now, reading.pos - reading.tail.len() as u64)
-                {
-                    Ok(()) if now != reading.tail => Rotation::Truncated,
-                    _ => Rotation::None,
-                }
+                let at = reading.pos - reading.tail.len() as u64;
+                matches!(reading.file.read_exact_at(&mut now, at), Ok(()) if now != reading.tail)
             }
-            _ => Rotation::None,
+            _ => false,
         }
+    }
+
+    /// The open file was truncated: what is held back goes out, and reading starts again from its start.
+    fn rewind(&mut self, reading: &mut Reading) -> Result<(), FollowError> {
+        event::info(
+            "file truncated; reading it again from its start",
+            &[("file", &self.name)],
+        );
+        self.leave(reading)?;
+        reading.pos = reading.file.seek(SeekFrom::Start(0)).map_err(|e| self.read_error(e))?;
+        reading.tail.clear();
+        self.saved_done = 0;
+        Ok(())
     }
 }
 
