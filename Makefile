@@ -38,6 +38,11 @@ test-rust:
 	awk -v s=$$skipped '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed, %d skipped\n", p - s, f, s}' target/test-output.log; \
 	exit $$status
 
+.PHONY: house
+## house: files per folder, largest files, import circles between files of one folder (scripts/house.sh)
+house:
+	@scripts/house.sh
+
 .PHONY: docs
 ## docs: rewrite the annotation tables of README.md and docs/annotations.md from the key registry (read the diff)
 docs:
