@@ -221,7 +221,7 @@ fn every_program_is_injected_by_some_case(cases: &[Case]) -> Result<(), Failed> 
         }
     }
     for program in ["adapt", "ambassador", "stream", "started"] {
-        if !started.get(program).is_some_and(|n| *n > 0) {
+        if started.get(program).is_none_or(|n| *n == 0) {
             return Err(format!("no golden case injects {program}: {started:?}").into());
         }
     }

@@ -356,16 +356,15 @@ fn read_crate(src: &Path) -> (Vec<Chunk>, Vec<String>) {
         // Cut the code into runs of one owner.
         let mut start = 0;
         for i in 1..=code.len() {
-            if i == code.len() || owner[i] != owner[start] {
-                if code.is_char_boundary(start) && code.is_char_boundary(i) {
-                    chunks.push(Chunk {
-                        file: file.clone(),
-                        module: owner[start].0.clone(),
-                        test: owner[start].1,
-                        code: code[start..i].to_string(),
-                    });
-                    start = i;
-                }
+            if (i == code.len() || owner[i] != owner[start]) && code.is_char_boundary(start) && code.is_char_boundary(i)
+            {
+                chunks.push(Chunk {
+                    file: file.clone(),
+                    module: owner[start].0.clone(),
+                    test: owner[start].1,
+                    code: code[start..i].to_string(),
+                });
+                start = i;
             }
         }
     }
