@@ -569,6 +569,26 @@ fn the_whole_crate_is_read_test_modules_included() {
         test_files.iter().any(|f| f.ends_with("follow/position.rs")),
         "{test_files:?}"
     );
+    // And their paths are read: arrows every build has, in shipped code and in test code.
+    let arrows: BTreeSet<(String, String, bool)> = chunks
+        .iter()
+        .flat_map(|c| {
+            crate_paths(c)
+                .into_iter()
+                .filter_map(|p| Some((c.module.first()?.clone(), p.first()?.clone(), c.test)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (from, to, test) in [
+        ("webhook", "admission", false),
+        ("adapter", "core", false),
+        ("adapter", "adapter", true),
+    ] {
+        assert!(
+            arrows.contains(&(from.into(), to.into(), test)),
+            "{from} -> {to} (test: {test}) not read"
+        );
+    }
 }
 
 fn synthetic(files: &[(&str, &str)]) -> tempfile::TempDir {
