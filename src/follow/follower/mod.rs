@@ -14,11 +14,14 @@
 //!   start before the new one.
 //! - What no polling tailer sees: lines written and truncated away between two rounds, and a file created and
 //!   renamed or deleted away between two rounds. Nothing else is lost, and nothing is read twice: `tests.rs`
-//!   plays random sequences of writes, renames, reopens, truncations and deletions against a model and holds
-//!   the follower to exactly this.
+//!   plays random sequences of writes, renames, reopens, truncations, deletions and restarts against a model
+//!   and holds the follower to exactly this.
 //!
 //! At restart, the saved position is resumed only in the same file with the same bytes before the offset; a file
-//! renamed away meanwhile (`access.log.1`) is looked for in the directory and drained from the saved offset first.
+//! renamed away meanwhile (`access.log.1`) is looked for in the directory and drained from the saved offset first
+//! (from its start, if it was truncated too). A position is never saved for a file truncated since the last read:
+//! its bytes before the offset would be new ones, and a restart would resume in the middle of new lines. Lost
+//! across a restart: what the app wrote after the saved position to a file that left the directory meanwhile.
 
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
@@ -176,6 +179,12 @@ impl<'a, S: Sink> Follower<'a, S> {
             };
             self.stop.sleep(pause);
         }
+        self.close(&mut current)
+    }
+
+    /// The end of a run: the held-back partial line goes out, the last position is saved, and the keeper has
+    /// written it before this returns.
+    fn close(&mut self, current: &mut Option<Reading>) -> Result<(), FollowError> {
         if let Some(reading) = current.as_mut() {
             self.leave(reading)?;
             self.save(reading)?;
@@ -312,12 +321,22 @@ impl<'a, S: Sink> Follower<'a, S> {
             Some(Assessment::OtherFile) | None => {}
         }
         // Renamed away while the reader was down (logrotate): finish the old file first, nothing is lost.
-        if let Some((path, mut reading)) = self.find_renamed(&saved) {
-            event::info(
-                "the file was rotated while the reader was down; reading the rest of the old one first",
-                &[("file", &self.name), ("rotated", &path.display().to_string())],
-            );
-            self.seek(&mut reading, saved.offset, &saved)?;
+        if let Some((path, mut reading, assessment)) = self.find_renamed(&saved) {
+            let rotated = path.display().to_string();
+            if let Assessment::Resume(offset) = assessment {
+                event::info(
+                    "the file was rotated while the reader was down; reading the rest of the old one first",
+                    &[("file", &self.name), ("rotated", &rotated)],
+                );
+                self.seek(&mut reading, offset, &saved)?;
+            } else {
+                // Truncated too (or another file on a reused inode): its lines are all after the saved ones.
+                event::warn(
+                    "the file was truncated and rotated while the reader was down; reading the old one from its \
+                     start first",
+                    &[("file", &self.name), ("rotated", &rotated)],
+                );
+            }
             return Ok(Some(reading));
         }
         Ok(self.start_over(
@@ -343,15 +362,17 @@ impl<'a, S: Sink> Follower<'a, S> {
         Ok(())
     }
 
-    /// A regular file in the followed file's directory with the saved identity and bytes.
-    fn find_renamed(&mut self, saved: &Position) -> Option<(PathBuf, Reading)> {
+    /// A regular file in the followed file's directory with the saved identity (device and inode), and how it
+    /// compares with the saved position.
+    fn find_renamed(&mut self, saved: &Position) -> Option<(PathBuf, Reading, Assessment)> {
         let dir = self.args.file.parent()?;
         for entry in fs::read_dir(dir).ok()?.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_file() && (meta.dev(), meta.ino()) == (saved.dev, saved.ino) {
+            if meta.is_file() && (meta.dev(), meta.ino()) == (saved.dev, saved.ino) && entry.path() != self.args.file {
                 let path = entry.path();
                 let reading = self.open_path(&path, false)?;
-                return matches!(assess(saved, &reading), Assessment::Resume(_)).then_some((path, reading));
+                let assessment = assess(saved, &reading);
+                return Some((path, reading, assessment));
             }
         }
         None
@@ -442,6 +463,12 @@ impl<'a, S: Sink> Follower<'a, S> {
             return Ok(());
         };
         self.sink.flush().map_err(FollowError::Write)?;
+        if self.truncated(reading) {
+            // Truncated (and perhaps written again) since the last read: the bytes before the offset are no longer
+            // the ones streamed, and a position naming them would resume in the middle of new lines. The next
+            // round reads the file again from its start; the position saved before stays.
+            return Ok(());
+        }
         let done = reading.pos - (self.end - self.start) as u64;
         let from = done.saturating_sub(BEFORE_LEN as u64);
         let mut before = vec![0; (done - from) as usize];

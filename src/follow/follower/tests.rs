@@ -1,14 +1,16 @@
 //! The follower, in process, against a model of a log file's life (as Vector tests its file watcher): random
 //! sequences of what apps and logrotate do to the followed path — the app writes, the file is renamed away
 //! (logrotate's `create`), the app reopens its path, the file is truncated in place (`copytruncate`) or deleted
-//! — applied to a real file in a temporary directory, with the follower driven one round at a time between them.
-//! The model knows every line written and to which file; after the sequence the follower's output is checked
-//! against it:
+//! — and the reader restarting (stopped cleanly, then started again at its next round from its saved position;
+//! `kill -9`, which may repeat up to a second of lines, is the process tests' part) — applied
+//! to a real file in a temporary directory, with the follower driven one round at a time between them. The model
+//! knows every line written and to which file; after the sequence the follower's output is checked against it:
 //! - every line comes out at most once, and in the order written (line numbers only grow);
-//! - every line comes out, except in the two windows a polling tailer cannot see: lines written to a file and
-//!   then truncated away before the follower's next round (logrotate documents this race for `copytruncate`),
-//!   and the lines of a file that was created and renamed or deleted away between two rounds, never at the path
-//!   when the follower looked.
+//! - every line comes out, except in the windows a polling tailer cannot see: lines written to a file and then
+//!   truncated away before the follower's next round (logrotate documents this race for `copytruncate`), the
+//!   lines of a file that was created and renamed or deleted away between two rounds, never at the path when the
+//!   follower looked, and, across a restart, the lines written after the saved position to a file that was
+//!   deleted (or rotated out of the directory) while the reader was down.
 //!
 //! The process tests (`tests/follow_readers.rs`) run the real binary with real timing; these run the state
 //! machine through thousands of interleavings in a second.
@@ -16,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -38,8 +41,10 @@ enum Op {
     Truncate,
     /// The path is unlinked; the app, and the follower, keep their descriptors.
     Delete,
-    /// The follower takes a round.
+    /// The follower takes a round (started again first, from its saved position, if it was stopped).
     Poll,
+    /// The reader is stopped (SIGTERM: what it read is saved); it starts again at the next `Poll`.
+    Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -50,6 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Truncate),
         1 => Just(Op::Delete),
         4 => Just(Op::Poll),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -87,13 +93,19 @@ struct World {
     path: PathBuf,
     /// The app's descriptor (`O_APPEND`) and the file it names.
     writer: Option<(File, usize)>,
-    /// The file at the path now, if any.
+    /// The file at the path now, if any, and the one renamed to `<path>.1`.
     at_path: Option<usize>,
+    rotated: Option<usize>,
     files: Vec<Vec<u64>>,
+    /// Each file's inode, to tell which one the follower reads.
+    inodes: Vec<u64>,
     /// Files the follower could have seen: at the path when it looked.
     seen: BTreeSet<usize>,
     /// Lines a truncation took before the follower could read them.
     excused: BTreeSet<u64>,
+    /// Files the reader was in when it stopped and could not find again when it started: gone from the
+    /// directory. What it had not read of them (then or since: the app may still be writing) is lost.
+    unreachable: BTreeSet<usize>,
     next: u64,
 }
 
@@ -115,17 +127,22 @@ impl World {
             path,
             writer: None,
             at_path: None,
+            rotated: None,
             files: Vec::new(),
+            inodes: Vec::new(),
             seen: BTreeSet::new(),
             excused: BTreeSet::new(),
+            unreachable: BTreeSet::new(),
             next: 0,
         }
     }
 
     fn reopen(&mut self) {
         let file = OpenOptions::new().create(true).append(true).open(&self.path).unwrap();
+        let ino = file.metadata().unwrap().ino();
         let index = *self.at_path.get_or_insert_with(|| {
             self.files.push(Vec::new());
+            self.inodes.push(ino);
             self.files.len() - 1
         });
         self.writer = Some((file, index));
@@ -148,8 +165,9 @@ impl World {
                 file.write_all(&data).unwrap();
             }
             Op::Rotate => {
-                if self.at_path.take().is_some() {
+                if let Some(index) = self.at_path.take() {
                     fs::rename(&self.path, self.dir.path().join("app.log.1")).unwrap();
+                    self.rotated = Some(index);
                 }
             }
             Op::Reopen => self.reopen(),
@@ -168,17 +186,27 @@ impl World {
             }
             Op::Delete => {
                 if self.at_path.take().is_some() {
+                    // Only the path goes; `<path>.1` stays.
                     fs::remove_file(&self.path).unwrap();
                 }
             }
-            Op::Poll => {}
+            Op::Poll | Op::Restart => {}
+        }
+    }
+
+    /// The reader starts again having stopped in file `stopped_in`: if that file is no longer in the directory,
+    /// what was written to it after the saved position is lost.
+    fn restarted(&mut self, stopped_in: Option<usize>) {
+        let Some(index) = stopped_in else { return };
+        if self.at_path != Some(index) && self.rotated != Some(index) {
+            self.unreachable.insert(index);
         }
     }
 
     /// The lines the follower must have streamed: all, less the two windows.
     fn owed(&self) -> Vec<u64> {
         let mut owed: Vec<u64> = (0..self.files.len())
-            .filter(|i| self.seen.contains(i))
+            .filter(|i| self.seen.contains(i) && !self.unreachable.contains(i))
             .flat_map(|i| self.files[i].iter().copied())
             .filter(|n| !self.excused.contains(n))
             .collect();
@@ -187,10 +215,10 @@ impl World {
     }
 }
 
-fn args(path: PathBuf) -> FollowArgs {
+fn args(path: PathBuf, position: PathBuf) -> FollowArgs {
     FollowArgs {
         file: path,
-        position: None,
+        position: Some(position),
         create: false,
         give_back: false,
         backlog_warn_bytes: None,
@@ -205,24 +233,53 @@ fn poll<S: Sink>(follower: &mut Follower<'_, S>, current: &mut Option<Reading>) 
     while let Round::Again = follower.round(current).unwrap() {}
 }
 
-/// Runs `ops`, then two last rounds, and returns the model and the line numbers streamed.
+/// Runs `ops`, then two last rounds, and returns the model and the line numbers streamed. The reader saves its
+/// position (a keeper, as `--position` starts one) and starts at the first `Poll`; a `Restart` stops it, and the
+/// operations up to the next `Poll` happen while it is down.
 fn play(ops: &[Op]) -> (World, Vec<u64>) {
     let mut world = World::new();
-    let args = args(world.path.clone());
+    let state = tempfile::tempdir().unwrap();
+    let args = args(world.path.clone(), state.path().join("position"));
     let stop = AtomicBool::new(false);
     let progress = Progress::default();
     let mut sink = Collect::default();
-    {
-        let mut follower = Follower::new(&args, &stop, &mut sink, &progress, None);
-        let mut current = follower.resume().unwrap();
-        for op in ops.iter().chain([Op::Poll, Op::Poll].iter()) {
+    let all: Vec<Op> = ops.iter().cloned().chain([Op::Poll, Op::Poll]).collect();
+    let mut rest = &all[..];
+    // The file the reader was in when it stopped last.
+    let mut stopped_in: Option<usize> = None;
+    loop {
+        // Down.
+        while let Some((op, more)) = rest.split_first() {
             if let Op::Poll = op {
-                world.seen.extend(world.at_path);
-                poll(&mut follower, &mut current);
-            } else {
-                world.apply(op, &follower.sink.lines);
+                break;
+            }
+            world.apply(op, &sink.lines);
+            rest = more;
+        }
+        if rest.is_empty() {
+            break;
+        }
+        world.restarted(stopped_in);
+        let keeper = Keeper::start(Checkpoint::new(args.position.clone().unwrap())).unwrap();
+        let mut follower = Follower::new(&args, &stop, &mut sink, &progress, Some(keeper));
+        let mut current = follower.resume().unwrap();
+        // Up, until a restart.
+        while let Some((op, more)) = rest.split_first() {
+            rest = more;
+            match op {
+                Op::Poll => {
+                    world.seen.extend(world.at_path);
+                    poll(&mut follower, &mut current);
+                }
+                Op::Restart => break,
+                op => world.apply(op, &follower.sink.lines),
             }
         }
+        // The open file's inode cannot have been reused: the newest file with it is the one being read.
+        stopped_in = current
+            .as_ref()
+            .and_then(|r| world.inodes.iter().rposition(|ino| *ino == r.ino));
+        follower.close(&mut current).unwrap();
     }
     let streamed = sink.lines.iter().map(|l| number(l)).collect();
     (world, streamed)
@@ -292,4 +349,34 @@ fn the_model_excuses_only_what_no_polling_tailer_can_see() {
     let (world, streamed) = play(&[Write(2), Rotate, Reopen, Write(1), Poll]);
     assert_eq!(streamed, [2]);
     assert_eq!(world.owed(), [2]);
+}
+
+#[test]
+fn a_file_truncated_and_rotated_while_the_reader_was_down_is_read_from_its_start() {
+    use Op::*;
+    let ops = [
+        Write(2),
+        Poll,
+        Restart,
+        Truncate,
+        Write(2),
+        Rotate,
+        Reopen,
+        Write(1),
+        Poll,
+    ];
+    check(&ops).unwrap();
+    let (_, streamed) = play(&ops);
+    assert_eq!(streamed, (0..5).collect::<Vec<_>>());
+}
+
+#[test]
+fn no_position_is_saved_over_a_file_truncated_since_the_last_read() {
+    use Op::*;
+    // Stopped after the truncation and a new line: a position saved then would name the new line's bytes and
+    // resume in the middle of it.
+    let ops = [Write(1), Poll, Truncate, Write(1), Restart, Write(1), Poll];
+    check(&ops).unwrap();
+    let (_, streamed) = play(&ops);
+    assert_eq!(streamed, [0, 1, 2]);
 }
