@@ -14,7 +14,8 @@
 //!   stopped at the same moment as the app), then reads its files to their end and exits 0.
 //!
 //! - `follower`: the polling loop (rotation, truncation, partial lines), generic over a [`Sink`]; `follower::open`
-//!   opens the followed file from its first byte still on disk.
+//!   opens the followed file from its first byte still on disk, `follower::resume` finds where a restarted
+//!   reader starts.
 //! - [`position`]: the saved position's format and the restart decision (pure; fuzzed).
 //! - [`disk`]: creating the log file before the app does, and writing the position file (`disk::Checkpoint`).
 //! - `keeper`: on a thread of its own, saving the newest position handed to it, then giving back the space
