@@ -38,10 +38,15 @@ test-rust:
 	awk -v s=$$skipped '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed, %d skipped\n", p - s, f, s}' target/test-output.log; \
 	exit $$status
 
+.PHONY: house
+## house: files per folder, largest files, import circles between files of one folder (scripts/house.sh)
+house:
+	@scripts/house.sh
+
 .PHONY: docs
 ## docs: rewrite the annotation tables of README.md and docs/annotations.md from the key registry (read the diff)
 docs:
-	ENTOURAGE_UPDATE_DOCS=1 $(CARGO) test --quiet --test docs
+	ENTOURAGE_UPDATE_DOCS=1 $(CARGO) test --quiet --test repo_docs
 
 python-deps:
 	@python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.33'

@@ -15,9 +15,9 @@ use std::{
 };
 
 use entourage::{
+    admission::{self as review, AdmissionResponse, ReviewOut},
     core::config::Config,
     core::mutate::{self, Verdict},
-    review::{self, AdmissionResponse, ReviewOut},
 };
 use serde_json::{json, Value};
 

@@ -5,7 +5,7 @@
 mod support;
 
 use clap::{Args, Command};
-use entourage::{core::config::Config, core::mutate, review};
+use entourage::{admission, core::config::Config, core::mutate};
 use serde_json::{json, Value};
 
 /// The Pod after the webhook's patch.
@@ -17,7 +17,7 @@ fn patched(annotations: Value, config: &Config) -> Value {
         "spec": {"containers": [{"name": "app", "image": "shop/app:1"}]}
     });
     let body = serde_json::to_vec(&support::review(("", "v1", "Pod"), "shop", "CREATE", &pod)).unwrap();
-    let review = review::decode(&body, config).unwrap();
+    let review = admission::decode(&body, config).unwrap();
     let outcome = mutate::mutate(&review.request, config);
     let patch = serde_json::to_value(&outcome.patch).unwrap();
     support::apply(&pod, &patch).unwrap_or_else(|e| panic!("{e}: {outcome:?}"))

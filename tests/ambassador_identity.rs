@@ -15,8 +15,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-mod ambassador_harness;
-use ambassador_harness::*;
+mod support;
+use support::ambassador::*;
 
 /// Client certificates the upstream recognises: DER and a name.
 type KnownClients = Arc<Mutex<Vec<(String, Vec<u8>)>>>;

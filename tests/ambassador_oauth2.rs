@@ -17,8 +17,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-mod ambassador_harness;
-use ambassador_harness::*;
+mod support;
+use support::ambassador::*;
 
 /// A token endpoint: checks the client credentials grant and answers `tok-<n>` valid for `expires_in` seconds,
 /// after a short pause so that concurrent requests really do wait for the same fetch.

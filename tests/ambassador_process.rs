@@ -20,8 +20,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 
-mod ambassador_harness;
-use ambassador_harness::*;
+mod support;
+use support::ambassador::*;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Forwarding

@@ -21,11 +21,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-mod ambassador_harness;
 mod support;
-use ambassador_harness::*;
+use support::ambassador::*;
 
-const HARNESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ambassador_harness");
+const HARNESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support");
 
 /// Whether python3 can import `module`; if not, panics under CI (which installs it) and says "skipped" elsewhere.
 fn python_has(module: &str, package: &str) -> bool {
@@ -337,7 +336,7 @@ fn injected_command_line(annotations: Value) -> Vec<String> {
         "spec": {"containers": [{"name": "app", "image": "shop/app:1"}]}
     });
     let body = serde_json::to_vec(&support::review(("", "v1", "Pod"), "shop", "CREATE", &pod)).unwrap();
-    let review = entourage::review::decode(&body, &config).unwrap();
+    let review = entourage::admission::decode(&body, &config).unwrap();
     let outcome = entourage::core::mutate::mutate(&review.request, &config);
     let patched = support::apply(&pod, &serde_json::to_value(&outcome.patch).unwrap()).unwrap();
     let spec = &patched["spec"];

@@ -12,8 +12,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
-mod ambassador_harness;
-use ambassador_harness::*;
+mod support;
+use support::ambassador::*;
 
 /// Counts requests per path; answers 429 with `Retry-After: 1` to the first request of each path, then 200.
 async fn spawn_rate_limited_upstream() -> (std::net::SocketAddr, Arc<Mutex<HashMap<String, usize>>>) {

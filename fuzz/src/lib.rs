@@ -4,7 +4,7 @@
 //! A broken invariant panics, which AFL records as a crash.
 
 use entourage::{
-    review::{self, AdmissionRequest},
+    admission::{self, AdmissionRequest},
     core::config::{Config, KubeVersion, SidecarMode},
     core::mutate::{self, Verdict},
 };
@@ -92,10 +92,10 @@ fn plausible(object: &Value) -> bool {
 /// Decodes `body` as the webhook does (bodies that are not reviews are refused, which is all they get) and checks
 /// the answer against the whole object.
 pub fn check(body: &[u8], config: &Config) {
-    let Ok(review) = review::decode(body, config) else {
+    let Ok(review) = admission::decode(body, config) else {
         return;
     };
-    let whole = review::decode_whole(body).expect("what decodes for the core decodes whole");
+    let whole = admission::decode_whole(body).expect("what decodes for the core decodes whole");
     check_request(&review.request, whole.request.object.as_ref(), config);
 }
 
@@ -131,7 +131,7 @@ fn check_request(request: &AdmissionRequest, whole: Option<&Value>, config: &Con
         panic!("{e}\nobject: {object}\npatched: {patched}");
     }
     // The patched object, reviewed again the way the webhook reads it.
-    let again = review::decode(&review_body(&patched), config).expect("a patched object decodes");
+    let again = admission::decode(&review_body(&patched), config).expect("a patched object decodes");
     let second = mutate::mutate(&again.request, config);
     assert_eq!(
         second.verdict,

@@ -166,5 +166,4 @@ impl<'de> serde::Deserialize<'de> for Pairs<'de> {
 }
 
 #[cfg(test)]
-#[path = "keys_tests.rs"]
 mod tests;

@@ -17,8 +17,6 @@ mod multiline;
 mod output;
 mod records;
 mod sink;
-#[cfg(test)]
-mod sink_tests;
 mod timefmt;
 
 pub use formats::{render_line, Format, FormatError, FORMAT_NAMES};

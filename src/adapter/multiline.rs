@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 
 use crate::core::logformat::Multiline;
 
-#[path = "multiline_presets.rs"]
 mod presets;
 
 use presets::{is_indented, After, Rule};
@@ -287,5 +286,4 @@ fn is_blank(line: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-#[path = "multiline_tests.rs"]
 mod tests;

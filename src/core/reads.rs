@@ -1,5 +1,5 @@
 //! What the core reads of an object: a tree of the members it looks at, declared next to the code that reads
-//! them (`mutate::pod::READS`), with the JSON type each must have. The wire decoder (`review::pruned`) parses a
+//! them (`mutate::pod::READS`), with the JSON type each must have. The wire decoder (`admission::pruned`) parses a
 //! request's object only this far, then [`Reads::check`]s what it kept: a member of the wrong type is a bad
 //! request, never a silent "allowed".
 

@@ -1,5 +1,5 @@
 //! The admission request as the core sees it: kind, operation, subresource, names and the object. The wire
-//! format (`review`) decodes it from an AdmissionReview; the core never sees JSON text or HTTP.
+//! format (`admission`) decodes it from an AdmissionReview; the core never sees JSON text or HTTP.
 
 use kube::core::{admission::Operation, gvk::GroupVersionKind};
 use serde_json::Value;
@@ -21,9 +21,9 @@ pub struct AdmissionRequest {
     pub namespace: Option<String>,
     /// CREATE, UPDATE, DELETE or CONNECT.
     pub operation: Operation,
-    /// The object as the apiserver holds it, defaults applied. `review::decode_reading` parses only what its
+    /// The object as the apiserver holds it, defaults applied. `admission::decode_reading` parses only what its
     /// `ObjectReads` names (the webhook's: `mutate::object_reads`, a Pod's annotations, containers…, a Job
-    /// whole, nothing of other kinds); `review::decode_whole` and the `Deserialize` impl parse all of it. `oldObject`
+    /// whole, nothing of other kinds); `admission::decode_whole` and the `Deserialize` impl parse all of it. `oldObject`
     /// is never parsed: only CREATE is mutated.
     pub object: Option<Value>,
     /// A dry run is handled exactly like a real request (our sideEffects are None).

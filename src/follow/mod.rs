@@ -7,17 +7,22 @@
 //!   survives container restarts, about once a second (or each MiB) and only after the lines up to it reached stdout:
 //!   a `kill -9` repeats at most about a second of lines and loses none. A file rotated, truncated or replaced
 //!   while the reader was down is recognised ([`position`]), never resumed into.
-//! - **Bounded disk.** Behind each saved position, the file's blocks are given back ([`disk`], `keeper`): the volume's usage,
-//!   which the kubelet compares with `sizeLimit` before evicting the Pod, stays near the unstreamed backlog. When
-//!   the backlog passes `--backlog-warn-bytes`, one warning per episode says so.
+//! - **Bounded disk.** Behind each saved position, the file's blocks are given back (`keeper`): the volume's
+//!   usage, which the kubelet compares with `sizeLimit` before evicting the Pod, stays near the unstreamed
+//!   backlog. When the backlog passes `--backlog-warn-bytes`, one warning per episode says so (`monitor`).
 //! - **Nothing left behind.** On SIGTERM the reader keeps following for `--drain-period` (classic sidecars,
 //!   stopped at the same moment as the app), then reads its files to their end and exits 0.
 //!
-//! - `follower`: the polling loop (rotation, truncation, partial lines), generic over a [`Sink`].
-//! - `position`: the saved position's format and the restart decision (pure; fuzzed).
-//! - `disk`: creating the log file, the position file.
-//! - `keeper`: saving positions and giving back space behind them, on a thread of its own.
-//! - `event`: the readers' own JSON lines on stderr.
+//! - `follower`: the polling loop (rotation, truncation, partial lines), generic over a [`Sink`]; `follower::open`
+//!   opens the followed file from its first byte still on disk, `follower::resume` finds where a restarted
+//!   reader starts.
+//! - [`position`]: the saved position's format and the restart decision (pure; fuzzed).
+//! - [`disk`]: creating the log file before the app does, and writing the position file (`disk::Checkpoint`).
+//! - `keeper`: on a thread of its own, saving the newest position handed to it, then giving back the space
+//!   behind it (`fallocate(PUNCH_HOLE)`).
+//! - `monitor`: the backlog warning, on a thread of its own.
+//! - `stop`: SIGTERM, the drain period and the last read to the end.
+//! - [`event`]: the readers' own JSON lines on stderr.
 
 pub mod disk;
 pub mod event;

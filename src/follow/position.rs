@@ -5,10 +5,11 @@
 //! copytruncate keeps the inode and empties it, an app may delete and re-create its file. The identity is the
 //! device and inode, plus the bytes just before the offset: an inode number can be reused by a new file, and a
 //! truncated file refilled past the old offset has the same inode and size; only its content tells. Those bytes
-//! are never given back to the filesystem (`super::disk` keeps the block that holds them), so they can be read
-//! again after a restart.
+//! are never given back to the filesystem (`super::keeper` punches holes only up to the block that holds them),
+//! so they can be read again after a restart.
 //!
-//! The format is one JSON object, written whole by `super::checkpoint`:
+//! The format is one JSON object, written whole (a temporary file renamed over the old one) by
+//! `super::disk::Checkpoint`, which the keeper calls:
 //! `{"version":1,"file":"/var/log/nginx/access.log","dev":2049,"ino":1234,"offset":5678,"before":"0a…"}`.
 
 use serde::{Deserialize, Serialize};

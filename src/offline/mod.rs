@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
+    admission,
     core::config::Config,
     core::mutate::{self, job, pod, Outcome, Verdict},
-    review,
 };
 
 /// Why a file could not be processed. Every message names the document and the field.
@@ -45,7 +45,7 @@ pub enum OfflineError {
     },
     /// The input of `review` is not an AdmissionReview.
     #[error("not an AdmissionReview: {0}")]
-    Review(#[from] review::DecodeError),
+    Review(#[from] admission::DecodeError),
 }
 
 /// What `inject` produced.
@@ -182,14 +182,14 @@ pub fn review(text: &str, config: &Config) -> Result<Value, OfflineError> {
     })?;
     let body = serde_json::to_vec(&value).expect("JSON values always serialise");
     // The webhook's decode, for the webhook's answer; the whole object, to apply the patch to.
-    let review = review::decode(&body, config)?;
+    let review = admission::decode(&body, config)?;
     let request = &review.request;
     let mut outcome = mutate::mutate(request, config);
-    let (_, out) = review::answer(&review, &mut outcome);
+    let (_, out) = admission::answer(&review, &mut outcome);
     let answer = serde_json::to_value(out).expect("answers serialise");
     let mut result = json!({ "review": answer, "reason": outcome.reason.as_str() });
     if outcome.verdict == Verdict::Allow {
-        let whole = review::decode_whole(&body)?;
+        let whole = admission::decode_whole(&body)?;
         let mut object = whole.request.object.unwrap_or(Value::Null);
         json_patch::patch(&mut object, &outcome.patch.to_json_patch()).map_err(|e| OfflineError::Object {
             index: 1,

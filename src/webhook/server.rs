@@ -260,7 +260,7 @@ fn too_large(started: Instant) -> Response {
 /// Decodes, mutates and encodes one review: the whole synchronous path, and its log line.
 fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
     let config = state.config.load();
-    let review = match crate::review::decode(body, &config) {
+    let review = match crate::admission::decode(body, &config) {
         Ok(review) => review,
         Err(e) => {
             state
@@ -273,7 +273,7 @@ fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
     };
     let request = &review.request;
     let mut outcome = mutate::mutate(request, &config);
-    let (decision, out) = crate::review::answer(&review, &mut outcome);
+    let (decision, out) = crate::admission::answer(&review, &mut outcome);
     let warning_count = out.response.warnings.len();
     let decision = decision.as_str();
     let operation = operation_name(&request.operation);

@@ -1,7 +1,6 @@
 //! The install side in tests: the tools (`make tools` puts helm, kubectl and checkov under target/tools; promtool
 //! comes from Debian's prometheus package), the kustomize and Helm renderings, and the checks every rendering
-//! must pass. Included by the install tests with `#[path = "support/install.rs"] mod install;`.
-#![allow(dead_code)]
+//! must pass. Used by the `install_*` tests as `support::install`.
 
 use std::{
     collections::BTreeMap,

@@ -3,7 +3,8 @@
 
 Serves discovery for the kinds the chart renders, and the objects given in a JSON list file (argv[1]); every other
 object is a 404, as in an empty cluster. Listens on a free loopback port and prints it on the first line of stdout.
-Used by tests/chart.rs to prove what `helm upgrade` keeps: the certificate Secret, an older Deployment's selector.
+Used by tests/install_chart.rs to prove what `helm upgrade` keeps: the certificate Secret, an older Deployment's
+selector.
 """
 import json
 import sys

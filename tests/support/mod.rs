@@ -1,9 +1,25 @@
-//! Plays the apiserver's part in tests: builds reviews, applies patches the way the apiserver does (RFC 6902,
+//! The one helper module of the integration tests: each test file says `mod support;` and uses what it needs.
+//!
+//! This file plays the apiserver's part: builds reviews, applies patches the way the apiserver does (RFC 6902,
 //! an add under a missing parent fails), checks the Pod validation rules from shared/KUBERNETES.md, and
-//! validates objects against the official OpenAPI schemas (strict) through `kubernetes-validate`.
+//! validates objects against the official OpenAPI schemas (strict) through `kubernetes-validate`. One submodule
+//! per stand-in or driver:
+//! - [`apiserver`]: a real `entourage serve` and an apiserver-like TLS client;
+//! - [`runtimes`]: the injected argv through each runtime's own flag parser;
+//! - [`readers`]: the log readers run as the webhook injects them, on a temporary "Pod";
+//! - [`ambassador`]: the real ambassador between a test client and upstreams written here (and the Python gRPC and
+//!   WebSocket peers beside it);
+//! - [`doctor_api`]: the Kubernetes API stand-in `entourage doctor` talks to;
+//! - [`install`]: rendering the manifests and the chart (kubectl, helm) and checking what they install.
+//!
+//! Every test binary compiles all of it and uses a part, hence `dead_code` allowed.
 #![allow(dead_code)]
 
+pub mod ambassador;
 pub mod apiserver;
+pub mod doctor_api;
+pub mod install;
+pub mod readers;
 pub mod runtimes;
 
 use std::{

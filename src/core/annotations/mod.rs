@@ -93,7 +93,7 @@ pub struct KeyDoc {
 }
 
 /// Every annotation entourage reads or writes. The annotation tables of README.md and docs/annotations.md are
-/// rendered from it (`ENTOURAGE_UPDATE_DOCS=1 cargo test --test docs`), and a test compares them row by row.
+/// rendered from it (`ENTOURAGE_UPDATE_DOCS=1 cargo test --test repo_docs`), and a test compares them row by row.
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: SIDECAR_LOGS,
@@ -310,25 +310,6 @@ impl PodRequest {
     }
 }
 
-/// The adapter pattern's annotations.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdapterRequest {
-    /// Files to adapt.
-    pub logs: Vec<String>,
-    /// The validated format text, passed to `entourage adapt --format`.
-    pub format: String,
-    /// Static fields.
-    pub fields: Vec<(String, String)>,
-    /// The validated multiline preset, passed to `entourage adapt --multiline`.
-    pub multiline: Option<String>,
-    /// The time key, when not the default `time`.
-    pub time_key: Option<String>,
-    /// Validated `from=to` renames.
-    pub renames: Vec<(String, String)>,
-    /// Level normalisation.
-    pub level: LevelMode,
-}
-
 pub use self::ambassador::{
     check_token_url, check_url, parse_upstream_url, CaSource, OAuth2Request, Upstream, UpstreamUrl, UrlError,
 };
@@ -366,44 +347,7 @@ pub fn parse_pod(annotations: Option<&Map<String, Value>>, config: &Config) -> R
     if let Some(v) = get(SIDECAR_LOGS) {
         request.sidecar_logs = parse_paths(SIDECAR_LOGS, v, &mut errors);
     }
-    if let Some(v) = get(ADAPTER_LOGS) {
-        let logs = parse_paths(ADAPTER_LOGS, v, &mut errors);
-        let format = get(ADAPTER_FORMAT).unwrap_or("plain");
-        if let Err(rule) = check_format(format) {
-            errors.push(err(ADAPTER_FORMAT, format, rule));
-        }
-        let fields = get(ADAPTER_FIELDS)
-            .map(|f| parse_fields(f, format, &mut errors))
-            .unwrap_or_default();
-        let mut adapter = AdapterRequest {
-            logs,
-            format: format.to_string(),
-            fields,
-            multiline: None,
-            time_key: None,
-            renames: Vec::new(),
-            level: LevelMode::Keep,
-        };
-        parse_adapter_output(Lookup(annotations), &mut adapter, &mut errors);
-        request.adapter = Some(adapter);
-    } else {
-        for orphan in [
-            ADAPTER_FORMAT,
-            ADAPTER_FIELDS,
-            ADAPTER_MULTILINE,
-            ADAPTER_TIME_KEY,
-            ADAPTER_RENAME,
-            ADAPTER_LEVEL,
-        ] {
-            if let Some(v) = get(orphan) {
-                errors.push(err(
-                    orphan,
-                    v,
-                    format!("needs {ADAPTER_LOGS} to name the files to adapt"),
-                ));
-            }
-        }
-    }
+    request.adapter = adapter::parse(Lookup(annotations), &mut errors);
     let total = request.sidecar_logs.len() + request.adapter.as_ref().map_or(0, |a| a.logs.len());
     if total > config.sidecars.max_log_files {
         let key = if request.sidecar_logs.len() > config.sidecars.max_log_files {
@@ -524,39 +468,11 @@ pub fn parent_dir(path: &str) -> &str {
     }
 }
 
-/// The adapter runtime's own parser decides which formats exist, so admission and runtime never disagree.
-fn check_format(format: &str) -> Result<(), String> {
-    use super::logformat::{Format, FormatError, FORMAT_NAMES};
-    match format.parse::<Format>() {
-        Ok(_) => Ok(()),
-        Err(FormatError::Unknown(_)) => Err(format!(
-            "is not a known format; known formats: {}",
-            FORMAT_NAMES.join(", ")
-        )),
-        // The regex crate's message draws a caret under the pattern; its last line says what is wrong.
-        Err(FormatError::InvalidRegex(e)) => Err(format!(
-            "is not a valid regex: {}",
-            e.to_string().lines().last().unwrap_or_default().trim()
-        )),
-        Err(FormatError::NoNamedGroups) => Err("has no named groups such as (?P<status>\\d+)".into()),
-    }
-}
-
-/// Static fields, by the grammar `entourage adapt --field` parses (`logformat::parse_fields`), against the format's
-/// own keys as the adapter checks them; an invalid format is reported on its own, its keys are then unknown.
-fn parse_fields(value: &str, format: &str, errors: &mut Vec<AnnotationError>) -> Vec<(String, String)> {
-    let format = format.parse().unwrap_or(super::logformat::Format::Json);
-    let pairs = value.split(',').filter(|p| !p.trim().is_empty());
-    let (fields, refused) = super::logformat::parse_fields(pairs, &format);
-    errors.extend(refused.into_iter().map(|e| err(ADAPTER_FIELDS, &e.value, e.rule)));
-    fields
-}
-
 pub use crate::support::names::{is_dns_label, is_dns_subdomain};
 
 mod adapter;
 pub use super::logformat::LevelMode;
-use adapter::parse_adapter_output;
+pub use adapter::AdapterRequest;
 
 #[cfg(test)]
 mod tests;

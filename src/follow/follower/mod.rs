@@ -10,25 +10,35 @@
 //!   switching; the new file is read from its start. While the path is missing the old file stays open and read.
 //! - **copytruncate**: same inode, size below our offset, or other bytes before it (refilled between two polls):
 //!   read again from offset 0. A line written between the copy and the truncate is lost by any tailer (logrotate
-//!   documents this race); nothing else is.
+//!   documents this race). A file truncated and then renamed away between two rounds is read again from its
+//!   start before the new one.
+//! - What no polling tailer sees: lines written and truncated away between two rounds, and a file created and
+//!   renamed or deleted away between two rounds. Nothing else is lost, and nothing is read twice: `tests.rs`
+//!   plays random sequences of writes, renames, reopens, truncations, deletions and restarts against a model
+//!   and holds the follower to exactly this.
 //!
 //! At restart, the saved position is resumed only in the same file with the same bytes before the offset; a file
-//! renamed away meanwhile (`access.log.1`) is looked for in the directory and drained from the saved offset first.
+//! renamed away meanwhile (`access.log.1`) is looked for in the directory and drained from the saved offset first
+//! (from its start, if it was truncated too). A position is never saved for a file truncated since the last read:
+//! its bytes before the offset would be new ones, and a restart would resume in the middle of new lines. Lost
+//! across a restart: what the app wrote after the saved position to a file that left the directory meanwhile.
 
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod open;
+mod resume;
+#[cfg(test)]
+mod tests;
 
 use super::disk::{self, Checkpoint};
 use super::keeper::Keeper;
 use super::monitor::{self, Progress};
-use super::position::{Assessment, Position, Seen, BEFORE_LEN};
+use super::position::{Position, BEFORE_LEN};
 use super::stop::Stop;
 use super::{event, FollowArgs, FollowError, Sink};
 
@@ -81,6 +91,16 @@ enum Rotation {
     None,
     Truncated,
     Replaced,
+}
+
+/// What follows one round.
+enum Round {
+    /// Look again at once: a file was opened or replaced.
+    Again,
+    /// Wait for the next poll.
+    Wait,
+    /// Stopped, or at the end of the file with `--exit-at-eof`.
+    Finished,
 }
 
 struct Follower<'a, S: Sink> {
@@ -146,60 +166,10 @@ impl<'a, S: Sink> Follower<'a, S> {
         self.prepare();
         let mut current = self.resume()?;
         loop {
-            if let Some(reading) = current.as_mut() {
-                // Checked before reading: a file truncated and refilled since the last read is recognised only
-                // while `pos` and the bytes before it are still those of the old content.
-                match self.rotation(reading) {
-                    Rotation::None => {}
-                    Rotation::Truncated => {
-                        event::info(
-                            "file truncated; reading it again from its start",
-                            &[("file", &self.name)],
-                        );
-                        self.leave(reading)?;
-                        reading.pos = reading.file.seek(SeekFrom::Start(0)).map_err(|e| self.read_error(e))?;
-                        reading.tail.clear();
-                        self.saved_done = 0;
-                    }
-                    Rotation::Replaced => {
-                        // The writer may have appended to the old inode since the last read.
-                        self.drain(reading, None)?;
-                        self.leave(reading)?;
-                        self.save(reading)?;
-                        event::info("file replaced; following the new one", &[("file", &self.name)]);
-                        current = self.open(0);
-                        if let Some(new) = current.as_mut() {
-                            // Saved at once: a restart now must not look for the old file, which may be gone.
-                            self.save(new)?;
-                        }
-                        continue;
-                    }
-                }
-                let until = self
-                    .stop
-                    .finishing()
-                    .then(|| reading.file.metadata().map(|m| m.len()).ok())
-                    .flatten();
-                let from = reading.pos;
-                self.drain(reading, until)?;
-                self.pause = if reading.pos - from >= CHECKPOINT_BYTES {
-                    BUSY_POLL
-                } else {
-                    (self.pause * 2).min(self.args.poll())
-                };
-                self.offer_held()?;
-                if self.stop.finishing() || self.args.exit_at_eof {
-                    break;
-                }
-                self.sink.flush().map_err(FollowError::Write)?;
-                if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                    self.save(reading)?;
-                }
-            } else if let Some(reading) = self.open(0) {
-                current = Some(reading);
-                continue;
-            } else if self.stop.finishing() {
-                break;
+            match self.round(&mut current)? {
+                Round::Again => continue,
+                Round::Finished => break,
+                Round::Wait => {}
             }
             self.sink.flush().map_err(FollowError::Write)?;
             let pause = if current.is_some() {
@@ -209,6 +179,12 @@ impl<'a, S: Sink> Follower<'a, S> {
             };
             self.stop.sleep(pause);
         }
+        self.close(&mut current)
+    }
+
+    /// The end of a run: the held-back partial line goes out, the last position is saved, and the keeper has
+    /// written it before this returns.
+    fn close(&mut self, current: &mut Option<Reading>) -> Result<(), FollowError> {
         if let Some(reading) = current.as_mut() {
             self.leave(reading)?;
             self.save(reading)?;
@@ -218,6 +194,66 @@ impl<'a, S: Sink> Follower<'a, S> {
             keeper.finish();
         }
         self.sink.flush().map_err(FollowError::Write)
+    }
+
+    /// One look at the path and the open file: rotation and truncation handled, new data read. The in-process
+    /// tests (`tests.rs`) drive the follower round by round against a model of the file's life.
+    fn round(&mut self, current: &mut Option<Reading>) -> Result<Round, FollowError> {
+        let Some(reading) = current.as_mut() else {
+            if let Some(reading) = self.open(0) {
+                *current = Some(reading);
+                return Ok(Round::Again);
+            }
+            return Ok(if self.stop.finishing() {
+                Round::Finished
+            } else {
+                Round::Wait
+            });
+        };
+        // Checked before reading: a file truncated and refilled since the last read is recognised only
+        // while `pos` and the bytes before it are still those of the old content.
+        match self.rotation(reading) {
+            Rotation::None => {}
+            Rotation::Truncated => self.rewind(reading)?,
+            Rotation::Replaced => {
+                // The writer may have appended to the old inode since the last read; and it may have been
+                // truncated first (copytruncate, then renamed away before this round): then from its start.
+                if self.truncated(reading) {
+                    self.rewind(reading)?;
+                }
+                self.drain(reading, None)?;
+                self.leave(reading)?;
+                self.save(reading)?;
+                event::info("file replaced; following the new one", &[("file", &self.name)]);
+                *current = self.open(0);
+                if let Some(new) = current.as_mut() {
+                    // Saved at once: a restart now must not look for the old file, which may be gone.
+                    self.save(new)?;
+                }
+                return Ok(Round::Again);
+            }
+        }
+        let until = self
+            .stop
+            .finishing()
+            .then(|| reading.file.metadata().map(|m| m.len()).ok())
+            .flatten();
+        let from = reading.pos;
+        self.drain(reading, until)?;
+        self.pause = if reading.pos - from >= CHECKPOINT_BYTES {
+            BUSY_POLL
+        } else {
+            (self.pause * 2).min(self.args.poll())
+        };
+        self.offer_held()?;
+        if self.stop.finishing() || self.args.exit_at_eof {
+            return Ok(Round::Finished);
+        }
+        self.sink.flush().map_err(FollowError::Write)?;
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.save(reading)?;
+        }
+        Ok(Round::Wait)
     }
 
     /// Creates the file if asked, then marks the reader started for its startup probe.
@@ -242,92 +278,6 @@ impl<'a, S: Sink> Follower<'a, S> {
                 );
             }
         }
-    }
-
-    /// Where to start: the saved position if it still names this file (or the file it was renamed to), else the
-    /// start of the current file, with one line saying why.
-    fn resume(&mut self) -> Result<Option<Reading>, FollowError> {
-        let Some(keeper) = &self.keeper else {
-            return Ok(self.open(0));
-        };
-        let saved = match keeper.checkpoint().load() {
-            Ok(None) => {
-                event::info(
-                    "no saved position; reading the file from its start",
-                    &[("file", &self.name)],
-                );
-                return Ok(self.open(0));
-            }
-            Ok(Some(text)) => Position::parse(&text).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let saved = match saved {
-            Ok(p) if p.file == self.name => p,
-            Ok(p) => {
-                return Ok(self.start_over(&format!("the saved position is for another file, {}", p.file)));
-            }
-            Err(e) => return Ok(self.start_over(&format!("the saved position is unusable: {e}"))),
-        };
-        let current = self.open(0);
-        let assessment = current.as_ref().map(|r| assess(&saved, r));
-        match assessment {
-            Some(Assessment::Resume(offset)) => {
-                let mut reading = current.expect("assessed");
-                self.seek(&mut reading, offset, &saved)?;
-                return Ok(Some(reading));
-            }
-            Some(Assessment::Shrunk) => {
-                return Ok(self.start_over("the file is shorter than the saved position (truncated while the reader was down)"))
-            }
-            Some(Assessment::Rewritten) => {
-                return Ok(self.start_over("the file holds other bytes before the saved position (truncated and written again while the reader was down)"))
-            }
-            Some(Assessment::OtherFile) | None => {}
-        }
-        // Renamed away while the reader was down (logrotate): finish the old file first, nothing is lost.
-        if let Some((path, mut reading)) = self.find_renamed(&saved) {
-            event::info(
-                "the file was rotated while the reader was down; reading the rest of the old one first",
-                &[("file", &self.name), ("rotated", &path.display().to_string())],
-            );
-            self.seek(&mut reading, saved.offset, &saved)?;
-            return Ok(Some(reading));
-        }
-        Ok(self.start_over(
-            "the file read before the restart is gone (rotated and removed, or replaced); lines written to it after the last saved position are lost",
-        ))
-    }
-
-    /// The current file from its first byte still on disk, after one warning saying why.
-    fn start_over(&mut self, why: &str) -> Option<Reading> {
-        event::warn(
-            &format!("{why}; reading the current file from its start"),
-            &[("file", &self.name)],
-        );
-        self.open(0)
-    }
-
-    fn seek(&self, reading: &mut Reading, offset: u64, saved: &Position) -> Result<(), FollowError> {
-        reading.pos = reading
-            .file
-            .seek(SeekFrom::Start(offset))
-            .map_err(|e| self.read_error(e))?;
-        reading.tail = saved.before_bytes();
-        Ok(())
-    }
-
-    /// A regular file in the followed file's directory with the saved identity and bytes.
-    fn find_renamed(&mut self, saved: &Position) -> Option<(PathBuf, Reading)> {
-        let dir = self.args.file.parent()?;
-        for entry in fs::read_dir(dir).ok()?.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_file() && (meta.dev(), meta.ino()) == (saved.dev, saved.ino) {
-                let path = entry.path();
-                let reading = self.open_path(&path, false)?;
-                return matches!(assess(saved, &reading), Assessment::Resume(_)).then_some((path, reading));
-            }
-        }
-        None
     }
 
     /// Reads `reading` to its current end (or to `until`), handing the data to the sink.
@@ -415,6 +365,12 @@ impl<'a, S: Sink> Follower<'a, S> {
             return Ok(());
         };
         self.sink.flush().map_err(FollowError::Write)?;
+        if self.truncated(reading) {
+            // Truncated (and perhaps written again) since the last read: the bytes before the offset are no longer
+            // the ones streamed, and a position naming them would resume in the middle of new lines. The next
+            // round reads the file again from its start; the position saved before stays.
+            return Ok(());
+        }
         let done = reading.pos - (self.end - self.start) as u64;
         let from = done.saturating_sub(BEFORE_LEN as u64);
         let mut before = vec![0; (done - from) as usize];
@@ -435,37 +391,37 @@ impl<'a, S: Sink> Follower<'a, S> {
             // Missing: renamed away or deleted, and not re-created yet; keep reading the old inode meanwhile.
             _ => {}
         }
-        match reading.file.metadata() {
-            Ok(meta) if meta.len() < reading.pos => Rotation::Truncated,
-            Ok(_) if !reading.tail.is_empty() => {
-                let mut now = vec![0; reading.tail.len()];
-                match reading
-                    .file
-                    .read_exact_at(&mut now, reading.pos - reading.tail.len() as u64)
-                {
-                    Ok(()) if now != reading.tail => Rotation::Truncated,
-                    _ => Rotation::None,
-                }
-            }
-            _ => Rotation::None,
+        if self.truncated(reading) {
+            Rotation::Truncated
+        } else {
+            Rotation::None
         }
     }
-}
 
-/// The saved position against an open file.
-fn assess(saved: &Position, reading: &Reading) -> Assessment {
-    let size = reading.file.metadata().map(|m| m.len()).unwrap_or(0);
-    let len = saved.before_bytes().len();
-    let mut before = vec![0; len];
-    let read = saved.offset <= size
-        && reading
-            .file
-            .read_exact_at(&mut before, saved.offset - len as u64)
-            .is_ok();
-    saved.assess(&Seen {
-        dev: reading.dev,
-        ino: reading.ino,
-        size,
-        before: read.then_some(before),
-    })
+    /// Whether the open file is shorter than what was read, or holds other bytes before `pos` (truncated and
+    /// refilled since the last read).
+    fn truncated(&self, reading: &Reading) -> bool {
+        match reading.file.metadata() {
+            Ok(meta) if meta.len() < reading.pos => true,
+            Ok(_) if !reading.tail.is_empty() => {
+                let mut now = vec![0; reading.tail.len()];
+                let at = reading.pos - reading.tail.len() as u64;
+                matches!(reading.file.read_exact_at(&mut now, at), Ok(()) if now != reading.tail)
+            }
+            _ => false,
+        }
+    }
+
+    /// The open file was truncated: what is held back goes out, and reading starts again from its start.
+    fn rewind(&mut self, reading: &mut Reading) -> Result<(), FollowError> {
+        event::info(
+            "file truncated; reading it again from its start",
+            &[("file", &self.name)],
+        );
+        self.leave(reading)?;
+        reading.pos = reading.file.seek(SeekFrom::Start(0)).map_err(|e| self.read_error(e))?;
+        reading.tail.clear();
+        self.saved_done = 0;
+        Ok(())
+    }
 }

@@ -2,15 +2,13 @@
 //! consistent with each other, with a config the binary loads, args the binary accepts, and matchConditions that
 //! compile and select what they promise. Rendered by `kubectl kustomize`, as `make deploy` applies them.
 
-#[path = "support/install.rs"]
-mod install;
 mod support;
 
 use std::collections::BTreeSet;
 
 use entourage::core::config::Config;
-use install::{args_of, container, dev_overlay, find, kustomize, parse_yaml, root, webhooks};
 use serde_json::{json, Value};
+use support::install::{args_of, container, dev_overlay, find, kustomize, parse_yaml, root, webhooks};
 
 /// `kubectl kustomize manifests`: the base.
 fn base() -> Option<Vec<Value>> {
@@ -26,7 +24,7 @@ const DEV_IMAGE: &str =
 
 #[test]
 fn every_overlay_validates_strictly_against_the_kubernetes_schema() {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let Some(dev) = dev_overlay(certs.path(), DEV_IMAGE) else {
         return;
     };
@@ -47,26 +45,29 @@ fn every_overlay_validates_strictly_against_the_kubernetes_schema() {
         assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
     }
     assert_eq!(
-        install::assert_valid_strictly("dev overlay", &dev),
+        support::install::assert_valid_strictly("dev overlay", &dev),
         Vec::<String>::new()
     );
     let base = base().unwrap();
-    assert_eq!(install::assert_valid_strictly("base", &base), Vec::<String>::new());
+    assert_eq!(
+        support::install::assert_valid_strictly("base", &base),
+        Vec::<String>::new()
+    );
     let cert_manager = kustomize(&root().join("manifests/overlays/cert-manager")).unwrap();
-    let custom = install::assert_valid_strictly("cert-manager overlay", &cert_manager);
+    let custom = support::install::assert_valid_strictly("cert-manager overlay", &cert_manager);
     assert_eq!(custom, ["Certificate", "Certificate", "Issuer", "Issuer"]);
 }
 
 #[test]
 fn dev_overlay_writes_the_ca_bundle_the_secret_and_the_image() {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let Some(docs) = dev_overlay(certs.path(), DEV_IMAGE) else {
         return;
     };
     let file = |f: &str| std::fs::read(certs.path().join(f)).unwrap();
     for hook in webhooks(&docs) {
         assert_eq!(
-            install::base64_field(&hook["clientConfig"]["caBundle"]),
+            support::install::base64_field(&hook["clientConfig"]["caBundle"]),
             file("ca.crt"),
             "{}",
             hook["name"]
@@ -75,7 +76,7 @@ fn dev_overlay_writes_the_ca_bundle_the_secret_and_the_image() {
     let secret = find(&docs, "Secret", "entourage-tls");
     assert_eq!(secret["type"], "kubernetes.io/tls");
     for key in ["tls.crt", "tls.key", "ca.crt"] {
-        assert_eq!(install::base64_field(&secret["data"][key]), file(key), "{key}");
+        assert_eq!(support::install::base64_field(&secret["data"][key]), file(key), "{key}");
     }
     // One image, pinned by digest, for the webhook and for the containers it injects.
     assert_eq!(container(&docs)["image"], DEV_IMAGE);
@@ -87,8 +88,8 @@ fn dev_overlay_writes_the_ca_bundle_the_secret_and_the_image() {
     let ns = docs.iter().position(|d| d["kind"] == "Namespace").unwrap();
     assert_eq!(ns, 0);
     // Apart from those, the dev overlay is the base.
-    let mut base = install::by_identity(base().unwrap());
-    for (id, mut object) in install::by_identity(docs) {
+    let mut base = support::install::by_identity(base().unwrap());
+    for (id, mut object) in support::install::by_identity(docs) {
         if id == "Secret/entourage-tls" {
             continue;
         }
@@ -148,8 +149,8 @@ fn deployment_args_parse_and_pass_the_startup_checks() {
     let Some(docs) = base() else { return };
     let args = args_of(&container(&docs));
     assert_eq!(&args[..3], ["serve", "--listen", "0.0.0.0:8443"]);
-    let certs = install::dev_certs();
-    install::check_args(&docs, &args, certs.path());
+    let certs = support::install::dev_certs();
+    support::install::check_args(&docs, &args, certs.path());
 }
 
 #[test]
@@ -441,8 +442,8 @@ fn cert_manager_overlay_issues_the_secret_the_deployment_mounts_and_injects_the_
     let args = args_of(&patch("deployment-args.yaml")["spec"]["template"]["spec"]["containers"][0]);
     assert!(!args.contains(&"--patch-ca-bundle".to_string()));
     let Some(rendered) = kustomize(&dir) else { return };
-    let certs = install::dev_certs();
-    install::check_args(&rendered, &args, certs.path());
+    let certs = support::install::dev_certs();
+    support::install::check_args(&rendered, &args, certs.path());
     // Rendered, the overlay's objects are the files' objects, and the base's Deployment runs those args.
     let kinds: BTreeSet<&str> = rendered.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert!(!kinds.contains("ClusterRole"), "no API access needed with cert-manager");

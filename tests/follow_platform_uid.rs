@@ -3,7 +3,6 @@
 //! file with an app of another uid: the reader creates it `0666` before the app starts, the app appends to it, and
 //! the reader streams every byte and gives the disk back. Real processes, real uids (as root, like CI).
 
-mod reader_kit;
 mod support;
 
 use std::fs;
@@ -12,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use entourage::core::config::{Config, SidecarMode};
-use reader_kit::*;
+use support::readers::*;
 
 /// Default config but no uid or gid: what an OpenShift install sets.
 fn platform_uid_config() -> Config {

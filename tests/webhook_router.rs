@@ -1,5 +1,5 @@
 //! The webhook's HTTP shapes, in memory: `router()` driven with `tower::ServiceExt::oneshot`, no socket and no
-//! TLS (those are `tests/apiserver.rs` and `tests/hostile.rs`). Every answer is JSON: a review's answer echoes
+//! TLS (those are `tests/webhook_apiserver.rs` and `tests/webhook_hostile.rs`). Every answer is JSON: a review's answer echoes
 //! the uid; a refusal says what was wrong with the status code in its body.
 
 use axum::{

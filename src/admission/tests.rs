@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 /// The webhook's decode: of the object, what the core reads.
 fn decode(body: &[u8]) -> Result<Review, DecodeError> {
-    crate::review::decode(body, &crate::core::config::Config::default())
+    crate::admission::decode(body, &crate::core::config::Config::default())
 }
 
 fn body(v: Value) -> Vec<u8> {

@@ -3,13 +3,13 @@
 //! fails (or warns about) exactly the check that names its problem, with the exit status `linkerd check` users
 //! expect: 0 when nothing failed, 1 when a check failed, 2 when the API could not be asked at all.
 
-mod standin;
+mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{json, Value};
-use standin::{api_certs, b64, not_found, run, serve, Answer, Report};
+use support::doctor_api::{api_certs, b64, not_found, run, serve, Answer, Report};
 
 const NS: &str = "entourage-system";
 const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,21 +2,19 @@
 //! carries): promtool accepts them, and its unit tests (tests/alerts/entourage_test.yaml) pass, with a case where
 //! each alert fires and one where it stays quiet.
 
-#[path = "support/install.rs"]
-mod install;
 mod support;
 
 use std::collections::BTreeMap;
 
-use install::{root, run, tool};
 use serde_json::Value;
+use support::install::{root, run, tool};
 
 fn rules_file() -> std::path::PathBuf {
-    install::chart().join("files/alerts.yaml")
+    support::install::chart().join("files/alerts.yaml")
 }
 
 fn alert_names() -> Vec<String> {
-    let rules = &install::parse_yaml(&std::fs::read_to_string(rules_file()).unwrap())[0];
+    let rules = &support::install::parse_yaml(&std::fs::read_to_string(rules_file()).unwrap())[0];
     rules["groups"]
         .as_array()
         .unwrap()
@@ -40,7 +38,7 @@ fn promtool_accepts_the_rules_file() {
 fn every_alert_fires_and_stays_quiet_in_promtool_unit_tests() {
     let tests = root().join("tests/alerts/entourage_test.yaml");
     // Each alert has a case that expects it and one that expects silence.
-    let doc = &install::parse_yaml(&std::fs::read_to_string(&tests).unwrap())[0];
+    let doc = &support::install::parse_yaml(&std::fs::read_to_string(&tests).unwrap())[0];
     let mut cases: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for test in doc["tests"].as_array().unwrap() {
         for case in test["alert_rule_test"].as_array().unwrap() {
@@ -76,7 +74,7 @@ fn latency_alert_threshold_is_within_the_histogram_buckets() {
         .filter_map(|l| l.strip_prefix("entourage_review_duration_seconds_bucket{le=\""))
         .filter_map(|l| l.split('"').next()?.parse().ok())
         .fold(0.0, f64::max);
-    let rules: Value = install::parse_yaml(&std::fs::read_to_string(rules_file()).unwrap()).remove(0);
+    let rules: Value = support::install::parse_yaml(&std::fs::read_to_string(rules_file()).unwrap()).remove(0);
     let slow = rules["groups"][0]["rules"]
         .as_array()
         .unwrap()

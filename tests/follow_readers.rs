@@ -4,7 +4,6 @@
 //!
 //! `slow_…` streams 1 GiB; the others a few MiB.
 
-mod reader_kit;
 mod support;
 
 use std::fs;
@@ -16,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use entourage::core::config::{Config, SidecarMode};
-use reader_kit::*;
+use support::readers::*;
 
 const SIDECAR_LOGS: &str = "entourage.dev/sidecar-logs";
 const ADAPTER_LOGS: &str = "entourage.dev/adapter-logs";

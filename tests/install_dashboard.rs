@@ -1,8 +1,6 @@
 //! The Grafana dashboard (charts/entourage/files/dashboard.json) and the alerts query only series a running
 //! webhook exports: every `entourage_*` name in their expressions is on `/metrics` of `entourage serve`.
 
-#[path = "support/install.rs"]
-mod install;
 mod support;
 
 use std::collections::BTreeSet;
@@ -50,7 +48,7 @@ fn queried(expr: &str) -> BTreeSet<String> {
 }
 
 fn dashboard() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(install::chart().join("files/dashboard.json")).unwrap())
+    serde_json::from_str(&std::fs::read_to_string(support::install::chart().join("files/dashboard.json")).unwrap())
         .expect("the dashboard is JSON")
 }
 
@@ -71,7 +69,9 @@ fn dashboard_exprs() -> Vec<String> {
 }
 
 fn alert_exprs() -> Vec<String> {
-    let rules = install::parse_yaml(&std::fs::read_to_string(install::chart().join("files/alerts.yaml")).unwrap());
+    let rules = support::install::parse_yaml(
+        &std::fs::read_to_string(support::install::chart().join("files/alerts.yaml")).unwrap(),
+    );
     rules[0]["groups"]
         .as_array()
         .unwrap()
@@ -94,7 +94,7 @@ async fn metrics_after_traffic() -> String {
         "pod-denied-relative-path.json",
         "job-defaults.json",
     ] {
-        let body = std::fs::read(install::root().join("tests/fixtures").join(fixture)).unwrap();
+        let body = std::fs::read(support::install::root().join("tests/fixtures").join(fixture)).unwrap();
         assert_eq!(
             client.send("POST", "/mutate?timeout=10s", body).await.status,
             200,

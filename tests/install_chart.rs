@@ -2,16 +2,14 @@
 //! kustomize dev overlay; every value set (charts/entourage/ci/*.yaml) renders objects the apiserver accepts in
 //! strict mode, a config and args `entourage serve --check` accepts, and does what its values say.
 
-#[path = "support/install.rs"]
-mod install;
 mod support;
 
 use std::{collections::BTreeMap, path::Path};
 
 use entourage::core::config::Config;
-use install::{args_of, container, find, helm_template, only, tool, value_sets, webhooks};
 use serde_json::{json, Value};
 use support::apiserver::SERVER_NAME;
+use support::install::{args_of, container, find, helm_template, only, tool, value_sets, webhooks};
 
 const IMAGE: &str = "ghcr.io/entourage-dev/entourage:0.1.0";
 
@@ -25,12 +23,12 @@ fn render_set(path: &Path, certs: &Path) -> Option<Vec<Value>> {
 #[test]
 fn helm_lint_passes_strictly_for_the_defaults_and_every_value_set() {
     let Some(helm) = tool("helm") else { return };
-    let chart = install::chart();
-    install::run(&helm, &["lint", "--strict", chart.to_str().unwrap()]);
+    let chart = support::install::chart();
+    support::install::run(&helm, &["lint", "--strict", chart.to_str().unwrap()]);
     let sets = value_sets();
     assert!(sets.len() >= 3, "{sets:?}");
     for path in sets.values() {
-        install::run(
+        support::install::run(
             &helm,
             &[
                 "lint",
@@ -52,8 +50,8 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
     let ca = docs
         .iter()
         .find(|d| d["kind"] == "Secret")
-        .map(|s| install::base64_field(&s["data"]["ca.crt"]));
-    let mut out = install::by_identity(docs);
+        .map(|s| support::install::base64_field(&s["data"]["ca.crt"]));
+    let mut out = support::install::by_identity(docs);
     out.remove("Namespace/entourage-system");
     for (id, object) in out.iter_mut() {
         remove_key_everywhere(object, "app.kubernetes.io/instance");
@@ -71,7 +69,7 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
             "Secret/entourage-tls" => {
                 let data = object["data"].as_object_mut().unwrap();
                 for value in data.values_mut() {
-                    assert!(!install::base64_field(value).is_empty());
+                    assert!(!support::install::base64_field(value).is_empty());
                     *value = json!("<generated>");
                 }
             }
@@ -79,7 +77,7 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
                 for hook in object["webhooks"].as_array_mut().unwrap() {
                     let bundle = &mut hook["clientConfig"]["caBundle"];
                     assert_eq!(
-                        Some(install::base64_field(bundle)),
+                        Some(support::install::base64_field(bundle)),
                         ca,
                         "{id}: the caBundle is the Secret's CA"
                     );
@@ -110,8 +108,8 @@ fn remove_key_everywhere(value: &mut Value, key: &str) {
 
 #[test]
 fn chart_defaults_render_the_same_objects_as_the_kustomize_dev_overlay() {
-    let certs = install::dev_certs();
-    let Some(kustomized) = install::dev_overlay(certs.path(), IMAGE) else {
+    let certs = support::install::dev_certs();
+    let Some(kustomized) = support::install::dev_overlay(certs.path(), IMAGE) else {
         return;
     };
     let namespace = find(&kustomized, "Namespace", "entourage-system").clone();
@@ -119,7 +117,7 @@ fn chart_defaults_render_the_same_objects_as_the_kustomize_dev_overlay() {
         namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "restricted"
     );
-    // Without helm the test is skipped, and says so (`install::tool`).
+    // Without helm the test is skipped, and says so (`support::install::tool`).
     let Some(chart) = helm_template(&[]) else {
         return;
     };
@@ -134,21 +132,21 @@ fn chart_defaults_render_the_same_objects_as_the_kustomize_dev_overlay() {
 
 #[test]
 fn every_value_set_validates_strictly_and_passes_serve_check() {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let mut sets: Vec<(String, Option<Vec<Value>>)> = vec![("defaults".into(), helm_template(&[]))];
     for (name, path) in value_sets() {
         sets.push((name, render_set(&path, certs.path())));
     }
     for (name, docs) in sets {
         let Some(docs) = docs else { return };
-        let custom = install::assert_valid_strictly(&name, &docs);
+        let custom = support::install::assert_valid_strictly(&name, &docs);
         for kind in &custom {
             assert!(
                 ["Issuer", "Certificate", "ServiceMonitor", "PrometheusRule"].contains(&kind.as_str()),
                 "{name}: {kind}"
             );
         }
-        install::check_args(&docs, &args_of(&container(&docs)), certs.path());
+        support::install::check_args(&docs, &args_of(&container(&docs)), certs.path());
     }
 }
 
@@ -161,13 +159,13 @@ async fn generated_certificate_is_served_and_verified_as_the_apiserver_does() {
     for key in ["tls.crt", "tls.key", "ca.crt"] {
         std::fs::write(
             dir.path().join("certs").join(key),
-            install::base64_field(&secret["data"][key]),
+            support::install::base64_field(&secret["data"][key]),
         )
         .unwrap();
     }
     // The caBundle the apiserver gets is the Secret's CA; the client trusts only it, for the Service's name.
-    let bundle = install::base64_field(&webhooks(&docs)[0]["clientConfig"]["caBundle"]);
-    assert_eq!(bundle, install::base64_field(&secret["data"]["ca.crt"]));
+    let bundle = support::install::base64_field(&webhooks(&docs)[0]["clientConfig"]["caBundle"]);
+    assert_eq!(bundle, support::install::base64_field(&secret["data"]["ca.crt"]));
     let webhook = support::apiserver::Webhook::start_in(dir, &[]);
     let mut client = webhook.connect().await;
     let reply = client.send("GET", "/readyz", Vec::new()).await;
@@ -188,7 +186,7 @@ fn render_against_cluster_with(objects: &[Value], extra: &[&str]) -> Option<Vec<
     let state = dir.path().join("objects.json");
     std::fs::write(&state, serde_json::to_vec(objects).unwrap()).unwrap();
     let mut api = std::process::Command::new("python3")
-        .arg(install::root().join("tests/support/kube_api.py"))
+        .arg(support::install::root().join("tests/support/kube_api.py"))
         .arg(&state)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -206,7 +204,7 @@ fn render_against_cluster_with(objects: &[Value], extra: &[&str]) -> Option<Vec<
         "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "u"}}],
     });
     std::fs::write(&kubeconfig, config.to_string()).unwrap();
-    let chart = install::chart();
+    let chart = support::install::chart();
     let args = [
         "template",
         "entourage",
@@ -230,7 +228,7 @@ fn render_against_cluster_with(objects: &[Value], extra: &[&str]) -> Option<Vec<
         "helm template --dry-run=server: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(install::parse_yaml(&String::from_utf8(out.stdout).unwrap()))
+    Some(support::install::parse_yaml(&String::from_utf8(out.stdout).unwrap()))
 }
 
 #[test]
@@ -266,7 +264,7 @@ fn helm_upgrade_keeps_the_certificate_secret_and_its_ca_bundle() {
 
 #[test]
 fn gke_private_value_set_listens_on_10250_pins_the_digest_and_narrows_ingress() {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let Some(docs) = render_set(&value_sets()["gke-private"], certs.path()) else {
         return;
     };
@@ -314,7 +312,7 @@ fn gke_private_value_set_listens_on_10250_pins_the_digest_and_narrows_ingress() 
 
 #[test]
 fn eks_value_set_uses_the_node_network_and_its_webhook_policies() {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let Some(docs) = render_set(&value_sets()["eks-custom-cni"], certs.path()) else {
         return;
     };
@@ -357,7 +355,7 @@ fn eks_value_set_uses_the_node_network_and_its_webhook_policies() {
 
 #[test]
 fn cert_manager_value_set_needs_no_api_access_and_injects_the_ca() {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let Some(docs) = render_set(&value_sets()["cert-manager"], certs.path()) else {
         return;
     };
@@ -392,7 +390,9 @@ fn cert_manager_value_set_needs_no_api_access_and_injects_the_ca() {
         .iter()
         .all(|h| h["clientConfig"].get("caBundle").is_none()));
     // The PrometheusRule carries the plain rules file's groups.
-    let plain = install::parse_yaml(&std::fs::read_to_string(install::chart().join("files/alerts.yaml")).unwrap());
+    let plain = support::install::parse_yaml(
+        &std::fs::read_to_string(support::install::chart().join("files/alerts.yaml")).unwrap(),
+    );
     assert_eq!(only(&docs, "PrometheusRule")["spec"]["groups"], plain[0]["groups"]);
     let monitor = only(&docs, "ServiceMonitor");
     // The alerts select job="entourage": the ServiceMonitor takes the job from this Service label.
@@ -411,7 +411,7 @@ fn cert_manager_value_set_needs_no_api_access_and_injects_the_ca() {
 
 #[test]
 fn existing_secret_value_set_mounts_it_writes_its_ca_and_carries_the_config() {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let Some(docs) = render_set(&value_sets()["existing-secret"], certs.path()) else {
         return;
     };
@@ -422,7 +422,7 @@ fn existing_secret_value_set_mounts_it_writes_its_ca_and_carries_the_config() {
     assert_eq!(volumes[1]["secret"]["secretName"], "webhook-serving");
     let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
     for hook in webhooks(&docs) {
-        assert_eq!(install::base64_field(&hook["clientConfig"]["caBundle"]), ca);
+        assert_eq!(support::install::base64_field(&hook["clientConfig"]["caBundle"]), ca);
     }
     let text = find(&docs, "ConfigMap", "entourage")["data"]["config.yaml"]
         .as_str()
@@ -436,7 +436,7 @@ fn existing_secret_value_set_mounts_it_writes_its_ca_and_carries_the_config() {
 #[test]
 fn invalid_values_are_refused_with_the_value_and_the_rule() {
     let Some(helm) = tool("helm") else { return };
-    let chart = install::chart();
+    let chart = support::install::chart();
     for (set, message) in [
         (
             "certificates.source=vault",

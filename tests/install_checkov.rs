@@ -2,34 +2,38 @@
 //! and the chart with its defaults and every value set. No finding is left open: each one that stays is skipped
 //! in the manifest with a written reason, and docs/security.md lists it.
 
-#[path = "support/install.rs"]
-mod install;
 mod support;
 
 use std::{collections::BTreeSet, process::Command};
 
-use install::{root, tool};
 use serde_json::Value;
+use support::install::{root, tool};
 
 /// Every rendering, written as `<name>.yaml` into one directory for one checkov run.
 fn renderings(dir: &std::path::Path) -> Option<usize> {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let image = "registry.local/entourage@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     let mut all = vec![
-        ("kustomize-base", install::kustomize(&root().join("manifests"))?),
-        ("kustomize-dev", install::dev_overlay(certs.path(), image)?),
+        (
+            "kustomize-base",
+            support::install::kustomize(&root().join("manifests"))?,
+        ),
+        ("kustomize-dev", support::install::dev_overlay(certs.path(), image)?),
         (
             "kustomize-cert-manager",
-            install::kustomize(&root().join("manifests/overlays/cert-manager"))?,
+            support::install::kustomize(&root().join("manifests/overlays/cert-manager"))?,
         ),
-        ("chart-defaults", install::helm_template(&[])?),
+        ("chart-defaults", support::install::helm_template(&[])?),
     ];
-    let names: Vec<String> = install::value_sets().keys().map(|k| format!("chart-{k}")).collect();
-    for ((_, path), name) in install::value_sets().into_iter().zip(&names) {
+    let names: Vec<String> = support::install::value_sets()
+        .keys()
+        .map(|k| format!("chart-{k}"))
+        .collect();
+    for ((_, path), name) in support::install::value_sets().into_iter().zip(&names) {
         let ca = format!("certificates.caBundle={}", certs.path().join("ca.crt").display());
         all.push((
             name,
-            install::helm_template(&["-f", path.to_str().unwrap(), "--set-file", &ca])?,
+            support::install::helm_template(&["-f", path.to_str().unwrap(), "--set-file", &ca])?,
         ));
     }
     for (name, docs) in &all {

@@ -1,7 +1,7 @@
 //! The docs that mirror code are compared with it whole, row by row: the annotation tables with the key registry
 //! (`KEYS`), the config reference and the files that spell out the config with `Config::default()`.
 //!
-//! `ENTOURAGE_UPDATE_DOCS=1 cargo test --test docs` rewrites the annotation tables from `KEYS`; read the diff before
+//! `ENTOURAGE_UPDATE_DOCS=1 cargo test --test repo_docs` rewrites the annotation tables from `KEYS`; read the diff before
 //! committing. An ordinary run never writes a file.
 
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ fn annotation_tables_are_rendered_from_the_key_registry() {
     assert!(
         problems.is_empty(),
         "annotation tables differ from KEYS (src/core/annotations); fix KEYS if the text is wrong, then \
-         ENTOURAGE_UPDATE_DOCS=1 cargo test --test docs:\n{}",
+         ENTOURAGE_UPDATE_DOCS=1 cargo test --test repo_docs:\n{}",
         problems.join("\n")
     );
 }

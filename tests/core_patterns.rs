@@ -2,15 +2,15 @@
 
 mod support;
 
-use entourage::{core::config::Config, core::mutate, review};
+use entourage::{admission, core::config::Config, core::mutate};
 use serde_json::{json, Value};
 
 fn patched(fixture: &str, config: &Config) -> (Value, mutate::Outcome) {
     let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
     let body = std::fs::read(path).unwrap();
-    let review = review::decode(&body, config).unwrap();
+    let review = admission::decode(&body, config).unwrap();
     let outcome = mutate::mutate(&review.request, config);
-    let object = review::decode_whole(&body).unwrap().request.object.unwrap();
+    let object = admission::decode_whole(&body).unwrap().request.object.unwrap();
     let patch = serde_json::to_value(&outcome.patch).unwrap();
     (support::apply(&object, &patch).unwrap(), outcome)
 }

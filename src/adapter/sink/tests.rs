@@ -1,11 +1,11 @@
-//! The JSON sink with multiline grouping, played the way the follower drives it: what grouping holds is never
+//! Unit tests of the JSON sink: alone, and with multiline grouping played the way the follower drives it: what grouping holds is never
 //! reported done (the saved position stays before it), and handing it over again lets the quiet period end it.
 
 use std::time::Duration;
 
-use super::records::{RecordOptions, Records};
-use super::sink::JsonSink;
-use super::{Format, LineContext};
+use super::*;
+use crate::adapter::records::{RecordOptions, Records};
+use crate::adapter::{Format, LineContext};
 use crate::core::logformat::Multiline;
 use crate::follow::Sink;
 
@@ -17,8 +17,8 @@ fn sink(quiet: Duration) -> JsonSink<Vec<u8>> {
     JsonSink::new(Format::Plain, options, LineContext::new("f", &[]), Vec::new())
 }
 
-/// The `message` of every record written since the last call (the sink's unit tests use it too).
-pub(super) fn messages(s: &mut JsonSink<Vec<u8>>) -> Vec<String> {
+/// The `message` of every record written since the last call .
+fn messages(s: &mut JsonSink<Vec<u8>>) -> Vec<String> {
     s.flush().unwrap();
     String::from_utf8(s.take_output())
         .unwrap()
@@ -114,7 +114,7 @@ fn records_without_options_pass_lines_straight_through() {
     assert_eq!(record["message"], "\tat x");
     assert_eq!(record["file"], "f");
     let mut alone = Vec::new();
-    super::render_line(&Format::Plain, b"\tat x", &LineContext::new("f", &[]), &mut alone);
+    crate::adapter::render_line(&Format::Plain, b"\tat x", &LineContext::new("f", &[]), &mut alone);
     let mut alone: serde_json::Value = serde_json::from_slice(&alone).unwrap();
     for object in [&mut record, &mut alone] {
         assert!(object.as_object_mut().unwrap().remove("time").is_some(), "{object}");
@@ -160,4 +160,75 @@ proptest::proptest! {
         let joined = all.iter().map(|m| format!("{m}\n")).collect::<String>();
         proptest::prop_assert_eq!(joined, text);
     }
+}
+
+// The sink alone, without grouping.
+
+fn plain() -> JsonSink<Vec<u8>> {
+    JsonSink::new(
+        Format::Plain,
+        RecordOptions::default(),
+        LineContext::new("f", &[]),
+        Vec::new(),
+    )
+}
+
+#[test]
+fn partial_line_is_held_until_its_newline_arrives() {
+    let (mut held, mut s) = (Vec::new(), plain());
+    feed(&mut held, &mut s, b"one\ntw");
+    assert_eq!(messages(&mut s), ["one"]);
+    feed(&mut held, &mut s, b"o\nthree");
+    assert_eq!(messages(&mut s), ["two"]);
+    s.finish(&held).unwrap();
+    assert_eq!(messages(&mut s), ["three"]);
+}
+
+#[test]
+fn long_line_is_emitted_in_pieces_of_at_most_max_line_bytes() {
+    let (mut held, mut s) = (Vec::new(), plain());
+    let chunk = vec![b'x'; MAX_LINE / 2];
+    for _ in 0..6 {
+        feed(&mut held, &mut s, &chunk);
+    }
+    feed(&mut held, &mut s, b"\n");
+    let got = messages(&mut s);
+    assert_eq!(
+        got.iter().map(String::len).collect::<Vec<_>>(),
+        [MAX_LINE, MAX_LINE, MAX_LINE]
+    );
+}
+
+#[test]
+fn long_line_arriving_with_its_newline_is_split_too() {
+    let (mut held, mut s) = (Vec::new(), plain());
+    let mut data = vec![b'y'; MAX_LINE + 10];
+    data.extend_from_slice(b"\nz\n");
+    feed(&mut held, &mut s, &data);
+    let got = messages(&mut s);
+    assert_eq!(got.iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE, 10, 1]);
+}
+
+#[test]
+fn any_split_of_the_input_gives_the_same_lines() {
+    let text = b"alpha\nbeta\n\ngamma delta\nepsilon";
+    for cut in 0..text.len() {
+        let (mut held, mut s) = (Vec::new(), plain());
+        feed(&mut held, &mut s, &text[..cut]);
+        feed(&mut held, &mut s, &text[cut..]);
+        s.finish(&held).unwrap();
+        assert_eq!(
+            messages(&mut s),
+            ["alpha", "beta", "", "gamma delta", "epsilon"],
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn pieces_are_cut_between_utf8_characters() {
+    let mut data = vec![b'a'; MAX_LINE - 1];
+    data.extend_from_slice("é".as_bytes());
+    assert_eq!(utf8_cut(&data, MAX_LINE), MAX_LINE - 1);
+    assert_eq!(utf8_cut(&[b'a'; 10], 4), 4);
 }

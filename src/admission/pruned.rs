@@ -5,7 +5,7 @@
 //! of it, which was the largest single cost of a review. [`parse`] walks the same JSON with a [`Reads`] tree and
 //! builds a `Value` holding only the members the tree names; every other member is checked by the parser and
 //! skipped without being allocated. The core says what it reads (`mutate::object_reads`, `mutate::pod::READS`);
-//! the decoder ([`crate::review::decode_reading`]) parses the object as it goes, with a [`Pruned`] seed.
+//! the decoder ([`crate::admission::decode_reading`]) parses the object as it goes, with a [`Pruned`] seed.
 //!
 //! Two kinds of member are kept only in part, because real Pods carry many of them and the core looks for a few:
 //! annotations by prefix ([`Reads::Prefixed`], the core reads only its own), and env entries by name
@@ -15,7 +15,7 @@
 //! Whatever is kept is kept exactly: a member of an unexpected type (an object where the tree expects an array,
 //! a string where it expects an object) is kept whole, so that [`Reads::check`], run by the decoder on what is
 //! kept, finds it as it would in the full object, and the review is refused naming it. `pruned_and_full_pods_get_the_same_answer` and
-//! `pruned_and_full_objects_of_any_shape_get_the_same_answer` in `tests/properties.rs` hold the two to that.
+//! `pruned_and_full_objects_of_any_shape_get_the_same_answer` in `tests/core_properties.rs` hold the two to that.
 
 use std::{borrow::Cow, fmt};
 

@@ -10,10 +10,10 @@
 mod support;
 
 use entourage::{
+    admission,
     core::annotations::{self, PREFIX},
     core::config::{Config, KubeVersion, SidecarMode},
     core::mutate::{self, Outcome, Verdict},
-    review,
 };
 use proptest::{prelude::*, sample::subsequence};
 use serde_json::{json, Map, Value};
@@ -650,8 +650,9 @@ fn review(object: &Value, kind: (&str, &str, &str), config: &Config) -> Outcome 
     }
     // Members sorted by name put `object` before `operation`: the decoder keeps the object's text and parses
     // it at the end. In the apiserver's order it parses the object as it goes. Both must decide the same.
-    let sorted = review::decode(&serde_json::to_vec(&review).unwrap(), config).expect("a well-formed review decodes");
-    let ordered = review::decode(&support::apiserver_order(&review), config).expect("a well-formed review decodes");
+    let sorted =
+        admission::decode(&serde_json::to_vec(&review).unwrap(), config).expect("a well-formed review decodes");
+    let ordered = admission::decode(&support::apiserver_order(&review), config).expect("a well-formed review decodes");
     let outcome = mutate::mutate(&ordered.request, config);
     assert_eq!(
         mutate::mutate(&sorted.request, config),
@@ -667,8 +668,8 @@ fn refused_as_not_an_object(object: &Value, kind: (&str, &str, &str)) -> Result<
     let review = support::review(kind, "default", "CREATE", object);
     for body in [serde_json::to_vec(&review).unwrap(), support::apiserver_order(&review)] {
         for decoded in [
-            review::decode(&body, &Config::default()).err(),
-            review::decode_whole(&body).err(),
+            admission::decode(&body, &Config::default()).err(),
+            admission::decode_whole(&body).err(),
         ] {
             let error = decoded.map(|e| e.to_string()).unwrap_or_default();
             prop_assert!(error.contains("request.object is"), "{object}: {error:?}");
@@ -714,8 +715,12 @@ fn refused_for_a_member_of_another_type(object: &Value, kind: (&str, &str, &str)
     }
     let mut errors = Vec::new();
     for body in [serde_json::to_vec(&review).unwrap(), support::apiserver_order(&review)] {
-        errors.push(review::decode(&body, &Config::default()).err().map(|e| e.to_string()));
-        errors.push(review::decode_whole(&body).err().map(|e| e.to_string()));
+        errors.push(
+            admission::decode(&body, &Config::default())
+                .err()
+                .map(|e| e.to_string()),
+        );
+        errors.push(admission::decode_whole(&body).err().map(|e| e.to_string()));
     }
     let Some(Some(error)) = errors.iter().find(|e| e.is_some()) else {
         return Ok(false);
@@ -747,7 +752,7 @@ fn refused_for_a_member_of_another_type(object: &Value, kind: (&str, &str, &str)
     Ok(true)
 }
 
-/// The webhook parses only the parts of a Pod the core reads (`entourage::review::pruned`); the core given the whole object
+/// The webhook parses only the parts of a Pod the core reads (`entourage::admission::pruned`); the core given the whole object
 /// must decide exactly the same, patch and warnings included.
 fn same_answer_as_the_full_object(object: &Value, config: &Config) -> Result<(), TestCaseError> {
     let mut webhook = review(object, POD, config);
@@ -977,7 +982,7 @@ proptest! {
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = review::decode(&body, &Config::default());
+        let _ = admission::decode(&body, &Config::default());
     }
 
     #[test]
@@ -1002,10 +1007,10 @@ proptest! {
         if cut.index(2) == 0 {
             body.truncate(cut.index(body.len() + 1));
         }
-        if let Ok(review) = review::decode(&body, &config) {
+        if let Ok(review) = admission::decode(&body, &config) {
             let outcome = mutate::mutate(&review.request, &config);
             check_verdict(&outcome)?;
-            let whole = review::decode_whole(&body).expect("what decodes for the core decodes whole");
+            let whole = admission::decode_whole(&body).expect("what decodes for the core decodes whole");
             if let Some(object) = whole.request.object {
                 apply(&object, &outcome)?;
             }

@@ -1,4 +1,5 @@
-//! The AdmissionReview wire format, `admission.k8s.io/v1` and `v1beta1`.
+//! The AdmissionReview wire format, `admission.k8s.io/v1` and `v1beta1` (the `entourage review` command, which
+//! runs it on a file, is `crate::offline`).
 //!
 //! Requests reuse kube's `Operation` and group/version/kind types but keep `object` as raw JSON text: a typed
 //! round trip would drop fields this build does not know, the patch must be computed against exactly what the

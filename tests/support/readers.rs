@@ -4,7 +4,6 @@
 //!
 //! Log lines are numbered and of fixed length, so any byte of the file is known from its offset: each run's stdout
 //! is checked byte for byte against the file it streamed, wherever it started.
-#![allow(dead_code)]
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};

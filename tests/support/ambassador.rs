@@ -1,7 +1,6 @@
 //! The harness of the ambassador's process tests: the real binary between a test client and upstreams written
 //! here, all on loopback. Nothing asserts on time; waits use generous deadlines so a loaded machine only slows
 //! the tests down.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
