@@ -485,7 +485,7 @@ fn selects(selector: &Value, labels: &BTreeMap<&str, &str>) -> bool {
 
 #[test]
 fn exactly_one_revision_answers_for_each_pod_by_its_label_then_its_namespaces() {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let Some(default) = helm_template(&[]) else { return };
     let canary = render_set(&value_sets()["revision-canary"], certs.path()).unwrap();
     let config = find(&canary, "ConfigMap", "entourage")["data"]["config.yaml"].clone();
@@ -544,11 +544,11 @@ fn exactly_one_revision_answers_for_each_pod_by_its_label_then_its_namespaces() 
 
 #[test]
 fn two_releases_in_one_namespace_select_only_their_own_pods() {
-    let certs = install::dev_certs();
+    let certs = support::install::dev_certs();
     let Some(default) = helm_template(&[]) else { return };
     let args = canary_args(&certs);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let canary = install::helm_template_release("entourage-canary", &args).unwrap();
+    let canary = support::install::helm_template_release("entourage-canary", &args).unwrap();
     let pods_of = |docs: &[Value]| {
         let labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].clone();
         serde_json::from_value::<BTreeMap<String, String>>(labels).unwrap()
@@ -695,7 +695,7 @@ fn as_installed(secret: &Value) -> Value {
 }
 
 fn certificates_in(bundle: &Value) -> Vec<String> {
-    let pem = String::from_utf8(install::base64_field(bundle)).unwrap();
+    let pem = String::from_utf8(support::install::base64_field(bundle)).unwrap();
     pem.split_inclusive("-----END CERTIFICATE-----")
         .filter(|c| c.contains("BEGIN CERTIFICATE"))
         .map(|c| c.trim().to_string())
