@@ -6,11 +6,15 @@ Annotated Pods are created in three setups, side by side in one run, alternating
 - floor: a webhook that allows everything and patches nothing (bench/tools/floor.rs), installed the same way
   (Deployment with two replicas and entourage's requests and limits, Service, MutatingWebhookConfiguration with
   the same rules, matchConditions, failurePolicy and timeout), for a namespace labelled entourage-e2e/webhook=floor;
+- replay: the floor answering every review with entourage's own patch for the bench Pod (`floor --patch`), for a
+  namespace labelled entourage-e2e/webhook=replay: the apiserver does all the work entourage's patch costs it
+  (applying it, then defaulting, validating and storing the bigger Pod), and the webhook none of entourage's;
 - none: a namespace labelled entourage-e2e/webhook=none, which no webhook selects.
 Each is measured with `dryRun=All` creates and with real creates (of Pods that name a scheduler that does not exist, so that only
 admission and storage are measured), by one client at a fixed rate and by four at saturation. The report gives each setup's
 p50 and p99 and the latency each webhook adds over `none`, and the ratio entourage/floor of the added latency
-(target: at most 1.1) and of the saturated throughput. Writes target/bench/e2e.json.
+(target: at most 1.1) and of the saturated throughput, and the same ratio entourage/replay: what entourage's own
+work adds beyond what any webhook returning its patch costs the apiserver. Writes target/bench/e2e.json.
 """
 import base64
 import json
@@ -38,49 +42,73 @@ POD = {"apiVersion": "v1", "kind": "Pod",
                 "containers": [{"name": "nginx", "image": "nginx:1.22", "ports": [{"containerPort": 80}]}]}}
 
 
-def install_floor():
+def entourage_patch():
+    """entourage's patch for the bench Pod, asked of the installed webhook through the apiserver's service proxy."""
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "bench", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "bench-replay",
+        "operation": "CREATE", "userInfo": {"username": "bench"}, "object": POD, "dryRun": False}}
+    out = kubectl("create", "--raw", "/api/v1/namespaces/entourage-system/services/https:entourage:443/proxy/mutate",
+                  "-f", "-", input=json.dumps(review)).stdout
+    return base64.b64decode(json.loads(out)["response"]["patch"])
+
+
+def install_floors():
+    """The floor and the replay: one image (bench/tools/floor.rs), two Deployments, two webhooks."""
     binary = os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/examples/floor")
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--target", "x86_64-unknown-linux-musl",
                     "--example", "floor"], cwd=ROOT, check=True)
+    patch = entourage_patch()
     with tempfile.TemporaryDirectory() as d:
         subprocess.run([sys.executable, os.path.join(ROOT, "tests/cluster/images.py"), "floor", d, binary],
-                             check=True, capture_output=True, text=True)
+                       check=True, capture_output=True, text=True)
         subprocess.run(["ctr", "--address", SOCK, "-n", "k8s.io", "images", "import",
                         os.path.join(d, os.listdir(d)[0])], check=True, capture_output=True)
-        host = "floor.entourage-bench.svc"
-        crt, key = serving_cert(d, f"DNS:{host}", host)
         kubectl("create", "namespace", "entourage-bench", check=False)
-        kubectl("-n", "entourage-bench", "create", "secret", "tls", "floor-tls", f"--cert={crt}", f"--key={key}",
-                check=False)
+        for name in ("floor", "replay"):
+            host = f"{name}.entourage-bench.svc"
+            crt, key = serving_cert(d, f"DNS:{host}", host)
+            kubectl("-n", "entourage-bench", "create", "secret", "tls", f"{name}-tls", f"--cert={crt}",
+                    f"--key={key}", check=False)
     # The same requests and limits as entourage's replicas (the chart's `resources`): a limit throttles.
     resources = json.loads(kubectl("-n", "entourage-system", "get", "deployment", "entourage", "-o", "json").stdout)[
         "spec"]["template"]["spec"]["containers"][0].get("resources", {})
     entourage = json.loads(kubectl("get", "mutatingwebhookconfiguration", "entourage", "-o", "json").stdout)
-    hook = json.loads(json.dumps(entourage["webhooks"][0]))
-    hook["name"] = "pods.floor.bench"
-    hook["clientConfig"] = {"service": {"name": "floor", "namespace": "entourage-bench", "path": "/mutate",
-                                        "port": 443},
-                            "caBundle": base64.b64encode(open(f"{PKI}/ca.crt", "rb").read()).decode()}
-    hook["namespaceSelector"] = {"matchLabels": {"entourage-e2e/webhook": "floor"}}
-    objects = [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "floor", "namespace": "entourage-bench"},
-         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "floor"}},
-                  "template": {"metadata": {"labels": {"app": "floor"}}, "spec": {
-                      "containers": [{"name": "floor", "image": "docker.io/entourage/floor:1",
-                                      "args": ["--listen", "0.0.0.0:8443", "--tls-cert", "/tls/tls.crt",
-                                               "--tls-key", "/tls/tls.key"],
-                                      "resources": resources,
-                                      "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8443,
-                                                                     "scheme": "HTTPS"}},
-                                      "volumeMounts": [{"name": "tls", "mountPath": "/tls"}]}],
-                      "volumes": [{"name": "tls", "secret": {"secretName": "floor-tls"}}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "floor", "namespace": "entourage-bench"},
-         "spec": {"selector": {"app": "floor"}, "ports": [{"port": 443, "targetPort": 8443}]}},
-        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-         "metadata": {"name": "floor-bench"}, "webhooks": [hook]},
-    ]
+    objects = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "replay", "namespace": "entourage-bench"},
+                "data": {"patch.json": patch.decode()}}]
+    for name in ("floor", "replay"):
+        hook = json.loads(json.dumps(entourage["webhooks"][0]))
+        hook["name"] = f"pods.{name}.bench"
+        hook["clientConfig"] = {"service": {"name": name, "namespace": "entourage-bench", "path": "/mutate",
+                                            "port": 443},
+                                "caBundle": base64.b64encode(open(f"{PKI}/ca.crt", "rb").read()).decode()}
+        hook["namespaceSelector"] = {"matchLabels": {"entourage-e2e/webhook": name}}
+        hook.pop("objectSelector", None)
+        args = ["--listen", "0.0.0.0:8443", "--tls-cert", "/tls/tls.crt", "--tls-key", "/tls/tls.key"]
+        mounts = [{"name": "tls", "mountPath": "/tls"}]
+        volumes = [{"name": "tls", "secret": {"secretName": f"{name}-tls"}}]
+        if name == "replay":
+            args += ["--patch", "/patch/patch.json"]
+            mounts.append({"name": "patch", "mountPath": "/patch"})
+            volumes.append({"name": "patch", "configMap": {"name": "replay"}})
+        objects += [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "entourage-bench"},
+             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                      "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                          "containers": [{"name": "floor", "image": "docker.io/entourage/floor:1", "args": args,
+                                          "resources": resources,
+                                          "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8443,
+                                                                         "scheme": "HTTPS"}},
+                                          "volumeMounts": mounts}],
+                          "volumes": volumes}}}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "entourage-bench"},
+             "spec": {"selector": {"app": name}, "ports": [{"port": 443, "targetPort": 8443}]}},
+            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+             "metadata": {"name": f"{name}-bench"}, "webhooks": [hook]},
+        ]
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
-    kubectl("-n", "entourage-bench", "rollout", "status", "deployment/floor", "--timeout=120s", timeout=130)
+    for name in ("floor", "replay"):
+        kubectl("-n", "entourage-bench", "rollout", "status", f"deployment/{name}", "--timeout=120s", timeout=130)
 
 
 def namespace(name, label):
@@ -129,8 +157,8 @@ def pct(values, q):
 
 
 def main():
-    install_floor()
-    setups = {"entourage": "bench-entourage", "floor": "bench-floor", "none": "bench-none"}
+    install_floors()
+    setups = {"entourage": "bench-entourage", "floor": "bench-floor", "replay": "bench-replay", "none": "bench-none"}
     for setup, ns in setups.items():
         namespace(ns, None if setup == "entourage" else setup)
     api = Api()
@@ -160,7 +188,11 @@ def main():
             ent_added = row["entourage"][f"{q}_ms"] - row["none"][f"{q}_ms"]
             row[f"added_{q}_ms"] = {"entourage": ent_added, "floor": floor_added}
             row[f"added_{q}_ratio"] = ent_added / floor_added if floor_added > 0 else None
+            replay_added = row["replay"][f"{q}_ms"] - row["none"][f"{q}_ms"]
+            row[f"added_{q}_ms"]["replay"] = replay_added
+            row[f"added_{q}_ratio_vs_replay"] = ent_added / replay_added if replay_added > 0 else None
         row["throughput_ratio"] = row["entourage"]["per_s"] / row["floor"]["per_s"]
+        row["throughput_ratio_vs_replay"] = row["entourage"]["per_s"] / row["replay"]["per_s"]
         report["workloads"][workload] = row
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -171,7 +203,7 @@ def main():
     print(f"bench-e2e at {commit}: {ROUNDS} rounds of {SECONDS:.0f}s per setup; latency added over no webhook")
     print(f"{'workload':22} {'setup':10} {'p50 ms':>8} {'p99 ms':>8} {'per s':>8} {'added p50':>10} {'added p99':>10}")
     for workload, row in report["workloads"].items():
-        for setup in ("none", "floor", "entourage"):
+        for setup in ("none", "floor", "replay", "entourage"):
             r = row[setup]
             added = row["added_p50_ms"].get(setup), row["added_p99_ms"].get(setup)
             fmt = lambda v: f"{v:10.2f}" if v is not None else f"{'':10}"
@@ -180,9 +212,11 @@ def main():
         ratio = lambda v: f"{v:.2f}x" if v is not None else "n/a"
         print(f"{workload:22} entourage/floor added latency p50 {ratio(row['added_p50_ratio'])}, "
               f"p99 {ratio(row['added_p99_ratio'])} (target <= 1.1x); throughput {row['throughput_ratio']:.2f}x")
+        print(f"{workload:22} entourage/replay added latency p50 {ratio(row['added_p50_ratio_vs_replay'])}, "
+              f"p99 {ratio(row['added_p99_ratio_vs_replay'])}; throughput {row['throughput_ratio_vs_replay']:.2f}x")
     for ns in list(setups.values()) + ["entourage-bench"]:
         kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    kubectl("delete", "mutatingwebhookconfiguration", "floor-bench", "--ignore-not-found", check=False)
+    kubectl("delete", "mutatingwebhookconfiguration", "floor-bench", "replay-bench", "--ignore-not-found", check=False)
 
 
 if __name__ == "__main__":
