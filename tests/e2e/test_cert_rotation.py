@@ -28,8 +28,11 @@ def upgrade(*values):
 @pytest.fixture
 def restore_release():
     yield
+    # A fresh pair from the chart, and replicas that serve it (a test may leave a pair its ca.crt does not sign).
+    kubectl("-n", RELEASE_NS, "delete", "secret", "entourage-tls", "--ignore-not-found")
     upgrade()
-    kubectl("-n", RELEASE_NS, "rollout", "status", "deployment/entourage", "--timeout=120s", timeout=130)
+    kubectl("-n", RELEASE_NS, "rollout", "restart", "deployment/entourage")
+    kubectl("-n", RELEASE_NS, "rollout", "status", "deployment/entourage", "--timeout=180s", timeout=190)
 
 
 def secret():
