@@ -61,6 +61,7 @@ const CORE_ORDER: &[(&str, u8)] = &[
     ("request", 2),
     ("patch", 2),
     ("mutate", 3),
+    ("limits", 4),
 ];
 
 fn core_rank(module: &str) -> Option<u8> {

@@ -3,10 +3,11 @@
 //! all call [`mutate::mutate`].
 //!
 //! Inside, dependencies point down this list: [`config`] (with [`logformat`], the grammar the adapter shares) →
-//! [`annotations`] → [`reads`], [`request`], [`patch`] → [`mutate`].
+//! [`annotations`] → [`reads`], [`request`], [`patch`] → [`mutate`] → [`limits`].
 
 pub mod annotations;
 pub mod config;
+pub mod limits;
 pub mod logformat;
 pub mod mutate;
 pub mod patch;

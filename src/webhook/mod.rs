@@ -5,6 +5,7 @@ pub mod cabundle;
 pub mod cli;
 pub mod conn;
 pub mod jsonlog;
+pub mod limitranges;
 pub mod logsink;
 pub mod metrics;
 pub mod reload;
