@@ -624,17 +624,7 @@ fn the_watchdog_and_its_rbac_are_rendered_only_when_enabled_and_its_args_parse()
     let Some(off) = helm_template(&["--set", "certificates.patchCABundle=false"]) else {
         return;
     };
-    let kinds = |docs: &[Value]| -> Vec<String> {
-        docs.iter()
-            .map(|d| {
-                format!(
-                    "{}/{}",
-                    d["kind"].as_str().unwrap(),
-                    d["metadata"]["name"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
+    let kinds = |docs: &[Value]| -> Vec<String> { support::install::by_identity(docs.to_vec()).into_keys().collect() };
     assert!(!kinds(&off).iter().any(|k| k.contains("watchdog")), "{:?}", kinds(&off));
     let pod = &only(&off, "Deployment")["spec"]["template"]["spec"];
     assert_eq!(pod["automountServiceAccountToken"], false, "no API call, no token");
@@ -686,7 +676,10 @@ fn the_watchdog_and_its_rbac_are_rendered_only_when_enabled_and_its_args_parse()
 fn as_installed(secret: &Value) -> Value {
     let mut installed = secret.clone();
     installed["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("Helm");
-    let annotations = installed["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+    let annotations = installed["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let mut annotations = Value::Object(annotations);
     annotations["meta.helm.sh/release-name"] = json!("entourage");
     annotations["meta.helm.sh/release-namespace"] = json!("entourage-system");
@@ -704,30 +697,45 @@ fn certificates_in(bundle: &Value) -> Vec<String> {
 
 #[test]
 fn a_rotation_makes_a_new_pair_once_and_the_ca_bundle_keeps_trusting_the_previous_ca() {
-    let Some(first) = render_against_cluster(&[]) else { return };
+    let Some(first) = render_against_cluster(&[]) else {
+        return;
+    };
     let installed = as_installed(find(&first, "Secret", "entourage-tls"));
     let old_ca = certificates_in(&installed["data"]["ca.crt"]);
     assert_eq!(old_ca.len(), 1);
 
-    let rotated = render_against_cluster_with(std::slice::from_ref(&installed), &["--set", "certificates.rotation=r1"]).unwrap();
+    let rotated =
+        render_against_cluster_with(std::slice::from_ref(&installed), &["--set", "certificates.rotation=r1"]).unwrap();
     let secret = find(&rotated, "Secret", "entourage-tls");
-    assert_ne!(secret["data"]["tls.crt"], installed["data"]["tls.crt"], "a new serving certificate");
+    assert_ne!(
+        secret["data"]["tls.crt"], installed["data"]["tls.crt"],
+        "a new serving certificate"
+    );
     let bundle = certificates_in(&secret["data"]["ca.crt"]);
     assert_eq!(bundle.len(), 2, "the previous CA and the new one");
-    assert_eq!(bundle[0], old_ca[0], "a replica still serving the previous certificate is still verified");
+    assert_eq!(
+        bundle[0], old_ca[0],
+        "a replica still serving the previous certificate is still verified"
+    );
     assert_ne!(bundle[1], old_ca[0]);
     for hook in webhooks(&rotated) {
-        assert_eq!(hook["clientConfig"]["caBundle"], secret["data"]["ca.crt"], "{}", hook["name"]);
+        assert_eq!(
+            hook["clientConfig"]["caBundle"], secret["data"]["ca.crt"],
+            "{}",
+            hook["name"]
+        );
     }
     assert_eq!(secret["metadata"]["annotations"]["entourage.dev/rotation"], "r1");
 
     // The same value again (a second sync, --reuse-values): nothing changes.
     let installed = as_installed(secret);
-    let again = render_against_cluster_with(std::slice::from_ref(&installed), &["--set", "certificates.rotation=r1"]).unwrap();
+    let again =
+        render_against_cluster_with(std::slice::from_ref(&installed), &["--set", "certificates.rotation=r1"]).unwrap();
     assert_eq!(find(&again, "Secret", "entourage-tls")["data"], installed["data"]);
 
     // The next rotation trusts the CA it replaces, and drops the one before.
-    let next = render_against_cluster_with(std::slice::from_ref(&installed), &["--set", "certificates.rotation=r2"]).unwrap();
+    let next =
+        render_against_cluster_with(std::slice::from_ref(&installed), &["--set", "certificates.rotation=r2"]).unwrap();
     let next_bundle = certificates_in(&find(&next, "Secret", "entourage-tls")["data"]["ca.crt"]);
     assert_eq!(next_bundle.len(), 2);
     assert_eq!(next_bundle[0], bundle[1]);

@@ -51,7 +51,12 @@ fn args() -> Args {
             other => panic!("unknown flag {other}; use --listen, --tls-cert, --tls-key, --patch"),
         }
     }
-    Args { listen, cert, key, patch }
+    Args {
+        listen,
+        cert,
+        key,
+        patch,
+    }
 }
 
 fn tls_config(args: &Args) -> rustls::ServerConfig {

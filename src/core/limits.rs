@@ -33,28 +33,29 @@ pub fn misfits(containers: &[(Pattern, &Value)], namespace: &str, ranges: &[Cont
         let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
         let pattern = pattern.as_str();
         for range in ranges {
-            for (resource, bound) in &range.max {
-                let Some(value) = quantity_at(container, "limits", resource) else { continue };
-                if above(value, bound) {
-                    out.push(format!(
-                        "LimitRange {} in namespace {namespace} allows at most {resource} {bound} per container, but \
-                         entourage's {pattern} container {name} gets limits.{resource} {value}: set \
-                         entourage.dev/{pattern}-resources: \"{resource}={bound}\" on the Pod, or lower \
-                         resources.limits.{resource} in entourage's config",
-                        range.name
-                    ));
-                }
-            }
-            for (resource, bound) in &range.min {
-                let Some(value) = quantity_at(container, "requests", resource) else { continue };
-                if above(bound, value) {
-                    out.push(format!(
-                        "LimitRange {} in namespace {namespace} asks at least {resource} {bound} per container, but \
-                         entourage's {pattern} container {name} gets requests.{resource} {value}: set \
-                         entourage.dev/{pattern}-resources: \"{resource}={bound}\" on the Pod, or raise \
-                         resources.requests.{resource} in entourage's config",
-                        range.name
-                    ));
+            // (bounds, what they bound, the words, the fix, whether the value breaks the bound)
+            let checks: [(_, _, _, _, fn(&str, &str) -> bool); 2] = [
+                (&range.max, "limits", "allows at most", "lower", |value, bound| {
+                    above(value, bound)
+                }),
+                (&range.min, "requests", "asks at least", "raise", |value, bound| {
+                    above(bound, value)
+                }),
+            ];
+            for (bounds, kind, words, fix, breaks) in checks {
+                for (resource, bound) in bounds {
+                    let Some(value) = quantity_at(container, kind, resource) else {
+                        continue;
+                    };
+                    if breaks(value, bound) {
+                        out.push(format!(
+                            "LimitRange {} in namespace {namespace} {words} {resource} {bound} per container, but \
+                             entourage's {pattern} container {name} gets {kind}.{resource} {value}: set \
+                             entourage.dev/{pattern}-resources: \"{resource}={bound}\" on the Pod, or {fix} \
+                             resources.{kind}.{resource} in entourage's config",
+                            range.name
+                        ));
+                    }
                 }
             }
         }
@@ -79,7 +80,11 @@ mod tests {
 
     fn range(max: &[(&str, &str)], min: &[(&str, &str)]) -> ContainerLimits {
         let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        ContainerLimits { name: "tight".into(), max: map(max), min: map(min) }
+        ContainerLimits {
+            name: "tight".into(),
+            max: map(max),
+            min: map(min),
+        }
     }
 
     fn sidecar() -> Value {
@@ -90,28 +95,50 @@ mod tests {
     #[test]
     fn a_limit_above_the_maximum_names_the_range_the_container_the_annotation_and_the_config_key() {
         let container = sidecar();
-        let found = misfits(&[(Pattern::Sidecar, &container)], "shop", &[range(&[("cpu", "100m")], &[])]);
+        let found = misfits(
+            &[(Pattern::Sidecar, &container)],
+            "shop",
+            &[range(&[("cpu", "100m")], &[])],
+        );
         assert_eq!(
             found,
-            ["LimitRange tight in namespace shop allows at most cpu 100m per container, but entourage's sidecar \
+            [
+                "LimitRange tight in namespace shop allows at most cpu 100m per container, but entourage's sidecar \
               container sidecar-access gets limits.cpu 200m: set entourage.dev/sidecar-resources: \"cpu=100m\" on \
-              the Pod, or lower resources.limits.cpu in entourage's config"]
+              the Pod, or lower resources.limits.cpu in entourage's config"
+            ]
         );
     }
 
     #[test]
     fn a_request_below_the_minimum_is_named_too_and_quantities_compare_by_value() {
         let container = sidecar();
-        let found = misfits(&[(Pattern::Adapter, &container)], "shop", &[range(&[], &[("memory", "0.02Gi")])]);
+        let found = misfits(
+            &[(Pattern::Adapter, &container)],
+            "shop",
+            &[range(&[], &[("memory", "0.02Gi")])],
+        );
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("asks at least memory 0.02Gi per container"), "{found:?}");
-        assert!(found[0].contains("entourage.dev/adapter-resources: \"memory=0.02Gi\""), "{found:?}");
+        assert!(
+            found[0].contains("asks at least memory 0.02Gi per container"),
+            "{found:?}"
+        );
+        assert!(
+            found[0].contains("entourage.dev/adapter-resources: \"memory=0.02Gi\""),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn containers_within_every_bound_fit() {
         let container = sidecar();
-        let roomy = range(&[("cpu", "1"), ("memory", "64Mi"), ("ephemeral-storage", "1Gi")], &[("cpu", "10m")]);
-        assert_eq!(misfits(&[(Pattern::Ambassador, &container)], "shop", &[roomy]), Vec::<String>::new());
+        let roomy = range(
+            &[("cpu", "1"), ("memory", "64Mi"), ("ephemeral-storage", "1Gi")],
+            &[("cpu", "10m")],
+        );
+        assert_eq!(
+            misfits(&[(Pattern::Ambassador, &container)], "shop", &[roomy]),
+            Vec::<String>::new()
+        );
     }
 }

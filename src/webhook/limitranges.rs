@@ -47,7 +47,8 @@ impl LimitRanges {
         let mut patched = object.clone();
         let patch: json_patch::Patch = serde_json::from_slice(&outcome.patch.to_json()).ok()?;
         json_patch::patch(&mut patched, &patch).ok()?;
-        let status: Value = serde_json::from_str(patched.pointer("/metadata/annotations")?.get(STATUS)?.as_str()?).ok()?;
+        let status: Value =
+            serde_json::from_str(patched.pointer("/metadata/annotations")?.get(STATUS)?.as_str()?).ok()?;
         let spec = patched.get("spec")?;
         let every: Vec<&Value> = ["initContainers", "containers"]
             .iter()
@@ -72,17 +73,24 @@ impl LimitRanges {
 fn by_namespace(items: &[LimitRange]) -> HashMap<String, Vec<ContainerLimits>> {
     let mut out: HashMap<String, Vec<ContainerLimits>> = HashMap::new();
     for range in items {
-        for item in range.spec.iter().flat_map(|s| &s.limits).filter(|i| i.type_ == "Container") {
-            let quantities = |m: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
-                m.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect()
-            };
+        for item in range
+            .spec
+            .iter()
+            .flat_map(|s| &s.limits)
+            .filter(|i| i.type_ == "Container")
+        {
+            let quantities = |m: &Option<
+                std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+            >| { m.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect() };
             let limits = ContainerLimits {
                 name: range.metadata.name.clone().unwrap_or_default(),
                 max: quantities(&item.max),
                 min: quantities(&item.min),
             };
             if !limits.max.is_empty() || !limits.min.is_empty() {
-                out.entry(range.metadata.namespace.clone().unwrap_or_default()).or_default().push(limits);
+                out.entry(range.metadata.namespace.clone().unwrap_or_default())
+                    .or_default()
+                    .push(limits);
             }
         }
     }

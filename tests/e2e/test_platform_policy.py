@@ -2,7 +2,7 @@
 requires limits. Each keeps a control: the seed's hand-written sidecar, refused by the same policy."""
 import json
 
-from conftest import injected_names, kubectl
+from conftest import injected_names, kubectl, wait_until
 
 RESTRICTED_APP = {"name": "app", "image": "busybox:1.36", "command": ["sh", "-c", "echo hi >> /var/log/app/a.log; "
                                                                                "exec sleep 100000"],
@@ -41,3 +41,50 @@ def test_injected_pods_are_admitted_where_a_resource_quota_requires_limits(ns):
     assert injected_names(ns.wait_ready("web")) == ["sidecar-a"]
     control = ns.kubectl("apply", "-f", "-", input=json.dumps(by_hand("by-hand")), check=False)
     assert control.returncode != 0 and "must specify limits.cpu" in control.stderr, control.stderr
+
+
+def test_a_limit_range_below_entourages_defaults_refuses_the_pod_naming_the_limit_and_the_fix(ns):
+    ns.apply({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "small-containers"},
+              "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]}})
+    wait_until("entourage to know the LimitRange", lambda: "LimitRange small-containers" in ns.kubectl(
+        "create", "--dry-run=server", "-f", "-", check=False, input=json.dumps(
+            pod("probe", {"entourage.dev/sidecar-logs": "/var/log/app/a.log"}, [RESTRICTED_APP]))).stderr,
+        timeout=60)
+    refused = ns.kubectl("create", "-f", "-", check=False, input=json.dumps(
+        pod("web", {"entourage.dev/sidecar-logs": "/var/log/app/a.log"}, [RESTRICTED_APP])))
+    assert refused.returncode != 0
+    for words in ['denied the request: entourage: LimitRange small-containers', "at most cpu 100m per container",
+                  "sidecar container sidecar-a gets limits.cpu 200m",
+                  'entourage.dev/sidecar-resources: "cpu=100m"', "resources.limits.cpu in entourage's config"]:
+        assert words in refused.stderr, refused.stderr
+    # The fix the message names: the Pod is admitted and starts.
+    fixed = pod("web", {"entourage.dev/sidecar-logs": "/var/log/app/a.log",
+                        "entourage.dev/sidecar-resources": "cpu=100m"}, [RESTRICTED_APP])
+    ns.apply(fixed)
+    assert injected_names(ns.wait_ready("web")) == ["sidecar-a"]
+    # A Deployment's ReplicaSet shows the same message in its FailedCreate event.
+    ns.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
+              "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                       "template": {"metadata": {"labels": {"app": "api"},
+                                                 "annotations": {"entourage.dev/sidecar-logs": "/var/log/app/a.log"}},
+                                    "spec": {"containers": [RESTRICTED_APP]}}}})
+
+    def failed_create():
+        events = json.loads(ns.kubectl("get", "events", "--field-selector", "reason=FailedCreate", "-o",
+                                       "json").stdout)["items"]
+        return next((e["message"] for e in events if e["involvedObject"]["kind"] == "ReplicaSet"), None)
+
+    message = wait_until("the ReplicaSet's FailedCreate event", failed_create, timeout=60)
+    assert "LimitRange small-containers" in message and "entourage.dev/sidecar-resources" in message, message
+
+
+def test_control_without_entourages_check_the_limit_ranger_refuses_without_naming_the_fix(ns):
+    # The seed's hand-written sidecar with the same limit: the apiserver's own message names neither an annotation
+    # nor a config key.
+    ns.apply({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "small-containers"},
+              "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]}})
+    hand = by_hand("by-hand")
+    hand["spec"]["containers"][1]["resources"] = {"limits": {"cpu": "200m"}}
+    refused = ns.kubectl("create", "-f", "-", check=False, input=json.dumps(hand))
+    assert refused.returncode != 0 and "maximum cpu usage per Container is 100m" in refused.stderr, refused.stderr
+    assert "entourage.dev/" not in refused.stderr
