@@ -1,8 +1,15 @@
-"""Injected Pods under the policies platform teams set: Pod Security `restricted` and a ResourceQuota that
-requires limits. Each keeps a control: the seed's hand-written sidecar, refused by the same policy."""
+"""Injected Pods under the policies platform teams set: Pod Security `restricted`, a ResourceQuota that requires
+limits, and a LimitRange below entourage's container defaults. Each keeps a control: the seed's hand-written
+sidecar refused by the same policy, or the LimitRanger's own message with entourage's check off."""
 import json
+import os
 
-from conftest import injected_names, kubectl, wait_until
+import pytest
+
+from conftest import RELEASE_NS, ROOT, helm, injected_names, kubectl, wait_until
+
+CHART = os.path.join(ROOT, "charts/entourage")
+VALUES = os.path.join(ROOT, "tests/cluster/values.yaml")
 
 RESTRICTED_APP = {"name": "app", "image": "busybox:1.36", "command": ["sh", "-c", "echo hi >> /var/log/app/a.log; "
                                                                                "exec sleep 100000"],
@@ -78,13 +85,21 @@ def test_a_limit_range_below_entourages_defaults_refuses_the_pod_naming_the_limi
     assert "LimitRange small-containers" in message and "entourage.dev/sidecar-resources" in message, message
 
 
-def test_control_without_entourages_check_the_limit_ranger_refuses_without_naming_the_fix(ns):
-    # The seed's hand-written sidecar with the same limit: the apiserver's own message names neither an annotation
-    # nor a config key.
+@pytest.fixture
+def without_limit_range_check():
+    helm("upgrade", "entourage", CHART, "-n", RELEASE_NS, "-f", VALUES, "--set", "webhook.limitRanges=false",
+         "--wait", "--timeout", "180s")
+    kubectl("-n", RELEASE_NS, "rollout", "status", "deployment/entourage", "--timeout=180s", timeout=190)
+    yield
+    helm("upgrade", "entourage", CHART, "-n", RELEASE_NS, "-f", VALUES, "--wait", "--timeout", "180s")
+    kubectl("-n", RELEASE_NS, "rollout", "status", "deployment/entourage", "--timeout=180s", timeout=190)
+
+
+def test_control_without_entourages_check_the_limit_ranger_refuses_without_naming_the_fix(
+        ns, without_limit_range_check):
     ns.apply({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "small-containers"},
               "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]}})
-    hand = by_hand("by-hand")
-    hand["spec"]["containers"][1]["resources"] = {"limits": {"cpu": "200m"}}
-    refused = ns.kubectl("create", "-f", "-", check=False, input=json.dumps(hand))
+    refused = ns.kubectl("create", "-f", "-", check=False, input=json.dumps(
+        pod("web", {"entourage.dev/sidecar-logs": "/var/log/app/a.log"}, [RESTRICTED_APP])))
     assert refused.returncode != 0 and "maximum cpu usage per Container is 100m" in refused.stderr, refused.stderr
-    assert "entourage.dev/" not in refused.stderr
+    assert "entourage.dev/" not in refused.stderr and "entourage's config" not in refused.stderr, refused.stderr

@@ -158,7 +158,7 @@ the default revision (`revision` empty) takes it. So exactly one revision's webh
 {{- end -}}
 
 {{/* Whether entourage's Pods call the API (and so mount a token and may reach the apiserver): to patch their
-caBundle, or for the watchdog. */}}
+caBundle, to list LimitRanges, or for the watchdog. */}}
 {{- define "entourage.callsApi" -}}
-{{- if or (include "entourage.patchCABundle" .) .Values.watchdog.enabled -}}true{{- end -}}
+{{- if or (include "entourage.patchCABundle" .) .Values.watchdog.enabled .Values.webhook.limitRanges -}}true{{- end -}}
 {{- end -}}
