@@ -33,8 +33,7 @@ pub fn misfits(containers: &[(Pattern, &Value)], namespace: &str, ranges: &[Cont
         let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
         let pattern = pattern.as_str();
         for range in ranges {
-            // (bounds, what they bound, the words, the fix, whether the value breaks the bound)
-            let checks: [(_, _, _, _, fn(&str, &str) -> bool); 2] = [
+            let checks: [Check<'_>; 2] = [
                 (&range.max, "limits", "allows at most", "lower", |value, bound| {
                     above(value, bound)
                 }),
@@ -62,6 +61,15 @@ pub fn misfits(containers: &[(Pattern, &Value)], namespace: &str, ranges: &[Cont
     }
     out
 }
+
+/// Bounds, what they bound, the words, the fix, and whether a value breaks a bound.
+type Check<'r> = (
+    &'r BTreeMap<String, String>,
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&str, &str) -> bool,
+);
 
 fn quantity_at<'v>(container: &'v Value, kind: &str, resource: &str) -> Option<&'v str> {
     container.get("resources")?.get(kind)?.get(resource)?.as_str()

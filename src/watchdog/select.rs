@@ -183,7 +183,13 @@ mod tests {
             webhook(json!({"matchExpressions": [{"key": "entourage.dev/rev", "operator": "DoesNotExist"}]}));
         let canary_namespace = namespaces(json!({"entourage.dev/rev": "canary"}));
         assert_eq!(
-            missed(&pods, &canary_namespace, &[default_revision.clone()], NOW, 60),
+            missed(
+                &pods,
+                &canary_namespace,
+                std::slice::from_ref(&default_revision),
+                NOW,
+                60
+            ),
             []
         );
         assert_eq!(

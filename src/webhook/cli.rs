@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// At start, write the CA (`--ca-bundle-file`) into every webhook of this MutatingWebhookConfiguration.
     #[arg(long, env = "ENTOURAGE_PATCH_CA_BUNDLE", requires = "ca_bundle_file")]
     pub patch_ca_bundle: Option<String>,
+    /// List the namespaces' LimitRanges every 30 s (RBAC: list limitranges) and refuse a Pod whose injected
+    /// containers one would refuse, naming the limit and the annotation or config key that fixes it.
+    #[arg(long, env = "ENTOURAGE_LIMIT_RANGES")]
+    pub limit_ranges: bool,
     /// The CA that signed the serving certificate (PEM), for `--patch-ca-bundle`.
     #[arg(long, env = "ENTOURAGE_CA_BUNDLE_FILE")]
     pub ca_bundle_file: Option<PathBuf>,
@@ -89,6 +93,9 @@ pub enum ServeError {
     /// The CA bundle file is unusable.
     #[error(transparent)]
     CaBundle(#[from] cabundle::CaBundleError),
+    /// `--limit-ranges` without a way to reach the API.
+    #[error("--limit-ranges: {0}")]
+    LimitRanges(String),
     /// The address cannot be listened on.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
@@ -174,6 +181,12 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     };
     if let (Some(name), Some(ca)) = (args.patch_ca_bundle, ca_bundle) {
         cabundle::spawn_patcher(name, ca);
+    }
+    if args.limit_ranges {
+        let client = cabundle::client()
+            .await
+            .map_err(|e| ServeError::LimitRanges(e.to_string()))?;
+        state.limit_ranges.spawn(client, Duration::from_secs(30));
     }
     if !args.reload_interval.is_zero() {
         let options = reload::WatchOptions {

@@ -58,6 +58,8 @@ pub struct AppState {
     pub accepting: AtomicBool,
     /// Metrics.
     pub metrics: Metrics,
+    /// The namespaces' LimitRanges, when `--limit-ranges` lists them.
+    pub limit_ranges: crate::webhook::limitranges::LimitRanges,
 }
 
 impl AppState {
@@ -72,6 +74,7 @@ impl AppState {
             certs,
             accepting: AtomicBool::new(true),
             metrics,
+            limit_ranges: Default::default(),
         })
     }
 }
@@ -273,6 +276,16 @@ fn answer(state: &AppState, body: &Bytes, started: Instant) -> Response {
     };
     let request = &review.request;
     let mut outcome = mutate::mutate(request, &config);
+    if let Some(message) = request
+        .namespace
+        .as_deref()
+        .and_then(|namespace| state.limit_ranges.refusal(namespace, &outcome))
+    {
+        outcome = mutate::Outcome {
+            reason: mutate::Reason::LimitRange,
+            ..mutate::Outcome::deny(message, std::mem::take(&mut outcome.warnings))
+        };
+    }
     let (decision, out) = crate::admission::answer(&review, &mut outcome);
     let warning_count = out.response.warnings.len();
     let decision = decision.as_str();

@@ -48,6 +48,8 @@ pub enum Reason {
     NothingToDefault,
     /// An annotation value breaks a rule.
     InvalidAnnotations,
+    /// The injected containers do not fit the namespace's LimitRanges (`serve --limit-ranges`).
+    LimitRange,
     /// The Pod asks for an entourage but runs on an OS entourage's images do not support (Windows).
     UnsupportedOs,
     /// The object is not of a shape entourage can patch (the apiserver's validation will speak for it).
@@ -69,6 +71,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Injected => "injected",
+            Reason::LimitRange => "limit-range",
             Reason::Defaulted => "defaulted",
             Reason::AlreadyInjected => "already-injected",
             Reason::OptedOut => "opted-out",
