@@ -51,6 +51,15 @@ def canary():
     helm("install", CANARY, CHART, "-n", RELEASE_NS, "-f", VALUES, "--set", "revision=canary",
          "--set", "certificates.secretName=entourage-canary-tls", "--set", "replicas=1", "--wait",
          "--timeout", "180s")
+    # kube-proxy routes the new Service within its sync period: wait until the canary answers through it.
+    probe = json.dumps(pod("probe", {"entourage.dev/rev": "canary"}))
+
+    def canary_answers():
+        proc = kubectl("-n", "default", "create", "--dry-run=server", "-o", "json", "-f", "-", input=probe,
+                       check=False)
+        return proc.returncode == 0 and '\\"revision\\":\\"canary\\"' in proc.stdout
+
+    wait_until("the canary to answer through its Service", canary_answers, timeout=120)
     yield CANARY
     helm("uninstall", CANARY, "-n", RELEASE_NS, "--wait", "--timeout", "120s", check=False)
 
