@@ -322,13 +322,12 @@ impl Forwarder {
                     grpc,
                     te_trailers,
                 };
-                // Boxed, as the WebSocket's below: every request's future is as large as its largest route, and
-                // is created and moved with every request; the plain HTTP/1.1 route should not carry the others.
-                Box::pin(self.forward_h2(request, started, ticket, permit, outcome)).await
+                self.forward_h2(request, started, ticket, permit, outcome).await
             }
             Route::Upgrade(value, on_upgrade) => {
                 let request = build_request(method, target, headers, Either::Right(Empty::new()));
-                Box::pin(self.upgrade(request, value, on_upgrade, started, ticket, permit, outcome)).await
+                self.upgrade(request, value, on_upgrade, started, ticket, permit, outcome)
+                    .await
             }
         }
     }
