@@ -158,7 +158,6 @@ impl Forwarder {
     }
 
     /// Proxies one request; never fails and never outlives `--timeout` waiting for the upstream (a gRPC call:
-
     /// its own deadline). `client` is the connection's peer address as formatted by
     /// [`forwarded_for`](super::headers::forwarded_for).
     pub async fn handle(&self, mut request: Request<Incoming>, client: &HeaderValue) -> Response<ProxyBody> {
