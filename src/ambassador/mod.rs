@@ -5,10 +5,12 @@
 //! (pooled HTTP/1.1 connections, one multiplexed HTTP/2 connection, TLS when the upstream is `https://`), relays
 //! WebSocket upgrades, bounds the wait, retries what is safe to retry and logs one JSON line per request. Modules,
 //! in the order a request meets them: [`config`] (flags parsed once), [`auth`] (the rotating credential),
-//! [`forward`] (one request: through the [`breaker`] and the concurrency cap, retried as [`retry`] allows, with
-//! [`replay`] for gRPC), [`grpc`] (deadlines, statuses), [`upstream`] (upstream connections), [`body`] (the
-//! relayed response body), [`access_log`] (the log line), [`metrics`] (Prometheus) and [`admin`] (readiness,
-//! liveness and metrics endpoints).
+//! [`headers`] (what is stripped and added), [`forward`] (one request: through the [`breaker`] and the concurrency
+//! cap, then by the app's protocol to HTTP/1.1, HTTP/2 or a WebSocket relay, retried as [`retry`] allows, with
+//! [`replay`] for gRPC), [`grpc`] (deadlines, statuses), [`upstream`] (upstream connections), [`body`] (the relayed
+//! response body), [`error_text`] (failures in words), [`access_log`] (the log line), [`metrics`] (Prometheus) and
+//! [`admin`] (readiness, liveness and metrics endpoints). [`tls`] and [`oauth2`] keep the upstream's TLS files and
+//! the OAuth2 token fresh.
 
 pub mod access_log;
 pub mod admin;
