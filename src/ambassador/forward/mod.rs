@@ -1,9 +1,9 @@
-//! Forwarding one request: the [`Forwarder`] reads what the app spoke and picks the route upstream (see
-//! [`Route`]), rewrites the head, passes the request through the OAuth2 token, the [`Breaker`] and the
-//! concurrency cap, and logs and counts the answer. The routes live beside it: [`http1`] (pooled connections,
-//! retried as [`retry`] allows), [`http2`] (the multiplexed connection, gRPC with [`Replay`]) and [`websocket`]
-//! (a byte relay after the 101). Failures become short answers of the ambassador's own: JSON, or a gRPC status for
-//! a gRPC call. Bodies and trailers stream through untouched in both directions.
+//! Forwarding one request: the [`Forwarder`] reads what the app spoke and picks the route upstream (`Route`),
+//! rewrites the head, passes the request through the OAuth2 token, the breaker and the concurrency cap, and logs
+//! and counts the answer. The routes live beside it: `http1.rs` (pooled connections, retried as `retry` allows),
+//! `http2.rs` (the multiplexed connection, gRPC with `replay`) and `websocket.rs` (a byte relay after the 101).
+//! Failures become short answers of the ambassador's own: JSON, or a gRPC status for a gRPC call. Bodies and
+//! trailers stream through untouched in both directions.
 //!
 //! `--upstream-protocol` may force HTTP/1.1 or HTTP/2 for every request instead of the app's protocol.
 
@@ -37,8 +37,6 @@ use super::metrics::{Failure, Metrics, Rejection};
 use super::oauth2::OAuth2;
 use super::tls::SharedTls;
 use super::upstream::{DialError, ExchangeError, InvalidServerName, OutBody, Upstreams};
-#[cfg(doc)]
-use super::{replay::Replay, retry};
 
 /// The body the ambassador answers with: the upstream's stream, or a short body of its own.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
