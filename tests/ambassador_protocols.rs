@@ -612,6 +612,129 @@ async fn websocket_relay_holds_a_place_under_the_concurrency_cap() {
     }
 }
 
+/// A WebSocket client from the harness holding one connection open through the ambassador until told to go on.
+struct HeldWebSocket {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl HeldWebSocket {
+    fn open(url: &str) -> Self {
+        let mut child = Command::new("python3")
+            .arg(Path::new(HARNESS).join("ws_peer.py"))
+            .args(["hold", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "OPEN", "the WebSocket did not open through the ambassador");
+        Self { child, stdout }
+    }
+
+    /// Sends one message, closes, and returns what the client saw (the echo, and the close frame it received).
+    async fn finish(mut self) -> Value {
+        use std::io::Write;
+        writeln!(self.child.stdin.take().unwrap(), "go").unwrap();
+        let seen = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            self.stdout.read_line(&mut line).unwrap();
+            let _ = self.child.wait();
+            line
+        });
+        let line = tokio::time::timeout(DEADLINE, seen).await.unwrap().unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    }
+}
+
+fn terminate(ambassador: &Ambassador) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &ambassador.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Waits for the ambassador to exit and returns its exit code.
+async fn exit_code(ambassador: &mut Ambassador, within: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = ambassador.child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(
+            start.elapsed() < within,
+            "the ambassador did not exit within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the ambassador's listener is closed: SIGTERM has been taken and the drain has begun.
+async fn wait_listener_closed(ambassador: &Ambassador) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(ambassador.listen).await.is_ok() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the ambassador kept listening after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_open_websocket_finish_with_its_closing_handshake() {
+    if !python_has("websockets", "websockets") {
+        return;
+    }
+    let server = PyServer::start("ws_peer.py", &[]);
+    let mut ambassador = Ambassador::start(&format!("http://127.0.0.1:{}", server.port), &["--drain", "30s"]).await;
+    let held = HeldWebSocket::open(&format!("ws://{}/held", ambassador.listen));
+
+    terminate(&ambassador);
+    wait_listener_closed(&ambassador).await;
+    // Time for an ambassador that does not wait for its relays to exit and cut this one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ambassador.child.try_wait().unwrap().is_none(),
+        "the ambassador exited with a WebSocket open; stderr: {:?}",
+        ambassador.stderr.snapshot()
+    );
+
+    let seen = held.finish().await;
+    assert_eq!(
+        seen,
+        json!({"echo": "after the signal", "close_received": [1000, "client done"]}),
+        "the relay carried a message and the closing handshake after SIGTERM"
+    );
+    // With the last relay closed the drain is over: the ambassador exits long before its 30 s.
+    let closed = Instant::now();
+    assert_eq!(exit_code(&mut ambassador, DEADLINE).await, Some(0));
+    assert!(
+        closed.elapsed() < Duration::from_secs(20),
+        "the ambassador waited out its drain period instead of the relay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cuts_a_websocket_still_open_when_the_drain_period_runs_out() {
+    if !python_has("websockets", "websockets") {
+        return;
+    }
+    let server = PyServer::start("ws_peer.py", &[]);
+    let mut ambassador = Ambassador::start(&format!("http://127.0.0.1:{}", server.port), &["--drain", "300ms"]).await;
+    let held = HeldWebSocket::open(&format!("ws://{}/held", ambassador.listen));
+
+    terminate(&ambassador);
+    assert_eq!(exit_code(&mut ambassador, DEADLINE).await, Some(0));
+    // The relay was cut with the process: no closing handshake reaches the client.
+    let seen = held.finish().await;
+    assert_eq!(seen["close_received"], Value::Null, "{seen}");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Streaming in bounded memory
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,8 +1,5 @@
-//! The credential the ambassador adds to every upstream request, read from a file and kept fresh.
-//!
-//! Kubernetes rotates a mounted Secret by writing a new timestamped directory and atomically swapping the `..data`
-//! symlink that the visible file names point through. The token file itself is never written in place, so an
-//! inotify watch on it sees nothing; polling the contents through the path follows every swap.
+//! The credential the ambassador adds to every upstream request, read from a file and kept fresh: the file is a
+//! mounted Secret key or projected token, polled through the kubelet's `..data` swap ([`MountedFiles`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -11,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::metrics::{Metrics, TokenSource};
+use crate::support::mounted::{poll_every, MountedFiles, ReadError};
 
 /// How often the token file is re-read. The kubelet itself only refreshes Secrets every minute or so.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -19,13 +17,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The file could not be read.
-    #[error("cannot read auth file {path}: {source}")]
-    Read {
-        /// The auth file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    #[error("cannot read auth file {}: {}", .0.path.display(), .0.source)]
+    Read(#[from] ReadError),
     /// Nothing is left once the trailing newline is trimmed.
     #[error("auth file {0} is empty")]
     Empty(PathBuf),
@@ -61,22 +54,21 @@ impl Credential {
 #[derive(Debug)]
 pub struct Refresher {
     path: PathBuf,
+    file: MountedFiles,
     scheme: String,
-    last_raw: Vec<u8>,
     target: Arc<RwLock<HeaderValue>>,
 }
 
 /// Reads the token once (failing start-up when it is unusable) and returns the credential and its refresher.
 pub fn load(path: &Path, header: HeaderName, scheme: &str) -> Result<(Credential, Refresher), AuthError> {
-    let raw = std::fs::read(path).map_err(|source| AuthError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let mut file = MountedFiles::new([path.to_owned()]);
+    let raw = file.read_changed()?.unwrap_or_default().pop().unwrap_or_default();
     let value = Arc::new(RwLock::new(header_value(path, &raw, scheme)?));
+    file.keep(vec![raw]);
     let refresher = Refresher {
         path: path.to_owned(),
+        file,
         scheme: scheme.to_owned(),
-        last_raw: raw,
         target: Arc::clone(&value),
     };
     Ok((Credential { header, value }, refresher))
@@ -88,38 +80,23 @@ impl Refresher {
     /// sends none. A projected ServiceAccount token is renewed by the kubelet at 80 % of its life, so the new one
     /// is in use long before the old one expires.
     pub async fn run(mut self, metrics: Arc<Metrics>) {
-        let mut ticker = tokio::time::interval(POLL_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            ticker.tick().await;
-            let outcome = match tokio::fs::read(&self.path).await {
-                Ok(raw) => self.apply(raw),
-                Err(source) => Err(AuthError::Read {
-                    path: self.path.clone(),
-                    source,
-                }),
+        poll_every(POLL_INTERVAL, "auth token", || {
+            let changed = match self.file.read_changed()? {
+                Some(mut now) => self.apply(now.pop().unwrap_or_default())?,
+                None => false,
             };
-            match outcome {
-                Ok(changed) => {
-                    if changed {
-                        metrics.token_refresh(TokenSource::File);
-                        tracing::info!(path = %self.path.display(), "auth token changed; using the new one");
-                    }
-                    failing = false;
-                }
-                Err(error) if !failing => {
-                    tracing::warn!(%error, "keeping the previous auth token");
-                    failing = true;
-                }
-                Err(_) => {}
+            if changed {
+                metrics.token_refresh(TokenSource::File);
+                tracing::info!(path = %self.path.display(), "auth token changed; using the new one");
             }
-        }
+            Ok::<_, AuthError>(())
+        })
+        .await;
     }
 
     /// Takes freshly read file contents; returns whether the credential changed.
     pub fn apply(&mut self, raw: Vec<u8>) -> Result<bool, AuthError> {
-        if raw == self.last_raw {
+        if self.file.kept() == Some(std::slice::from_ref(&raw)) {
             return Ok(false);
         }
         let value = header_value(&self.path, &raw, &self.scheme)?;
@@ -127,7 +104,7 @@ impl Refresher {
             Ok(mut slot) => *slot = value,
             Err(poisoned) => *poisoned.into_inner() = value,
         }
-        self.last_raw = raw;
+        self.file.keep(vec![raw]);
         Ok(true)
     }
 }
@@ -198,7 +175,7 @@ mod tests {
         let missing = dir.path().join("missing");
         assert!(matches!(
             load(&missing, http::header::AUTHORIZATION, "Bearer"),
-            Err(AuthError::Read { .. })
+            Err(AuthError::Read(_))
         ));
     }
 

@@ -5,10 +5,12 @@
 //! (pooled HTTP/1.1 connections, one multiplexed HTTP/2 connection, TLS when the upstream is `https://`), relays
 //! WebSocket upgrades, bounds the wait, retries what is safe to retry and logs one JSON line per request. Modules,
 //! in the order a request meets them: [`config`] (flags parsed once), [`auth`] (the rotating credential),
-//! [`forward`] (one request: through the [`breaker`] and the concurrency cap, retried as [`retry`] allows, with
-//! [`replay`] for gRPC), [`grpc`] (deadlines, statuses), [`upstream`] (upstream connections), [`body`] (the
-//! relayed response body), [`access_log`] (the log line), [`metrics`] (Prometheus) and [`admin`] (readiness,
-//! liveness and metrics endpoints).
+//! [`headers`] (what is stripped and added), [`forward`] (one request: through the [`breaker`] and the concurrency
+//! cap, then by the app's protocol to HTTP/1.1, HTTP/2 or a WebSocket relay, retried as [`retry`] allows, with
+//! [`replay`] for gRPC), [`grpc`] (deadlines, statuses), [`upstream`] (upstream connections), [`body`] (the relayed
+//! response body), [`error_text`] (failures in words), [`access_log`] (the log line), [`metrics`] (Prometheus) and
+//! [`admin`] (readiness, liveness and metrics endpoints). [`tls`] and [`oauth2`] keep the upstream's TLS files and
+//! the OAuth2 token fresh.
 
 pub mod access_log;
 pub mod admin;
@@ -16,8 +18,10 @@ pub mod auth;
 pub mod body;
 pub mod breaker;
 pub mod config;
+pub mod error_text;
 pub mod forward;
 pub mod grpc;
+pub mod headers;
 pub mod metrics;
 pub mod oauth2;
 pub mod replay;
@@ -121,7 +125,8 @@ pub struct AmbassadorArgs {
     /// Where `/healthz` (readiness), `/livez` (liveness) and `/metrics` (Prometheus) are served.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
-    /// How long in-flight requests may finish after SIGTERM before the ambassador exits anyway.
+    /// How long in-flight requests and relayed WebSockets may finish after SIGTERM before the ambassador exits
+    /// anyway.
     #[arg(long, env = "ENTOURAGE_AMBASSADOR_DRAIN", default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
     /// How long the ambassador keeps accepting new requests after SIGTERM, before it drains. The webhook sets it
@@ -171,7 +176,8 @@ pub enum ProxyError {
     AccessLog(std::io::Error),
 }
 
-/// Runs the ambassador until SIGTERM or SIGINT, then drains in-flight requests for up to `--drain`.
+/// Runs the ambassador until SIGTERM or SIGINT, then drains in-flight requests and WebSocket relays for up to
+/// `--drain`.
 pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
     // Diagnostics go to stderr so that stdout carries nothing but access-log lines.
     let _ = tracing_subscriber::fmt()
@@ -277,10 +283,24 @@ pub async fn run(args: AmbassadorArgs) -> Result<(), ProxyError> {
     .await;
 
     draining.store(true, Ordering::Relaxed);
-    tracing::info!(drain = %config::format_duration(args.drain), "shutting down: no new connections, draining");
-    match tokio::time::timeout(args.drain, graceful.shutdown()).await {
+    tracing::info!(
+        drain = %config::format_duration(args.drain),
+        connections = graceful.count(),
+        websockets = forwarder.relays().count(),
+        "shutting down: no new connections, draining"
+    );
+    // A relayed WebSocket is no HTTP connection any more once upgraded: it is waited for beside them, so that a
+    // conversation in progress can end with its own closing handshake.
+    let drained = async {
+        graceful.shutdown().await;
+        forwarder.relays().closed().await;
+    };
+    match tokio::time::timeout(args.drain, drained).await {
         Ok(()) => tracing::info!("drained; exiting"),
-        Err(_) => tracing::warn!("drain period over; closing the remaining connections"),
+        Err(_) => tracing::warn!(
+            websockets = forwarder.relays().count(),
+            "drain period over; closing the remaining connections"
+        ),
     }
     admin_task.abort();
     log.close();
@@ -317,7 +337,7 @@ async fn accept_until(
         // Small request and response heads must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let forwarder = Arc::clone(forwarder);
-        let client = forward::forwarded_for(peer.ip());
+        let client = headers::forwarded_for(peer.ip());
         let service = service_fn(move |request| {
             let forwarder = Arc::clone(&forwarder);
             let client = client.clone();

@@ -305,5 +305,5 @@ fn read_trimmed(path: &Path) -> Result<String, String> {
 fn request_error_text<RE: std::error::Error + 'static, T: oauth2::ErrorResponse + 'static>(
     error: &oauth2::RequestTokenError<RE, T>,
 ) -> String {
-    super::forward::error_chain(error)
+    super::error_text::chain(error)
 }

@@ -1,9 +1,8 @@
 //! TLS to the upstream: the trust anchors (system roots plus `--ca-file`), the client certificate for mTLS
 //! (`--client-cert`, `--client-key`), and their reload when Kubernetes rotates the mounted Secret or ConfigMap.
 //!
-//! Kubernetes updates a mounted Secret by writing a new timestamped directory and swapping the `..data` symlink,
-//! so the file names never change and an inotify watch on a file sees nothing (kyma 5745). The files are polled
-//! instead, by contents; a change builds a new client configuration, which only new connections use. Requests in
+//! The files are mounted Secret or ConfigMap keys, polled through the kubelet's `..data` swap ([`MountedFiles`]);
+//! a change builds a new client configuration, which only new connections use. Requests in
 //! flight keep the connections (and TLS sessions) they have, so a rotation drops none of them; idle pooled
 //! connections made with the old credentials are closed at their next checkout ([`TlsState::generation`]).
 
@@ -14,6 +13,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::support::mounted::{poll_every, MountedFiles};
 
 /// How often the files are re-read; the kubelet itself refreshes mounted Secrets about once a minute.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -80,7 +81,7 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    fn paths(&self) -> impl Iterator<Item = &Path> {
+    fn paths(&self) -> impl Iterator<Item = &Path> + '_ {
         [&self.ca_file, &self.client_cert, &self.client_key]
             .into_iter()
             .flatten()
@@ -208,18 +209,19 @@ pub fn shared(config: rustls::ClientConfig) -> SharedTls {
 pub struct Reloader {
     https: bool,
     files: TlsFiles,
-    last: Vec<Vec<u8>>,
+    watched: MountedFiles,
     target: SharedTls,
 }
 
 impl Reloader {
     /// Watches `files`, whose contents at start-up built the configuration in `target`.
     pub fn new(https: bool, files: TlsFiles, target: SharedTls) -> Self {
-        let last = read_all(&files).unwrap_or_default();
+        let mut watched = MountedFiles::new(files.paths().map(Path::to_owned).collect::<Vec<_>>());
+        watched.keep_current();
         Self {
             https,
             files,
-            last,
+            watched,
             target,
         }
     }
@@ -227,49 +229,33 @@ impl Reloader {
     /// Polls forever. A missing, partial or mismatched set of files keeps the current configuration: during a
     /// swap the paths may briefly dangle, and a certificate read before the swap may not match a key read after.
     pub async fn run(mut self) {
-        let mut ticker = tokio::time::interval(POLL_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            ticker.tick().await;
-            match self.poll() {
-                Ok(changed) => {
-                    if changed {
-                        tracing::info!(
-                            generation = self.target.load().generation,
-                            "TLS files changed; new connections use them"
-                        );
-                    }
-                    failing = false;
-                }
-                Err(error) if !failing => {
-                    tracing::warn!(%error, "keeping the previous TLS configuration");
-                    failing = true;
-                }
-                Err(_) => {}
+        poll_every(POLL_INTERVAL, "TLS configuration", || {
+            if self.poll()? {
+                tracing::info!(
+                    generation = self.target.load().generation,
+                    "TLS files changed; new connections use them"
+                );
             }
-        }
+            Ok::<_, TlsError>(())
+        })
+        .await;
     }
 
     /// Reads the files once; swaps the configuration when they changed and build one. Returns whether it did.
     pub fn poll(&mut self) -> Result<bool, TlsError> {
-        let Ok(now) = read_all(&self.files) else {
+        let Ok(changed) = self.watched.read_changed() else {
             // Unreadable: let `client_config` name the file and the error.
             client_config(self.https, &self.files)?;
             return Ok(false);
         };
-        if now == self.last {
+        let Some(now) = changed else {
             return Ok(false);
-        }
+        };
         let config = client_config(self.https, &self.files)?;
         // The files may have changed again between the read and the build; the next poll sees that.
-        self.last = now;
+        self.watched.keep(now);
         let generation = self.target.load().generation + 1;
         self.target.store(Arc::new(TlsState::new(generation, config)));
         Ok(true)
     }
-}
-
-fn read_all(files: &TlsFiles) -> std::io::Result<Vec<Vec<u8>>> {
-    files.paths().map(std::fs::read).collect()
 }

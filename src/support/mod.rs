@@ -1,7 +1,9 @@
 //! Small shared support, used by every program and depending on nothing else in the crate: one shutdown signal,
-//! one duration grammar, the Kubernetes name rules, the ambassador's upstream protocol values.
+//! one duration grammar, the Kubernetes name rules, the ambassador's upstream protocol values, and the polling of
+//! files Kubernetes mounts.
 
 pub mod duration;
+pub mod mounted;
 pub mod names;
 pub mod protocol;
 pub mod shutdown;

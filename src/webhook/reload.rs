@@ -13,6 +13,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use crate::support::mounted::MountedFiles;
 use crate::webhook::server::AppState;
 
 /// How far ahead of expiry the certificate is reported with a warning.
@@ -34,8 +35,8 @@ pub struct WatchOptions {
 pub struct Watcher {
     state: Arc<AppState>,
     options: WatchOptions,
-    /// The config bytes last tried, valid or not: an invalid file is reported once, not at every poll.
-    config_seen: Option<Vec<u8>>,
+    /// The config file and the bytes last tried, valid or not: an invalid file is reported once, not at every poll.
+    config_file: Option<MountedFiles>,
     /// The last certificate error reported, for the same reason.
     cert_error: Option<String>,
     /// A certificate error seen once: reported only if the next poll sees it again, because a poll can read
@@ -49,11 +50,14 @@ impl Watcher {
     /// A watcher over `state`'s certificate and `options.config_path`. The config in force is taken to be the
     /// file's current content (it was just loaded from it).
     pub fn new(state: Arc<AppState>, options: WatchOptions) -> Self {
-        let config_seen = options.config_path.as_ref().and_then(|p| std::fs::read(p).ok());
+        let mut config_file = options.config_path.clone().map(|p| MountedFiles::new([p]));
+        if let Some(file) = config_file.as_mut() {
+            file.keep_current();
+        }
         Watcher {
             state,
             options,
-            config_seen,
+            config_file,
             cert_error: None,
             cert_error_pending: None,
             expiry_warned: None,
@@ -114,30 +118,28 @@ impl Watcher {
     }
 
     fn poll_config(&mut self) {
-        let Some(path) = self.options.config_path.as_ref() else {
+        let (Some(path), Some(file)) = (self.options.config_path.as_ref(), self.config_file.as_mut()) else {
             return;
         };
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
+        let bytes = match file.read_changed() {
+            Ok(None) => return,
+            Ok(Some(mut now)) => now.pop().unwrap_or_default(),
             Err(e) => {
                 // A missing file mid-swap is normal for an instant; a lasting one is reported once.
-                let marker = format!("\0unreadable: {e}").into_bytes();
-                if self.config_seen.as_deref() != Some(marker.as_slice()) {
-                    tracing::warn!(config = %path.display(), error = %e, "cannot read the config file; keeping the config in force");
-                    self.config_seen = Some(marker);
+                let marker = vec![format!("\0unreadable: {}", e.source).into_bytes()];
+                if file.kept() != Some(marker.as_slice()) {
+                    tracing::warn!(config = %path.display(), error = %e.source, "cannot read the config file; keeping the config in force");
+                    file.keep(marker);
                 }
                 return;
             }
         };
-        if self.config_seen.as_deref() == Some(bytes.as_slice()) {
-            return;
-        }
         let result = std::str::from_utf8(&bytes)
             .map_err(|e| format!("config {} is not UTF-8: {e}", path.display()))
             .and_then(|text| {
                 crate::core::mutate::load_config(text, &path.display().to_string()).map_err(|e| e.to_string())
             });
-        self.config_seen = Some(bytes);
+        file.keep(vec![bytes]);
         match result {
             Ok(config) => {
                 if **self.state.config.load() != config {

@@ -11,6 +11,8 @@ from the Kubernetes release's own pause.c), plus an image config. `ctr images im
   /var/log/nginx/{access,error}.log, which are links to stdout and stderr until a volume hides them).
 - busybox: Debian's static busybox, as the seed's hand-written sidecars use it.
 - tools: busybox with curl, for the test apps.
+- grpc: busybox with grpc-peer (tests/cluster/grpcpeer, built by build.sh beside the pause binary), a gRPC server and
+  client made of grpc-go's own packages.
 - pause: the sandbox image.
 
 Usage: images.py OUT_DIR ENTOURAGE_BINARY PAUSE_BINARY -> writes OUT_DIR/<name>.tar and prints each image's name;
@@ -223,6 +225,12 @@ def tools_image():
     return "docker.io/entourage/e2e-tools:1", layer, {"Env": [PATH_ENV], "Cmd": ["sh"], "WorkingDir": "/"}
 
 
+def grpc_image(binary):
+    layer = busybox_layer()
+    layer.copy(binary, "usr/local/bin/grpc-peer", 0o755)
+    return "docker.io/entourage/e2e-grpc:1", layer, {"Env": [PATH_ENV], "Entrypoint": ["grpc-peer"], "WorkingDir": "/"}
+
+
 def floor_image(binary):
     """The bench's floor webhook (bench/tools/floor.rs), laid out like entourage's image."""
     _, layer, config = entourage_image(binary, "floor")
@@ -239,6 +247,7 @@ def main():
     version = re.search(r'^version = "(.*)"', open(os.path.join(ROOT, "Cargo.toml")).read(), re.M).group(1)
     os.makedirs(out_dir, exist_ok=True)
     images = [entourage_image(binary, version), nginx_image(), tools_image(),
+              grpc_image(os.path.join(os.path.dirname(pause), "grpc-peer")),
               ("docker.io/library/busybox:1.36", busybox_layer(), {"Env": [PATH_ENV], "Cmd": ["sh"]})]
     pause_layer = Layer()
     pause_layer.copy(pause, "pause", 0o755)

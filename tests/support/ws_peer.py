@@ -2,6 +2,8 @@
 
     python3 ws_peer.py serve            prints `PORT <n>`, then echoes until killed
     python3 ws_peer.py call URL         runs the exchange and prints one JSON object with what the client saw
+    python3 ws_peer.py hold URL         opens a connection, prints `OPEN`, waits for a line on stdin, then sends one
+                                        message, closes with 1000 and prints JSON: the echo and the close it got
 
 The server echoes each message (text as text, bytes as bytes), answers `whoami` with the Authorization header of
 the handshake, pushes a message of its own on `push`, and closes with code 4000 on `bye`.
@@ -62,8 +64,27 @@ async def call(url):
     print(flush=True)
 
 
+async def hold(url):
+    out = {}
+    async with websockets.connect(url) as ws:
+        print("OPEN", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        try:
+            await ws.send("after the signal")
+            out["echo"] = await ws.recv()
+            await ws.close(1000, "client done")
+        except websockets.ConnectionClosed:
+            pass
+        # What the server side sent back in the closing handshake; None when the connection was cut without one.
+        out["close_received"] = [rcvd.code, rcvd.reason] if (rcvd := ws.protocol.close_rcvd) else None
+    json.dump(out, sys.stdout, sort_keys=True)
+    print(flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         asyncio.run(serve())
+    elif sys.argv[1] == "hold":
+        asyncio.run(hold(sys.argv[2]))
     else:
         asyncio.run(call(sys.argv[2]))
