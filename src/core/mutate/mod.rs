@@ -4,9 +4,10 @@
 //! Pods go to [`pod`], Jobs and CronJobs to [`job`]; every other kind and operation is allowed unchanged.
 
 mod ambassador;
-pub(crate) mod harden;
+pub(crate) mod injected;
 pub mod job;
 mod logs;
+mod plan;
 pub mod pod;
 pub mod profile;
 pub mod target;
