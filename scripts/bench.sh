@@ -53,6 +53,9 @@ OHA=$(command -v oha)
 
 # --- build ----------------------------------------------------------------------------------------------------
 log "building (release)"
+# The commit measured; "-dirty" when the sources built differ from it.
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench/tools 2>/dev/null || commit="$commit-dirty"
 cargo build --release --quiet --bin entourage --example floor --example ready --example pace --example bench_report
 BIN=target/release/entourage
 FLOOR=target/release/examples/floor
@@ -200,9 +203,6 @@ stop entourage
 # --- report -----------------------------------------------------------------------------------------------------
 log "report"
 machine="$(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-# The commit measured; "-dirty" when the built sources differ from it.
-commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench/tools 2>/dev/null || commit="$commit-dirty"
 target/release/examples/bench_report "$OUT" "$machine" "$commit"
 mkdir -p docs/bench
 cp "$OUT"/latency.svg "$OUT"/scaling.svg "$OUT"/summary.json docs/bench/
