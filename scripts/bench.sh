@@ -2,7 +2,8 @@
 # make bench: entourage against the floor (bench/tools/floor.rs), side by side in one run, the way the apiserver
 # calls a webhook (HTTP/1.1 over TLS, 25 keep-alive connections). Both servers are pinned to one core, the load
 # generator (oha) to another. Results: target/bench/*.json, target/bench/report.md, target/bench/*.svg; the
-# charts are copied to docs/bench/. Timings are reported, never asserted.
+# charts, report.md and summary.json (which name the commit) are copied to docs/bench/. Timings are reported,
+# never asserted.
 #
 # Latency at half load is measured with bench/tools/pace.rs, which sends each request at its own evenly spaced time
 # (oha's -q releases them in millisecond bursts; see pace.rs) and times it from that due time.
@@ -205,7 +206,7 @@ log "report"
 machine="$(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 target/release/examples/bench_report "$OUT" "$machine" "$commit"
 mkdir -p docs/bench
-cp "$OUT"/latency.svg "$OUT"/scaling.svg "$OUT"/summary.json docs/bench/
+cp "$OUT"/latency.svg "$OUT"/scaling.svg "$OUT"/summary.json "$OUT"/report.md docs/bench/
 cat "$OUT/report.md"
 log "CPU per review, floor/entourage, per workload (commit $commit)"
 cat "$OUT/ratios.txt"

@@ -661,7 +661,10 @@ fn scaling_chart(summary: &Value, path: &Path) -> Chart {
         ys.iter().copied().fold(1.0, f64::max) * 2.0,
     );
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("processing time against Pod size ({commit})"), ("sans-serif", 18))
+        .caption(
+            format!("processing time against Pod size ({commit})"),
+            ("sans-serif", 18),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -708,7 +711,11 @@ fn main() {
                 w["workload"].as_str().unwrap_or_default(),
                 w["cpu_ratio_floor_over_entourage"].as_f64().unwrap_or(0.0),
                 w["cpu_ratio_target"].as_f64().unwrap_or(0.0),
-                if w["met"].as_bool() == Some(true) { "met" } else { "missed" }
+                if w["met"].as_bool() == Some(true) {
+                    "met"
+                } else {
+                    "missed"
+                }
             )
         })
         .collect();

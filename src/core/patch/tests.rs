@@ -240,6 +240,9 @@ fn json_text_is_written_as_a_raw_value_writes_it() {
         let raw = serde_json::value::to_raw_value(&value).unwrap();
         let text = JsonText::of(&value);
         assert_eq!(text.get(), raw.get());
-        assert_eq!(serde_json::to_string(&text).unwrap(), serde_json::to_string(&raw).unwrap());
+        assert_eq!(
+            serde_json::to_string(&text).unwrap(),
+            serde_json::to_string(&raw).unwrap()
+        );
     }
 }
