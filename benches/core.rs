@@ -6,6 +6,10 @@
 //! the wall time. Timings only: nothing here asserts a duration.
 //!
 //! `cargo bench --bench core`
+//!
+//! For a profiler: `CORE_PROFILE=FIXTURE [CORE_PROFILE_REPEAT=N]` runs the path N times (1000) over one review
+//! body and times nothing, e.g. `valgrind --tool=callgrind target/release/deps/core-* --bench` with
+//! `CORE_PROFILE=bench/fixtures/pod-5k.json`.
 
 use std::{
     fs,
@@ -15,7 +19,7 @@ use std::{
 };
 
 use entourage::{
-    admission::{self as review, AdmissionResponse, ReviewOut},
+    admission::{self as review},
     core::config::Config,
     core::mutate::{self, Verdict},
 };
@@ -94,12 +98,9 @@ fn grown(base: &str, least: usize) -> Vec<u8> {
 /// decode + mutate + encode, as the server's handler does; the encoded answer's length.
 fn review(body: &[u8], config: &Config) -> usize {
     let review = review::decode(body, config).expect("the fixture is a review");
-    let outcome = mutate::mutate(&review.request, config);
-    let response = match &outcome.verdict {
-        Verdict::Allow => AdmissionResponse::allow(&review.request.uid, &outcome.patch, outcome.warnings.clone()),
-        Verdict::Deny(m) => AdmissionResponse::deny(&review.request.uid, m.clone(), outcome.warnings.clone()),
-    };
-    ReviewOut::new(review.api_version, response).to_vec().len()
+    let mut outcome = mutate::mutate(&review.request, config);
+    let (_, answer) = review::answer(&review, &mut outcome);
+    answer.to_vec().len()
 }
 
 /// CPU time this thread has run, in nanoseconds (the scheduler's own count): unlike the wall clock, it does not
@@ -162,6 +163,18 @@ fn measure_fn(f: fn(&[u8], &Config) -> usize, body: &[u8], config: &Config) -> (
 }
 
 fn main() {
+    if let Some(path) = std::env::var_os("CORE_PROFILE") {
+        let body = fs::read(&path).expect("CORE_PROFILE names a review");
+        let repeat: usize = std::env::var("CORE_PROFILE_REPEAT")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000);
+        let config = Config::default();
+        for _ in 0..repeat {
+            black_box(review(black_box(&body), &config));
+        }
+        return;
+    }
     // `cargo bench` passes `--bench`; a filter argument, if any, selects sizes by label.
     let timed = std::env::args().any(|a| a == "--bench");
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();

@@ -2,14 +2,20 @@
 # make bench: entourage against the floor (bench/tools/floor.rs), side by side in one run, the way the apiserver
 # calls a webhook (HTTP/1.1 over TLS, 25 keep-alive connections). Both servers are pinned to one core, the load
 # generator (oha) to another. Results: target/bench/*.json, target/bench/report.md, target/bench/*.svg; the
-# charts are copied to docs/bench/. Timings are reported, never asserted.
+# charts, report.md and summary.json (which name the commit) are copied to docs/bench/. Timings are reported,
+# never asserted.
 #
 # Latency at half load is measured with bench/tools/pace.rs, which sends each request at its own evenly spaced time
 # (oha's -q releases them in millisecond bursts; see pace.rs) and times it from that due time.
 #
+# Workloads (keep-alive rounds, each one's CPU ratio printed): three-patterns (bench/fixtures/pod-5k.json, the
+# ~5 KB ReplicaSet Pod with a sidecar, an adapter and an ambassador; also the half-load, TLS and size runs'),
+# sidecar (the seed's nginx Pod, one sidecar-logs annotation), job (a Job that gets its defaults) and unannotated
+# (the nginx Pod without annotations). The report and summary.json name the commit measured.
+#
 # Knobs (environment): SERVER_CPU (0), LOAD_CPU (1), REQUESTS per keep-alive round (30000), ROUNDS (9),
 # CONNECTIONS (25), HALF_LOAD_SECONDS (10) after HALF_LOAD_WARMUP (2) per round, HALF_LOAD_ROUNDS (5),
-# TLS_CONNECTIONS (3000), STARTS (5), SKIP_CORE=1 to reuse core.json.
+# TLS_CONNECTIONS (3000), STARTS (5), WORKLOADS ("name:fixture …"), SKIP_CORE=1 to reuse core.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +29,7 @@ HALF_LOAD_WARMUP=${HALF_LOAD_WARMUP:-2}
 HALF_LOAD_ROUNDS=${HALF_LOAD_ROUNDS:-5}
 TLS_CONNECTIONS=${TLS_CONNECTIONS:-3000}
 STARTS=${STARTS:-5}
+WORKLOADS=${WORKLOADS:-three-patterns:bench/fixtures/pod-5k.json sidecar:bench/fixtures/pod-sidecar.json job:bench/fixtures/job.json unannotated:bench/fixtures/pod-unannotated.json}
 OUT=target/bench
 CERTS=$OUT/certs
 PORT_ENTOURAGE=${PORT_ENTOURAGE:-18443}
@@ -47,6 +54,9 @@ OHA=$(command -v oha)
 
 # --- build ----------------------------------------------------------------------------------------------------
 log "building (release)"
+# The commit measured; "-dirty" when the sources built differ from it.
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench/tools 2>/dev/null || commit="$commit-dirty"
 cargo build --release --quiet --bin entourage --example floor --example ready --example pace --example bench_report
 BIN=target/release/entourage
 FLOOR=target/release/examples/floor
@@ -104,7 +114,7 @@ hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 load() {
   local name=$1 test=$2 round=$3 fixture=$4
   shift 4
-  local pid=${PID[$name]} out="$OUT/oha-$test-$name-$round.json"
+  local pid=${PID[$name]} out="$OUT/oha-$test-${WORKLOAD:-three-patterns}-$name-$round.json"
   [[ -n ${PACE_RATE:-} ]] && out="$OUT/pace-$test-$name-$round.json"
   local before rss_idle ticks_before ticks_after
   rss_idle=$(rss_kb "$pid")
@@ -127,8 +137,8 @@ load() {
   local after rss_max
   after=$(cpu_ns "$pid") ticks_after=$(cpu_ticks "$pid")
   rss_max=$(hwm_kb "$pid")
-  printf '{"test":"%s","server":"%s","round":%s,"fixture":"%s","cpu_ns":%s,"cpu_ticks":%s,"clk_tck":%s,"rss_idle_kb":%s,"rss_max_kb":%s,"oha":"%s"}\n' \
-    "$test" "$name" "$round" "$fixture" "$((after - before))" "$((ticks_after - ticks_before))" "$CLK_TCK" "$rss_idle" "${rss_max:-0}" \
+  printf '{"test":"%s","workload":"%s","server":"%s","round":%s,"fixture":"%s","cpu_ns":%s,"cpu_ticks":%s,"clk_tck":%s,"rss_idle_kb":%s,"rss_max_kb":%s,"oha":"%s"}\n' \
+    "$test" "${WORKLOAD:-three-patterns}" "$name" "$round" "$fixture" "$((after - before))" "$((ticks_after - ticks_before))" "$CLK_TCK" "$rss_idle" "${rss_max:-0}" \
     "$out" >>"$MEASURES"
 }
 
@@ -146,21 +156,23 @@ done
 
 P5K=bench/fixtures/pod-5k.json
 
-# --- keep-alive throughput and CPU per review: 25 connections, alternating rounds -----------------------------
+# --- keep-alive throughput and CPU per review: 25 connections, alternating rounds, every workload -------------
 log "warm-up"
 for name in floor entourage; do
   taskset -c "$LOAD_CPU" "$OHA" --no-tui --worker-threads 1 --output-format quiet -n 2000 -c "$CONNECTIONS" -m POST -D "$P5K" \
     -H 'content-type: application/json' --cacert "$CERTS/ca.crt" "https://localhost:${PORT[$name]}/mutate" || true
 done
 for round in $(seq 1 "$ROUNDS"); do
-  for name in floor entourage; do
-    log "keep-alive round $round/$ROUNDS: $name, $REQUESTS reviews over $CONNECTIONS connections"
-    load "$name" keepalive "$round" "$P5K" -n "$REQUESTS" -c "$CONNECTIONS"
+  for workload in $WORKLOADS; do
+    for name in floor entourage; do
+      log "keep-alive round $round/$ROUNDS, ${workload%%:*}: $name, $REQUESTS reviews over $CONNECTIONS connections"
+      WORKLOAD=${workload%%:*} load "$name" keepalive "$round" "${workload#*:}" -n "$REQUESTS" -c "$CONNECTIONS"
+    done
   done
 done
 
 # --- latency at half of entourage's best throughput -------------------------------------------------------------
-best=$(for f in "$OUT"/oha-keepalive-entourage-*.json; do
+best=$(for f in "$OUT"/oha-keepalive-three-patterns-entourage-*.json; do
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"])' "$f"
 done | sort -g | tail -1)
 half=$(python3 -c "import sys; print(max(1, int(float(sys.argv[1]) / 2)))" "$best")
@@ -192,7 +204,9 @@ stop entourage
 # --- report -----------------------------------------------------------------------------------------------------
 log "report"
 machine="$(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-target/release/examples/bench_report "$OUT" "$machine"
+target/release/examples/bench_report "$OUT" "$machine" "$commit"
 mkdir -p docs/bench
-cp "$OUT"/latency.svg "$OUT"/scaling.svg docs/bench/
+cp "$OUT"/latency.svg "$OUT"/scaling.svg "$OUT"/summary.json "$OUT"/report.md docs/bench/
 cat "$OUT/report.md"
+log "CPU per review, floor/entourage, per workload (commit $commit)"
+cat "$OUT/ratios.txt"

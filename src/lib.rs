@@ -2,7 +2,8 @@
 //! ambassadors — and gives Jobs and CronJobs safe defaults, as a Kubernetes mutating admission webhook.
 //!
 //! # The path of one request
-//! 1. [`webhook::server`] accepts a TLS connection (rustls, HTTP/1.1 or h2) and reads `POST /mutate` (≤ 8 MiB).
+//! 1. [`webhook::accept`] accepts a TLS connection (rustls, HTTP/1.1 or h2); the router of [`webhook::server`]
+//!    reads `POST /mutate` (≤ 8 MiB).
 //! 2. [`admission::decode`] turns the body into a [`admission::Review`] in one pass, parsing of the object only what
 //!    the core reads ([`core::reads`], [`admission::pruned`]); a body that is not a review, or whose object holds a
 //!    member the core reads with another type, is a 400.

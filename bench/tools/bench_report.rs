@@ -4,7 +4,11 @@
 //! names and `DIR/core.json` (from `cargo bench --bench core`); writes `DIR/report.md`, `DIR/summary.json`,
 //! `DIR/latency.svg` and `DIR/scaling.svg`. Every ratio compares figures taken side by side in that one run.
 //!
-//! `target/release/examples/bench_report target/bench "machine description"`
+//! Keep-alive rounds are run for several workloads (`scripts/bench.sh`'s `WORKLOADS`); the half-load, TLS and size
+//! runs use the three-pattern Pod. `DIR/ratios.txt` holds each workload's CPU ratio, one line each, and the
+//! report, the JSON and the charts name the commit measured.
+//!
+//! `target/release/examples/bench_report target/bench "machine description" COMMIT`
 
 use std::{
     collections::BTreeMap,
@@ -120,10 +124,89 @@ fn load(dir: &Path) -> Vec<Measure> {
         .collect()
 }
 
+/// The workload of the half-load, TLS and size runs, and of the keep-alive figures reported first.
+const MAIN_WORKLOAD: &str = "three-patterns";
+
+/// Each workload's CPU-ratio target (floor/entourage, median of paired rounds); any other workload's is
+/// [`FLOOR_TARGET`].
+const WORKLOAD_TARGETS: [(&str, f64); 2] = [("sidecar", 1.0), ("three-patterns", 0.95)];
+
+/// No workload's CPU ratio may be below this.
+const FLOOR_TARGET: f64 = 0.90;
+
+fn workload_of(m: &Measure) -> &str {
+    m.line["workload"].as_str().unwrap_or(MAIN_WORKLOAD)
+}
+
+/// The measurements of `test` on `server`, of the main workload.
 fn select<'a>(all: &'a [Measure], test: &str, server: &str) -> Vec<&'a Measure> {
+    select_workload(all, test, MAIN_WORKLOAD, server)
+}
+
+fn select_workload<'a>(all: &'a [Measure], test: &str, workload: &str, server: &str) -> Vec<&'a Measure> {
     all.iter()
-        .filter(|m| m.line["test"] == test && m.line["server"] == server)
+        .filter(|m| m.line["test"] == test && m.line["server"] == server && workload_of(m) == workload)
         .collect()
+}
+
+/// The workloads of the keep-alive rounds, in the order they were run.
+fn workloads(all: &[Measure]) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for m in all.iter().filter(|m| m.line["test"] == "keepalive") {
+        let w = workload_of(m);
+        if !seen.iter().any(|s| s == w) {
+            seen.push(w.to_string());
+        }
+    }
+    seen
+}
+
+/// One workload's keep-alive figures: the rounds' paired ratios, and the medians.
+struct WorkloadFigures {
+    name: String,
+    bytes: u64,
+    cpu: [f64; 2],
+    cpu_rounds: Vec<f64>,
+    rps_rounds: Vec<f64>,
+    cpu_ratio: f64,
+    rps_ratio: f64,
+    target: f64,
+}
+
+fn workload_figures(all: &[Measure], name: &str) -> WorkloadFigures {
+    let floor = select_workload(all, "keepalive", name, "floor");
+    let entourage = select_workload(all, "keepalive", name, "entourage");
+    let bytes = floor
+        .first()
+        .and_then(|m| m.line["fixture"].as_str())
+        .and_then(|f| fs::metadata(f).ok())
+        .map_or(0, |m| m.len());
+    let cpu_rounds: Vec<f64> = floor
+        .iter()
+        .zip(&entourage)
+        .map(|(fl, e)| fl.cpu_us_per_request() / e.cpu_us_per_request().max(1e-9))
+        .collect();
+    let rps_rounds: Vec<f64> = floor
+        .iter()
+        .zip(&entourage)
+        .map(|(fl, e)| e.summary("requestsPerSec") / fl.summary("requestsPerSec").max(1e-9))
+        .collect();
+    WorkloadFigures {
+        name: name.to_string(),
+        bytes,
+        cpu: [
+            median(floor.iter().map(|m| m.cpu_us_per_request()).collect()),
+            median(entourage.iter().map(|m| m.cpu_us_per_request()).collect()),
+        ],
+        cpu_ratio: median(cpu_rounds.clone()),
+        rps_ratio: median(rps_rounds.clone()),
+        cpu_rounds,
+        rps_rounds,
+        target: WORKLOAD_TARGETS
+            .iter()
+            .find(|(w, _)| *w == name)
+            .map_or(FLOOR_TARGET, |(_, t)| *t),
+    }
 }
 
 /// The round that stands for the series: the median by throughput for closed-loop rounds, by p99 for fixed-rate
@@ -163,7 +246,7 @@ struct Figures {
     rss_load: [f64; 2],
 }
 
-fn report(dir: &Path, machine: &str) -> (String, Value) {
+fn report(dir: &Path, machine: &str, commit: &str) -> (String, Value) {
     let all = load(dir);
     let core: Value = fs::read(dir.join("core.json"))
         .ok()
@@ -180,7 +263,7 @@ fn report(dir: &Path, machine: &str) -> (String, Value) {
         rss_load: [0.0; 2],
     };
     let rounds = select(&all, "keepalive", "entourage").len();
-    let _ = writeln!(md, "Machine: {machine}. Servers pinned to one core, the load generator (oha, or bench/tools/pace for fixed rates) on the other; {rounds} alternating rounds of each, medians shown.\n");
+    let _ = writeln!(md, "Commit: {commit}. Machine: {machine}. Servers pinned to one core, the load generator (oha, or bench/tools/pace for fixed rates) on the other; {rounds} alternating rounds of each, medians shown.\n");
     let _ = writeln!(
         md,
         "**Keep-alive: ~5 KB Pod review (all three patterns), HTTP/1.1 over TLS, 25 connections**\n"
@@ -254,6 +337,32 @@ fn report(dir: &Path, machine: &str) -> (String, Value) {
          utime + stime from /proc/PID/stat, in 10 ms ticks, gives µs/review: {}.\n",
         ticks.join(", ")
     );
+
+    let loads: Vec<WorkloadFigures> = workloads(&all).iter().map(|w| workload_figures(&all, w)).collect();
+    let _ = writeln!(
+        md,
+        "**Keep-alive, every workload: CPU per review, floor/entourage (median of the rounds' paired ratios)**\n"
+    );
+    let _ = writeln!(
+        md,
+        "| workload | bytes | floor CPU µs/review | entourage CPU µs/review | CPU ratio | target | per-round CPU ratios | throughput ratio |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|---:|");
+    for w in &loads {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.1} | **{:.2}** | ≥ {:.2} | {} | {:.2} |",
+            w.name,
+            w.bytes,
+            w.cpu[0],
+            w.cpu[1],
+            w.cpu_ratio,
+            w.target,
+            list(&w.cpu_rounds),
+            w.rps_ratio
+        );
+    }
+    let _ = writeln!(md);
 
     let half_rounds = select(&all, "halfload", "entourage").len();
     let _ = writeln!(
@@ -388,11 +497,6 @@ fn report(dir: &Path, machine: &str) -> (String, Value) {
     let _ = writeln!(md, "|---|---:|---|");
     let rows = [
         (
-            "CPU per review: floor/entourage ≥ 0.90 (median of paired rounds)",
-            format!("{cpu_ratio:.2}"),
-            cpu_ratio >= 0.90,
-        ),
-        (
             "throughput: entourage/floor ≥ 0.90 (median of paired rounds)",
             format!("{rps_ratio:.2}"),
             rps_ratio >= 0.90,
@@ -422,8 +526,27 @@ fn report(dir: &Path, machine: &str) -> (String, Value) {
     for (target, measured, ok) in rows {
         let _ = writeln!(md, "| {target} | {measured} | {} |", verdict(ok));
     }
+    for w in &loads {
+        let target = format!(
+            "CPU per review, {} workload: floor/entourage ≥ {:.2} (median of paired rounds)",
+            w.name, w.target
+        );
+        let ok = w.cpu_ratio >= w.target;
+        let _ = writeln!(md, "| {target} | {:.2} | {} |", w.cpu_ratio, verdict(ok));
+    }
+    let workloads: Vec<Value> = loads
+        .iter()
+        .map(|w| {
+            json!({"workload": w.name, "bytes": w.bytes, "cpu_us": {"floor": w.cpu[0], "entourage": w.cpu[1]},
+                   "cpu_ratio_floor_over_entourage": w.cpu_ratio, "cpu_ratio_per_round": w.cpu_rounds,
+                   "rps_ratio_entourage_over_floor": w.rps_ratio, "rps_ratio_per_round": w.rps_rounds,
+                   "cpu_ratio_target": w.target, "met": w.cpu_ratio >= w.target})
+        })
+        .collect();
     let summary = json!({
+        "commit": commit,
         "machine": machine,
+        "workloads": workloads,
         "keepalive": {"rps": {"floor": f.rps[0], "entourage": f.rps[1]}, "cpu_us": {"floor": f.cpu[0], "entourage": f.cpu[1]},
                       "cpu_ratio_floor_over_entourage": cpu_ratio, "rps_ratio_entourage_over_floor": rps_ratio,
                       "cpu_ratio_per_round": cpu_rounds, "rps_ratio_per_round": rps_rounds,
@@ -440,7 +563,7 @@ fn report(dir: &Path, machine: &str) -> (String, Value) {
 type Chart = Result<(), Box<dyn std::error::Error>>;
 
 /// Latency percentiles of the median keep-alive round and of the half-load run, entourage beside the floor.
-fn latency_chart(dir: &Path, path: &Path) -> Chart {
+fn latency_chart(dir: &Path, path: &Path, commit: &str) -> Chart {
     let all = load(dir);
     let root = SVGBackend::new(path, (960, 420)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -464,7 +587,7 @@ fn latency_chart(dir: &Path, path: &Path) -> Chart {
         let top = values().fold(0.1, f64::max) * 1.5;
         let bottom = values().fold(top, f64::min) / 1.5;
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("latency percentiles — {title}"), ("sans-serif", 16))
+            .caption(format!("latency percentiles — {title} ({commit})"), ("sans-serif", 16))
             .margin(10)
             // Room for the last percentile's label, centred on the right edge of the plot.
             .margin_right(30)
@@ -507,6 +630,7 @@ fn latency_chart(dir: &Path, path: &Path) -> Chart {
 
 /// Processing time against Pod size, log-log: the in-process core, and the servers' CPU per request over HTTP.
 fn scaling_chart(summary: &Value, path: &Path) -> Chart {
+    let commit = summary["commit"].as_str().unwrap_or_default();
     let points = summary["scaling"].as_array().cloned().unwrap_or_default();
     let root = SVGBackend::new(path, (720, 460)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -537,7 +661,10 @@ fn scaling_chart(summary: &Value, path: &Path) -> Chart {
         ys.iter().copied().fold(1.0, f64::max) * 2.0,
     );
     let mut chart = ChartBuilder::on(&root)
-        .caption("processing time against Pod size", ("sans-serif", 18))
+        .caption(
+            format!("processing time against Pod size ({commit})"),
+            ("sans-serif", 18),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -572,7 +699,27 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().unwrap_or_else(|| "target/bench".into()));
     let machine = args.next().unwrap_or_default();
-    let (md, summary) = report(&dir, &machine);
+    let commit = args.next().unwrap_or_else(|| "unknown".into());
+    let (md, summary) = report(&dir, &machine, &commit);
+    let ratios: String = summary["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            format!(
+                "{}: {:.2} (target {:.2}, {})\n",
+                w["workload"].as_str().unwrap_or_default(),
+                w["cpu_ratio_floor_over_entourage"].as_f64().unwrap_or(0.0),
+                w["cpu_ratio_target"].as_f64().unwrap_or(0.0),
+                if w["met"].as_bool() == Some(true) {
+                    "met"
+                } else {
+                    "missed"
+                }
+            )
+        })
+        .collect();
+    fs::write(dir.join("ratios.txt"), ratios).expect("write ratios.txt");
     fs::write(dir.join("report.md"), &md).expect("write report.md");
     fs::write(
         dir.join("summary.json"),
@@ -580,7 +727,7 @@ fn main() {
     )
     .expect("write summary.json");
     let mut charts = BTreeMap::new();
-    charts.insert("latency.svg", latency_chart(&dir, &dir.join("latency.svg")));
+    charts.insert("latency.svg", latency_chart(&dir, &dir.join("latency.svg"), &commit));
     charts.insert("scaling.svg", scaling_chart(&summary, &dir.join("scaling.svg")));
     for (name, result) in charts {
         if let Err(e) = result {

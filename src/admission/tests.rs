@@ -153,7 +153,7 @@ fn answers_are_written_exactly_as_serde_writes_them() {
     let patch = Patch(vec![crate::core::patch::Operation {
         op: crate::core::patch::Op::Add,
         path: "/metadata/annotations/a~1b".into(),
-        value: serde_json::value::to_raw_value(&json!({"x": "\"quoted\" \u{1}"})).unwrap(),
+        value: crate::core::patch::JsonText::of(&json!({"x": "\"quoted\" \u{1}"})),
     }]);
     let warnings = vec!["entourage: \"one\"\n".to_string(), "two ✓".to_string()];
     let answers = [
@@ -179,7 +179,7 @@ fn patch_is_a_base64_string_and_only_present_when_non_empty() {
     let patch = Patch(vec![crate::core::patch::Operation {
         op: crate::core::patch::Op::Add,
         path: "/a".into(),
-        value: serde_json::value::to_raw_value(&1).unwrap(),
+        value: crate::core::patch::JsonText::of(&1),
     }]);
     let out = serde_json::to_value(ReviewOut::new(V1, AdmissionResponse::allow("u", &patch, vec![]))).unwrap();
     assert_eq!(out["response"]["patchType"], "JSONPatch");

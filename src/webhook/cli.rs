@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::core::config::{Config, ConfigError};
-use crate::webhook::{cabundle, jsonlog, logsink::LogSink, reload, server, tls};
+use crate::webhook::{accept, cabundle, jsonlog, logsink::LogSink, reload, server, tls};
 
 /// Flags of `entourage serve`.
 #[derive(clap::Args)]
@@ -154,7 +154,7 @@ pub async fn cmd(args: ServeArgs, format: LogFormat, level: &str) -> Result<(), 
 }
 
 async fn serve(args: ServeArgs) -> Result<(), ServeError> {
-    let shutdown = server::shutdown_signal();
+    let shutdown = accept::logged_shutdown_signal();
     let config = load_config(args.config.as_deref())?;
     let certs = Arc::new(tls::CertStore::load(&args.tls_cert, &args.tls_key)?);
     let tls_config = tls::server_config(certs.clone(), args.client_ca.as_deref())?;
@@ -172,12 +172,12 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Listen(args.listen, e))?;
     let local = listener.local_addr().map_err(|e| ServeError::Listen(args.listen, e))?;
     tracing::info!(listen = %local, config = ?args.config, "serving admission reviews on https://{local}/mutate");
-    let options = server::ServeOptions {
+    let options = accept::ServeOptions {
         header_timeout: Duration::from_secs(args.header_timeout),
         idle_timeout: args.idle_timeout,
         grace_period: Duration::from_secs(args.grace_period),
         max_connections: args.max_connections,
-        ..server::ServeOptions::default()
+        ..accept::ServeOptions::default()
     };
     if let (Some(name), Some(ca)) = (args.patch_ca_bundle, ca_bundle) {
         cabundle::spawn_patcher(name, ca);
@@ -208,7 +208,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         None => None,
     };
     let app = server::webhook_router(state.clone(), metrics_server.is_none());
-    server::serve_tls(listener, tls_config, app, state, options, shutdown).await;
+    accept::serve_tls(listener, tls_config, app, state, options, shutdown).await;
     // Scrapes stop with the webhook: the last one a Prometheus makes fails, as for any Pod that goes.
     if let Some(task) = metrics_server {
         task.abort();

@@ -1,6 +1,7 @@
 //! The webhook (`entourage serve`): the HTTPS server, its TLS, the certificate and config reload, the CA bundle
 //! patcher, metrics and the request log.
 
+pub mod accept;
 pub mod cabundle;
 pub mod cli;
 pub mod conn;

@@ -56,7 +56,7 @@ pub struct Config {
     /// Per namespace, the profile its Pods get without `entourage.dev/profile`.
     pub namespace_profiles: BTreeMap<String, String>,
     /// What every injected container takes from `hardening` and `resources`, as JSON, rendered on first use
-    /// (`mutate::harden`). Not part of the YAML.
+    /// (`mutate::injected`). Not part of the YAML.
     #[serde(skip)]
     pub(crate) rendered: Rendered,
 }

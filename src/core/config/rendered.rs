@@ -1,5 +1,5 @@
 //! A cache kept in the [`Config`]: the JSON that every injected container takes from config unchanged. The core's
-//! `mutate::harden` renders it; config only holds it, so config depends on nothing above it.
+//! `mutate::injected` renders it; config only holds it, so config depends on nothing above it.
 
 use std::{fmt, sync::OnceLock};
 

@@ -14,8 +14,8 @@ use k8s_openapi::{
 use serde_json::Value;
 
 use super::{
-    harden::Injected,
-    pod::{Plan, PodView},
+    injected::Injected,
+    plan::{Plan, PodView},
     Pattern,
 };
 use crate::support::names::label;
@@ -112,7 +112,7 @@ fn env_name(upstream: &Upstream, config: &Config) -> String {
 }
 
 /// Whether `name` could be an [`env_name`] under `config`: the only env entries of a Pod the core looks up (to
-/// leave an app's own setting alone), so the webhook's decoder keeps no others (`crate::review::pruned::Reads::EachNamed`).
+/// leave an app's own setting alone), so the webhook's decoder keeps no others (`crate::admission::pruned::Reads::EachNamed`).
 pub fn reads_env(name: &str, config: &Config) -> bool {
     name == config.ambassador.url_env || (name.starts_with("AMBASSADOR_") && name.ends_with("_URL"))
 }

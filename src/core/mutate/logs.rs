@@ -21,8 +21,8 @@ use k8s_openapi::{
 use serde_json::Value;
 
 use super::{
-    harden::Injected,
-    pod::{Plan, PodView},
+    injected::Injected,
+    plan::{Plan, PodView},
     Pattern,
 };
 use crate::support::names::{file_stem, label};

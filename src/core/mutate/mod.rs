@@ -4,9 +4,10 @@
 //! Pods go to [`pod`], Jobs and CronJobs to [`job`]; every other kind and operation is allowed unchanged.
 
 mod ambassador;
-pub(crate) mod harden;
+pub(crate) mod injected;
 pub mod job;
 mod logs;
+mod plan;
 pub mod pod;
 pub mod profile;
 pub mod target;
@@ -162,7 +163,7 @@ impl Outcome {
 
 /// What the core reads of a request's object: a Pod's [`pod::READS`], a Job or CronJob whole, and nothing for
 /// a subresource, an operation other than CREATE or another kind (those are allowed unchanged whatever the
-/// object holds). `review::decode` parses the object only this far.
+/// object holds). `admission::decode` parses the object only this far.
 pub fn object_reads(
     kind: &GroupVersionKind,
     operation: &Operation,

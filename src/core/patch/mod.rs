@@ -11,10 +11,36 @@
 //!
 //! A [`Patch`] holds each value as JSON text: an injected container goes from its typed struct straight to text
 //! ([`PatchBuilder::add_serialized`]), never through a `serde_json::Value` that would be built, serialised and
-//! dropped on every review.
+//! dropped on every review. That text is serde_json's own output, kept as a [`JsonText`]: a `RawValue` would
+//! parse it all again to check it (`RawValue::from_string`), which was a fifth of a Pod's mutation.
 
 use serde::Serialize;
 use serde_json::{value::RawValue, Map, Value};
+
+/// A JSON value as text that serde_json wrote: written into the patch as it is, never parsed again on the
+/// review's path. It serialises as the value it holds (checked then, off the review's path: a debug log line,
+/// `to_json_patch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// The JSON text of `value`, as `serde_json::to_string` writes it.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Self {
+        JsonText(serde_json::to_string(value).expect("values without non-string map keys always serialise"))
+    }
+
+    /// The text.
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
 
 /// An RFC 6902 operation kind; entourage only adds and replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,12 +60,12 @@ pub struct Operation {
     /// Where: an RFC 6901 pointer, tokens escaped.
     pub path: String,
     /// The value, as JSON text.
-    pub value: Box<RawValue>,
+    pub value: JsonText,
 }
 
 impl PartialEq for Operation {
     fn eq(&self, other: &Self) -> bool {
-        self.op == other.op && self.path == other.path && self.value.get() == other.value.get()
+        self.op == other.op && self.path == other.path && self.value == other.value
     }
 }
 
@@ -86,8 +112,8 @@ impl Patch {
 #[derive(Debug)]
 enum Pending {
     Value(Value),
-    Text(Box<RawValue>),
-    Items(Vec<Box<RawValue>>),
+    Text(JsonText),
+    Items(Vec<JsonText>),
 }
 
 impl Pending {
@@ -165,7 +191,7 @@ impl<'d> PatchBuilder<'d> {
                         Pending::Value(value) => to_text(&value),
                         Pending::Items(items) => {
                             let mut text =
-                                String::with_capacity(items.iter().map(|i| i.get().len() + 1).sum::<usize>() + 1);
+                                String::with_capacity(items.iter().map(|i| i.0.len() + 1).sum::<usize>() + 1);
                             text.push('[');
                             for (i, item) in items.iter().enumerate() {
                                 if i > 0 {
@@ -174,7 +200,7 @@ impl<'d> PatchBuilder<'d> {
                                 text.push_str(item.get());
                             }
                             text.push(']');
-                            RawValue::from_string(text).expect("an array of JSON texts is JSON")
+                            JsonText(text)
                         }
                     },
                 })
@@ -393,8 +419,8 @@ fn push_token(out: &mut String, token: &str) {
     }
 }
 
-fn to_text<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).expect("values without non-string map keys always serialise")
+fn to_text<T: Serialize + ?Sized>(value: &T) -> JsonText {
+    JsonText::of(value)
 }
 
 /// Wraps `value` in the containers `rest` describes: `[Key("a"), End]` gives `{"a": [value]}`.

@@ -228,3 +228,21 @@ fn serialised_elements_into_a_missing_array_make_the_same_patch_as_values() {
     assert_eq!(patch.0[0].path, "/spec");
     assert_eq!(apply(&bare, &patch)["spec"]["initContainers"][0]["name"], "a");
 }
+
+#[test]
+fn json_text_is_written_as_a_raw_value_writes_it() {
+    let values = [
+        json!({"name": "a/b~c", "args": ["--x", "\"quoted\" \u{1}"], "n": 1, "ok": true, "none": null}),
+        json!("plain"),
+        json!([]),
+    ];
+    for value in values {
+        let raw = serde_json::value::to_raw_value(&value).unwrap();
+        let text = JsonText::of(&value);
+        assert_eq!(text.get(), raw.get());
+        assert_eq!(
+            serde_json::to_string(&text).unwrap(),
+            serde_json::to_string(&raw).unwrap()
+        );
+    }
+}
