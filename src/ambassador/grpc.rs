@@ -12,37 +12,7 @@ use http::{Method, Response, StatusCode};
 use super::access_log::{self, AccessLog, Entry};
 use super::metrics::Metrics;
 
-/// `CANCELLED`: the client went away.
-pub const CANCELLED: u16 = 1;
-/// `UNKNOWN`: the response ended without a status.
-pub const UNKNOWN: u16 = 2;
-/// `DEADLINE_EXCEEDED`: `grpc-timeout` ran out.
-pub const DEADLINE_EXCEEDED: u16 = 4;
-/// `RESOURCE_EXHAUSTED`: the concurrency cap is reached.
-pub const RESOURCE_EXHAUSTED: u16 = 8;
-/// `UNAVAILABLE`: the upstream cannot be reached now; the one status a client may retry safely.
-pub const UNAVAILABLE: u16 = 14;
-
-/// The status names, by code (0-16), as gRPC spells them; the `status` label of the gRPC metric.
-pub const STATUS_NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+pub use super::grpc_status::*;
 
 /// How long past a call's `grpc-timeout` the ambassador still waits before it ends the call itself: the app's
 /// gRPC library ends it at the deadline, and its verdict is the one the app should see.

@@ -214,7 +214,7 @@ impl Metrics {
                 .map(|reason| rejected.get_or_create(&ReasonLabels { reason }).clone()),
             token_refreshes: ["file", "oauth2"].map(|source| refreshes.get_or_create(&SourceLabels { source }).clone()),
             protocols: PROTOCOLS.map(|protocol| protocols.get_or_create(&ProtocolLabels { protocol }).clone()),
-            grpc_calls: super::grpc::STATUS_NAMES
+            grpc_calls: super::grpc_status::STATUS_NAMES
                 .map(|status| grpc_calls.get_or_create(&StatusLabels { status }).clone()),
             websockets_open,
             circuit_open,

@@ -7,7 +7,7 @@
 //! in the order a request meets them: [`config`] (flags parsed once), [`auth`] (the rotating credential),
 //! [`headers`] (what is stripped and added), [`forward`] (one request: through the [`breaker`] and the concurrency
 //! cap, then by the app's protocol to HTTP/1.1, HTTP/2 or a WebSocket relay, retried as [`retry`] allows, with
-//! [`replay`] for gRPC), [`grpc`] (deadlines, statuses), [`upstream`] (upstream connections), [`body`] (the relayed
+//! [`replay`] for gRPC), [`grpc`] (deadlines, statuses; the codes in [`grpc_status`]), [`upstream`] (upstream connections), [`body`] (the relayed
 //! response body), [`error_text`] (failures in words), [`access_log`] (the log line), [`metrics`] (Prometheus) and
 //! [`admin`] (readiness, liveness and metrics endpoints). [`tls`] and [`oauth2`] keep the upstream's TLS files and
 //! the OAuth2 token fresh.
@@ -21,6 +21,7 @@ pub mod config;
 pub mod error_text;
 pub mod forward;
 pub mod grpc;
+pub mod grpc_status;
 pub mod headers;
 pub mod metrics;
 pub mod oauth2;

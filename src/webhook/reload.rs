@@ -198,11 +198,20 @@ pub fn spawn(state: Arc<AppState>, options: WatchOptions) -> tokio::task::JoinHa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{certs, webhook::tls::CertStore};
+    use crate::webhook::tls::CertStore;
+
+    /// A self-signed serving pair valid for `days`, written as `tls.crt` and `tls.key` in `dir`.
+    fn write_pair(dir: &std::path::Path, days: i64) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["entourage.entourage-system.svc".to_string()]).unwrap();
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    }
 
     fn setup(dir: &std::path::Path) -> (Arc<AppState>, WatchOptions) {
-        let generated = certs::generate("entourage", "entourage-system", 10).unwrap();
-        certs::write_dev_certs(dir, &generated).unwrap();
+        write_pair(dir, 10);
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, "sidecars:\n  mode: auto\n").unwrap();
         let store = CertStore::load(&dir.join("tls.crt"), &dir.join("tls.key")).unwrap();
@@ -284,8 +293,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (state, options) = setup(dir.path());
         let mut w = Watcher::new(state.clone(), options);
-        let newer = certs::generate("entourage", "entourage-system", 200).unwrap();
-        certs::write_dev_certs(dir.path(), &newer).unwrap();
+        write_pair(dir.path(), 200);
         w.poll_once(SystemTime::now());
         let expiry = state.certs.as_ref().unwrap().not_after().unwrap();
         assert_eq!(state.metrics.cert_expiry.get(), expiry);

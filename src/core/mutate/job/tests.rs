@@ -199,7 +199,7 @@ fn explicit_terminating_or_failed_blocks_the_pod_failure_policy_with_a_warning()
     );
 }
 
-fn review(operation: &str, dry_run: bool, object: &Value) -> crate::admission::AdmissionRequest {
+fn review(operation: &str, dry_run: bool, object: &Value) -> crate::core::request::AdmissionRequest {
     serde_json::from_value(json!({
         "uid": "u", "kind": {"group": "batch", "version": "v1", "kind": "Job"},
         "resource": {"group": "batch", "version": "v1", "resource": "jobs"},
