@@ -268,10 +268,14 @@ fn webhooks_call_the_service_with_the_documented_policies() {
             hook["clientConfig"]["service"],
             json!({"name": "entourage", "namespace": "entourage-system", "path": "/mutate", "port": 443})
         );
+        // Never its own namespace nor kube-system; the default revision: objects and namespaces without a
+        // revision label (docs/operations.md, "Revisions").
+        let default_revision = json!({"key": "entourage.dev/rev", "operator": "DoesNotExist"});
         assert_eq!(
             hook["namespaceSelector"]["matchExpressions"],
-            json!([{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "entourage-system"]}])
+            json!([{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "entourage-system"]}, default_revision])
         );
+        assert_eq!(hook["objectSelector"]["matchExpressions"], json!([default_revision]));
     }
     let pods = webhook(&hooks, "pods.entourage.dev");
     assert_eq!(pods["failurePolicy"], "Fail");

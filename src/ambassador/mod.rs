@@ -3,13 +3,13 @@
 //! The app in the Pod talks plain HTTP to `--listen` (HTTP/1.1, or HTTP/2 with prior knowledge as gRPC clients
 //! do, on the same port); the ambassador adds the credential, forwards to the upstream in the app's protocol
 //! (pooled HTTP/1.1 connections, one multiplexed HTTP/2 connection, TLS when the upstream is `https://`), relays
-//! WebSocket upgrades, bounds the wait, retries what is safe to retry and logs one JSON line per request. Modules,
-//! in the order a request meets them: [`config`] (flags parsed once), [`auth`] (the rotating credential),
-//! [`headers`] (what is stripped and added), [`forward`] (one request: through the [`breaker`] and the concurrency
-//! cap, then by the app's protocol to HTTP/1.1, HTTP/2 or a WebSocket relay, retried as [`retry`] allows, with
-//! [`replay`] for gRPC), [`grpc`] (deadlines, statuses; the codes in [`grpc_status`]), [`upstream`] (upstream connections), [`body`] (the relayed
-//! response body), [`error_text`] (failures in words), [`access_log`] (the log line), [`metrics`] (Prometheus) and
-//! [`admin`] (readiness, liveness and metrics endpoints). [`tls`] and [`oauth2`] keep the upstream's TLS files and
+//! WebSocket upgrades, bounds the wait, retries what is safe to retry and logs one JSON line per request. Modules, in
+//! the order a request meets them: [`config`] (flags parsed once), [`auth`] (the rotating credential), [`headers`]
+//! (what is stripped and added), [`forward`] (one request: through the [`breaker`] and the concurrency cap, then by the
+//! app's protocol to HTTP/1.1, HTTP/2 or a WebSocket relay, retried as [`retry`] allows, with [`replay`] for gRPC),
+//! [`grpc`] (deadlines, statuses; the codes in [`grpc_status`]), [`upstream`] (upstream connections), [`body`] (the
+//! relayed response body), [`error_text`] (failures in words), [`access_log`] (the log line), [`metrics`] (Prometheus)
+//! and [`admin`] (readiness, liveness and metrics endpoints). [`tls`] and [`oauth2`] keep the upstream's TLS files and
 //! the OAuth2 token fresh.
 
 pub mod access_log;
