@@ -46,7 +46,7 @@ fn main() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => Ok(webhook::cli::cmd(args, cli.log_format, &cli.log_level).await?),
-        Command::Certs(args) => Ok(certs::cli::cmd(args)?),
+        Command::Certs(args) => Ok(certs::cli::cmd(args).await?),
         // The adapter writes its own errors to stderr as JSON (its stdout is a log stream): exit without a
         // second, plain-text copy.
         Command::Adapt(args) => match adapter::run(args).await {

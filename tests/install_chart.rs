@@ -44,8 +44,9 @@ fn helm_lint_passes_strictly_for_the_defaults_and_every_value_set() {
 /// What differs by design between the chart and the dev overlay, taken out after checking it: Helm's own labels,
 /// and the release's instance label wherever it appears (the chart's selectors carry it, so that two releases
 /// in one namespace never select each other's Pods; kustomize installs one entourage);
-/// the Namespace, which `kubectl create namespace` makes before `helm install`; the certificate's bytes (each side
-/// must put its own CA into every caBundle); the config's layout (both must load to the same config).
+/// the Namespace, which `kubectl create namespace` makes before `helm install`; the certificate (the dev overlay
+/// ships its Secret and puts its CA into every caBundle; the chart's default Job makes the Secret in the cluster,
+/// and the replicas write the caBundle); the config's layout (both must load to the same config).
 fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
     let ca = docs
         .iter()
@@ -53,6 +54,11 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
         .map(|s| support::install::base64_field(&s["data"]["ca.crt"]));
     let mut out = support::install::by_identity(docs);
     out.remove("Namespace/entourage-system");
+    if let Some(secret) = out.remove("Secret/entourage-tls") {
+        for value in secret["data"].as_object().unwrap().values() {
+            assert!(!support::install::base64_field(value).is_empty());
+        }
+    }
     for (id, object) in out.iter_mut() {
         remove_key_everywhere(object, "app.kubernetes.io/instance");
         if let Some(labels) = object["metadata"].get_mut("labels").and_then(Value::as_object_mut) {
@@ -66,22 +72,11 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
             labels.remove("helm.sh/chart");
         }
         match id.as_str() {
-            "Secret/entourage-tls" => {
-                let data = object["data"].as_object_mut().unwrap();
-                for value in data.values_mut() {
-                    assert!(!support::install::base64_field(value).is_empty());
-                    *value = json!("<generated>");
-                }
-            }
             "MutatingWebhookConfiguration/entourage" => {
                 for hook in object["webhooks"].as_array_mut().unwrap() {
-                    let bundle = &mut hook["clientConfig"]["caBundle"];
-                    assert_eq!(
-                        Some(support::install::base64_field(bundle)),
-                        ca,
-                        "{id}: the caBundle is the Secret's CA"
-                    );
-                    *bundle = json!("<ca.crt>");
+                    let client = hook["clientConfig"].as_object_mut().unwrap();
+                    let bundle = client.remove("caBundle").map(|b| support::install::base64_field(&b));
+                    assert_eq!(bundle, ca, "{id}: the caBundle is the Secret's CA, or none without a Secret");
                 }
             }
             "ConfigMap/entourage" => {
@@ -93,6 +88,15 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
         }
     }
     out
+}
+
+/// The chart's Helm hooks (the certificate Job and its RBAC), taken out of `docs`.
+fn take_hooks(docs: &mut Vec<Value>) -> BTreeMap<String, Value> {
+    let (hooks, rest): (Vec<Value>, Vec<Value>) = std::mem::take(docs)
+        .into_iter()
+        .partition(|d| d["metadata"]["annotations"]["helm.sh/hook"].is_string());
+    *docs = rest;
+    support::install::by_identity(hooks)
 }
 
 fn remove_key_everywhere(value: &mut Value, key: &str) {
@@ -118,9 +122,20 @@ fn chart_defaults_render_the_same_objects_as_the_kustomize_dev_overlay() {
         "restricted"
     );
     // Without helm the test is skipped, and says so (`support::install::tool`).
-    let Some(chart) = helm_template(&[]) else {
+    let Some(mut chart) = helm_template(&[]) else {
         return;
     };
+    let hooks = take_hooks(&mut chart);
+    assert_eq!(
+        hooks.keys().collect::<Vec<_>>(),
+        [
+            "Job/entourage-certs-create",
+            "Role/entourage-certs",
+            "RoleBinding/entourage-certs",
+            "ServiceAccount/entourage-certs"
+        ],
+        "the default certificate source makes the Secret in a hook Job"
+    );
     let chart = normalise(chart);
     let mut kustomized = normalise(kustomized);
     for (id, object) in chart {
@@ -152,7 +167,9 @@ fn every_value_set_validates_strictly_and_passes_serve_check() {
 
 #[tokio::test]
 async fn generated_certificate_is_served_and_verified_as_the_apiserver_does() {
-    let Some(docs) = helm_template(&[]) else { return };
+    let Some(docs) = helm_template(&["--set", "certificates.source=generate"]) else {
+        return;
+    };
     let secret = find(&docs, "Secret", "entourage-tls");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("certs")).unwrap();
@@ -233,6 +250,8 @@ fn render_against_cluster_with(objects: &[Value], extra: &[&str]) -> Option<Vec<
 
 #[test]
 fn helm_upgrade_keeps_the_certificate_secret_and_its_ca_bundle() {
+    const GENERATE: &[&str] = &["--set", "certificates.source=generate"];
+    let render_against_cluster = |objects: &[Value]| render_against_cluster_with(objects, GENERATE);
     // The first install: no Secret in the cluster, the chart generates one.
     let Some(first) = render_against_cluster(&[]) else {
         return;
@@ -440,7 +459,11 @@ fn invalid_values_are_refused_with_the_value_and_the_rule() {
     for (set, message) in [
         (
             "certificates.source=vault",
-            r#"certificates.source "vault": one of generate, existingSecret, certManager"#,
+            r#"certificates.source "vault": one of job, generate, existingSecret, certManager"#,
+        ),
+        (
+            "certificates.patchCABundle=false",
+            "certificates.source job needs certificates.patchCABundle",
         ),
         (
             "image.digest=0123abcd",
@@ -621,7 +644,12 @@ fn an_upgrade_keeps_the_selector_of_a_deployment_made_by_an_older_chart() {
 
 #[test]
 fn the_watchdog_and_its_rbac_are_rendered_only_when_enabled_and_its_args_parse() {
-    let Some(off) = helm_template(&["--set", "certificates.patchCABundle=false"]) else {
+    let Some(off) = helm_template(&[
+        "--set",
+        "certificates.source=existingSecret",
+        "--set",
+        "certificates.patchCABundle=false",
+    ]) else {
         return;
     };
     let kinds = |docs: &[Value]| -> Vec<String> { support::install::by_identity(docs.to_vec()).into_keys().collect() };
@@ -631,6 +659,8 @@ fn the_watchdog_and_its_rbac_are_rendered_only_when_enabled_and_its_args_parse()
     assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
 
     let on = helm_template(&[
+        "--set",
+        "certificates.source=existingSecret",
         "--set",
         "certificates.patchCABundle=false",
         "--set",
@@ -696,8 +726,13 @@ fn certificates_in(bundle: &Value) -> Vec<String> {
 }
 
 #[test]
-fn a_rotation_makes_a_new_pair_once_and_the_ca_bundle_keeps_trusting_the_previous_ca() {
-    let Some(first) = render_against_cluster(&[]) else {
+fn a_generated_rotation_makes_a_new_pair_once_and_the_ca_bundle_keeps_trusting_the_previous_ca() {
+    let render_against_cluster_with = |objects: &[Value], extra: &[&str]| {
+        let mut args = vec!["--set", "certificates.source=generate"];
+        args.extend_from_slice(extra);
+        render_against_cluster_with(objects, &args)
+    };
+    let Some(first) = render_against_cluster_with(&[], &[]) else {
         return;
     };
     let installed = as_installed(find(&first, "Secret", "entourage-tls"));
@@ -739,4 +774,82 @@ fn a_rotation_makes_a_new_pair_once_and_the_ca_bundle_keeps_trusting_the_previou
     let next_bundle = certificates_in(&find(&next, "Secret", "entourage-tls")["data"]["ca.crt"]);
     assert_eq!(next_bundle.len(), 2);
     assert_eq!(next_bundle[0], bundle[1]);
+}
+
+/// The certificate Jobs' args, by Job name.
+fn job_args(docs: &[Value]) -> BTreeMap<String, Vec<String>> {
+    docs.iter()
+        .filter(|d| d["kind"] == "Job")
+        .map(|d| {
+            let name = d["metadata"]["name"].as_str().unwrap().to_string();
+            (name, args_of(&d["spec"]["template"]["spec"]["containers"][0]))
+        })
+        .collect()
+}
+
+#[test]
+fn the_default_certificates_render_the_same_every_time_and_upgrades_keep_the_ca_bundle_the_replicas_wrote() {
+    // As Argo CD renders (no cluster to look up): twice the same objects, no Secret, no caBundle.
+    let Some(first) = helm_template(&[]) else { return };
+    let second = helm_template(&[]).unwrap();
+    assert_eq!(first, second, "helm template renders the same objects every time");
+    assert!(first.iter().all(|d| d["kind"] != "Secret"), "no Secret made at render time");
+    assert!(webhooks(&first).iter().all(|w| w["clientConfig"].get("caBundle").is_none()));
+    let jobs = job_args(&first);
+    let create = &jobs["entourage-certs-create"];
+    assert_eq!(
+        create,
+        &[
+            "certs", "--secret", "entourage-tls", "--namespace", "entourage-system", "--service", "entourage",
+            "--days", "3650", "--only-create"
+        ],
+    );
+    // The args are the binary's.
+    let argv = std::iter::once("entourage".to_string()).chain(create.iter().cloned());
+    let parsed = <entourage::cli::Cli as clap::Parser>::try_parse_from(argv);
+    assert!(parsed.is_ok(), "{:?}", parsed.err().map(|e| e.to_string()));
+
+    // `helm upgrade` against a cluster where the Job made the Secret and the replicas wrote its CA: the caBundle
+    // is rendered as they wrote it, so the upgrade's apply keeps it, and still no Secret is rendered.
+    let Some(installed) = render_against_cluster(&[]) else { return };
+    assert!(webhooks(&installed).iter().all(|w| w["clientConfig"].get("caBundle").is_none()));
+    let made = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "entourage-tls", "namespace": "entourage-system"},
+        "data": {"tls.crt": "dGxz", "tls.key": "a2V5", "ca.crt": "Y2E="},
+    });
+    let upgrade = render_against_cluster(std::slice::from_ref(&made)).unwrap();
+    assert!(upgrade.iter().all(|d| d["kind"] != "Secret"));
+    for hook in webhooks(&upgrade) {
+        assert_eq!(hook["clientConfig"]["caBundle"], "Y2E=", "{}", hook["name"]);
+    }
+}
+
+#[test]
+fn a_job_rotation_runs_after_the_upgrade_and_writes_the_ca_bundle_first() {
+    let Some(docs) = helm_template(&["--set", "certificates.rotation=r1"]) else {
+        return;
+    };
+    let hooks = take_hooks(&mut docs.clone());
+    let events = |id: &str| hooks[id]["metadata"]["annotations"]["helm.sh/hook"].clone();
+    assert_eq!(events("Job/entourage-certs-create"), "pre-install,pre-upgrade");
+    // After the upgrade's apply: before it, the rendered caBundle (the Secret as found) would undo the rotation's.
+    assert_eq!(events("Job/entourage-certs-rotate"), "post-install,post-upgrade");
+    let rbac = "pre-install,pre-upgrade,post-install,post-upgrade";
+    for id in ["ServiceAccount/entourage-certs", "Role/entourage-certs", "ClusterRole/entourage-certs"] {
+        assert_eq!(events(id), rbac, "{id}");
+    }
+    assert_eq!(
+        hooks["ClusterRole/entourage-certs"]["rules"],
+        json!([{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+                "resourceNames": ["entourage"], "verbs": ["get", "patch"]}])
+    );
+    let jobs = job_args(&docs);
+    let rotate = &jobs["entourage-certs-rotate"];
+    assert!(rotate.ends_with(&["--rotation".into(), "r1".into(), "--webhook-configuration".into(), "entourage".into()]));
+    assert!(jobs["entourage-certs-create"].ends_with(&["--rotation".into(), "r1".into(), "--only-create".into()]));
+    for args in jobs.values() {
+        let argv = std::iter::once("entourage".to_string()).chain(args.iter().cloned());
+        assert!(<entourage::cli::Cli as clap::Parser>::try_parse_from(argv).is_ok(), "{args:?}");
+    }
 }

@@ -1,9 +1,11 @@
-//! Development certificates: a CA and a serving certificate for the webhook's Service (`entourage certs`).
+//! Certificates: a CA and a serving certificate for the webhook's Service (`entourage certs`), written as files
+//! for development, or into the cluster's Secret ([`secret`], the chart's `certificates.source: job`).
 //!
 //! ECDSA P-256 (fast handshakes, small keys). The serving certificate names the Service the way the apiserver
 //! dials it (`<service>.<namespace>.svc`) plus `localhost` and `127.0.0.1` for `make run` and `curl`.
 
 pub mod cli;
+pub mod secret;
 
 use std::{fs, io, path::Path};
 
@@ -37,6 +39,20 @@ pub enum CertError {
         /// The I/O error.
         source: io::Error,
     },
+    /// No client for the API server (no in-cluster service account, no kubeconfig).
+    #[error("cannot configure a Kubernetes client: {0}")]
+    Client(String),
+    /// The API server refused or failed a call.
+    #[error("{object}: {source}")]
+    Api {
+        /// The object.
+        object: String,
+        /// The client error.
+        source: Box<kube::Error>,
+    },
+    /// The webhooks' caBundle could not be written before a rotation.
+    #[error(transparent)]
+    CaBundle(#[from] crate::support::cabundle::CaBundleError),
 }
 
 /// The DNS names and IPs the serving certificate covers.
@@ -65,12 +81,21 @@ pub struct DevCerts {
 
 /// Generates a dev CA and a serving certificate valid for `days` days.
 pub fn generate(service: &str, namespace: &str, days: i64) -> Result<DevCerts, CertError> {
+    generate_named("entourage development CA", service, namespace, days)
+}
+
+/// Generates a cluster's CA (named for its Service) and serving certificate, valid for `days` days.
+pub fn generate_for_cluster(service: &str, namespace: &str, days: i64) -> Result<DevCerts, CertError> {
+    generate_named(&format!("{service}.{namespace} webhook CA"), service, namespace, days)
+}
+
+fn generate_named(ca_name: &str, service: &str, namespace: &str, days: i64) -> Result<DevCerts, CertError> {
     let now = time::OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "entourage development CA");
+        .push(DnType::CommonName, ca_name);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,

@@ -8,7 +8,8 @@ use std::{
 };
 
 use crate::core::config::{Config, ConfigError};
-use crate::webhook::{accept, cabundle, jsonlog, logsink::LogSink, reload, server, tls};
+use crate::support::cabundle;
+use crate::webhook::{accept, jsonlog, logsink::LogSink, reload, server, tls};
 
 /// Flags of `entourage serve`.
 #[derive(clap::Args)]
@@ -179,7 +180,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         max_connections: args.max_connections,
         ..accept::ServeOptions::default()
     };
-    if let (Some(name), Some(ca)) = (args.patch_ca_bundle, ca_bundle) {
+    if let (Some(name), Some(ca)) = (args.patch_ca_bundle.clone(), ca_bundle) {
         cabundle::spawn_patcher(name, ca);
     }
     if args.limit_ranges {
@@ -192,6 +193,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         let options = reload::WatchOptions {
             interval: args.reload_interval,
             config_path: args.config.clone(),
+            ca_bundle: args.patch_ca_bundle.zip(args.ca_bundle_file),
         };
         reload::spawn(state.clone(), options);
     }

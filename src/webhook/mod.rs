@@ -2,7 +2,6 @@
 //! patcher, metrics and the request log.
 
 pub mod accept;
-pub mod cabundle;
 pub mod cli;
 pub mod conn;
 pub mod jsonlog;

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::support::mounted::MountedFiles;
+use crate::support::{cabundle, mounted::MountedFiles};
 use crate::webhook::server::AppState;
 
 /// How far ahead of expiry the certificate is reported with a warning.
@@ -29,6 +29,10 @@ pub struct WatchOptions {
     pub interval: Duration,
     /// The config file, when serving one (without it the built-in default never changes).
     pub config_path: Option<PathBuf>,
+    /// `--patch-ca-bundle`: the MutatingWebhookConfiguration and the CA file. A reloaded certificate writes the
+    /// file's CA again, so a Secret remade with a new CA (deleted and made anew by the chart's Job, or replaced by
+    /// hand) does not leave the webhooks trusting the old one until the next restart.
+    pub ca_bundle: Option<(String, PathBuf)>,
 }
 
 /// The watcher's memory between two polls.
@@ -44,6 +48,8 @@ pub struct Watcher {
     cert_error_pending: Option<String>,
     /// When the expiry warning was last logged.
     expiry_warned: Option<SystemTime>,
+    /// The caBundle patch under way (it retries until it succeeds); a newer certificate replaces it.
+    ca_patcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Watcher {
@@ -61,6 +67,7 @@ impl Watcher {
             cert_error: None,
             cert_error_pending: None,
             expiry_warned: None,
+            ca_patcher: None,
         }
     }
 
@@ -103,6 +110,7 @@ impl Watcher {
                     not_after = not_after.map(format_unix).unwrap_or_default(),
                     "serving certificate reloaded"
                 );
+                self.patch_ca_bundle();
             }
             Err(e) => {
                 let message = e.to_string();
@@ -114,6 +122,20 @@ impl Watcher {
                     self.cert_error = Some(message);
                 }
             }
+        }
+    }
+
+    /// With `--patch-ca-bundle`: writes the CA file into the webhooks again (nothing changes when they have it).
+    fn patch_ca_bundle(&mut self) {
+        let Some((name, path)) = self.options.ca_bundle.as_ref() else { return };
+        match cabundle::read_ca_bundle(path) {
+            Ok(pem) => {
+                if let Some(previous) = self.ca_patcher.take() {
+                    previous.abort();
+                }
+                self.ca_patcher = Some(cabundle::spawn_patcher(name.clone(), pem));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the CA bundle after a certificate reload"),
         }
     }
 
@@ -222,6 +244,7 @@ mod tests {
         let options = WatchOptions {
             interval: Duration::from_secs(1),
             config_path: Some(config_path),
+            ca_bundle: None,
         };
         (state, options)
     }

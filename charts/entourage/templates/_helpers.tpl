@@ -64,8 +64,11 @@ true
 {{/* Whether entourage patches its own caBundle at start (and so needs a token and RBAC). */}}
 {{- define "entourage.patchCABundle" -}}
 {{- $c := .Values.certificates -}}
-{{- if not (has $c.source (list "generate" "existingSecret" "certManager")) -}}
-{{- fail (printf "certificates.source %q: one of generate, existingSecret, certManager" $c.source) -}}
+{{- if not (has $c.source (list "job" "generate" "existingSecret" "certManager")) -}}
+{{- fail (printf "certificates.source %q: one of job, generate, existingSecret, certManager" $c.source) -}}
+{{- end -}}
+{{- if and (eq $c.source "job") (not $c.patchCABundle) -}}
+{{- fail "certificates.source job needs certificates.patchCABundle: the replicas write the Job's CA into the webhooks" -}}
 {{- end -}}
 {{- if and $c.patchCABundle (ne $c.source "certManager") -}}true{{- end -}}
 {{- end -}}
