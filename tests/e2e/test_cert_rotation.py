@@ -115,15 +115,20 @@ def test_a_chart_rotation_under_load_fails_no_create(ns, restore_release):
     assert load.injected == load.created
 
 
-def test_control_a_new_ca_the_ca_bundle_does_not_trust_yet_fails_creates(ns, restore_release):
-    def regenerate():
-        # What rotating without the previous CA in the bundle does: delete the Secret, and the next upgrade makes a
-        # new CA alone. The caBundle changes at once; replicas serve the old pair until the kubelet updates them.
-        kubectl("-n", RELEASE_NS, "delete", "secret", "entourage-tls")
-        upgrade()
-        every_replica_serves(secret()["tls.crt"])
+def test_control_a_new_ca_the_ca_bundle_does_not_trust_yet_fails_creates(ns, restore_release, tmp_path):
+    def switch_in_one_step():
+        # What a rotation without the previous CA in the bundle does (the render-time `generate` of an older chart
+        # rendered again, by `helm template` or after the Secret was deleted): the caBundle becomes the new CA at
+        # once, and the Secret with it; replicas serve the old pair until the kubelet updates their volume.
+        os.makedirs(tmp_path / "ca")
+        ca_dir = new_ca(str(tmp_path / "ca"))
+        new = pair(str(tmp_path / "new"), ca_dir)
+        ca = open(os.path.join(ca_dir, "ca.crt")).read()
+        put_ca_bundle(ca)
+        put_secret(*new, ca)
+        every_replica_serves(new[0])
 
-    load = run_load_while(ns, regenerate)
+    load = run_load_while(ns, switch_in_one_step)
     assert load.failures, "a CA switched in one step fails creates while replicas still serve the old pair"
     assert any("x509" in f or "certificate" in f for f in load.failures), load.failures[:5]
 
