@@ -76,7 +76,10 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
                 for hook in object["webhooks"].as_array_mut().unwrap() {
                     let client = hook["clientConfig"].as_object_mut().unwrap();
                     let bundle = client.remove("caBundle").map(|b| support::install::base64_field(&b));
-                    assert_eq!(bundle, ca, "{id}: the caBundle is the Secret's CA, or none without a Secret");
+                    assert_eq!(
+                        bundle, ca,
+                        "{id}: the caBundle is the Secret's CA, or none without a Secret"
+                    );
                 }
             }
             "ConfigMap/entourage" => {
@@ -88,6 +91,16 @@ fn normalise(docs: Vec<Value>) -> BTreeMap<String, Value> {
         }
     }
     out
+}
+
+/// The webhook Pods' NetworkPolicy (not the certificate Jobs' hook).
+fn webhook_policy(docs: &[Value]) -> &Value {
+    let all: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["annotations"]["helm.sh/hook"].is_null())
+        .collect();
+    assert_eq!(all.len(), 1, "one NetworkPolicy for the webhook");
+    all[0]
 }
 
 /// The chart's Helm hooks (the certificate Job and its RBAC), taken out of `docs`.
@@ -130,6 +143,7 @@ fn chart_defaults_render_the_same_objects_as_the_kustomize_dev_overlay() {
         hooks.keys().collect::<Vec<_>>(),
         [
             "Job/entourage-certs-create",
+            "NetworkPolicy/entourage-certs",
             "Role/entourage-certs",
             "RoleBinding/entourage-certs",
             "ServiceAccount/entourage-certs"
@@ -314,7 +328,7 @@ fn gke_private_value_set_listens_on_10250_pins_the_digest_and_narrows_ingress() 
         annotations.get("checkov.io/skip-image-digest").is_none()
             && annotations.get("checkov.io/skip-pull-policy").is_none()
     );
-    let ingress = &only(&docs, "NetworkPolicy")["spec"]["ingress"];
+    let ingress = &webhook_policy(&docs)["spec"]["ingress"];
     assert_eq!(
         ingress,
         &json!([
@@ -389,7 +403,7 @@ fn cert_manager_value_set_needs_no_api_access_and_injects_the_ca() {
         false
     );
     assert_eq!(only(&docs, "ServiceAccount")["automountServiceAccountToken"], false);
-    assert_eq!(only(&docs, "NetworkPolicy")["spec"]["egress"], json!([]));
+    assert_eq!(webhook_policy(&docs)["spec"]["egress"], json!([]));
     let serving = find(&docs, "Certificate", "entourage-serving");
     assert_eq!(serving["spec"]["secretName"], "entourage-tls");
     assert!(serving["spec"]["dnsNames"]
@@ -582,7 +596,7 @@ fn two_releases_in_one_namespace_select_only_their_own_pods() {
             only(docs, "Deployment")["spec"]["selector"].clone(),
             json!({"matchLabels": only(docs, "Service")["spec"]["selector"]}),
             only(docs, "PodDisruptionBudget")["spec"]["selector"].clone(),
-            only(docs, "NetworkPolicy")["spec"]["podSelector"].clone(),
+            webhook_policy(docs)["spec"]["podSelector"].clone(),
         ];
         for selector in selectors {
             assert!(selects(&selector, &as_refs(own)), "{selector} selects its own Pods");
@@ -698,7 +712,7 @@ fn the_watchdog_and_its_rbac_are_rendered_only_when_enabled_and_its_args_parse()
     argv.extend(args_of(watchdog));
     let parsed = <entourage::cli::Cli as clap::Parser>::try_parse_from(&argv);
     assert!(parsed.is_ok(), "{argv:?}: {:?}", parsed.err().map(|e| e.to_string()));
-    let egress = &only(&on, "NetworkPolicy")["spec"]["egress"];
+    let egress = &webhook_policy(&on)["spec"]["egress"];
     assert_eq!(egress[0]["ports"][0]["port"], 443, "the watchdog reaches the apiserver");
 }
 
@@ -793,15 +807,28 @@ fn the_default_certificates_render_the_same_every_time_and_upgrades_keep_the_ca_
     let Some(first) = helm_template(&[]) else { return };
     let second = helm_template(&[]).unwrap();
     assert_eq!(first, second, "helm template renders the same objects every time");
-    assert!(first.iter().all(|d| d["kind"] != "Secret"), "no Secret made at render time");
-    assert!(webhooks(&first).iter().all(|w| w["clientConfig"].get("caBundle").is_none()));
+    assert!(
+        first.iter().all(|d| d["kind"] != "Secret"),
+        "no Secret made at render time"
+    );
+    assert!(webhooks(&first)
+        .iter()
+        .all(|w| w["clientConfig"].get("caBundle").is_none()));
     let jobs = job_args(&first);
     let create = &jobs["entourage-certs-create"];
     assert_eq!(
         create,
         &[
-            "certs", "--secret", "entourage-tls", "--namespace", "entourage-system", "--service", "entourage",
-            "--days", "3650", "--only-create"
+            "certs",
+            "--secret",
+            "entourage-tls",
+            "--namespace",
+            "entourage-system",
+            "--service",
+            "entourage",
+            "--days",
+            "3650",
+            "--only-create"
         ],
     );
     // The args are the binary's.
@@ -811,8 +838,12 @@ fn the_default_certificates_render_the_same_every_time_and_upgrades_keep_the_ca_
 
     // `helm upgrade` against a cluster where the Job made the Secret and the replicas wrote its CA: the caBundle
     // is rendered as they wrote it, so the upgrade's apply keeps it, and still no Secret is rendered.
-    let Some(installed) = render_against_cluster(&[]) else { return };
-    assert!(webhooks(&installed).iter().all(|w| w["clientConfig"].get("caBundle").is_none()));
+    let Some(installed) = render_against_cluster(&[]) else {
+        return;
+    };
+    assert!(webhooks(&installed)
+        .iter()
+        .all(|w| w["clientConfig"].get("caBundle").is_none()));
     let made = json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {"name": "entourage-tls", "namespace": "entourage-system"},
@@ -836,7 +867,11 @@ fn a_job_rotation_runs_after_the_upgrade_and_writes_the_ca_bundle_first() {
     // After the upgrade's apply: before it, the rendered caBundle (the Secret as found) would undo the rotation's.
     assert_eq!(events("Job/entourage-certs-rotate"), "post-install,post-upgrade");
     let rbac = "pre-install,pre-upgrade,post-install,post-upgrade";
-    for id in ["ServiceAccount/entourage-certs", "Role/entourage-certs", "ClusterRole/entourage-certs"] {
+    for id in [
+        "ServiceAccount/entourage-certs",
+        "Role/entourage-certs",
+        "ClusterRole/entourage-certs",
+    ] {
         assert_eq!(events(id), rbac, "{id}");
     }
     assert_eq!(
@@ -846,10 +881,18 @@ fn a_job_rotation_runs_after_the_upgrade_and_writes_the_ca_bundle_first() {
     );
     let jobs = job_args(&docs);
     let rotate = &jobs["entourage-certs-rotate"];
-    assert!(rotate.ends_with(&["--rotation".into(), "r1".into(), "--webhook-configuration".into(), "entourage".into()]));
+    assert!(rotate.ends_with(&[
+        "--rotation".into(),
+        "r1".into(),
+        "--webhook-configuration".into(),
+        "entourage".into()
+    ]));
     assert!(jobs["entourage-certs-create"].ends_with(&["--rotation".into(), "r1".into(), "--only-create".into()]));
     for args in jobs.values() {
         let argv = std::iter::once("entourage".to_string()).chain(args.iter().cloned());
-        assert!(<entourage::cli::Cli as clap::Parser>::try_parse_from(argv).is_ok(), "{args:?}");
+        assert!(
+            <entourage::cli::Cli as clap::Parser>::try_parse_from(argv).is_ok(),
+            "{args:?}"
+        );
     }
 }

@@ -71,6 +71,8 @@ fn secret_name(value: &str) -> Result<String, String> {
     if crate::support::names::is_dns_subdomain(value) {
         Ok(value.to_string())
     } else {
-        Err(format!("{value:?} is not a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253)"))
+        Err(format!(
+            "{value:?} is not a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253)"
+        ))
     }
 }

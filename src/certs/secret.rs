@@ -189,8 +189,8 @@ pub async fn ensure(client: kube::Client, spec: &SecretSpec<'_>) -> Result<Outco
         match cabundle::patch_ca_bundle(client, configuration, bundle.as_bytes()).await {
             Ok(_) => {}
             // Not installed yet: nothing verifies against the previous CA.
-            Err(cabundle::CaBundleError::Api { source, .. })
-                if matches!(source.as_ref(), kube::Error::Api(e) if e.code == 404) => {}
+            Err(cabundle::CaBundleError::Api { source, .. }) if matches!(source.as_ref(), kube::Error::Api(e) if e.code == 404) =>
+                {}
             Err(e) => return Err(CertError::CaBundle(e)),
         }
     }

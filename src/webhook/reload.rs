@@ -127,7 +127,9 @@ impl Watcher {
 
     /// With `--patch-ca-bundle`: writes the CA file into the webhooks again (nothing changes when they have it).
     fn patch_ca_bundle(&mut self) {
-        let Some((name, path)) = self.options.ca_bundle.as_ref() else { return };
+        let Some((name, path)) = self.options.ca_bundle.as_ref() else {
+            return;
+        };
         match cabundle::read_ca_bundle(path) {
             Ok(pem) => {
                 if let Some(previous) = self.ca_patcher.take() {

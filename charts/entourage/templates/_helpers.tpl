@@ -86,16 +86,7 @@ true
 
 {{/* checkov's findings that stay, each with its reason (SECURITY.md lists them); only those that apply. */}}
 {{- define "entourage.deploymentSkips" -}}
-{{- if not .Values.image.digest }}
-checkov.io/skip-image-digest: >-
-  CKV_K8S_43=The base names the release tag; pin a digest with make deploy IMAGE set to repo@sha256:...
-  or the chart's image.digest
-{{- end }}
-{{- if ne .Values.image.pullPolicy "Always" }}
-checkov.io/skip-pull-policy: >-
-  CKV_K8S_15=IfNotPresent on purpose: with failurePolicy Fail a replica must restart while the registry is
-  down; a digest pins the content
-{{- end }}
+{{- include "entourage.imageSkips" . }}
 {{- if include "entourage.patchCABundle" . }}
 checkov.io/skip-token: >-
   CKV_K8S_38=serve --patch-ca-bundle needs the token to patch its MutatingWebhookConfiguration at start;
@@ -105,6 +96,20 @@ checkov.io/skip-token: >-
 checkov.io/skip-host-network: >-
   CKV_K8S_19=hostNetwork is asked for: the control plane cannot reach Pod IPs with this CNI (EKS custom
   networking)
+{{- end }}
+{{- end -}}
+
+{{/* The image's findings, on every workload that runs entourage's image (the Deployment, the certificate Jobs). */}}
+{{- define "entourage.imageSkips" -}}
+{{- if not .Values.image.digest }}
+checkov.io/skip-image-digest: >-
+  CKV_K8S_43=The base names the release tag; pin a digest with make deploy IMAGE set to repo@sha256:...
+  or the chart's image.digest
+{{- end }}
+{{- if ne .Values.image.pullPolicy "Always" }}
+checkov.io/skip-pull-policy: >-
+  CKV_K8S_15=IfNotPresent on purpose: with failurePolicy Fail a replica must restart while the registry is
+  down; a digest pins the content
 {{- end }}
 {{- end -}}
 
