@@ -440,48 +440,10 @@ async fn patch_ca_bundle_writes_the_ca_into_every_webhook_at_start() {
     object["metadata"]["resourceVersion"] = json!("1");
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let status = Command::new(bin())
-        .args(["certs", "--out"])
-        .arg(&certs)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    dev_certs_in(&certs);
     // The dev CA plays the cluster CA too: the API stand-in serves the dev certificate, which names 127.0.0.1.
     let (addr, recorded, stored) = stand_in_api(object, &certs).await;
-    let cluster_ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(certs.join("ca.crt")).unwrap());
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: https://{addr}\n    certificate-authority-data: {cluster_ca}\n\
-             users:\n- name: entourage\n  user:\n    token: test-token\ncontexts:\n- name: stand-in\n  context:\n    \
-             cluster: stand-in\n    user: entourage\ncurrent-context: stand-in\n"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--patch-ca-bundle",
-            "entourage",
-            "--tls-cert",
-        ])
-        .arg(certs.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(certs.join("tls.key"))
-        .arg("--ca-bundle-file")
-        .arg(certs.join("ca.crt"))
-        .env("KUBECONFIG", &kubeconfig)
-        .env("HOME", dir.path())
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_patching(addr, &certs, &certs, dir.path());
     let start = Instant::now();
     let patch = loop {
         if let Some(p) = recorded.lock().unwrap().iter().find(|r| r.method == "PATCH").cloned() {
@@ -522,4 +484,99 @@ async fn patch_ca_bundle_writes_the_ca_into_every_webhook_at_start() {
             "the rest is untouched"
         );
     }
+}
+
+/// `entourage serve --patch-ca-bundle entourage` serving the pair in `served`, against the API stand-in at `addr`
+/// (whose certificate the CA in `api_certs` signed), reloading every second.
+fn serve_patching(addr: SocketAddr, api_certs: &Path, served: &Path, home: &Path) -> std::process::Child {
+    let cluster_ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(api_certs.join("ca.crt")).unwrap());
+    let kubeconfig = home.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: https://{addr}\n    certificate-authority-data: {cluster_ca}\n\
+             users:\n- name: entourage\n  user:\n    token: test-token\ncontexts:\n- name: stand-in\n  context:\n    \
+             cluster: stand-in\n    user: entourage\ncurrent-context: stand-in\n"
+        ),
+    )
+    .unwrap();
+    Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--reload-interval",
+            "1s",
+            "--patch-ca-bundle",
+            "entourage",
+            "--tls-cert",
+        ])
+        .arg(served.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(served.join("tls.key"))
+        .arg("--ca-bundle-file")
+        .arg(served.join("ca.crt"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", home)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn dev_certs_in(dir: &Path) {
+    let status = Command::new(bin())
+        .args(["certs", "--out"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The caBundles of the stored configuration's webhooks.
+fn bundles(stored: &Mutex<Value>) -> Vec<Value> {
+    let stored = stored.lock().unwrap();
+    stored["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["clientConfig"]["caBundle"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reloaded_certificate_from_a_new_ca_writes_that_ca_into_the_webhooks() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/webhook.yaml")).unwrap();
+    let mut object: Value = serde_yaml_ng::from_str(&text).unwrap();
+    object["metadata"]["resourceVersion"] = json!("1");
+    let dir = tempfile::tempdir().unwrap();
+    let (api_certs, served) = (dir.path().join("api"), dir.path().join("served"));
+    dev_certs_in(&api_certs);
+    dev_certs_in(&served);
+    let (addr, _recorded, stored) = stand_in_api(object, &api_certs).await;
+    let mut child = serve_patching(addr, &api_certs, &served, dir.path());
+    let b64 = |path: &Path| json!(base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap()));
+    let first = b64(&served.join("ca.crt"));
+    let wait_for = |want: Value| {
+        let stored = stored.clone();
+        async move {
+            let start = Instant::now();
+            while bundles(&stored).iter().any(|b| *b != want) {
+                assert!(start.elapsed() < DEADLINE, "caBundles {:?}", bundles(&stored));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(first.clone()).await;
+    // The Secret made anew (another CA, as when it is deleted and the chart's Job makes it again): the webhooks
+    // follow without a restart.
+    dev_certs_in(&served);
+    let second = b64(&served.join("ca.crt"));
+    assert_ne!(first, second);
+    wait_for(second).await;
+    let _ = child.kill();
+    let _ = child.wait();
 }
