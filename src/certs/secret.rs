@@ -147,17 +147,7 @@ pub async fn ensure(client: kube::Client, spec: &SecretSpec<'_>) -> Result<Outco
                     }
                 }
                 // Incomplete (a key missing or empty): the same Secret, filled.
-                Some(mut incomplete) => {
-                    incomplete.data = Some(data);
-                    incomplete
-                        .metadata
-                        .annotations
-                        .get_or_insert_with(BTreeMap::new)
-                        .extend(annotations().unwrap_or_default());
-                    api.replace(spec.name, &PostParams::default(), &incomplete)
-                        .await
-                        .map_err(api_err(spec.name))?;
-                }
+                Some(incomplete) => refill(&api, spec, incomplete, data).await?,
             }
             return Ok(Outcome::Created);
         }
@@ -194,18 +184,30 @@ pub async fn ensure(client: kube::Client, spec: &SecretSpec<'_>) -> Result<Outco
             Err(e) => return Err(CertError::CaBundle(e)),
         }
     }
-    let mut replacement = existing;
-    replacement.data = Some(data(&pair.tls_cert, &pair.tls_key, &bundle));
-    replacement
-        .metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .extend(annotations().unwrap_or_default());
-    // The resourceVersion read above: a concurrent change makes this fail (and the Job retry) instead of losing it.
-    api.replace(spec.name, &PostParams::default(), &replacement)
+    refill(&api, spec, existing, data(&pair.tls_cert, &pair.tls_key, &bundle)).await?;
+    Ok(Outcome::Rotated)
+}
+
+/// Replaces the Secret's data, recording the rotation. The resourceVersion it was read with goes along: a
+/// concurrent change makes this fail (and the Job retry) instead of being lost.
+async fn refill(
+    api: &Api<Secret>,
+    spec: &SecretSpec<'_>,
+    mut secret: Secret,
+    data: BTreeMap<String, ByteString>,
+) -> Result<(), CertError> {
+    secret.data = Some(data);
+    if let Some(rotation) = spec.rotation {
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ROTATION.to_string(), rotation.to_string());
+    }
+    api.replace(spec.name, &PostParams::default(), &secret)
         .await
         .map_err(api_err(spec.name))?;
-    Ok(Outcome::Rotated)
+    Ok(())
 }
 
 #[cfg(test)]
