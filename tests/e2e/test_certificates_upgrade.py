@@ -6,6 +6,7 @@ also stops rendering it, without the Job, deletes the Secret."""
 import json
 import os
 import time
+import uuid
 
 import pytest
 
@@ -15,17 +16,16 @@ from load import Load
 CHART = os.path.join(ROOT, "charts/entourage")
 VALUES = os.path.join(ROOT, "tests/cluster/values.yaml")
 RELEASE = "legacy"
-NAMESPACE = "entourage-legacy"
 REVISION = "legacy"
 
 
-def release(command, *values):
-    helm(command, RELEASE, CHART, "-n", NAMESPACE, "-f", VALUES, "--set", f"revision={REVISION}",
-         "--set", "replicas=2", *values, "--wait", "--timeout", "180s")
+def release(namespace, command, *values):
+    helm(command, RELEASE, CHART, "-n", namespace, "-f", VALUES, "--set", f"revision={REVISION}",
+         "--set", "replicas=1", *values, "--wait", "--timeout", "180s")
 
 
-def secret():
-    proc = kubectl("-n", NAMESPACE, "get", "secret", "entourage-tls", "-o", "json", check=False)
+def secret(namespace):
+    proc = kubectl("-n", namespace, "get", "secret", "entourage-tls", "-o", "json", check=False)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
@@ -36,9 +36,11 @@ def ca_bundles():
 
 @pytest.fixture
 def generated_release(ns):
-    kubectl("create", "namespace", NAMESPACE)
-    kubectl("label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
-    release("install", "--set", "certificates.source=generate")
+    # Its own namespace per test, deleted without waiting.
+    namespace = f"entourage-legacy-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", namespace)
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    release(namespace, "install", "--set", "certificates.source=generate")
     kubectl("label", "namespace", ns.name, f"entourage.dev/rev={REVISION}")
     probe = {"apiVersion": "v1", "kind": "Pod",
              "metadata": {"name": "probe", "annotations": {"entourage.dev/sidecar-logs": "/var/log/app/a.log"}},
@@ -50,24 +52,22 @@ def generated_release(ns):
         return proc.returncode == 0 and f'\\"revision\\":\\"{REVISION}\\"' in proc.stdout
 
     wait_until("the release to inject through its Service", injects, timeout=180)
-    yield
-    helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "120s", check=False)
-    kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-    wait_until(f"namespace {NAMESPACE} to go", lambda: kubectl(
-        "get", "namespace", NAMESPACE, check=False).returncode != 0, timeout=120)
+    yield namespace
+    helm("uninstall", RELEASE, "-n", namespace, "--timeout", "60s", check=False)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def test_upgrading_from_a_rendered_secret_to_the_job_keeps_it_and_fails_no_create(ns, generated_release):
-    before = secret()
+    before = secret(generated_release)
     assert before["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE, "Helm owns it"
     bundles = ca_bundles()
     load = Load(ns.name)
     time.sleep(3)
-    release("upgrade")
-    time.sleep(20)
+    release(generated_release, "upgrade")
+    time.sleep(12)
     load.stop()
     print(load.summary())
-    after = secret()
+    after = secret(generated_release)
     assert after is not None, "the upgrade kept the Secret"
     assert after["data"] == before["data"], "the same CA and serving certificate"
     assert after["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -77,8 +77,8 @@ def test_upgrading_from_a_rendered_secret_to_the_job_keeps_it_and_fails_no_creat
 
 
 def test_control_the_same_upgrade_without_the_job_deletes_the_secret(ns, generated_release):
-    assert secret() is not None
+    assert secret(generated_release) is not None
     # existingSecret stops rendering the Secret too, and runs no Job to keep it.
-    helm("upgrade", RELEASE, CHART, "-n", NAMESPACE, "-f", VALUES, "--set", f"revision={REVISION}",
-         "--set", "replicas=2", "--set", "certificates.source=existingSecret", "--timeout", "60s")
-    assert secret() is None, "Helm deleted the Secret the earlier chart rendered"
+    helm("upgrade", RELEASE, CHART, "-n", generated_release, "-f", VALUES, "--set", f"revision={REVISION}",
+         "--set", "replicas=1", "--set", "certificates.source=existingSecret", "--timeout", "60s")
+    assert secret(generated_release) is None, "Helm deleted the Secret the earlier chart rendered"

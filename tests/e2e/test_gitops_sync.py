@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 
 import pytest
 
@@ -17,14 +18,13 @@ from load import Load
 CHART = os.path.join(ROOT, "charts/entourage")
 VALUES = os.path.join(ROOT, "tests/cluster/values.yaml")
 RELEASE = "gitops"
-NAMESPACE = "entourage-gitops"
 REVISION = "gitops"
 
 
-def render(*values):
+def render(namespace, *values):
     """`helm template` as Argo CD runs it: no cluster, so `lookup` finds nothing."""
-    out = subprocess.run([HELM, "template", RELEASE, CHART, "-n", NAMESPACE, "-f", VALUES,
-                          "--set", f"revision={REVISION}", "--set", "replicas=2", *values],
+    out = subprocess.run([HELM, "template", RELEASE, CHART, "-n", namespace, "-f", VALUES,
+                          "--set", f"revision={REVISION}", "--set", "replicas=1", *values],
                          capture_output=True, text=True, check=True).stdout
     return out
 
@@ -51,21 +51,21 @@ def as_list(docs):
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
 
 
-def sync(text):
+def sync(namespace, text):
     """One sync: PreSync hooks (before-hook-creation: delete, make, wait for the Job; hook-succeeded: delete),
     then the rest with client-side apply, Argo CD's default."""
     docs = documents(text)
     hooks = [d for d in docs if is_pre_hook(d)]
     rest = [d for d in docs if not is_pre_hook(d)]
     if hooks:
-        kubectl("-n", NAMESPACE, "delete", "--ignore-not-found", "--wait=true", "-f", "-", input=as_list(hooks))
-        kubectl("-n", NAMESPACE, "apply", "-f", "-", input=as_list(hooks))
+        kubectl("-n", namespace, "delete", "--ignore-not-found", "--wait=true", "-f", "-", input=as_list(hooks))
+        kubectl("-n", namespace, "apply", "-f", "-", input=as_list(hooks))
         for job in (d for d in hooks if d["kind"] == "Job"):
-            kubectl("-n", NAMESPACE, "wait", "--for=condition=Complete", f"job/{job['metadata']['name']}",
+            kubectl("-n", namespace, "wait", "--for=condition=Complete", f"job/{job['metadata']['name']}",
                     "--timeout=120s", timeout=130)
-        kubectl("-n", NAMESPACE, "delete", "--ignore-not-found", "-f", "-", input=as_list(hooks))
-    kubectl("-n", NAMESPACE, "apply", "-f", "-", input=as_list(rest))
-    kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}-entourage", "--timeout=180s", timeout=190)
+        kubectl("-n", namespace, "delete", "--ignore-not-found", "-f", "-", input=as_list(hooks))
+    kubectl("-n", namespace, "apply", "-f", "-", input=as_list(rest))
+    kubectl("-n", namespace, "rollout", "status", f"deployment/{RELEASE}-entourage", "--timeout=180s", timeout=190)
 
 
 def probe(name):
@@ -77,23 +77,22 @@ def probe(name):
 
 @pytest.fixture
 def gitops_release():
-    kubectl("create", "namespace", NAMESPACE)
-    kubectl("label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
-    yield
-    kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    # Its own namespace per test, deleted without waiting; the cluster-scoped objects are deleted by name.
+    namespace = f"entourage-gitops-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", namespace)
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    yield namespace
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     for kind in ("mutatingwebhookconfiguration", "clusterrole", "clusterrolebinding"):
         kubectl("delete", kind, f"{RELEASE}-entourage", "--ignore-not-found", check=False)
-    wait_until(f"namespace {NAMESPACE} to go", lambda: kubectl(
-        "get", "namespace", NAMESPACE, check=False).returncode != 0, timeout=120)
 
 
-def first_sync_then_again_under_load(ns, *values):
+def first_sync_then_again_under_load(ns, namespace, *values):
     """Syncs, waits until the release injects Pods of `ns`, then creates Pods all the time while the release is
-    rendered and synced again, and for 30 s after (past the kubelet's Secret volume update and entourage's
-    reload). Returns the two renders and the load."""
+    rendered and synced again, and for 12 s after (past the kubelet's Secret volume update, every 10 s here). Returns the two renders and the load."""
     kubectl("label", "namespace", ns.name, f"entourage.dev/rev={REVISION}")
-    first = render(*values)
-    sync(first)
+    first = render(namespace, *values)
+    sync(namespace, first)
 
     def injects():
         proc = kubectl("-n", ns.name, "create", "--dry-run=server", "-o", "json", "-f", "-",
@@ -103,30 +102,30 @@ def first_sync_then_again_under_load(ns, *values):
     wait_until("the synced release to inject through its Service", injects, timeout=180)
     load = Load(ns.name)
     time.sleep(3)
-    second = render(*values)
-    sync(second)
-    time.sleep(30)
+    second = render(namespace, *values)
+    sync(namespace, second)
+    time.sleep(12)
     load.stop()
     print(load.summary())
     return first, second, load
 
 
 def test_syncing_the_chart_twice_like_argo_cd_renders_the_same_and_fails_no_create(ns, gitops_release):
-    first, second, load = first_sync_then_again_under_load(ns)
+    first, second, load = first_sync_then_again_under_load(ns, gitops_release)
     assert first == second, "helm template renders the same objects every time"
     assert "kind: Secret" not in first, "no Secret made at render time"
     assert load.failures == [], load.failures[:5]
     assert load.sent >= 10 * load.seconds * 0.9, load.summary()
     assert load.injected == load.created, load.summary()
     # The Job made the Secret once, and the replicas wrote its CA into the webhooks.
-    secret = json.loads(kubectl("-n", NAMESPACE, "get", "secret", "entourage-tls", "-o", "json").stdout)
+    secret = json.loads(kubectl("-n", gitops_release, "get", "secret", "entourage-tls", "-o", "json").stdout)
     bundles = {w["clientConfig"].get("caBundle") for w in json.loads(kubectl(
         "get", "mutatingwebhookconfiguration", f"{RELEASE}-entourage", "-o", "json").stdout)["webhooks"]}
     assert bundles == {secret["data"]["ca.crt"]}
 
 
 def test_control_a_render_time_certificate_synced_twice_fails_creates(ns, gitops_release):
-    first, second, load = first_sync_then_again_under_load(ns, "--set", "certificates.source=generate")
+    first, second, load = first_sync_then_again_under_load(ns, gitops_release, "--set", "certificates.source=generate")
     assert first != second, "each render makes a new CA"
     assert load.failures, "a caBundle switched to a new CA before the replicas serve its certificate fails creates"
     assert any("x509" in f or "certificate" in f for f in load.failures), load.failures[:5]
