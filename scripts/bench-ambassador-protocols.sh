@@ -11,7 +11,7 @@
 # times alternating targets, medians reported, with the proxy's CPU time per call from /proc.
 #
 # Output: target/bench/ambassador-protocols.json and .md. Knobs: DURATION=10 ROUNDS=3 STREAM_MB=1024
-# STREAM_CONNECTIONS=4 STREAMS=16 BASE_PORT=18280
+# STREAM_CONNECTIONS=4 STREAMS=16 BASE_PORT=28280
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +22,7 @@ ROUNDS=${ROUNDS:-3}
 STREAM_MB=${STREAM_MB:-1024}
 STREAM_CONNECTIONS=${STREAM_CONNECTIONS:-4}
 STREAMS=${STREAMS:-16}
-BASE_PORT=${BASE_PORT:-18280}
+BASE_PORT=${BASE_PORT:-28280}
 GRPC_UPSTREAM=$((BASE_PORT + 1))
 FILE_UPSTREAM=$((BASE_PORT + 2))
 NGINX_GRPC=$((BASE_PORT + 3))

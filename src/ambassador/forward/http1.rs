@@ -9,7 +9,7 @@ use http_body_util::{Either, Empty};
 use hyper::body::{Body, Incoming};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{build_request, Forwarder, Outcome, ProxyBody};
+use super::{build_request, ClientConn, Forwarder, Outcome, ProxyBody};
 use crate::ambassador::body::UpstreamBody;
 use crate::ambassador::breaker::Ticket;
 use crate::ambassador::config::format_duration;
@@ -31,6 +31,7 @@ impl Forwarder {
         started: Instant,
         ticket: Ticket<'_>,
         permit: OwnedSemaphorePermit,
+        conn: &ClientConn,
         outcome: &mut Outcome,
     ) -> Response<ProxyBody> {
         let replayable = self.retries > 0 && is_idempotent(method) && body.is_end_stream();
@@ -44,12 +45,12 @@ impl Forwarder {
             deadline,
             &mut outcome.retries,
         );
-        match tokio::time::timeout_at(deadline.into(), sent).await {
-            Ok(Ok((response, link))) => {
+        match conn.within(deadline, sent).await {
+            Some(Ok((response, link))) => {
                 ticket.record(!response.status().is_server_error(), Instant::now());
                 self.relay(response, link, permit)
             }
-            Ok(Err(error)) => {
+            Some(Err(error)) => {
                 ticket.record(false, Instant::now());
                 let message = match &error {
                     ExchangeError::Connect(_) => format!("upstream unreachable: {}", error_text::chain(&error)),
@@ -57,7 +58,7 @@ impl Forwarder {
                 };
                 self.fail(StatusCode::BAD_GATEWAY, message, outcome)
             }
-            Err(_) => {
+            None => {
                 ticket.record(false, Instant::now());
                 self.metrics.failure(Failure::Timeout);
                 let message = format!("upstream timed out after {}", format_duration(self.timeout));
