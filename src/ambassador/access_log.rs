@@ -262,7 +262,14 @@ mod tests {
 
     #[test]
     fn writes_what_serde_json_writes() {
-        let paths = ["/", "/a b/\u{e9}t\u{e9}", "/q\"uote\\back", "/tab\there", "/\u{1}ctl", ""];
+        let paths = [
+            "/",
+            "/a b/\u{e9}t\u{e9}",
+            "/q\"uote\\back",
+            "/tab\there",
+            "/\u{1}ctl",
+            "",
+        ];
         let floats = [0.0, 0.5, 1.0, 12.345678, 1e-7, 1e21, f64::NAN, f64::INFINITY];
         for (i, path) in paths.iter().enumerate() {
             for (j, upstream_ms) in floats.iter().enumerate() {
