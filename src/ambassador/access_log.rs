@@ -13,8 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Bytes that may wait for the writer before new lines are dropped.
 const MAX_PENDING: usize = 4 << 20;
-/// How long the writer lets lines accumulate after each write; bounds how late a line can appear.
-const BATCH_PAUSE: Duration = Duration::from_millis(5);
+/// How long the writer lets lines accumulate after each write; bounds how late a line can appear. At 20 ms a
+/// proxy answering 20,000 requests a second writes about 400 lines at once, 50 writes a second; at 5 ms the writes
+/// (and the wake-ups of whatever reads stdout) were four times as many for the same bytes.
+const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
 /// `protocol` of a plain HTTP/1.1 request.
 pub const HTTP1: &str = "http/1.1";

@@ -252,22 +252,16 @@ impl Forwarder {
             grpc,
             grpc_status: None,
         };
-        // The path is all that is kept of the request's own URI: a copy of it, and nothing else of the request held
-        // across the wait for the upstream, leaves nothing pointing into the buffer hyper read the request into, so
-        // it reads the client's next bytes into the same memory instead of allocating another 8 KiB each time.
-        let path = uri.path().to_owned();
-        let target = self
-            .upstream
-            .uri_for(&uri)
-            .map_err(|error| format!("cannot build upstream URI for {uri}: {error}"));
-        drop(uri);
-        let mut response = match target {
+        let mut response = match self.upstream.uri_for(&uri) {
             Ok(target) => {
                 self.prepare_headers(&mut headers, &conn.forwarded_for);
                 self.guarded(&method, target, headers, body, route, started, conn, &mut outcome)
                     .await
             }
-            Err(message) => self.fail(StatusCode::BAD_REQUEST, message, &mut outcome),
+            Err(error) => {
+                let message = format!("cannot build upstream URI for {uri}: {error}");
+                self.fail(StatusCode::BAD_REQUEST, message, &mut outcome)
+            }
         };
         // The answer goes back in the app's own protocol version, whatever the upstream spoke.
         *response.version_mut() = version;
@@ -283,7 +277,7 @@ impl Forwarder {
                         log: Arc::clone(&self.log),
                         metrics: Arc::clone(&self.metrics),
                         method,
-                        path,
+                        path: uri.path().to_owned(),
                         status,
                         upstream_ms: elapsed.as_secs_f64() * 1000.0,
                         bytes_in,
@@ -299,7 +293,7 @@ impl Forwarder {
         self.log.record(&Entry {
             ts_ms: access_log::now_ms(),
             method: method.as_str(),
-            path: &path,
+            path: uri.path(),
             protocol,
             status: response.status().as_u16(),
             grpc_status: outcome.grpc_status,
