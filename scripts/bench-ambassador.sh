@@ -260,10 +260,23 @@ probe_stalls() {
     say "$(jq -r '[.[] | "\(.label): \(.gaps_over_1ms) stalls over 1 ms (max \(.max_ms) ms, \(.stalled_fraction * 1000 | round / 10) % of the time)"] | join("; ")' "$WORK/stalls.json")"
 }
 
-# median KIND TARGET FIELD: median over rounds of a jq field of the round files.
+# median KIND TARGET FIELD: median over rounds of a jq field of the round files. Only the rounds' own files: the
+# pattern used to take oha's raw output (NAME.raw.json) along, whose missing CPU fields sorted first as nulls, so
+# the "median" of CPU per request was the smallest round's figure.
 median() {
     local kind=$1 target=$2 field=$3
-    jq -s "[.[] | $field] | sort | .[(length / 2 | floor)]" "$WORK/$kind"-"$target"-*.json
+    jq -s "[.[] | $field] | sort | .[(length / 2 | floor)]" "$WORK/$kind"-"$target"-*[0-9].json
+}
+
+# paired KIND A B FIELD: the median over rounds of A's FIELD over B's in the same round. Rounds alternate targets,
+# so each pair ran back to back under the same machine conditions; on a busy machine this is the steadier ratio.
+paired() {
+    local kind=$1 a=$2 b=$3 field=$4 round ratios=()
+    for round in $(seq "$ROUNDS"); do
+        ratios+=("$(jq -n --slurpfile x "$WORK/$kind-$a-$round.json" --slurpfile y "$WORK/$kind-$b-$round.json" \
+            "\$x[0]$field / \$y[0]$field")")
+    done
+    printf '%s\n' "${ratios[@]}" | jq -s 'sort | .[(length / 2 | floor)] * 1000 | round / 1000'
 }
 
 main() {
@@ -393,7 +406,14 @@ main() {
                                        cpu_us_per_request: ($fcpu*10|round/10),
                                        server_core_busy: ($fbusy*1000|round/1000)}}}')
     done
+    local paired_cpu paired_rps paired_fixed_cpu paired_baseline_cpu=null
+    paired_cpu=$(paired max ambassador nginx .cpu_us_per_request)
+    paired_rps=$(paired max ambassador nginx .summary.requestsPerSec)
+    paired_fixed_cpu=$(paired fixed ambassador nginx .cpu_us_per_request)
+    [ -z "$BASELINE" ] || paired_baseline_cpu=$(paired max ambassador baseline .cpu_us_per_request)
     jq -n --argjson r "$report" --argjson rate "$rate" --arg duration "$DURATION" \
+        --argjson paired_cpu "$paired_cpu" --argjson paired_rps "$paired_rps" \
+        --argjson paired_fixed_cpu "$paired_fixed_cpu" --argjson paired_baseline_cpu "$paired_baseline_cpu" \
         --argjson connections "$CONNECTIONS" --argjson rounds "$ROUNDS" --argjson pinned "$pinned" \
         --arg nginx_log "$NGINX_ACCESS_LOG" --arg mtls "$MTLS" --argjson scraped "$scraped" --arg oha "$(oha --version)" --arg nginx "$(nginx -v 2>&1)" \
         --slurpfile stalls "$WORK/stalls.json" --arg baseline "$BASELINE" \
@@ -404,6 +424,9 @@ main() {
             ambassador_vs_nginx_rps: (($r.ambassador.max.rps / $r.nginx.max.rps * 1000 | round) / 1000),
             ambassador_vs_direct_rps: (($r.ambassador.max.rps / $r.direct.max.rps * 1000 | round) / 1000),
             ambassador_vs_nginx_cpu_per_request: (($r.ambassador.max.cpu_us_per_request / $r.nginx.max.cpu_us_per_request * 1000 | round) / 1000),
+            paired: {ambassador_vs_nginx_rps: $paired_rps, ambassador_vs_nginx_cpu_per_request: $paired_cpu,
+                     ambassador_vs_nginx_cpu_per_request_at_half_load: $paired_fixed_cpu,
+                     ambassador_vs_baseline_cpu_per_request: $paired_baseline_cpu},
             ambassador_vs_nginx_cpu_per_request_at_half_load: (($r.ambassador.fixed_rate.cpu_us_per_request / $r.nginx.fixed_rate.cpu_us_per_request * 1000 | round) / 1000),
             ambassador_vs_baseline_cpu_per_request: (if $r.baseline then (($r.ambassador.max.cpu_us_per_request / $r.baseline.max.cpu_us_per_request * 1000 | round) / 1000) else null end),
             ambassador_vs_baseline_rps: (if $r.baseline then (($r.ambassador.max.rps / $r.baseline.max.rps * 1000 | round) / 1000) else null end),
@@ -423,6 +446,7 @@ main() {
             "| \(.key) | \(.value.max.rps) | \(.value.max.p50_us) | \(.value.max.p99_us) | \(.value.max.cpu_us_per_request) | \(.value.fixed_rate.p50_us) | \(.value.fixed_rate.p99_us) | \(.value.fixed_rate.cpu_us_per_request) | \(.value.fixed_rate.server_core_busy * 100 | round) % |"),
         "",
         "ambassador/nginx throughput: \(.ratios.ambassador_vs_nginx_rps); CPU per request: \(.ratios.ambassador_vs_nginx_cpu_per_request) (at half load: \(.ratios.ambassador_vs_nginx_cpu_per_request_at_half_load)); ambassador/direct throughput: \(.ratios.ambassador_vs_direct_rps)",
+        "paired (median of the rounds\u0027 own ratios): throughput \(.ratios.paired.ambassador_vs_nginx_rps), CPU per request \(.ratios.paired.ambassador_vs_nginx_cpu_per_request) (at half load: \(.ratios.paired.ambassador_vs_nginx_cpu_per_request_at_half_load))\(if .baseline then "; CPU per request against the baseline: \(.ratios.paired.ambassador_vs_baseline_cpu_per_request)" else "" end)",
         (if .baseline then "ambassador/baseline (\(.baseline)): throughput \(.ratios.ambassador_vs_baseline_rps), CPU per request \(.ratios.ambassador_vs_baseline_cpu_per_request)" else empty end),
         "added p99 at half load: ambassador \(.ratios.ambassador_added_p99_us_at_half_load) µs, nginx \(.ratios.nginx_added_p99_us_at_half_load) µs",
         "added p50 at half load: ambassador \(.ratios.ambassador_added_p50_us_at_half_load) µs, nginx \(.ratios.nginx_added_p50_us_at_half_load) µs (ratio \(.ratios.ambassador_vs_nginx_added_p50_at_half_load))",
