@@ -41,6 +41,14 @@ if ! command -v h2load >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null
 fi
 
+# The ports are BASE_PORT+1 to +8: refuse to start on a taken one (a local cluster's CoreDNS holds 18181, inside the
+# old default range).
+for port in $(seq $((BASE_PORT + 1)) $((BASE_PORT + 8))); do
+    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+        die "port $port is taken (ss -ltn); choose another BASE_PORT"
+    fi
+done
+
 # shellcheck source=scripts/cpu-time.sh
 source "$ROOT/scripts/cpu-time.sh"
 
