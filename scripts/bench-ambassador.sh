@@ -30,7 +30,7 @@
 #
 # Output: a Markdown table on stdout (also target/bench/ambassador.md) and target/bench/ambassador.json.
 # Knobs (environment): DURATION=10s WARMUP=2s CONNECTIONS=64 ROUNDS=3 BASE_PORT=28180 NGINX_ACCESS_LOG=on|off
-# STALL_SECONDS=5 MTLS=on|off BASELINE=
+# STALL_SECONDS=5 MTLS=on|off BASELINE= KEEP_AWAKE=on|off (idle-class busy loops on both cores at the fixed rate)
 # The ports are BASE_PORT+1 to +7, checked free before starting. The default stays below the kernel's ephemeral range
 # (32768 and up) and clear of 18181, which a local cluster's CoreDNS may hold.
 set -euo pipefail
@@ -44,6 +44,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 ROUNDS=${ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-28180}
 NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG:-on}
+KEEP_AWAKE=${KEEP_AWAKE:-on}
 MTLS=${MTLS:-on}
 UPSTREAM_PORT=$((BASE_PORT + 1))
 UPSTREAM_TLS_PORT=$((BASE_PORT + 5))
@@ -376,11 +377,25 @@ main() {
     local rate
     rate=$(median max ambassador '.summary.requestsPerSec' | jq '. / 2 | floor')
     say "fixed rate: $rate req/s (half the ambassador's median maximum)"
+    # At half load a core is idle much of the time, and on a virtual machine an idle vCPU halts: the first packet
+    # after a pause waits for it to be woken (tens of µs or more). The direct target leaves the server core idle
+    # three times as often as either proxy does, so its p50 came out above the proxies' and "added p50" went
+    # negative. A busy loop at the idle scheduling class on each core keeps them from halting and takes no time from
+    # anything else (any other task preempts it at once); CPU per request counts only the servers' own threads.
+    local awake=() cpu
+    if [ "$KEEP_AWAKE" = on ] && [ "$pinned" = true ] && command -v chrt >/dev/null; then
+        for cpu in 0 1; do
+            chrt --idle 0 taskset -c "$cpu" bash -c 'while :; do :; done' &
+            awake+=($!)
+            PIDS+=($!)
+        done
+    fi
     for round in $(seq "$ROUNDS"); do
         for target in "${targets[@]}"; do
             measure "fixed-$target-$round" "$target" "${URL[$target]}" "$rate"
         done
     done
+    for cpu in "${awake[@]}"; do kill "$cpu" 2>/dev/null || true; done
 
     # The ambassador counted every request it answered; a scrape that parses and moved shows metrics were on.
     local scraped
@@ -416,9 +431,9 @@ main() {
         --argjson paired_fixed_cpu "$paired_fixed_cpu" --argjson paired_baseline_cpu "$paired_baseline_cpu" \
         --argjson connections "$CONNECTIONS" --argjson rounds "$ROUNDS" --argjson pinned "$pinned" \
         --arg nginx_log "$NGINX_ACCESS_LOG" --arg mtls "$MTLS" --argjson scraped "$scraped" --arg oha "$(oha --version)" --arg nginx "$(nginx -v 2>&1)" \
-        --slurpfile stalls "$WORK/stalls.json" --arg baseline "$BASELINE" \
+        --slurpfile stalls "$WORK/stalls.json" --arg baseline "$BASELINE" --arg keep_awake "$KEEP_AWAKE" \
         '{tool: "\($oha) for maximum throughput, bench/tools/pace for the fixed rate", nginx: $nginx, duration: $duration, connections: $connections, rounds: $rounds,
-          pinned: $pinned, nginx_access_log: $nginx_log, baseline: (if $baseline == "" then null else $baseline end), mtls_to_upstream: $mtls, ambassador_metrics_requests: $scraped,
+          pinned: $pinned, nginx_access_log: $nginx_log, baseline: (if $baseline == "" then null else $baseline end), keep_awake_at_fixed_rate: $keep_awake, mtls_to_upstream: $mtls, ambassador_metrics_requests: $scraped,
           fixed_rate: $rate, machine_stalls: $stalls[0], targets: $r,
           ratios: {
             ambassador_vs_nginx_rps: (($r.ambassador.max.rps / $r.nginx.max.rps * 1000 | round) / 1000),
