@@ -11,7 +11,7 @@
 # times alternating targets, medians reported, with the proxy's CPU time per call from /proc.
 #
 # Output: target/bench/ambassador-protocols.json and .md. Knobs: DURATION=10 ROUNDS=3 STREAM_MB=1024
-# STREAM_CONNECTIONS=4 STREAMS=16 BASE_PORT=18280
+# STREAM_CONNECTIONS=4 STREAMS=16 BASE_PORT=28280
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +22,7 @@ ROUNDS=${ROUNDS:-3}
 STREAM_MB=${STREAM_MB:-1024}
 STREAM_CONNECTIONS=${STREAM_CONNECTIONS:-4}
 STREAMS=${STREAMS:-16}
-BASE_PORT=${BASE_PORT:-18280}
+BASE_PORT=${BASE_PORT:-28280}
 GRPC_UPSTREAM=$((BASE_PORT + 1))
 FILE_UPSTREAM=$((BASE_PORT + 2))
 NGINX_GRPC=$((BASE_PORT + 3))
@@ -40,6 +40,14 @@ if ! command -v h2load >/dev/null; then
     [ "$(id -u)" -eq 0 ] || die "h2load is missing (apt-get install nghttp2-client)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null
 fi
+
+# The ports are BASE_PORT+1 to +8: refuse to start on a taken one (a local cluster's CoreDNS holds 18181, inside the
+# old default range).
+for port in $(seq $((BASE_PORT + 1)) $((BASE_PORT + 8))); do
+    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+        die "port $port is taken (ss -ltn); choose another BASE_PORT"
+    fi
+done
 
 # shellcheck source=scripts/cpu-time.sh
 source "$ROOT/scripts/cpu-time.sh"

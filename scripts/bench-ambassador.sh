@@ -17,9 +17,22 @@
 # core for the stalls the machine causes on its own (a vCPU descheduled by the hypervisor), which set the tail of
 # any latency measured here.
 #
+# What makes the two proxies equivalent: one worker each (nginx's worker_processes 1, the ambassador's one-thread
+# runtime), both on the upstream's core; both keep one upstream connection per client connection alive (nginx's
+# upstream keepalive, the ambassador's pool); both log one line per request into a buffer flushed in batches (nginx's
+# access_log with buffer=, the ambassador's JSON line on stdout, a file here); both speak the same TLS to the
+# upstream (nginx 1.22's default protocols stop at TLS 1.2, so both negotiate ECDHE-ECDSA-AES256-GCM-SHA384) with
+# sessions kept; both add X-Forwarded-For and X-Forwarded-Proto. CPU per request is reported at both loads: at the
+# maximum (the issue's figure) and at the fixed rate, which is how a sidecar actually runs.
+#
+# BASELINE=path/to/entourage adds a fourth target, that binary's ambassador with the same flags, measured in the same
+# alternating rounds: a change is judged by its ratio to the baseline of the same run, not across runs.
+#
 # Output: a Markdown table on stdout (also target/bench/ambassador.md) and target/bench/ambassador.json.
-# Knobs (environment): DURATION=10s WARMUP=2s CONNECTIONS=64 ROUNDS=3 BASE_PORT=18180 NGINX_ACCESS_LOG=on|off
-# STALL_SECONDS=5 MTLS=on|off
+# Knobs (environment): DURATION=10s WARMUP=2s CONNECTIONS=64 ROUNDS=3 BASE_PORT=28180 NGINX_ACCESS_LOG=on|off
+# STALL_SECONDS=5 MTLS=on|off BASELINE= KEEP_AWAKE=on|off (idle-class busy loops on both cores at the fixed rate)
+# The ports are BASE_PORT+1 to +7, checked free before starting. The default stays below the kernel's ephemeral range
+# (32768 and up) and clear of 18181, which a local cluster's CoreDNS may hold.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,14 +42,18 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONNECTIONS=${CONNECTIONS:-64}
 ROUNDS=${ROUNDS:-3}
-BASE_PORT=${BASE_PORT:-18180}
+BASE_PORT=${BASE_PORT:-28180}
 NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG:-on}
+KEEP_AWAKE=${KEEP_AWAKE:-on}
 MTLS=${MTLS:-on}
 UPSTREAM_PORT=$((BASE_PORT + 1))
 UPSTREAM_TLS_PORT=$((BASE_PORT + 5))
 NGINX_PORT=$((BASE_PORT + 2))
 AMBASSADOR_PORT=$((BASE_PORT + 3))
 ADMIN_PORT=$((BASE_PORT + 4))
+BASELINE=${BASELINE:-}
+BASELINE_PORT=$((BASE_PORT + 6))
+BASELINE_ADMIN_PORT=$((BASE_PORT + 7))
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench-ambassador: %s\n' "$*" >&2; exit 1; }
@@ -58,6 +75,16 @@ ensure_tools() {
         say "installing oha (cargo install oha --locked)"
         cargo install oha --locked
     fi
+}
+
+# ports_free PORT...: fails naming the first port something already listens on.
+ports_free() {
+    local port
+    for port in "$@"; do
+        if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+            die "port $port is taken (ss -ltn); choose another BASE_PORT"
+        fi
+    done
 }
 
 PIDS=()
@@ -234,10 +261,23 @@ probe_stalls() {
     say "$(jq -r '[.[] | "\(.label): \(.gaps_over_1ms) stalls over 1 ms (max \(.max_ms) ms, \(.stalled_fraction * 1000 | round / 10) % of the time)"] | join("; ")' "$WORK/stalls.json")"
 }
 
-# median KIND TARGET FIELD: median over rounds of a jq field of the round files.
+# median KIND TARGET FIELD: median over rounds of a jq field of the round files. Only the rounds' own files: the
+# pattern used to take oha's raw output (NAME.raw.json) along, whose missing CPU fields sorted first as nulls, so
+# the "median" of CPU per request was the smallest round's figure.
 median() {
     local kind=$1 target=$2 field=$3
-    jq -s "[.[] | $field] | sort | .[(length / 2 | floor)]" "$WORK/$kind"-"$target"-*.json
+    jq -s "[.[] | $field] | sort | .[(length / 2 | floor)]" "$WORK/$kind"-"$target"-*[0-9].json
+}
+
+# paired KIND A B FIELD: the median over rounds of A's FIELD over B's in the same round. Rounds alternate targets,
+# so each pair ran back to back under the same machine conditions; on a busy machine this is the steadier ratio.
+paired() {
+    local kind=$1 a=$2 b=$3 field=$4 round ratios=()
+    for round in $(seq "$ROUNDS"); do
+        ratios+=("$(jq -n --slurpfile x "$WORK/$kind-$a-$round.json" --slurpfile y "$WORK/$kind-$b-$round.json" \
+            "\$x[0]$field / \$y[0]$field")")
+    done
+    printf '%s\n' "${ratios[@]}" | jq -s 'sort | .[(length / 2 | floor)] * 1000 | round / 1000'
 }
 
 main() {
@@ -254,6 +294,8 @@ main() {
         pinned=true
     fi
 
+    ports_free "$UPSTREAM_PORT" "$NGINX_PORT" "$AMBASSADOR_PORT" "$ADMIN_PORT" "$UPSTREAM_TLS_PORT" \
+        "$BASELINE_PORT" "$BASELINE_ADMIN_PORT"
     say "building the release binary"
     (cd "$ROOT" && cargo build --release --quiet --bin entourage --example pace --example stalls)
     PACE="$ROOT/target/release/examples/pace"
@@ -280,6 +322,17 @@ main() {
         --upstream "$PROXIED_SCHEME://127.0.0.1:$PROXIED_PORT" "${tls_flags[@]}" \
         >"$WORK/ambassador-access.log" 2>"$WORK/ambassador-stderr.log" &
     PIDS+=($!)
+    local ambassador_pid=$! baseline_pid=
+    if [ -n "$BASELINE" ]; then
+        "${SERVER_PIN[@]}" "$BASELINE" ambassador \
+            --listen "127.0.0.1:$BASELINE_PORT" --admin "127.0.0.1:$BASELINE_ADMIN_PORT" \
+            --upstream "$PROXIED_SCHEME://127.0.0.1:$PROXIED_PORT" "${tls_flags[@]}" \
+            >"$WORK/baseline-access.log" 2>"$WORK/baseline-stderr.log" &
+        PIDS+=($!)
+        baseline_pid=$!
+        wait_http "http://127.0.0.1:$BASELINE_ADMIN_PORT/healthz"
+        wait_http "http://127.0.0.1:$BASELINE_PORT/"
+    fi
 
     wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
     wait_http "http://127.0.0.1:$NGINX_PORT/"
@@ -288,16 +341,19 @@ main() {
     # The nginx masters only supervise; their single workers do the work.
     declare -gA SERVER_PIDS=(
         [direct]="$(pgrep -P "$upstream_master" | tr '\n' ' ')"
-        [ambassador]="${PIDS[2]}"
+        [ambassador]="$ambassador_pid"
         [nginx]="$(pgrep -P "$proxy_master" | tr '\n' ' ')"
+        [baseline]="$baseline_pid"
     )
 
     declare -A URL=(
         [direct]="http://127.0.0.1:$UPSTREAM_PORT/"
         [ambassador]="http://127.0.0.1:$AMBASSADOR_PORT/"
         [nginx]="http://127.0.0.1:$NGINX_PORT/"
+        [baseline]="http://127.0.0.1:$BASELINE_PORT/"
     )
     local targets=(direct ambassador nginx) target round
+    [ -z "$BASELINE" ] || targets+=(baseline)
 
     echo '[]' >"$WORK/stalls.json"
     if [ "$pinned" = true ]; then
@@ -321,11 +377,25 @@ main() {
     local rate
     rate=$(median max ambassador '.summary.requestsPerSec' | jq '. / 2 | floor')
     say "fixed rate: $rate req/s (half the ambassador's median maximum)"
+    # At half load a core is idle much of the time, and on a virtual machine an idle vCPU halts: the first packet
+    # after a pause waits for it to be woken (tens of µs or more). The direct target leaves the server core idle
+    # three times as often as either proxy does, so its p50 came out above the proxies' and "added p50" went
+    # negative. A busy loop at the idle scheduling class on each core keeps them from halting and takes no time from
+    # anything else (any other task preempts it at once); CPU per request counts only the servers' own threads.
+    local awake=() cpu
+    if [ "$KEEP_AWAKE" = on ] && [ "$pinned" = true ] && command -v chrt >/dev/null; then
+        for cpu in 0 1; do
+            chrt --idle 0 taskset -c "$cpu" bash -c 'while :; do :; done' &
+            awake+=($!)
+            PIDS+=($!)
+        done
+    fi
     for round in $(seq "$ROUNDS"); do
         for target in "${targets[@]}"; do
             measure "fixed-$target-$round" "$target" "${URL[$target]}" "$rate"
         done
     done
+    for cpu in "${awake[@]}"; do kill "$cpu" 2>/dev/null || true; done
 
     # The ambassador counted every request it answered; a scrape that parses and moved shows metrics were on.
     local scraped
@@ -351,17 +421,30 @@ main() {
                                        cpu_us_per_request: ($fcpu*10|round/10),
                                        server_core_busy: ($fbusy*1000|round/1000)}}}')
     done
+    local paired_cpu paired_rps paired_fixed_cpu paired_baseline_cpu=null
+    paired_cpu=$(paired max ambassador nginx .cpu_us_per_request)
+    paired_rps=$(paired max ambassador nginx .summary.requestsPerSec)
+    paired_fixed_cpu=$(paired fixed ambassador nginx .cpu_us_per_request)
+    [ -z "$BASELINE" ] || paired_baseline_cpu=$(paired max ambassador baseline .cpu_us_per_request)
     jq -n --argjson r "$report" --argjson rate "$rate" --arg duration "$DURATION" \
+        --argjson paired_cpu "$paired_cpu" --argjson paired_rps "$paired_rps" \
+        --argjson paired_fixed_cpu "$paired_fixed_cpu" --argjson paired_baseline_cpu "$paired_baseline_cpu" \
         --argjson connections "$CONNECTIONS" --argjson rounds "$ROUNDS" --argjson pinned "$pinned" \
         --arg nginx_log "$NGINX_ACCESS_LOG" --arg mtls "$MTLS" --argjson scraped "$scraped" --arg oha "$(oha --version)" --arg nginx "$(nginx -v 2>&1)" \
-        --slurpfile stalls "$WORK/stalls.json" \
+        --slurpfile stalls "$WORK/stalls.json" --arg baseline "$BASELINE" --arg keep_awake "$KEEP_AWAKE" \
         '{tool: "\($oha) for maximum throughput, bench/tools/pace for the fixed rate", nginx: $nginx, duration: $duration, connections: $connections, rounds: $rounds,
-          pinned: $pinned, nginx_access_log: $nginx_log, mtls_to_upstream: $mtls, ambassador_metrics_requests: $scraped,
+          pinned: $pinned, nginx_access_log: $nginx_log, baseline: (if $baseline == "" then null else $baseline end), keep_awake_at_fixed_rate: $keep_awake, mtls_to_upstream: $mtls, ambassador_metrics_requests: $scraped,
           fixed_rate: $rate, machine_stalls: $stalls[0], targets: $r,
           ratios: {
             ambassador_vs_nginx_rps: (($r.ambassador.max.rps / $r.nginx.max.rps * 1000 | round) / 1000),
             ambassador_vs_direct_rps: (($r.ambassador.max.rps / $r.direct.max.rps * 1000 | round) / 1000),
             ambassador_vs_nginx_cpu_per_request: (($r.ambassador.max.cpu_us_per_request / $r.nginx.max.cpu_us_per_request * 1000 | round) / 1000),
+            paired: {ambassador_vs_nginx_rps: $paired_rps, ambassador_vs_nginx_cpu_per_request: $paired_cpu,
+                     ambassador_vs_nginx_cpu_per_request_at_half_load: $paired_fixed_cpu,
+                     ambassador_vs_baseline_cpu_per_request: $paired_baseline_cpu},
+            ambassador_vs_nginx_cpu_per_request_at_half_load: (($r.ambassador.fixed_rate.cpu_us_per_request / $r.nginx.fixed_rate.cpu_us_per_request * 1000 | round) / 1000),
+            ambassador_vs_baseline_cpu_per_request: (if $r.baseline then (($r.ambassador.max.cpu_us_per_request / $r.baseline.max.cpu_us_per_request * 1000 | round) / 1000) else null end),
+            ambassador_vs_baseline_rps: (if $r.baseline then (($r.ambassador.max.rps / $r.baseline.max.rps * 1000 | round) / 1000) else null end),
             ambassador_added_p99_us_at_half_load: ($r.ambassador.fixed_rate.p99_us - $r.direct.fixed_rate.p99_us),
             ambassador_added_p50_us_at_half_load: ($r.ambassador.fixed_rate.p50_us - $r.direct.fixed_rate.p50_us),
             nginx_added_p50_us_at_half_load: ($r.nginx.fixed_rate.p50_us - $r.direct.fixed_rate.p50_us),
@@ -377,7 +460,9 @@ main() {
         (.targets | to_entries[] |
             "| \(.key) | \(.value.max.rps) | \(.value.max.p50_us) | \(.value.max.p99_us) | \(.value.max.cpu_us_per_request) | \(.value.fixed_rate.p50_us) | \(.value.fixed_rate.p99_us) | \(.value.fixed_rate.cpu_us_per_request) | \(.value.fixed_rate.server_core_busy * 100 | round) % |"),
         "",
-        "ambassador/nginx throughput: \(.ratios.ambassador_vs_nginx_rps); CPU per request: \(.ratios.ambassador_vs_nginx_cpu_per_request); ambassador/direct throughput: \(.ratios.ambassador_vs_direct_rps)",
+        "ambassador/nginx throughput: \(.ratios.ambassador_vs_nginx_rps); CPU per request: \(.ratios.ambassador_vs_nginx_cpu_per_request) (at half load: \(.ratios.ambassador_vs_nginx_cpu_per_request_at_half_load)); ambassador/direct throughput: \(.ratios.ambassador_vs_direct_rps)",
+        "paired (median of the rounds\u0027 own ratios): throughput \(.ratios.paired.ambassador_vs_nginx_rps), CPU per request \(.ratios.paired.ambassador_vs_nginx_cpu_per_request) (at half load: \(.ratios.paired.ambassador_vs_nginx_cpu_per_request_at_half_load))\(if .baseline then "; CPU per request against the baseline: \(.ratios.paired.ambassador_vs_baseline_cpu_per_request)" else "" end)",
+        (if .baseline then "ambassador/baseline (\(.baseline)): throughput \(.ratios.ambassador_vs_baseline_rps), CPU per request \(.ratios.ambassador_vs_baseline_cpu_per_request)" else empty end),
         "added p99 at half load: ambassador \(.ratios.ambassador_added_p99_us_at_half_load) µs, nginx \(.ratios.nginx_added_p99_us_at_half_load) µs",
         "added p50 at half load: ambassador \(.ratios.ambassador_added_p50_us_at_half_load) µs, nginx \(.ratios.nginx_added_p50_us_at_half_load) µs (ratio \(.ratios.ambassador_vs_nginx_added_p50_at_half_load))",
         "mTLS to the upstream: \(.mtls_to_upstream); ambassador /metrics counted \(.ambassador_metrics_requests) requests",

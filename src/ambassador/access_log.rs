@@ -13,8 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Bytes that may wait for the writer before new lines are dropped.
 const MAX_PENDING: usize = 4 << 20;
-/// How long the writer lets lines accumulate after each write; bounds how late a line can appear.
-const BATCH_PAUSE: Duration = Duration::from_millis(5);
+/// How long the writer lets lines accumulate after each write; bounds how late a line can appear. At 20 ms a
+/// proxy answering 20,000 requests a second writes about 400 lines at once, 50 writes a second; at 5 ms the writes
+/// (and the wake-ups of whatever reads stdout) were four times as many for the same bytes.
+const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
 /// `protocol` of a plain HTTP/1.1 request.
 pub const HTTP1: &str = "http/1.1";
@@ -54,6 +56,61 @@ pub struct Entry<'a> {
     /// Why the ambassador answered by itself (timeout, unreachable upstream).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
+}
+
+impl Entry<'_> {
+    /// Appends the entry as one JSON line, the same text `serde_json` makes of it (the derived `Serialize` stays
+    /// the definition), without going through its serializer: field names are constants and numbers go through
+    /// `itoa`, which takes about half the time on the request path. Strings that need no escaping, which is
+    /// every method and protocol and almost every path, are copied as they are.
+    fn write_line(&self, out: &mut Vec<u8>) {
+        let mut digits = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"ts_ms\":");
+        out.extend_from_slice(digits.format(self.ts_ms).as_bytes());
+        out.extend_from_slice(b",\"method\":");
+        write_str(out, self.method);
+        out.extend_from_slice(b",\"path\":");
+        write_str(out, self.path);
+        out.extend_from_slice(b",\"protocol\":");
+        write_str(out, self.protocol);
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(digits.format(self.status).as_bytes());
+        if let Some(grpc_status) = self.grpc_status {
+            out.extend_from_slice(b",\"grpc_status\":");
+            out.extend_from_slice(digits.format(grpc_status).as_bytes());
+        }
+        out.extend_from_slice(b",\"upstream_ms\":");
+        // Floats as serde_json writes them (shortest round-trip form; `null` if not finite).
+        if serde_json::to_writer(&mut *out, &self.upstream_ms).is_err() {
+            out.extend_from_slice(b"null");
+        }
+        if let Some(bytes_in) = self.bytes_in {
+            out.extend_from_slice(b",\"bytes_in\":");
+            out.extend_from_slice(digits.format(bytes_in).as_bytes());
+        }
+        if let Some(bytes_out) = self.bytes_out {
+            out.extend_from_slice(b",\"bytes_out\":");
+            out.extend_from_slice(digits.format(bytes_out).as_bytes());
+        }
+        out.extend_from_slice(b",\"retries\":");
+        out.extend_from_slice(digits.format(self.retries).as_bytes());
+        if let Some(error) = self.error {
+            out.extend_from_slice(b",\"error\":");
+            write_str(out, error);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Appends `text` as a JSON string: as it is when nothing in it needs escaping, else through `serde_json`.
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, text).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
 }
 
 #[derive(Debug, Default)]
@@ -104,12 +161,7 @@ impl AccessLog {
             return;
         }
         let was_empty = pending.is_empty();
-        let mark = pending.len();
-        if serde_json::to_writer(&mut *pending, entry).is_err() {
-            pending.truncate(mark);
-            return;
-        }
-        pending.push(b'\n');
+        entry.write_line(&mut pending);
         drop(pending);
         if was_empty {
             self.shared.wake.notify_one();
@@ -208,5 +260,40 @@ mod tests {
         );
         log.record(&entry("/after-close"));
         assert!(shared.lock().is_empty());
+    }
+
+    #[test]
+    fn writes_what_serde_json_writes() {
+        let paths = [
+            "/",
+            "/a b/\u{e9}t\u{e9}",
+            "/q\"uote\\back",
+            "/tab\there",
+            "/\u{1}ctl",
+            "",
+        ];
+        let floats = [0.0, 0.5, 1.0, 12.345678, 1e-7, 1e21, f64::NAN, f64::INFINITY];
+        for (i, path) in paths.iter().enumerate() {
+            for (j, upstream_ms) in floats.iter().enumerate() {
+                let entry = Entry {
+                    ts_ms: 1_765_000_000_000 + i as u64,
+                    method: "PATCH",
+                    path,
+                    protocol: [HTTP1, H2, GRPC, WEBSOCKET][j % 4],
+                    status: 503,
+                    grpc_status: (j % 2 == 0).then_some(14),
+                    upstream_ms: *upstream_ms,
+                    bytes_in: (j % 3 == 0).then_some(u64::MAX),
+                    bytes_out: (j % 3 == 1).then_some(0),
+                    retries: j as u32,
+                    error: (i % 2 == 0).then_some(*path),
+                };
+                let mut ours = Vec::new();
+                entry.write_line(&mut ours);
+                let mut theirs = serde_json::to_vec(&entry).unwrap();
+                theirs.push(b'\n');
+                assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(theirs).unwrap());
+            }
+        }
     }
 }

@@ -44,7 +44,7 @@ use tokio::net::TcpListener;
 
 use self::access_log::AccessLog;
 use self::config::{Upstream, UpstreamError};
-use self::forward::{Forwarder, Settings, UpstreamProtocol};
+use self::forward::{ClientConn, Forwarder, Settings, UpstreamProtocol};
 use self::metrics::Metrics;
 use crate::support::duration::{format_duration, parse_drain_period, parse_duration, parse_timeout};
 
@@ -338,11 +338,11 @@ async fn accept_until(
         // Small request and response heads must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let forwarder = Arc::clone(forwarder);
-        let client = headers::forwarded_for(peer.ip());
+        let conn = Arc::new(ClientConn::new(peer.ip()));
         let service = service_fn(move |request| {
             let forwarder = Arc::clone(&forwarder);
-            let client = client.clone();
-            async move { Ok::<_, std::convert::Infallible>(forwarder.handle(request, &client).await) }
+            let conn = Arc::clone(&conn);
+            async move { Ok::<_, std::convert::Infallible>(forwarder.handle(request, &conn).await) }
         });
         // With upgrades: a WebSocket handshake hands the connection over to the relay after the 101.
         let connection = builder

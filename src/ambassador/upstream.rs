@@ -46,6 +46,11 @@ type Conn = http1::Connection<TokioIo<Box<dyn Stream>>, OutBody>;
 const MAX_IDLE: usize = 512;
 /// Idle connections older than this are closed rather than reused, ahead of common server keep-alive limits.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// A connection checked in less than this long ago is taken without polling it first: it was polled (and found
+/// idle and open) when it came back. Under load that is nearly every request, and the poll is a full turn of
+/// hyper's connection state machine. A close that arrived meanwhile is still noticed before the request leaves:
+/// hyper reads before it writes, and hands back a request it did not send, which goes to the next connection.
+const FRESH: Duration = Duration::from_millis(100);
 
 /// Why no connection to the upstream could be made. Every variant counts as a connect error (retryable).
 #[derive(Debug, thiserror::Error)]
@@ -364,17 +369,26 @@ impl Upstreams {
             let ready = drive(&mut link.conn, &mut link.done, link.sender.ready()).await;
             let failure = match ready {
                 Some(Ok(())) => {
-                    let sent = link.sender.try_send_request(request);
-                    match drive(&mut link.conn, &mut link.done, sent).await {
+                    let mut sent = pin!(link.sender.try_send_request(request));
+                    let mut error = match drive(&mut link.conn, &mut link.done, sent.as_mut()).await {
                         Some(Ok(response)) => return Ok((response, link)),
-                        Some(Err(mut error)) => match error.take_message() {
-                            Some(unsent) => {
-                                request = unsent;
-                                ExchangeError::Request(error.into_error())
+                        Some(Err(error)) => error,
+                        // The connection ended (the upstream had closed it) with the request still queued: dropping
+                        // the connection hands the request back unsent, to go to the next one.
+                        None => {
+                            drop(link);
+                            match sent.await {
+                                Ok(_) => return Err(ExchangeError::Closed),
+                                Err(error) => error,
                             }
-                            None => return Err(ExchangeError::Request(error.into_error())),
-                        },
-                        None => return Err(ExchangeError::Closed),
+                        }
+                    };
+                    match error.take_message() {
+                        Some(unsent) => {
+                            request = unsent;
+                            ExchangeError::Request(error.into_error())
+                        }
+                        None => return Err(ExchangeError::Request(error.into_error())),
                     }
                 }
                 Some(Err(error)) => ExchangeError::Request(error),
@@ -389,16 +403,29 @@ impl Upstreams {
 
     /// Takes the most recently used connection that is still open.
     fn checkout(&self, cx: &mut Context<'_>) -> Option<Link> {
+        let now = Instant::now();
         loop {
             let mut link = {
                 let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                while idle.front().is_some_and(|l| l.idle_since.elapsed() > IDLE_TIMEOUT) {
+                while idle
+                    .front()
+                    .is_some_and(|l| now.saturating_duration_since(l.idle_since) > IDLE_TIMEOUT)
+                {
                     idle.pop_front();
                 }
                 idle.pop_back()?
             };
-            // Polling an idle connection notices a close the upstream sent while nobody was looking.
-            if link.poll_conn(cx).is_pending() && link.reusable() && link.generation == self.dialer.generation() {
+            if link.generation != self.dialer.generation() {
+                continue;
+            }
+            if now.saturating_duration_since(link.idle_since) < FRESH {
+                if link.reusable() {
+                    return Some(link);
+                }
+                continue;
+            }
+            // Polling a connection idle for longer notices a close the upstream sent while nobody was looking.
+            if link.poll_conn(cx).is_pending() && link.reusable() {
                 return Some(link);
             }
         }

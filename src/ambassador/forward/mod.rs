@@ -11,7 +11,10 @@ mod http1;
 mod http2;
 mod websocket;
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +24,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 
 use self::http2::H2Request;
 pub use self::websocket::Relays;
@@ -78,6 +82,57 @@ enum Route {
     Http2 { grpc: bool, te_trailers: bool },
     /// A WebSocket: the `Upgrade` value to send on, and the app's side of the connection once answered 101.
     Upgrade(HeaderValue, hyper::upgrade::OnUpgrade),
+}
+
+/// What the forwarder keeps about one client connection.
+#[derive(Debug)]
+pub struct ClientConn {
+    /// The peer's address as an `X-Forwarded-For` entry.
+    forwarded_for: HeaderValue,
+    /// The timer that bounds the wait for an HTTP/1.1 answer, kept from one request of the connection to the next.
+    /// Moving a registered timer's deadline later is one atomic store, where a timer per request is registered
+    /// with the runtime's timer wheel and removed again every time (see docs/performance.md).
+    upstream_timer: Mutex<Option<Pin<Box<Sleep>>>>,
+}
+
+impl ClientConn {
+    /// A connection from `peer`.
+    pub fn new(peer: std::net::IpAddr) -> Self {
+        Self {
+            forwarded_for: super::headers::forwarded_for(peer),
+            upstream_timer: Mutex::new(None),
+        }
+    }
+
+    /// Runs `fut` until `deadline`; `None` when the deadline came first. HTTP/1.1 requests of one connection come
+    /// one after another, so they share the timer; should two ever overlap, the second makes its own.
+    async fn within<F: Future>(&self, deadline: Instant, fut: F) -> Option<F::Output> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let kept = self.slot().take();
+        let mut timer = match kept {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let mut fut = pin!(fut);
+        let out = std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        *self.slot() = Some(timer);
+        out
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Pin<Box<Sleep>>>> {
+        self.upstream_timer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The proxy's request handler; one per process, shared by every connection.
@@ -156,9 +211,8 @@ impl Forwarder {
     }
 
     /// Proxies one request; never fails and never outlives `--timeout` waiting for the upstream (a gRPC call:
-    /// its own deadline). `client` is the connection's peer address as formatted by
-    /// [`forwarded_for`](super::headers::forwarded_for).
-    pub async fn handle(&self, mut request: Request<Incoming>, client: &HeaderValue) -> Response<ProxyBody> {
+    /// its own deadline). `conn` is what is kept about the client connection it came on.
+    pub async fn handle(&self, mut request: Request<Incoming>, conn: &ClientConn) -> Response<ProxyBody> {
         let started = Instant::now();
         let version = request.version();
         let upgrade = websocket_upgrade(&request).map(|value| (value, hyper::upgrade::on(&mut request)));
@@ -200,8 +254,8 @@ impl Forwarder {
         };
         let mut response = match self.upstream.uri_for(&uri) {
             Ok(target) => {
-                self.prepare_headers(&mut headers, client);
-                self.guarded(&method, target, headers, body, route, started, &mut outcome)
+                self.prepare_headers(&mut headers, &conn.forwarded_for);
+                self.guarded(&method, target, headers, body, route, started, conn, &mut outcome)
                     .await
             }
             Err(error) => {
@@ -262,6 +316,7 @@ impl Forwarder {
         body: Incoming,
         route: Route,
         started: Instant,
+        conn: &ClientConn,
         outcome: &mut Outcome,
     ) -> Response<ProxyBody> {
         let mut headers = headers;
@@ -307,7 +362,7 @@ impl Forwarder {
         };
         match route {
             Route::Http1 => {
-                self.forward_http1(method, target, headers, body, started, ticket, permit, outcome)
+                self.forward_http1(method, target, headers, body, started, ticket, permit, conn, outcome)
                     .await
             }
             Route::Http2 { grpc, te_trailers } => {
