@@ -35,7 +35,7 @@ run() {
   target/release/examples/ready "$PORT" "$CERTS/ca.crt" "$(date +%s%N)" >/dev/null
   oha --no-tui --output-format quiet -n "$n" -c "$CONNS" -m POST -D "$fixture" -H 'content-type: application/json' \
     --cacert "$CERTS/ca.crt" "https://localhost:$PORT/mutate?timeout=10s" >/dev/null
-  kill -INT "$pid"
+  kill -TERM "$pid"
   wait "$pid" || true
   awk '/^summary:/ {print $2}' "$out"
 }
