@@ -287,3 +287,20 @@ fn an_annotation_set_as_text_is_the_op_a_value_would_make() {
         assert_eq!(fast.to_json(), slow.to_json());
     }
 }
+
+#[test]
+fn every_byte_that_needs_escaping_is_found_at_every_position() {
+    for b in 0u8..128 {
+        for len in 1..20 {
+            for at in 0..len {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = b;
+                // Some multi-byte UTF-8 around it too, whose bytes are all >= 0x80.
+                let s = format!("é{}✓", std::str::from_utf8(&bytes).unwrap());
+                let mut text = String::new();
+                push_json_str(&mut text, &s);
+                assert_eq!(text, serde_json::to_string(&s).unwrap(), "byte {b:#x} at {at} of {len}");
+            }
+        }
+    }
+}
