@@ -169,7 +169,7 @@ fn main() {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(1000);
-        let config = Config::default();
+        let config = Config::default().into_shared(); // as the webhook holds it
         for _ in 0..repeat {
             black_box(review(black_box(&body), &config));
         }
@@ -180,7 +180,7 @@ fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/fixtures/pod-5k.json");
     let base = fs::read_to_string(&fixture).expect("bench/fixtures/pod-5k.json");
-    let config = Config::default();
+    let config = Config::default().into_shared();
     if !timed {
         // `cargo test --all-targets` runs this without `--bench`: check that every size is a review entourage
         // patches, once each, and time nothing.

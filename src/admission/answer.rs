@@ -154,7 +154,7 @@ impl ReviewOut {
     pub fn to_vec(&self) -> Vec<u8> {
         let r = &self.response;
         let mut out = Vec::with_capacity(r.patch.as_ref().map_or(0, String::len) + 256);
-        let string = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(&mut *out, s).expect("strings serialise");
+        let string = crate::core::patch::push_json_bytes;
         out.extend_from_slice(br#"{"apiVersion":"#);
         string(&mut out, self.api_version);
         out.extend_from_slice(br#","kind":"#);

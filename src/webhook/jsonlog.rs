@@ -87,10 +87,9 @@ where
     }
 }
 
-/// Writes `s` as a JSON string.
+/// Writes `s` as a JSON string, as serde_json does (copied as it is when nothing in it needs escaping).
 fn string(line: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail, and a &str always serialises.
-    let _ = serde_json::to_writer(&mut *line, s);
+    crate::core::patch::push_json_bytes(line, s);
 }
 
 /// Appends each field as `,"name":value`.
@@ -118,12 +117,12 @@ impl tracing::field::Visit for Fields<'_> {
     // Integers as serde_json writes them, which is as `Display` does.
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = serde_json::to_writer(&mut *self.0, &value);
+        self.0.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = serde_json::to_writer(&mut *self.0, &value);
+        self.0.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {

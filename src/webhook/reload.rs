@@ -167,7 +167,7 @@ impl Watcher {
         match result {
             Ok(config) => {
                 if **self.state.config.load() != config {
-                    self.state.config.store(Arc::new(config));
+                    self.state.config.store(config.into_shared());
                     tracing::info!(config = %path.display(), "config reloaded");
                 }
                 self.state.metrics.reload("config", true);

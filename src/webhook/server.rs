@@ -60,7 +60,7 @@ impl AppState {
             metrics.cert_expiry.set(expiry);
         }
         Arc::new(AppState {
-            config: ArcSwap::from_pointee(config),
+            config: ArcSwap::new(config.into_shared()),
             certs,
             accepting: AtomicBool::new(true),
             metrics,

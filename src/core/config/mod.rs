@@ -61,6 +61,16 @@ pub struct Config {
     pub(crate) rendered: Rendered,
 }
 
+impl Config {
+    /// The config, shared and unchangeable from now on (the webhook's, loaded or reloaded): what every injected
+    /// container takes from it unchanged is rendered once and then used without checking that the config still
+    /// says the same (`Rendered`). `Arc::make_mut` clones it, and a clone is checked again.
+    pub fn into_shared(mut self) -> std::sync::Arc<Config> {
+        self.rendered.seal();
+        std::sync::Arc::new(self)
+    }
+}
+
 /// Images of the injected containers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]

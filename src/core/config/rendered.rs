@@ -11,8 +11,25 @@ use super::{Config, Hardening, Resources};
 /// rendered on first use and kept in the [`Config`] (`Config::rendered`), instead of being serialised again for
 /// every container of every review (a sixth of the core's time on the bench's Pod). A config changed after its
 /// first use (tests build configs that way) no longer matches what was rendered, and gets `Fragment::Live`.
-#[derive(Clone, Default)]
-pub struct Rendered(OnceLock<Fragments>);
+///
+/// A config shared behind an `Arc` (the webhook's, [`Config::into_shared`]) can no longer change, so it is
+/// *sealed*: its fragments are used without comparing `hardening` and `resources` with what they were rendered
+/// from, a comparison of two maps of strings for every container of every review otherwise. A clone is not
+/// sealed (it may be changed), and each reload builds a new config, whose fragments are rendered afresh.
+#[derive(Default)]
+pub struct Rendered {
+    fragments: OnceLock<Fragments>,
+    sealed: bool,
+}
+
+impl Clone for Rendered {
+    fn clone(&self) -> Self {
+        Rendered {
+            fragments: self.fragments.clone(),
+            sealed: false,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct Fragments {
@@ -32,7 +49,7 @@ impl Rendered {
         config: &Config,
         render: impl FnOnce(&Config) -> (Box<RawValue>, Box<RawValue>),
     ) -> Option<&Fragments> {
-        let fragments = self.0.get_or_init(|| {
+        let fragments = self.fragments.get_or_init(|| {
             let (security_context, resources) = render(config);
             Fragments {
                 hardening: config.hardening.clone(),
@@ -41,7 +58,20 @@ impl Rendered {
                 resources,
             }
         });
-        (fragments.hardening == config.hardening && fragments.resources_config == config.resources).then_some(fragments)
+        let unchanged =
+            self.sealed || (fragments.hardening == config.hardening && fragments.resources_config == config.resources);
+        unchanged.then_some(fragments)
+    }
+
+    /// Marks the config holding this cache as unchangeable from now on (see [`Config::into_shared`]).
+    pub(super) fn seal(&mut self) {
+        self.sealed = true;
+    }
+
+    /// Whether [`Rendered::seal`] was called.
+    #[cfg(test)]
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed
     }
 }
 

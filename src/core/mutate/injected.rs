@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use crate::core::{
     annotations::Override,
     config::{self, Config},
+    patch::{push_json_str, JsonText},
 };
 
 /// A container entourage adds to a Pod.
@@ -87,6 +88,146 @@ impl<'c> Injected<'c> {
             },
             restart_policy: native.then_some("Always"),
         }
+    }
+}
+
+impl Injected<'_> {
+    /// The container as JSON text, byte for byte what `serde_json::to_string` writes for it (a test holds it to
+    /// that), written by hand: member names as they are, strings copied between quotes unless they need escaping,
+    /// the config's rendered fragments as they are. serde_json writes every member name and string through its
+    /// escape table; for the seed's sidecar Pod that was an eighth of the webhook's instructions.
+    pub(crate) fn to_json_text(&self) -> JsonText {
+        let mut out = String::with_capacity(1024);
+        out.push_str(r#"{"name":"#);
+        push_json_str(&mut out, &self.name);
+        out.push_str(r#","image":"#);
+        push_json_str(&mut out, self.image);
+        out.push_str(r#","imagePullPolicy":"#);
+        push_json_str(&mut out, self.image_pull_policy);
+        if let Some(command) = &self.command {
+            out.push_str(r#","command":"#);
+            push_strings(&mut out, command);
+        }
+        if let Some(args) = &self.args {
+            out.push_str(r#","args":"#);
+            push_strings(&mut out, args);
+        }
+        if !self.volume_mounts.is_empty() {
+            out.push_str(r#","volumeMounts":["#);
+            for (i, mount) in self.volume_mounts.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_mount(&mut out, mount);
+            }
+            out.push(']');
+        }
+        for (name, probe) in [
+            (r#","readinessProbe":"#, &self.readiness_probe),
+            (r#","livenessProbe":"#, &self.liveness_probe),
+            (r#","startupProbe":"#, &self.startup_probe),
+        ] {
+            if let Some(probe) = probe {
+                out.push_str(name);
+                push_probe(&mut out, probe);
+            }
+        }
+        out.push_str(r#","securityContext":"#);
+        push_fragment(&mut out, &self.security_context);
+        out.push_str(r#","resources":"#);
+        push_fragment(&mut out, &self.resources);
+        if let Some(policy) = self.restart_policy {
+            out.push_str(r#","restartPolicy":"#);
+            push_json_str(&mut out, policy);
+        }
+        out.push('}');
+        JsonText::written(out)
+    }
+}
+
+/// A JSON array of strings.
+fn push_strings(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, item);
+    }
+    out.push(']');
+}
+
+/// Anything through serde_json, appended.
+fn push_serde<T: Serialize + ?Sized>(out: &mut String, value: &T) {
+    out.push_str(&serde_json::to_string(value).expect("k8s-openapi structs always serialise"));
+}
+
+/// A volume mount as k8s-openapi serialises it (members in its order); one with a member entourage never sets
+/// goes through serde.
+fn push_mount(out: &mut String, mount: &VolumeMount) {
+    if mount.mount_propagation.is_some() || mount.recursive_read_only.is_some() {
+        return push_serde(out, mount);
+    }
+    out.push_str(r#"{"mountPath":"#);
+    push_json_str(out, &mount.mount_path);
+    out.push_str(r#","name":"#);
+    push_json_str(out, &mount.name);
+    if let Some(read_only) = mount.read_only {
+        out.push_str(if read_only {
+            r#","readOnly":true"#
+        } else {
+            r#","readOnly":false"#
+        });
+    }
+    if let Some(sub_path) = &mount.sub_path {
+        out.push_str(r#","subPath":"#);
+        push_json_str(out, sub_path);
+    }
+    if let Some(expr) = &mount.sub_path_expr {
+        out.push_str(r#","subPathExpr":"#);
+        push_json_str(out, expr);
+    }
+    out.push('}');
+}
+
+/// A probe as k8s-openapi serialises it (members in its order): an exec probe by hand, any other through serde.
+fn push_probe(out: &mut String, probe: &Probe) {
+    let Some(exec) = probe
+        .exec
+        .as_ref()
+        .filter(|_| probe.grpc.is_none() && probe.http_get.is_none() && probe.tcp_socket.is_none())
+    else {
+        return push_serde(out, probe);
+    };
+    out.push_str(r#"{"exec":{"#);
+    if let Some(command) = &exec.command {
+        out.push_str(r#""command":"#);
+        push_strings(out, command);
+    }
+    out.push('}');
+    let mut number = |name: &str, value: Option<i64>| {
+        if let Some(value) = value {
+            out.push_str(name);
+            out.push_str(itoa::Buffer::new().format(value));
+        }
+    };
+    number(r#","failureThreshold":"#, probe.failure_threshold.map(i64::from));
+    number(r#","initialDelaySeconds":"#, probe.initial_delay_seconds.map(i64::from));
+    number(r#","periodSeconds":"#, probe.period_seconds.map(i64::from));
+    number(r#","successThreshold":"#, probe.success_threshold.map(i64::from));
+    number(
+        r#","terminationGracePeriodSeconds":"#,
+        probe.termination_grace_period_seconds,
+    );
+    number(r#","timeoutSeconds":"#, probe.timeout_seconds.map(i64::from));
+    out.push('}');
+}
+
+/// A config fragment: rendered text as it is, a live value through serde.
+fn push_fragment<T: Serialize>(out: &mut String, fragment: &Fragment<'_, T>) {
+    match fragment {
+        Fragment::Rendered(raw) => out.push_str(raw.get()),
+        Fragment::Live(value) => push_serde(out, value),
     }
 }
 
@@ -274,6 +415,124 @@ mod tests {
         assert_eq!(
             (&sc["runAsNonRoot"], sc.get("runAsUser"), sc.get("runAsGroup")),
             (&json!(true), None, None)
+        );
+    }
+
+    #[test]
+    fn the_hand_written_json_is_serde_jsons_byte_for_byte() {
+        use k8s_openapi::api::core::v1::{ExecAction, HTTPGetAction, TCPSocketAction};
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let mut configs = vec![Config::default()];
+        let mut other = Config::default();
+        other.hardening.run_as_user = None;
+        other.resources.limits.clear();
+        configs.push(other);
+        let own = Override::from([("memory".to_string(), config::Quantity("128Mi".into()))]);
+        for config in &configs {
+            for native in [false, true] {
+                for override_ in [None, Some(&own)] {
+                    let mut c = Injected::new("sidecar-\"odd\"\n", "busybox:1.36", native, config, override_);
+                    let check = |c: &Injected<'_>| {
+                        assert_eq!(c.to_json_text().get(), serde_json::to_string(c).unwrap());
+                    };
+                    check(&c);
+                    c.command = Some(vec!["tail".into(), "-F".into(), "C:\\logs\t\u{1}é".into()]);
+                    c.args = Some(vec![]);
+                    check(&c);
+                    c.args = Some(vec!["--file".into(), "/var/log/app.log".into()]);
+                    c.volume_mounts = vec![
+                        VolumeMount {
+                            name: "logs".into(),
+                            mount_path: "/var/log".into(),
+                            read_only: Some(true),
+                            ..VolumeMount::default()
+                        },
+                        VolumeMount {
+                            name: "state".into(),
+                            mount_path: "/var/lib/entourage".into(),
+                            read_only: Some(false),
+                            sub_path: Some("a\"b".into()),
+                            sub_path_expr: Some("$(POD)".into()),
+                            ..VolumeMount::default()
+                        },
+                        VolumeMount {
+                            name: "odd".into(),
+                            mount_path: "/odd".into(),
+                            mount_propagation: Some("HostToContainer".into()),
+                            recursive_read_only: Some("Enabled".into()),
+                            ..VolumeMount::default()
+                        },
+                    ];
+                    check(&c);
+                    c.startup_probe = Some(Probe {
+                        exec: Some(ExecAction {
+                            command: Some(vec!["/entourage".into(), "started".into()]),
+                        }),
+                        period_seconds: Some(1),
+                        failure_threshold: Some(30),
+                        initial_delay_seconds: Some(2),
+                        success_threshold: Some(1),
+                        termination_grace_period_seconds: Some(-5),
+                        timeout_seconds: Some(3),
+                        ..Probe::default()
+                    });
+                    c.readiness_probe = Some(Probe {
+                        http_get: Some(HTTPGetAction {
+                            path: Some("/ready".into()),
+                            port: IntOrString::Int(15000),
+                            ..HTTPGetAction::default()
+                        }),
+                        period_seconds: Some(5),
+                        ..Probe::default()
+                    });
+                    c.liveness_probe = Some(Probe {
+                        exec: Some(ExecAction { command: None }),
+                        tcp_socket: Some(TCPSocketAction {
+                            port: IntOrString::String("http".into()),
+                            ..TCPSocketAction::default()
+                        }),
+                        ..Probe::default()
+                    });
+                    check(&c);
+                    c.liveness_probe = Some(Probe {
+                        exec: Some(ExecAction { command: None }),
+                        ..Probe::default()
+                    });
+                    check(&c);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_shared_config_is_sealed_each_reload_renders_its_own_and_a_clone_is_checked_again() {
+        let first = Config::default().into_shared();
+        assert!(first.rendered.is_sealed());
+        let before = serde_json::to_value(Injected::new("x", "i", false, &first, None)).unwrap();
+        assert!(matches!(
+            Injected::new("x", "i", false, &first, None).security_context,
+            Fragment::Rendered(_)
+        ));
+        // A reload: a new config, shared in turn, renders its own fragments.
+        let mut changed = Config::default();
+        changed.hardening.run_as_user = Some(1000);
+        let reloaded = changed.clone().into_shared();
+        let after = serde_json::to_value(Injected::new("x", "i", false, &reloaded, None)).unwrap();
+        assert_eq!(after["securityContext"]["runAsUser"], json!(1000));
+        assert_eq!(before["securityContext"]["runAsUser"], json!(65534));
+        assert_eq!(
+            after,
+            serde_json::to_value(Injected::new("x", "i", false, &changed, None)).unwrap()
+        );
+        // A clone of a sealed config may be changed: it is checked again.
+        let mut copy = (*first).clone();
+        assert!(!copy.rendered.is_sealed());
+        copy.hardening.run_as_user = Some(7);
+        let c = Injected::new("x", "i", false, &copy, None);
+        assert!(matches!(c.security_context, Fragment::Live(_)));
+        assert_eq!(
+            serde_json::to_value(c).unwrap()["securityContext"]["runAsUser"],
+            json!(7)
         );
     }
 

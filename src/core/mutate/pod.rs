@@ -274,11 +274,12 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
         b.add_serialized(&[app[0], app[1], app[2], key("env"), Step::End], env);
     }
     for (i, (_, container)) in plan.containers.iter().enumerate() {
+        let text = container.to_json_text();
         if plan.native {
             // Native sidecars go first: appended after the user's init containers they would wait for each of them.
-            b.add_serialized(&[key("spec"), key("initContainers"), Step::Index(i)], container);
+            b.add_text(&[key("spec"), key("initContainers"), Step::Index(i)], text);
         } else {
-            b.add_serialized(&[key("spec"), key("containers"), Step::End], container);
+            b.add_text(&[key("spec"), key("containers"), Step::End], text);
         }
     }
     if plan.containers.is_empty() {

@@ -33,6 +33,56 @@ impl JsonText {
     pub fn get(&self) -> &str {
         &self.0
     }
+
+    /// Text a hand-written writer of this crate produced, byte for byte what `serde_json::to_string` writes for the
+    /// same value (each such writer has a test holding it to that).
+    pub(crate) fn written(text: String) -> Self {
+        JsonText(text)
+    }
+}
+
+/// Whether serde_json escapes any byte of `s` (a control character, `"` or `\\`), looked at eight bytes at a time:
+/// the strings of a patch are short and almost never need escaping, and a byte at a time cost as much as
+/// serde_json's own escaping.
+fn needs_escaping(s: &str) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    // Whether a byte of `x` is zero, or less than `n` (n <= 128): exact as to "any", whatever the borrows.
+    let less = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut chunks = s.as_bytes().chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        if less(x, 0x20) | less(x ^ (ONES * u64::from(b'"')), 1) | less(x ^ (ONES * u64::from(b'\\')), 1) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Appends `s` as a JSON string, exactly as serde_json writes it: copied as it is between quotes when nothing in it
+/// needs escaping (serde_json's own writer looks every byte up in its escape table, and was the largest single
+/// entry of a patched review's profile).
+pub fn push_json_str(out: &mut String, s: &str) {
+    if needs_escaping(s) {
+        out.push_str(&serde_json::to_string(s).expect("strings serialise"));
+    } else {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+}
+
+/// [`push_json_str`] into bytes.
+pub fn push_json_bytes(out: &mut Vec<u8>, s: &str) {
+    if needs_escaping(s) {
+        serde_json::to_writer(&mut *out, s).expect("strings serialise");
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
 }
 
 impl Serialize for JsonText {
@@ -80,6 +130,12 @@ impl Patch {
     pub fn to_json(&self) -> Vec<u8> {
         // A few KB for a typical injection: start there rather than grow from empty.
         let mut out = Vec::with_capacity(4096);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends [`Patch::to_json`]'s text to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         out.push(b'[');
         for (i, operation) in self.0.iter().enumerate() {
             if i > 0 {
@@ -89,14 +145,21 @@ impl Patch {
                 Op::Add => br#"{"op":"add","path":"#,
                 Op::Replace => br#"{"op":"replace","path":"#,
             });
-            // Writing a string to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, &operation.path);
+            push_json_bytes(out, &operation.path);
             out.extend_from_slice(br#","value":"#);
             out.extend_from_slice(operation.value.get().as_bytes());
             out.push(b'}');
         }
         out.push(b']');
-        out
+    }
+
+    /// The length of [`Patch::to_json`]'s text, at least (a path's escapes are not counted).
+    pub fn json_len_hint(&self) -> usize {
+        2 + self
+            .0
+            .iter()
+            .map(|o| 32 + o.path.len() + o.value.get().len())
+            .sum::<usize>()
     }
 
     /// The same operations as a `json_patch::Patch`, to apply to a document.
@@ -211,6 +274,12 @@ impl<'d> PatchBuilder<'d> {
     /// Adds a serialisable value at `path` like [`PatchBuilder::add`], turning it straight into JSON text when
     /// its parent exists (the usual case), without building a `Value`.
     pub fn add_serialized<T: Serialize>(&mut self, path: &[Step<'_>], value: &T) {
+        self.add_text(path, to_text(value));
+    }
+
+    /// Adds a value already written as JSON text at `path`, like [`PatchBuilder::add`]: kept as text when its
+    /// parent exists (the usual case) or is an array this patch creates, parsed into a `Value` otherwise.
+    pub fn add_text(&mut self, path: &[Step<'_>], text: JsonText) {
         let Some((last, parents)) = path.split_last() else {
             return;
         };
@@ -218,15 +287,14 @@ impl<'d> PatchBuilder<'d> {
             Some(parent) => {
                 // A parent of the wrong type is left alone, as in `add`.
                 if fits(parent, *last) {
-                    self.ops
-                        .push((Op::Add, pointer_to(path), Pending::Text(to_text(value))));
+                    self.ops.push((Op::Add, pointer_to(path), Pending::Text(text)));
                 }
             }
             None => {
-                if !self.add_item(path, value) {
+                if let Err(text) = self.add_item(path, text) {
                     self.add(
                         path,
-                        serde_json::to_value(value).expect("k8s-openapi structs always serialise"),
+                        serde_json::from_str(text.get()).expect("our own JSON text parses"),
                     );
                 }
             }
@@ -235,13 +303,13 @@ impl<'d> PatchBuilder<'d> {
 
     /// An element into an array that is missing from the document under an object that is there
     /// (`/spec/initContainers/0` of a Pod without init containers): the array is created by one `add` holding
-    /// the elements as text, without a `Value` built for each. Whether that case applied.
-    fn add_item<T: Serialize>(&mut self, path: &[Step<'_>], value: &T) -> bool {
+    /// the elements as text, without a `Value` built for each. The text back when that case does not apply.
+    fn add_item(&mut self, path: &[Step<'_>], text: JsonText) -> Result<(), JsonText> {
         let [grand @ .., Step::Key(_), last @ (Step::Index(_) | Step::End)] = path else {
-            return false;
+            return Err(text);
         };
         if !matches!(get(self.doc, grand), Some(Value::Object(_))) {
-            return false;
+            return Err(text);
         }
         let array = &path[..path.len() - 1];
         let tokens: Vec<String> = array.iter().map(step_token).collect();
@@ -251,9 +319,8 @@ impl<'d> PatchBuilder<'d> {
             .any(|(p, _)| p.len() < tokens.len() && tokens.starts_with(p))
         {
             // Under a subtree this patch creates as a `Value`: folded in there.
-            return false;
+            return Err(text);
         }
-        let text = to_text(value);
         match self.created.iter().find(|(p, _)| *p == tokens) {
             Some(&(_, op_index)) => match &mut self.ops[op_index].2 {
                 Pending::Items(items) => {
@@ -275,7 +342,7 @@ impl<'d> PatchBuilder<'d> {
                 self.ops.push((Op::Add, pointer(&tokens), Pending::Items(vec![text])));
             }
         }
-        true
+        Ok(())
     }
 
     /// Adds `value` at `path`, creating missing parents. The parent of an [`Step::Index`] or [`Step::End`] step is
@@ -342,6 +409,19 @@ impl<'d> PatchBuilder<'d> {
         let mut path = meta_path.to_vec();
         path.push(key("annotations"));
         path.push(key(name));
+        // The annotations are there (an annotated Pod's are): the value goes in as text, as `set` would write it,
+        // without a `Value` in between.
+        if let Some(Value::Object(annotations)) = get(self.doc, &path[..path.len() - 1]) {
+            let op = if annotations.contains_key(name) {
+                Op::Replace
+            } else {
+                Op::Add
+            };
+            let mut text = String::with_capacity(value.len() + 16);
+            push_json_str(&mut text, value);
+            self.ops.push((op, pointer_to(&path), Pending::Text(JsonText(text))));
+            return;
+        }
         self.set(&path, Value::String(value.to_string()));
     }
 

@@ -246,3 +246,61 @@ fn json_text_is_written_as_a_raw_value_writes_it() {
         );
     }
 }
+
+#[test]
+fn strings_are_written_as_serde_json_writes_them() {
+    for s in [
+        "",
+        "plain",
+        "a/b~c",
+        "\"quoted\"",
+        "back\\slash",
+        "tab\tnl\n\u{1}\u{1f}",
+        "é ✓ \u{7f}",
+        "{\"a\":[1]}",
+    ] {
+        let mut text = String::new();
+        push_json_str(&mut text, s);
+        assert_eq!(text, serde_json::to_string(s).unwrap());
+        let mut bytes = b"x".to_vec();
+        push_json_bytes(&mut bytes, s);
+        assert_eq!(&bytes[1..], serde_json::to_string(s).unwrap().as_bytes());
+    }
+}
+
+#[test]
+fn an_annotation_set_as_text_is_the_op_a_value_would_make() {
+    let status = r#"{"containers":["sidecar-a"],"mode":"native"}"#;
+    for doc in [
+        json!({"metadata": {"annotations": {"a": "1"}}}),
+        json!({"metadata": {"annotations": {"entourage.dev/status": "old"}}}),
+        json!({"metadata": {}}),
+        json!({}),
+    ] {
+        let mut fast = PatchBuilder::new(&doc);
+        fast.set_annotation(&[key("metadata")], "entourage.dev/status", status);
+        let mut slow = PatchBuilder::new(&doc);
+        let path = [key("metadata"), key("annotations"), key("entourage.dev/status")];
+        slow.set(&path, Value::String(status.to_string()));
+        let (fast, slow) = (fast.finish(), slow.finish());
+        assert_eq!(fast, slow);
+        assert_eq!(fast.to_json(), slow.to_json());
+    }
+}
+
+#[test]
+fn every_byte_that_needs_escaping_is_found_at_every_position() {
+    for b in 0u8..128 {
+        for len in 1..20 {
+            for at in 0..len {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = b;
+                // Some multi-byte UTF-8 around it too, whose bytes are all >= 0x80.
+                let s = format!("é{}✓", std::str::from_utf8(&bytes).unwrap());
+                let mut text = String::new();
+                push_json_str(&mut text, &s);
+                assert_eq!(text, serde_json::to_string(&s).unwrap(), "byte {b:#x} at {at} of {len}");
+            }
+        }
+    }
+}
