@@ -854,6 +854,12 @@ fn the_default_certificates_render_the_same_every_time_and_upgrades_keep_the_ca_
     for hook in webhooks(&upgrade) {
         assert_eq!(hook["clientConfig"]["caBundle"], "Y2E=", "{}", hook["name"]);
     }
+    // With the Secret there, an upgrade has nothing for the create Job to do, and runs none.
+    assert!(job_args(&upgrade).is_empty(), "{:?}", job_args(&upgrade));
+    // A Secret an older chart rendered (owned by the release): the Job runs, to mark it kept.
+    let rendered_before = as_installed(&made);
+    let migration = render_against_cluster(std::slice::from_ref(&rendered_before)).unwrap();
+    assert!(job_args(&migration).contains_key("entourage-certs-create"));
 }
 
 #[test]
