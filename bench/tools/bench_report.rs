@@ -251,6 +251,39 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// Ratios, two decimals, comma-separated.
+fn list(v: &[f64]) -> String {
+    v.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+}
+
+/// One table row per workload: its CPU per review, ratio and target, then one column of its own.
+fn workload_table(
+    md: &mut String,
+    rows: &[WorkloadFigures],
+    last_header: &str,
+    last_cell: impl Fn(&WorkloadFigures) -> String,
+) {
+    let _ = writeln!(
+        md,
+        "| workload | bytes | floor CPU µs/review | entourage CPU µs/review | CPU ratio | target | per-round CPU ratios | {last_header} |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|---:|");
+    for w in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.1} | **{:.2}** | ≥ {:.2} | {} | {} |",
+            w.name,
+            w.bytes,
+            w.cpu[0],
+            w.cpu[1],
+            w.cpu_ratio,
+            w.target,
+            list(&w.cpu_rounds),
+            last_cell(w)
+        );
+    }
+}
+
 struct Figures {
     rps: [f64; 2],
     cpu: [f64; 2],
@@ -331,7 +364,6 @@ fn report(dir: &Path, machine: &str, commit: &str) -> (String, Value) {
         of_medians(f.cpu[0], f.cpu[1]),
         of_medians(f.rps[1], f.rps[0]),
     );
-    let list = |v: &[f64]| v.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         md,
         "Per-round ratios, CPU: {}; throughput: {}.",
@@ -375,26 +407,9 @@ fn report(dir: &Path, machine: &str, commit: &str) -> (String, Value) {
              CPU per review, floor/entourage (median of the rounds' paired ratios): the figure held against the targets**\n",
             fixed_rate.unwrap_or(0.0)
         );
-        let _ = writeln!(
-            md,
-            "| workload | bytes | floor CPU µs/review | entourage CPU µs/review | CPU ratio | target | per-round CPU ratios | p99 ms floor / entourage |"
-        );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|---:|");
-        for w in &fixed {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {:.1} | {:.1} | **{:.2}** | ≥ {:.2} | {} | {:.2} / {:.2} |",
-                w.name,
-                w.bytes,
-                w.cpu[0],
-                w.cpu[1],
-                w.cpu_ratio,
-                w.target,
-                list(&w.cpu_rounds),
-                w.p99[0],
-                w.p99[1]
-            );
-        }
+        workload_table(&mut md, &fixed, "p99 ms floor / entourage", |w| {
+            format!("{:.2} / {:.2}", w.p99[0], w.p99[1])
+        });
         let _ = writeln!(
             md,
             "\nA paced round's CPU time covers its warm-up and the generator's 25 TLS handshakes, divided by every review \
@@ -411,25 +426,9 @@ fn report(dir: &Path, machine: &str, commit: &str) -> (String, Value) {
             "; reported beside the fixed-load figure, not held against the targets"
         }
     );
-    let _ = writeln!(
-        md,
-        "| workload | bytes | floor CPU µs/review | entourage CPU µs/review | CPU ratio | target | per-round CPU ratios | throughput ratio |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|---:|");
-    for w in &saturated {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.1} | {:.1} | **{:.2}** | ≥ {:.2} | {} | {:.2} |",
-            w.name,
-            w.bytes,
-            w.cpu[0],
-            w.cpu[1],
-            w.cpu_ratio,
-            w.target,
-            list(&w.cpu_rounds),
-            w.rps_ratio
-        );
-    }
+    workload_table(&mut md, &saturated, "throughput ratio", |w| {
+        format!("{:.2}", w.rps_ratio)
+    });
     let _ = writeln!(md);
 
     let half_rounds = select(&all, "halfload", "entourage").len();
