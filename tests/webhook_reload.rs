@@ -432,12 +432,17 @@ async fn stand_in_api(object: Value, certs: &Path) -> (SocketAddr, Arc<Mutex<Vec
     (addr, recorded, stored)
 }
 
-#[tokio::test]
-async fn patch_ca_bundle_writes_the_ca_into_every_webhook_at_start() {
-    // The configuration as installed from manifests/, without a caBundle.
+/// The MutatingWebhookConfiguration as installed from manifests/, without a caBundle.
+fn installed_configuration() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/webhook.yaml")).unwrap();
     let mut object: Value = serde_yaml_ng::from_str(&text).unwrap();
     object["metadata"]["resourceVersion"] = json!("1");
+    object
+}
+
+#[tokio::test]
+async fn patch_ca_bundle_writes_the_ca_into_every_webhook_at_start() {
+    let object = installed_configuration();
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     dev_certs_in(&certs);
@@ -549,9 +554,7 @@ fn bundles(stored: &Mutex<Value>) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_reloaded_certificate_from_a_new_ca_writes_that_ca_into_the_webhooks() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/webhook.yaml")).unwrap();
-    let mut object: Value = serde_yaml_ng::from_str(&text).unwrap();
-    object["metadata"]["resourceVersion"] = json!("1");
+    let object = installed_configuration();
     let dir = tempfile::tempdir().unwrap();
     let (api_certs, served) = (dir.path().join("api"), dir.path().join("served"));
     dev_certs_in(&api_certs);
