@@ -2,7 +2,7 @@
 //! that a body that is not a review gets a 400 saying exactly what is wrong.
 
 use kube::core::{admission::Operation, gvk::GroupVersionKind};
-use std::{fmt, marker::PhantomData};
+use std::{cell::Cell, fmt, marker::PhantomData};
 
 use serde::{
     de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor},
@@ -41,11 +41,21 @@ pub struct ObjectReads<'a> {
 }
 
 impl<'a> ObjectReads<'a> {
-    fn pruned(self, kind: &GroupVersionKind, operation: &Operation, sub: Option<&str>) -> Option<Pruned<'a>> {
+    fn pruned<'m>(
+        self,
+        kind: &GroupVersionKind,
+        operation: &Operation,
+        sub: Option<&str>,
+        mismatch: &'m Cell<bool>,
+    ) -> Option<Pruned<'m>>
+    where
+        'a: 'm,
+    {
         let reads = (self.parts)(kind, operation, sub)?;
         Some(Pruned {
             reads,
             names: self.names,
+            mismatch,
         })
     }
 }
@@ -143,6 +153,8 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         // An object met before the kind and operation: its text, parsed at the end. Only `decode_reading`
         // parses by kind, and always with serde_json, which can lend the text.
         let mut pending: Option<Option<Box<RawValue>>> = None;
+        // Set by the pruned parse when a value it kept has another type than its node reads.
+        let mismatch = Cell::new(false);
         let mut dry_run: Option<Option<bool>> = None;
         let mut old_object = false;
         while let Some(Key(key)) = map.next_key()? {
@@ -171,7 +183,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                         }
                         (ObjectParse::Reading(object_reads), Some(kind), Some(operation)) => {
                             let sub = sub_resource.as_ref().and_then(Option::as_deref);
-                            object = Some(match object_reads.pruned(kind, operation, sub) {
+                            object = Some(match object_reads.pruned(kind, operation, sub, &mismatch) {
                                 Some(pruned) => {
                                     parsed_object_or_null("object", map.next_value_seed(OptionSeed(pruned))?)?
                                 }
@@ -195,7 +207,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         let sub_resource = sub_resource.flatten();
         if let (Some(Some(text)), ObjectParse::Reading(object_reads)) = (pending, self.0) {
             let text = text.get();
-            match object_reads.pruned(&kind, &operation, sub_resource.as_deref()) {
+            match object_reads.pruned(&kind, &operation, sub_resource.as_deref(), &mismatch) {
                 Some(pruned) => {
                     let value = from_str_seed(text, pruned).map_err(serde::de::Error::custom)?;
                     object = Some(parsed_object_or_null("object", Some(value))?);
@@ -205,8 +217,10 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         }
         let object = object.flatten();
         // Every member the core reads must have the type it reads; parsed whole or in part, the object holds all
-        // of them. One check, here, for every path through the decoder.
+        // of them. One check, here, for every path through the decoder: of an object parsed in part, only when a
+        // value was kept with another type than its node reads (the parse asked `Reads::admits` of each).
         let reads = match self.0 {
+            ObjectParse::Reading(_) if !mismatch.get() => None,
             ObjectParse::Reading(object_reads) => (object_reads.parts)(&kind, &operation, sub_resource.as_deref()),
             ObjectParse::Whole => mutate::object_reads(&kind, &operation, sub_resource.as_deref()),
         };

@@ -17,7 +17,7 @@
 //! kept, finds it as it would in the full object, and the review is refused naming it. `pruned_and_full_pods_get_the_same_answer` and
 //! `pruned_and_full_objects_of_any_shape_get_the_same_answer` in `tests/core_properties.rs` hold the two to that.
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, cell::Cell, fmt};
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
@@ -26,7 +26,8 @@ pub use crate::core::reads::{JsonType, Names, Reads};
 
 /// Parses `json`, keeping what `reads` names (and of [`Reads::EachNamed`] arrays, the elements `names` asks for).
 pub fn parse(json: &str, reads: &Reads, names: Names<'_>) -> serde_json::Result<Value> {
-    from_str_seed(json, Pruned { reads, names })
+    let mismatch = Cell::new(false);
+    from_str_seed(json, Pruned { reads, names, mismatch: &mismatch })
 }
 
 /// Parses `text` with a seed, as `serde_json::from_str` would (trailing characters refused).
@@ -44,6 +45,10 @@ pub struct Pruned<'r> {
     pub reads: &'r Reads,
     /// Which elements a [`Reads::EachNamed`] keeps.
     pub names: Names<'r>,
+    /// Set when a kept value does not have the type its node reads ([`Reads::admits`]): only then does the
+    /// decoder run [`Reads::check`] over what was kept, for the error naming where. A review whose types are right
+    /// (every review but a bad one) is not walked a second time.
+    pub mismatch: &'r Cell<bool>,
 }
 
 impl<'r> Pruned<'r> {
@@ -56,11 +61,15 @@ impl<'de> DeserializeSeed<'de> for Pruned<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        if self.reads.is_whole() {
-            serde::Deserialize::deserialize(deserializer)
+        let value = if self.reads.is_whole() {
+            serde::Deserialize::deserialize(deserializer)?
         } else {
-            deserializer.deserialize_any(self)
+            deserializer.deserialize_any(self)?
+        };
+        if !self.reads.admits(&value) {
+            self.mismatch.set(true);
         }
+        Ok(value)
     }
 }
 
@@ -102,7 +111,11 @@ impl<'de> Visitor<'de> for Pruned<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         if let Reads::EachNamed(key) = self.reads {
-            let element = NamedElement { key, names: self.names };
+            let element = NamedElement {
+                key,
+                names: self.names,
+                mismatch: self.mismatch,
+            };
             while let Some(item) = seq.next_element_seed(element)? {
                 items.extend(item);
             }
@@ -170,13 +183,20 @@ impl<'de> Visitor<'de> for Pruned<'_> {
 struct NamedElement<'r> {
     key: &'static str,
     names: Names<'r>,
+    mismatch: &'r Cell<bool>,
 }
 
 impl<'de> DeserializeSeed<'de> for NamedElement<'_> {
     type Value = Option<Value>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Value>, D::Error> {
-        deserializer.deserialize_any(self)
+        let mismatch = self.mismatch;
+        let item = deserializer.deserialize_any(self)?;
+        // An element kept whole that is not an object (its named member is looked at in `visit_map`).
+        if item.as_ref().is_some_and(|v| !matches!(v, Value::Null | Value::Object(_))) {
+            mismatch.set(true);
+        }
+        Ok(item)
     }
 }
 
@@ -208,6 +228,9 @@ impl<'de> Visitor<'de> for NamedElement<'_> {
         }
         // Kept: parsed like any other value (an escaped name is unescaped first, then asked about).
         let value: Value = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
+        if !Reads::Text.admits(&value) {
+            self.mismatch.set(true);
+        }
         if let Value::String(name) = &value {
             if !plain && !(self.names)(name) {
                 return Ok(None);
@@ -221,6 +244,7 @@ impl<'de> Visitor<'de> for NamedElement<'_> {
         Pruned {
             reads: &Reads::All,
             names: self.names,
+            mismatch: self.mismatch,
         }
         .visit_seq(seq)
         .map(Some)

@@ -108,6 +108,20 @@ impl Reads {
         matches!(self, Reads::All | Reads::Text | Reads::Flag | Reads::Integer)
     }
 
+    /// Whether `value` itself has the type this node reads (null stands for absent); its members and elements
+    /// are not looked at. The one rule of types, for [`Reads::check`] and for the decoder, which asks it of every
+    /// value it keeps, as it keeps it.
+    pub fn admits(&self, value: &Value) -> bool {
+        match (self, value) {
+            (_, Value::Null) | (Reads::All, _) => true,
+            (Reads::Text, Value::String(_)) | (Reads::Flag, Value::Bool(_)) => true,
+            (Reads::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
+            (Reads::Members(_) | Reads::Prefixed(..) | Reads::Prefixes(..), Value::Object(_)) => true,
+            (Reads::Each(_) | Reads::EachNamed(_), Value::Array(_)) => true,
+            _ => false,
+        }
+    }
+
     /// Checks that every member this tree names has its type in `value` (the object, or what the decoder kept of
     /// it); the first that does not is the error. The one place the types are checked, for every kind and path.
     pub fn check(&self, value: &Value) -> Result<(), TypeError> {
@@ -117,35 +131,31 @@ impl Reads {
     /// `path` is where `value` is, written out only for an error: on every review the check passes, and
     /// writing each member's path there was a tenth of the webhook's instructions for the seed's sidecar Pod.
     fn check_at(&self, value: &Value, path: Option<&Trail<'_>>) -> Result<(), TypeError> {
-        let expected = match (self, value) {
-            (_, Value::Null) | (Reads::All, _) => return Ok(()),
-            (Reads::Text, Value::String(_)) | (Reads::Flag, Value::Bool(_)) => return Ok(()),
-            (Reads::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => return Ok(()),
+        if !self.admits(value) {
+            return Err(mismatch(path, value, self.expected()));
+        }
+        match (self, value) {
             (Reads::Members(members), Value::Object(map)) => {
                 for (name, reads) in *members {
                     if let Some(member) = map.get(*name) {
                         within(path, Segment::Member(name), |path| reads.check_at(member, path))?;
                     }
                 }
-                return Ok(());
             }
             (Reads::Prefixed(prefix, reads), Value::Object(map)) => {
                 for (key, member) in map.iter().filter(|(k, _)| k.starts_with(prefix)) {
                     within(path, Segment::Key(key), |path| reads.check_at(member, path))?;
                 }
-                return Ok(());
             }
             (Reads::Prefixes(prefixes, reads), Value::Object(map)) => {
                 for (key, member) in map.iter().filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p))) {
                     within(path, Segment::Key(key), |path| reads.check_at(member, path))?;
                 }
-                return Ok(());
             }
             (Reads::Each(each), Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     within(path, Segment::Index(i), |path| each.check_at(item, path))?;
                 }
-                return Ok(());
             }
             (Reads::EachNamed(key), Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
@@ -158,15 +168,22 @@ impl Reads {
                         other => Err(mismatch(path, other, "an object")),
                     })?;
                 }
-                return Ok(());
             }
-            (Reads::Text, _) => "a string",
-            (Reads::Flag, _) => "a boolean",
-            (Reads::Integer, _) => "an integer",
-            (Reads::Members(_) | Reads::Prefixed(..) | Reads::Prefixes(..), _) => "an object",
-            (Reads::Each(_) | Reads::EachNamed(_), _) => "an array",
-        };
-        Err(mismatch(path, value, expected))
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The type this node reads, as an error names it.
+    fn expected(&self) -> &'static str {
+        match self {
+            Reads::All => "any value",
+            Reads::Text => "a string",
+            Reads::Flag => "a boolean",
+            Reads::Integer => "an integer",
+            Reads::Members(_) | Reads::Prefixed(..) | Reads::Prefixes(..) => "an object",
+            Reads::Each(_) | Reads::EachNamed(_) => "an array",
+        }
     }
 }
 

@@ -435,9 +435,12 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     if path.len() > 1024 {
         return Err("is longer than 1024 characters");
     }
-    if path
-        .chars()
-        .any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '\\')
+    // Printable ASCII other than quote and backslash passes at once; anything else is judged by character.
+    let plain = |b: &u8| b.is_ascii_graphic() && *b != b'"' && *b != b'\\';
+    if !path.as_bytes().iter().all(plain)
+        && path
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '\\')
     {
         return Err("contains whitespace, quotes, backslashes or control characters");
     }
@@ -454,7 +457,10 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     if SYSTEM_DIRS.contains(&dir) {
         return Err("is in a system directory; an emptyDir mounted there would hide the image's files");
     }
-    if dir == READER_STATE_DIR || dir.starts_with(&format!("{READER_STATE_DIR}/")) {
+    if dir
+        .strip_prefix(READER_STATE_DIR)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    {
         return Err("is in /var/lib/entourage, where injected log readers keep their positions");
     }
     Ok(())

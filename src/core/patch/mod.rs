@@ -63,26 +63,53 @@ fn needs_escaping(s: &str) -> bool {
 /// needs escaping (serde_json's own writer looks every byte up in its escape table, and was the largest single
 /// entry of a patched review's profile).
 pub fn push_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
     if needs_escaping(s) {
-        out.push_str(&serde_json::to_string(s).expect("strings serialise"));
+        escape(s, |piece| out.push_str(piece));
     } else {
-        out.reserve(s.len() + 2);
-        out.push('"');
         out.push_str(s);
-        out.push('"');
     }
+    out.push('"');
 }
 
 /// [`push_json_str`] into bytes.
 pub fn push_json_bytes(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
     if needs_escaping(s) {
-        serde_json::to_writer(&mut *out, s).expect("strings serialise");
+        escape(s, |piece| out.extend_from_slice(piece.as_bytes()));
     } else {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
         out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
     }
+    out.push(b'"');
+}
+
+/// How serde_json writes each control character inside a string.
+const CONTROL_ESCAPES: [&str; 32] = [
+    "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007",
+    "\\b", "\\t", "\\n", "\\u000b", "\\f", "\\r", "\\u000e", "\\u000f",
+    "\\u0010", "\\u0011", "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
+    "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+];
+
+/// The inside of a JSON string with serde_json's escapes (`\"`, `\\`, [`CONTROL_ESCAPES`]; every other byte as it
+/// is), handed to `push` piece by piece: the runs between escapes whole (the status annotation, JSON inside a
+/// string, is mostly such runs). Every escaped byte is ASCII, so each run is whole characters of `s`.
+fn escape<'s>(s: &'s str, mut push: impl FnMut(&'s str)) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x00..=0x1f => CONTROL_ESCAPES[usize::from(b)],
+            _ => continue,
+        };
+        push(&s[start..i]);
+        push(escaped);
+        start = i + 1;
+    }
+    push(&s[start..]);
 }
 
 impl Serialize for JsonText {
