@@ -27,7 +27,14 @@ pub use crate::core::reads::{JsonType, Names, Reads};
 /// Parses `json`, keeping what `reads` names (and of [`Reads::EachNamed`] arrays, the elements `names` asks for).
 pub fn parse(json: &str, reads: &Reads, names: Names<'_>) -> serde_json::Result<Value> {
     let mismatch = Cell::new(false);
-    from_str_seed(json, Pruned { reads, names, mismatch: &mismatch })
+    from_str_seed(
+        json,
+        Pruned {
+            reads,
+            names,
+            mismatch: &mismatch,
+        },
+    )
 }
 
 /// Parses `text` with a seed, as `serde_json::from_str` would (trailing characters refused).
@@ -193,7 +200,10 @@ impl<'de> DeserializeSeed<'de> for NamedElement<'_> {
         let mismatch = self.mismatch;
         let item = deserializer.deserialize_any(self)?;
         // An element kept whole that is not an object (its named member is looked at in `visit_map`).
-        if item.as_ref().is_some_and(|v| !matches!(v, Value::Null | Value::Object(_))) {
+        if item
+            .as_ref()
+            .is_some_and(|v| !matches!(v, Value::Null | Value::Object(_)))
+        {
             mismatch.set(true);
         }
         Ok(item)

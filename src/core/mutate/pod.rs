@@ -15,7 +15,7 @@ use crate::support::names::Taken;
 use crate::{
     core::annotations::{self, AnnotationError},
     core::config::{Config, SidecarMode},
-    core::patch::{key, PatchBuilder, Step},
+    core::patch::{key, push_json_str, PatchBuilder, Step},
     core::reads::Reads,
 };
 
@@ -292,8 +292,7 @@ fn emit(pod: &Value, view: &PodView<'_>, plan: Plan) -> Outcome {
         version: env!("CARGO_PKG_VERSION"),
         volumes: plan.volumes.iter().map(|v| v.name.as_str()).collect(),
     };
-    let status = serde_json::to_string(&status).expect("strings serialise");
-    b.set_annotation(&[key("metadata")], annotations::STATUS, &status);
+    b.set_annotation(&[key("metadata")], annotations::STATUS, &status.to_json());
     Outcome {
         verdict: Verdict::Allow,
         reason: Reason::Injected,
@@ -317,6 +316,65 @@ struct InjectionStatus<'a> {
     volumes: Vec<&'a str>,
 }
 
+impl InjectionStatus<'_> {
+    /// The annotation's value, byte for byte what `serde_json::to_string` writes (a test holds it to that),
+    /// without serde's escape table for each member name.
+    fn to_json(&self) -> String {
+        let strings = |out: &mut String, items: &[&str]| {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(out, item);
+            }
+            out.push(']');
+        };
+        let mut out = String::with_capacity(160);
+        out.push_str(r#"{"containers":"#);
+        strings(&mut out, &self.containers);
+        out.push_str(r#","mode":"#);
+        push_json_str(&mut out, self.mode);
+        if let Some(revision) = self.revision {
+            out.push_str(r#","revision":"#);
+            push_json_str(&mut out, revision);
+        }
+        out.push_str(r#","version":"#);
+        push_json_str(&mut out, self.version);
+        out.push_str(r#","volumes":"#);
+        strings(&mut out, &self.volumes);
+        out.push('}');
+        out
+    }
+}
+
 fn join(errors: &[AnnotationError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InjectionStatus;
+
+    #[test]
+    fn the_status_annotation_is_written_as_serde_json_writes_it() {
+        for revision in [None, Some("canary"), Some("odd \"one\"\n")] {
+            let status = InjectionStatus {
+                containers: vec!["sidecar-access", "adapter-app", "ambassador"],
+                mode: "native",
+                revision,
+                version: "0.1.0",
+                volumes: vec!["entourage-var-log-nginx", "entourage-state"],
+            };
+            assert_eq!(status.to_json(), serde_json::to_string(&status).unwrap());
+        }
+        let empty = InjectionStatus {
+            containers: vec![],
+            mode: "classic",
+            revision: None,
+            version: "0.1.0",
+            volumes: vec![],
+        };
+        assert_eq!(empty.to_json(), serde_json::to_string(&empty).unwrap());
+    }
 }

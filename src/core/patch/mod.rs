@@ -63,53 +63,52 @@ fn needs_escaping(s: &str) -> bool {
 /// needs escaping (serde_json's own writer looks every byte up in its escape table, and was the largest single
 /// entry of a patched review's profile).
 pub fn push_json_str(out: &mut String, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push('"');
     if needs_escaping(s) {
-        escape(s, |piece| out.push_str(piece));
+        let mut bytes = Vec::with_capacity(s.len() + s.len() / 4 + 2);
+        push_escaped(&mut bytes, s);
+        // Whole characters of `s` and ASCII escapes.
+        out.push_str(std::str::from_utf8(&bytes).expect("the JSON text of a str is UTF-8"));
     } else {
+        out.reserve(s.len() + 2);
+        out.push('"');
         out.push_str(s);
+        out.push('"');
     }
-    out.push('"');
 }
 
 /// [`push_json_str`] into bytes.
 pub fn push_json_bytes(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
     if needs_escaping(s) {
-        escape(s, |piece| out.extend_from_slice(piece.as_bytes()));
+        push_escaped(out, s);
     } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
         out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
     }
-    out.push(b'"');
 }
 
 /// How serde_json writes each control character inside a string.
 const CONTROL_ESCAPES: [&str; 32] = [
-    "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007",
-    "\\b", "\\t", "\\n", "\\u000b", "\\f", "\\r", "\\u000e", "\\u000f",
-    "\\u0010", "\\u0011", "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
-    "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+    "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007", "\\b", "\\t", "\\n",
+    "\\u000b", "\\f", "\\r", "\\u000e", "\\u000f", "\\u0010", "\\u0011", "\\u0012", "\\u0013", "\\u0014", "\\u0015",
+    "\\u0016", "\\u0017", "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
 ];
 
-/// The inside of a JSON string with serde_json's escapes (`\"`, `\\`, [`CONTROL_ESCAPES`]; every other byte as it
-/// is), handed to `push` piece by piece: the runs between escapes whole (the status annotation, JSON inside a
-/// string, is mostly such runs). Every escaped byte is ASCII, so each run is whole characters of `s`.
-fn escape<'s>(s: &'s str, mut push: impl FnMut(&'s str)) {
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escaped = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0x00..=0x1f => CONTROL_ESCAPES[usize::from(b)],
-            _ => continue,
-        };
-        push(&s[start..i]);
-        push(escaped);
-        start = i + 1;
+/// `s` as a JSON string with serde_json's escapes: `\"`, `\\` and [`CONTROL_ESCAPES`]; every other byte as it is,
+/// one at a time into room reserved once (the status annotation, JSON inside a string, has a quote every few bytes).
+fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + s.len() / 4 + 2);
+    out.push(b'"');
+    for b in s.bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x00..=0x1f => out.extend_from_slice(CONTROL_ESCAPES[usize::from(b)].as_bytes()),
+            _ => out.push(b),
+        }
     }
-    push(&s[start..]);
+    out.push(b'"');
 }
 
 impl Serialize for JsonText {
