@@ -142,7 +142,7 @@ impl<'de> Visitor<'de> for Pruned<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
         match self.reads {
-            Reads::Members(wanted) => {
+            Reads::Members(wanted) | Reads::Within(wanted) => {
                 // Keys are borrowed from the input when they need no unescaping, so skipped keys cost nothing.
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     match wanted.iter().find(|(name, _)| *name == key) {

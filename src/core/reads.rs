@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// Which parts of a JSON value to keep, and of which type each must be. `null` stands for an absent member
 /// anywhere, as it does for the apiserver's own decoder.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Reads {
     /// The whole value, of any type.
     All,
@@ -21,6 +21,10 @@ pub enum Reads {
     Integer,
     /// Of an object, these members (each with what to keep of it); every other member is skipped.
     Members(&'static [(&'static str, Reads)]),
+    /// Like [`Reads::Members`] when the value is an object; a value of any other type is kept whole and never
+    /// refused: for readers that leave a malformed part alone with a warning (the Job defaults) rather than refuse
+    /// the object.
+    Within(&'static [(&'static str, Reads)]),
     /// Of an array, every element, keeping this of each.
     Each(&'static Reads),
     /// Of an object, the members whose key starts with this prefix, each kept as the second says.
@@ -113,7 +117,7 @@ impl Reads {
     /// value it keeps, as it keeps it.
     pub fn admits(&self, value: &Value) -> bool {
         match (self, value) {
-            (_, Value::Null) | (Reads::All, _) => true,
+            (_, Value::Null) | (Reads::All | Reads::Within(_), _) => true,
             (Reads::Text, Value::String(_)) | (Reads::Flag, Value::Bool(_)) => true,
             (Reads::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
             (Reads::Members(_) | Reads::Prefixed(..) | Reads::Prefixes(..), Value::Object(_)) => true,
@@ -135,7 +139,7 @@ impl Reads {
             return Err(mismatch(path, value, self.expected()));
         }
         match (self, value) {
-            (Reads::Members(members), Value::Object(map)) => {
+            (Reads::Members(members) | Reads::Within(members), Value::Object(map)) => {
                 for (name, reads) in *members {
                     if let Some(member) = map.get(*name) {
                         within(path, Segment::Member(name), |path| reads.check_at(member, path))?;
@@ -177,7 +181,7 @@ impl Reads {
     /// The type this node reads, as an error names it.
     fn expected(&self) -> &'static str {
         match self {
-            Reads::All => "any value",
+            Reads::All | Reads::Within(_) => "any value",
             Reads::Text => "a string",
             Reads::Flag => "a boolean",
             Reads::Integer => "an integer",

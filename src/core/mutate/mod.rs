@@ -184,7 +184,7 @@ fn handled(
     }
     let reads = match (kind.group.as_str(), kind.kind.as_str()) {
         ("", "Pod") => &pod::READS,
-        ("batch", "Job" | "CronJob") => &Reads::All,
+        ("batch", "Job" | "CronJob") => &job::READS,
         _ => return Err(Reason::KindNotHandled),
     };
     // Pod specs are immutable after creation, and Job/CronJob defaults are a creation-time policy.
@@ -200,7 +200,7 @@ pub fn mutate(request: &AdmissionRequest, config: &Config) -> Outcome {
         return Outcome::unchanged(reason);
     }
     let kind = (request.kind.group.as_str(), request.kind.kind.as_str());
-    // Parsed by the decoder as far as `object_reads` says: a Pod only where the core reads it, a Job whole.
+    // Parsed by the decoder as far as `object_reads` says: only where the core reads it.
     let Some(object) = request.object.as_ref() else {
         return Outcome::unchanged(Reason::NoObject);
     };

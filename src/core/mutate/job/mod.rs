@@ -28,7 +28,71 @@ use serde_json::{Map, Value};
 
 use self::run::Run;
 use super::{Outcome, Reason};
-use crate::core::config::Config;
+use crate::core::{config::Config, reads::Reads};
+
+/// Every part of a Job or CronJob the defaults read (the webhook parses only these, see
+/// `crate::admission::pruned`). All of it [`Reads::Within`] and [`Reads::All`]: a part of the wrong type is the
+/// defaults' to leave alone with a warning, never a refused object. The annotations and `managedFields` are kept
+/// whole ([`evidence`]), and of the Pod template what a pod failure policy needs. Whoever makes the defaults read
+/// another field adds it here, or the webhook will not see it (`pruned_and_full_jobs_get_the_same_answer` in
+/// `tests/core_properties.rs`).
+pub const READS: Reads = Reads::Within(&[
+    ("kind", Reads::All),
+    (
+        "metadata",
+        Reads::Within(&[
+            ("generateName", Reads::All),
+            ("annotations", Reads::All),
+            ("managedFields", Reads::All),
+            ("ownerReferences", Reads::All),
+        ]),
+    ),
+    (
+        "spec",
+        Reads::Within(&[
+            JOB_SPEC_READS[0],
+            JOB_SPEC_READS[1],
+            JOB_SPEC_READS[2],
+            JOB_SPEC_READS[3],
+            JOB_SPEC_READS[4],
+            JOB_SPEC_READS[5],
+            JOB_SPEC_READS[6],
+            // A CronJob's.
+            ("schedule", Reads::All),
+            ("concurrencyPolicy", Reads::All),
+            ("startingDeadlineSeconds", Reads::All),
+            ("successfulJobsHistoryLimit", Reads::All),
+            ("failedJobsHistoryLimit", Reads::All),
+            ("timeZone", Reads::All),
+            (
+                "jobTemplate",
+                Reads::Within(&[("spec", Reads::Within(&JOB_SPEC_READS))]),
+            ),
+        ]),
+    ),
+]);
+
+/// What is read of a Job's `spec` (and of a CronJob's `jobTemplate.spec`): [`JOB_FIELDS`], `backoffLimitPerIndex`,
+/// and of the Pod template what `podFailurePolicy` depends on.
+const JOB_SPEC_READS: [(&str, Reads); 7] = [
+    ("backoffLimit", Reads::All),
+    ("ttlSecondsAfterFinished", Reads::All),
+    ("activeDeadlineSeconds", Reads::All),
+    ("podFailurePolicy", Reads::All),
+    ("podReplacementPolicy", Reads::All),
+    ("backoffLimitPerIndex", Reads::All),
+    (
+        "template",
+        Reads::Within(&[(
+            "spec",
+            Reads::Within(&[
+                ("restartPolicy", Reads::All),
+                ("containers", Reads::All),
+                ("initContainers", Reads::All),
+            ]),
+        )]),
+    ),
+];
 
 /// Job fields `entourage.dev/keep` may name (for a CronJob, they name fields of `jobTemplate.spec`).
 const JOB_FIELDS: &[&str] = &[
