@@ -132,17 +132,26 @@ fn app_mount_covering(app: &Value, dir: &str) -> Option<VolumeMount> {
         .max_by_key(|m| m.mount_path.len())
 }
 
-/// The flags of an entourage reader named `name` following `file` (`entourage stream` and `entourage adapt`
-/// share them: `crate::follow::FollowArgs` parses what is rendered here).
-fn follow_args(name: &str, file: &str, owned_volume: bool, native: bool, config: &Config) -> Vec<String> {
-    let mut args: Vec<String> = vec![
+/// `command` (`stream` or `adapt`) and the flags of an entourage reader following `file` and saving its place at
+/// `position` (the two commands share them: `crate::follow::FollowArgs` parses what is rendered here).
+fn follow_args(
+    command: &str,
+    position: &str,
+    file: &str,
+    owned_volume: bool,
+    native: bool,
+    config: &Config,
+) -> Vec<String> {
+    let mut args: Vec<String> = Vec::with_capacity(16);
+    args.extend([
+        command.into(),
         "--file".into(),
         file.into(),
         "--position".into(),
-        position_path(name),
+        position.into(),
         "--create".into(),
         "--give-back".into(),
-    ];
+    ]);
     // The backlog is compared with the sizeLimit only of volumes entourage created: an app's own volume has its own.
     // Nano-units by the apiserver's own quantity grammar (`config::quantity`), as bytes.
     if let Some(limit) = owned_volume
@@ -171,6 +180,7 @@ fn position_path(name: &str) -> String {
 /// state volume, and as a native sidecar a startup probe that holds the app back until the file is prepared.
 fn reader<'c>(
     name: &str,
+    position: String,
     mounts: [&VolumeMount; 2],
     native: bool,
     config: &'c Config,
@@ -184,7 +194,7 @@ fn reader<'c>(
                     ENTOURAGE_BINARY.into(),
                     "started".into(),
                     "--position".into(),
-                    position_path(name),
+                    position,
                 ]),
             }),
             period_seconds: Some(1),
@@ -220,11 +230,10 @@ pub(crate) fn plan_sidecars<'c>(
             Streamer::Entourage => {
                 let state = mounts.state(plan);
                 plan.add_container(view, Pattern::Sidecar, &base, |name, own| {
-                    let mut args = vec!["stream".to_string()];
-                    args.extend(follow_args(name, file, owned, native, config));
+                    let position = position_path(name);
                     Injected {
-                        args: Some(args),
-                        ..reader(name, [&mount, &state], native, config, own)
+                        args: Some(follow_args("stream", &position, file, owned, native, config)),
+                        ..reader(name, position, [&mount, &state], native, config, own)
                     }
                 });
             }
@@ -246,8 +255,8 @@ pub(crate) fn plan_adapters<'c>(
         let base = format!("adapter-{}", label(file_stem(file), 50, "log"));
         let native = plan.native;
         plan.add_container(view, Pattern::Adapter, &base, |name, own| {
-            let mut args: Vec<String> = vec!["adapt".into()];
-            args.extend(follow_args(name, file, owned, native, config));
+            let position = position_path(name);
+            let mut args = follow_args("adapt", &position, file, owned, native, config);
             args.extend(["--format".into(), adapter.format.clone()]);
             for (k, v) in &adapter.fields {
                 args.push("--field".into());
@@ -256,7 +265,7 @@ pub(crate) fn plan_adapters<'c>(
             args.extend(record_args(adapter, config));
             Injected {
                 args: Some(args),
-                ..reader(name, [&mount, &state], native, config, own)
+                ..reader(name, position, [&mount, &state], native, config, own)
             }
         });
     }
