@@ -5,8 +5,11 @@
 # handshakes and warm-up cancel out). Counts, unlike times, repeat exactly on a shared machine.
 #
 # scripts/profile-webhook.sh [FIXTURE...]   (default: the sidecar Pod and the three-pattern Pod)
-# Knobs: N (500), WARM (100), CONNS (5), SERVERS ("floor entourage"). Output: target/profile/<server>-<fixture>-<n>.out
-# (callgrind_annotate them for the top entries) and one line per server and fixture on stdout.
+# Knobs: N (500), WARM (100), CONNS (5), SERVERS ("floor entourage"), CACHE_SIM (0; 1 adds callgrind's cache and
+# branch simulation, and the line then also gives the L1 instruction and data misses and the mispredicted branches
+# per review: what makes equal instruction counts cost different CPU time). Output:
+# target/profile/<server>-<fixture>-<n>.out (callgrind_annotate them for the top entries) and one line per server and
+# fixture on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-500}
@@ -30,21 +33,38 @@ run() {
   local cmd=(target/release/examples/floor --listen "127.0.0.1:$PORT" --tls-cert "$CERTS/tls.crt" --tls-key "$CERTS/tls.key")
   [[ $server == entourage ]] && cmd=(target/release/entourage --log-format json serve --listen "127.0.0.1:$PORT"
     --tls-cert "$CERTS/tls.crt" --tls-key "$CERTS/tls.key")
-  valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >/dev/null 2>"$OUT/$server.log" &
+  local sim=()
+  [[ ${CACHE_SIM:-0} == 1 ]] && sim=(--cache-sim=yes --branch-sim=yes)
+  valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$out" "${cmd[@]}" >/dev/null 2>"$OUT/$server.log" &
   pid=$!
   target/release/examples/ready "$PORT" "$CERTS/ca.crt" "$(date +%s%N)" >/dev/null
   oha --no-tui --output-format quiet -n "$n" -c "$CONNS" -m POST -D "$fixture" -H 'content-type: application/json' \
     --cacert "$CERTS/ca.crt" "https://localhost:$PORT/mutate?timeout=10s" >/dev/null
   kill -TERM "$pid"
   wait "$pid" || true
-  awk '/^summary:/ {print $2}' "$out"
+  # Every event's total, named: "Ir=… I1mr=…".
+  awk '/^events:/ {for (i = 2; i <= NF; i++) name[i] = $i} /^summary:/ {for (i = 2; i <= NF; i++) printf "%s=%s ", name[i], $i}' "$out"
+}
+
+# per_review EVENT SMALL BIG: one event's count per review, from two runs' totals.
+per_review() {
+  local event=$1 small=$2 big=$3 a b
+  a=$(tr ' ' '\n' <<<"$small" | awk -F= -v e="$event" '$1 == e {print $2}')
+  b=$(tr ' ' '\n' <<<"$big" | awk -F= -v e="$event" '$1 == e {print $2}')
+  echo $(((b - a) / N))
 }
 
 for fixture in "${FIXTURES[@]}"; do
   for server in $SERVERS; do
     small=$(run "$server" "$fixture" "$WARM")
     big=$(run "$server" "$fixture" $((WARM + N)))
-    printf '%s %s: %d instructions per review (%s - %s over %s)\n' "$(basename "$fixture" .json)" "$server" \
-      $(((big - small) / N)) "$big" "$small" "$N"
+    line=$(printf '%s %s: %d instructions per review' "$(basename "$fixture" .json)" "$server" \
+      "$(per_review Ir "$small" "$big")")
+    if [[ ${CACHE_SIM:-0} == 1 ]]; then
+      line+=$(printf ', L1 misses %d instruction / %d data read / %d data write, %d conditional + %d indirect branches mispredicted' \
+        "$(per_review I1mr "$small" "$big")" "$(per_review D1mr "$small" "$big")" "$(per_review D1mw "$small" "$big")" \
+        "$(per_review Bcm "$small" "$big")" "$(per_review Bim "$small" "$big")")
+    fi
+    echo "$line"
   done
 done
