@@ -41,22 +41,36 @@ impl JsonText {
     }
 }
 
-/// Whether serde_json escapes any byte of `s` (a control character, `"` or `\\`), looked at eight bytes at a time:
-/// the strings of a patch are short and almost never need escaping, and a byte at a time cost as much as
-/// serde_json's own escaping.
-fn needs_escaping(s: &str) -> bool {
+/// The first byte of `bytes` at or after `from` that serde_json escapes (a control character, `"` or `\\`), looked
+/// for eight bytes at a time: the strings of a patch are short and almost never need escaping, and a byte at a time
+/// cost as much as serde_json's own escaping.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES * 0x80;
-    // Whether a byte of `x` is zero, or less than `n` (n <= 128): exact as to "any", whatever the borrows.
+    // Whether a byte of `x` is zero, or less than `n` (n <= 128): exact as to "any", whatever the borrows, and the
+    // lowest flagged byte is the first such byte.
     let less = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
-    let mut chunks = s.as_bytes().chunks_exact(8);
+    let rest = bytes.get(from..)?;
+    let mut chunks = rest.chunks_exact(8);
+    let mut at = from;
     for chunk in &mut chunks {
         let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        if less(x, 0x20) | less(x ^ (ONES * u64::from(b'"')), 1) | less(x ^ (ONES * u64::from(b'\\')), 1) != 0 {
-            return true;
+        let found = less(x, 0x20) | less(x ^ (ONES * u64::from(b'"')), 1) | less(x ^ (ONES * u64::from(b'\\')), 1);
+        if found != 0 {
+            // Borrows only flag bytes above a flagged one: the lowest flag is exact.
+            return Some(at + found.trailing_zeros() as usize / 8);
         }
+        at += 8;
     }
-    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .map(|i| at + i)
+}
+
+/// Whether serde_json escapes any byte of `s`.
+fn needs_escaping(s: &str) -> bool {
+    next_escape(s.as_bytes(), 0).is_some()
 }
 
 /// Appends `s` as a JSON string, exactly as serde_json writes it: copied as it is between quotes when nothing in it
@@ -96,18 +110,23 @@ const CONTROL_ESCAPES: [&str; 32] = [
 ];
 
 /// `s` as a JSON string with serde_json's escapes: `\"`, `\\` and [`CONTROL_ESCAPES`]; every other byte as it is,
-/// one at a time into room reserved once (the status annotation, JSON inside a string, has a quote every few bytes).
+/// the runs between escapes copied whole (the status annotation, JSON inside a string, has a quote every few bytes).
 fn push_escaped(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + s.len() / 4 + 2);
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + bytes.len() / 4 + 2);
     out.push(b'"');
-    for b in s.bytes() {
+    let mut start = 0;
+    while let Some(at) = next_escape(bytes, start) {
+        out.extend_from_slice(&bytes[start..at]);
+        let b = bytes[at];
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
-            0x00..=0x1f => out.extend_from_slice(CONTROL_ESCAPES[usize::from(b)].as_bytes()),
-            _ => out.push(b),
+            _ => out.extend_from_slice(CONTROL_ESCAPES[usize::from(b)].as_bytes()),
         }
+        start = at + 1;
     }
+    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 
@@ -512,17 +531,19 @@ fn pointer_to(path: &[Step<'_>]) -> String {
 
 fn push_token(out: &mut String, token: &str) {
     out.push('/');
-    if !token.bytes().any(|b| b == b'~' || b == b'/') {
-        out.push_str(token);
-        return;
+    // `~` and `/` are ASCII: the runs between them are whole characters.
+    let mut start = 0;
+    for (at, b) in token.bytes().enumerate() {
+        let escaped = match b {
+            b'~' => "~0",
+            b'/' => "~1",
+            _ => continue,
+        };
+        out.push_str(&token[start..at]);
+        out.push_str(escaped);
+        start = at + 1;
     }
-    for c in token.chars() {
-        match c {
-            '~' => out.push_str("~0"),
-            '/' => out.push_str("~1"),
-            c => out.push(c),
-        }
-    }
+    out.push_str(&token[start..]);
 }
 
 fn to_text<T: Serialize + ?Sized>(value: &T) -> JsonText {
