@@ -257,13 +257,32 @@ pub fn key(k: &str) -> Step<'_> {
     Step::Key(k)
 }
 
+/// A subtree a patch creates: its pointer, how many steps that is from the root, and the index of the op that
+/// adds it. Pointers compare as their tokens do: each token is escaped, so one pointer is under another when it
+/// starts with it and a `/` follows.
+#[derive(Debug)]
+struct Created {
+    pointer: String,
+    depth: usize,
+    op: usize,
+}
+
+impl Created {
+    /// Whether `pointer`, `depth` steps from the root, is strictly under this subtree.
+    fn holds(&self, pointer: &str, depth: usize) -> bool {
+        self.depth < depth
+            && pointer.starts_with(&self.pointer)
+            && pointer.as_bytes().get(self.pointer.len()) == Some(&b'/')
+    }
+}
+
 /// Accumulates patch operations against one document.
 #[derive(Debug)]
 pub struct PatchBuilder<'d> {
     doc: &'d Value,
     ops: Vec<(Op, String, Pending)>,
-    /// Subtrees this patch creates: the path of each, and the index of the op that adds it.
-    created: Vec<(Vec<String>, usize)>,
+    /// Subtrees this patch creates.
+    created: Vec<Created>,
 }
 
 impl<'d> PatchBuilder<'d> {
@@ -357,17 +376,13 @@ impl<'d> PatchBuilder<'d> {
             return Err(text);
         }
         let array = &path[..path.len() - 1];
-        let tokens: Vec<String> = array.iter().map(step_token).collect();
-        if self
-            .created
-            .iter()
-            .any(|(p, _)| p.len() < tokens.len() && tokens.starts_with(p))
-        {
+        let at = pointer_to(array);
+        if self.created.iter().any(|c| c.holds(&at, array.len())) {
             // Under a subtree this patch creates as a `Value`: folded in there.
             return Err(text);
         }
-        match self.created.iter().find(|(p, _)| *p == tokens) {
-            Some(&(_, op_index)) => match &mut self.ops[op_index].2 {
+        match self.created.iter().find(|c| c.pointer == at) {
+            Some(&Created { op, .. }) => match &mut self.ops[op].2 {
                 Pending::Items(items) => {
                     let at = match last {
                         Step::Index(i) => (*i).min(items.len()),
@@ -383,8 +398,12 @@ impl<'d> PatchBuilder<'d> {
                 }
             },
             None => {
-                self.created.push((tokens.clone(), self.ops.len()));
-                self.ops.push((Op::Add, pointer(&tokens), Pending::Items(vec![text])));
+                self.created.push(Created {
+                    pointer: at.clone(),
+                    depth: array.len(),
+                    op: self.ops.len(),
+                });
+                self.ops.push((Op::Add, at, Pending::Items(vec![text])));
             }
         }
         Ok(())
@@ -408,10 +427,10 @@ impl<'d> PatchBuilder<'d> {
                 None => break,
             }
         }
-        let tokens: Vec<String> = path.iter().map(step_token).collect();
+        let at = pointer_to(path);
         if depth == parents.len() {
             if fits(node, *last) {
-                self.push_add(&tokens, value);
+                self.ops.push((Op::Add, at, Pending::Value(value)));
             }
             // A parent of the wrong type (a string where an object belongs) is left alone: the apiserver's
             // validation reports that object as invalid on its own, and a patch must never make it worse.
@@ -419,14 +438,14 @@ impl<'d> PatchBuilder<'d> {
         }
         // Part of the path is missing. If an earlier op of ours creates that part, add into its value.
         let missing_from = depth;
-        if let Some(&(ref created_path, op_index)) = self
+        if let Some(&Created { depth: created, op, .. }) = self
             .created
             .iter()
-            .filter(|(p, _)| p.len() < tokens.len() && tokens.starts_with(p))
-            .max_by_key(|(p, _)| p.len())
+            .filter(|c| c.holds(&at, path.len()))
+            .max_by_key(|c| c.depth)
         {
-            let rel = &path[created_path.len()..];
-            if let (Op::Add, _, pending) = &mut self.ops[op_index] {
+            let rel = &path[created..];
+            if let (Op::Add, _, pending) = &mut self.ops[op] {
                 if let Some(root) = pending.make_value() {
                     insert_nested(root, rel, value);
                 }
@@ -435,9 +454,13 @@ impl<'d> PatchBuilder<'d> {
         }
         // Otherwise create the whole missing subtree with one op at the first missing step.
         let subtree = nest(&path[missing_from + 1..], value);
-        let create_at = &tokens[..=missing_from];
-        self.created.push((create_at.to_vec(), self.ops.len()));
-        self.push_add(create_at, subtree);
+        let create_at = pointer_to(&path[..=missing_from]);
+        self.created.push(Created {
+            pointer: create_at.clone(),
+            depth: missing_from + 1,
+            op: self.ops.len(),
+        });
+        self.ops.push((Op::Add, create_at, Pending::Value(subtree)));
     }
 
     /// Sets `value` at `path`: `replace` when the path exists in the document, `add` (creating parents) otherwise.
@@ -469,10 +492,6 @@ impl<'d> PatchBuilder<'d> {
         }
         self.set(&path, Value::String(value.to_string()));
     }
-
-    fn push_add(&mut self, tokens: &[String], value: Value) {
-        self.ops.push((Op::Add, pointer(tokens), Pending::Value(value)));
-    }
 }
 
 /// Looks a path up in a document.
@@ -496,6 +515,8 @@ fn fits(parent: &Value, step: Step<'_>) -> bool {
     )
 }
 
+/// A step's token, unescaped (the tests' reference for [`pointer_to`]).
+#[cfg(test)]
 fn step_token(step: &Step<'_>) -> String {
     match step {
         Step::Key(k) => (*k).to_string(),
@@ -504,7 +525,9 @@ fn step_token(step: &Step<'_>) -> String {
     }
 }
 
-/// An RFC 6901 pointer: `/` before each token, `~` escaped as `~0` and `/` as `~1`.
+/// An RFC 6901 pointer: `/` before each token, `~` escaped as `~0` and `/` as `~1` (the tests' reference for
+/// [`pointer_to`]).
+#[cfg(test)]
 fn pointer(tokens: &[String]) -> String {
     let mut out = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum());
     for token in tokens {
@@ -513,7 +536,7 @@ fn pointer(tokens: &[String]) -> String {
     out
 }
 
-/// The pointer to `path`, as [`pointer`] of its tokens writes it.
+/// The RFC 6901 pointer to `path`: `/` before each step's token, `~` escaped as `~0` and `/` as `~1`.
 fn pointer_to(path: &[Step<'_>]) -> String {
     let mut out = String::with_capacity(64);
     for step in path {
