@@ -419,6 +419,21 @@ mod tests {
     }
 
     #[test]
+    fn within_keeps_the_named_members_of_an_object_and_any_other_value_whole() {
+        const WITHIN: Reads = Reads::Within(&[("spec", Reads::Within(&[("keep", Reads::All)]))]);
+        let json = r#"{"spec": {"keep": [1], "drop": {"x": 1}}, "drop": 2}"#;
+        assert_eq!(
+            parse(json, &WITHIN, &all_names).unwrap(),
+            json!({"spec": {"keep": [1]}})
+        );
+        let json = r#"{"spec": ["keep", {"x": 1}]}"#;
+        assert_eq!(
+            parse(json, &WITHIN, &all_names).unwrap(),
+            json!({"spec": ["keep", {"x": 1}]})
+        );
+    }
+
+    #[test]
     fn escaped_keys_and_strings_are_read_like_any_other() {
         let json = r#"{"k\u0065ep": "a\"b", "dr\u006fp": 1}"#;
         assert_eq!(parse(json, &READS, &all_names).unwrap(), json!({"keep": "a\"b"}));

@@ -320,4 +320,25 @@ mod tests {
         assert_eq!(error(json!({"kind": ["Pod"]})), "kind is an array, expected a string");
         assert_eq!(error(json!([])), "the object is an array, expected an object");
     }
+
+    #[test]
+    fn within_refuses_no_type_of_its_own_but_checks_the_members_it_names() {
+        const WITHIN: Reads = Reads::Within(&[
+            ("spec", Reads::Within(&[("backoffLimit", Reads::All)])),
+            ("kind", Reads::Text),
+        ]);
+        for lenient in [
+            json!("spec"),
+            json!([1]),
+            json!({"spec": 3}),
+            json!({"spec": {"backoffLimit": "six"}}),
+        ] {
+            assert_eq!(WITHIN.check(&lenient), Ok(()), "{lenient}");
+            assert!(WITHIN.admits(&lenient));
+        }
+        assert_eq!(
+            WITHIN.check(&json!({"kind": 1})).unwrap_err().to_string(),
+            "kind is a number, expected a string"
+        );
+    }
 }
