@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use crate::core::{
     annotations::Override,
     config::{self, Config},
-    patch::{push_json_str, JsonText},
+    patch::{push_json_str, push_json_strs, JsonText},
 };
 
 /// A container entourage adds to a Pod.
@@ -106,11 +106,11 @@ impl Injected<'_> {
         push_json_str(&mut out, self.image_pull_policy);
         if let Some(command) = &self.command {
             out.push_str(r#","command":"#);
-            push_strings(&mut out, command);
+            push_json_strs(&mut out, command);
         }
         if let Some(args) = &self.args {
             out.push_str(r#","args":"#);
-            push_strings(&mut out, args);
+            push_json_strs(&mut out, args);
         }
         if !self.volume_mounts.is_empty() {
             out.push_str(r#","volumeMounts":["#);
@@ -143,18 +143,6 @@ impl Injected<'_> {
         out.push('}');
         JsonText::written(out)
     }
-}
-
-/// A JSON array of strings.
-fn push_strings(out: &mut String, items: &[String]) {
-    out.push('[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_str(out, item);
-    }
-    out.push(']');
 }
 
 /// Anything through serde_json, appended.
@@ -202,7 +190,7 @@ fn push_probe(out: &mut String, probe: &Probe) {
     out.push_str(r#"{"exec":{"#);
     if let Some(command) = &exec.command {
         out.push_str(r#""command":"#);
-        push_strings(out, command);
+        push_json_strs(out, command);
     }
     out.push('}');
     let mut number = |name: &str, value: Option<i64>| {

@@ -15,7 +15,7 @@ use crate::support::names::Taken;
 use crate::{
     core::annotations::{self, AnnotationError},
     core::config::{Config, SidecarMode},
-    core::patch::{key, push_json_str, PatchBuilder, Step},
+    core::patch::{key, push_json_str, push_json_strs, PatchBuilder, Step},
     core::reads::Reads,
 };
 
@@ -320,19 +320,9 @@ impl InjectionStatus<'_> {
     /// The annotation's value, byte for byte what `serde_json::to_string` writes (a test holds it to that),
     /// without serde's escape table for each member name.
     fn to_json(&self) -> String {
-        let strings = |out: &mut String, items: &[&str]| {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_str(out, item);
-            }
-            out.push(']');
-        };
         let mut out = String::with_capacity(160);
         out.push_str(r#"{"containers":"#);
-        strings(&mut out, &self.containers);
+        push_json_strs(&mut out, &self.containers);
         out.push_str(r#","mode":"#);
         push_json_str(&mut out, self.mode);
         if let Some(revision) = self.revision {
@@ -342,7 +332,7 @@ impl InjectionStatus<'_> {
         out.push_str(r#","version":"#);
         push_json_str(&mut out, self.version);
         out.push_str(r#","volumes":"#);
-        strings(&mut out, &self.volumes);
+        push_json_strs(&mut out, &self.volumes);
         out.push('}');
         out
     }

@@ -90,6 +90,18 @@ pub fn push_json_str(out: &mut String, s: &str) {
     }
 }
 
+/// Appends a JSON array of strings, as serde_json writes it.
+pub fn push_json_strs<S: AsRef<str>>(out: &mut String, items: &[S]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, item.as_ref());
+    }
+    out.push(']');
+}
+
 /// [`push_json_str`] into bytes.
 pub fn push_json_bytes(out: &mut Vec<u8>, s: &str) {
     if needs_escaping(s) {
