@@ -49,11 +49,11 @@ impl Forwarder {
         );
         match conn.within(deadline, sent).await {
             Some(Ok((response, link))) => {
-                ticket.record(!response.status().is_server_error(), Instant::now());
+                ticket.record_now(!response.status().is_server_error());
                 self.relay(response, link, permit)
             }
             Some(Err(error)) => {
-                ticket.record(false, Instant::now());
+                ticket.record_now(false);
                 let message = match &error {
                     ExchangeError::Connect(_) => format!("upstream unreachable: {}", error_text::chain(&error)),
                     _ => format!("upstream request failed: {}", error_text::chain(&error)),
@@ -61,7 +61,7 @@ impl Forwarder {
                 self.fail(StatusCode::BAD_GATEWAY, message, outcome)
             }
             None => {
-                ticket.record(false, Instant::now());
+                ticket.record_now(false);
                 self.metrics.failure(Failure::Timeout);
                 let message = format!("upstream timed out after {}", format_duration(self.timeout));
                 self.fail(StatusCode::GATEWAY_TIMEOUT, message, outcome)
@@ -101,9 +101,11 @@ impl Forwarder {
                 self.count_error(error);
             }
             let decision = match &attempt {
-                Ok((response, _)) => {
+                // Nearly every answer is none of the two a retry follows: no clock read for those.
+                Ok((response, _)) if retry::may_retry(response.status()) => {
                     retry::after_answer(response.status(), response.headers(), backoff, SystemTime::now())
                 }
+                Ok(_) => None,
                 Err(ExchangeError::Connect(_)) => Some((retry::Reason::Connect, backoff)),
                 Err(_) => None,
             };
