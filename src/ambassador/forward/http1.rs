@@ -1,6 +1,7 @@
 //! An HTTP/1.1 request upstream: over a pooled keep-alive connection, sent again after a connect error, a 503 or a
 //! 429 with `Retry-After` when it is replayable (an idempotent method, no body), within `--timeout`.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -38,16 +39,20 @@ impl Forwarder {
     ) -> Response<ProxyBody> {
         let replayable = self.retries > 0 && is_idempotent(method) && body.is_end_stream();
         let deadline = started + self.timeout;
-        let sent = self.send(
-            method,
-            target,
-            headers,
-            body,
-            replayable,
-            deadline,
-            &mut outcome.retries,
-        );
-        match conn.within(deadline, sent).await {
+        // Pinned here and lent to the timer, not moved into its future: the send's state is most of this future.
+        let answer = {
+            let sent = pin!(self.send(
+                method,
+                target,
+                headers,
+                body,
+                replayable,
+                deadline,
+                &mut outcome.retries,
+            ));
+            conn.within(deadline, sent).await
+        };
+        match answer {
             Some(Ok((response, link))) => {
                 ticket.record_now(!response.status().is_server_error());
                 self.relay(response, link, permit)
