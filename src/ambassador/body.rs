@@ -177,40 +177,43 @@ impl Body for UpstreamBody {
         if this.call.as_ref().is_some_and(|call| call.expired) {
             return Poll::Ready(None);
         }
-        let mut drove = false;
-        loop {
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    this.armed = false;
-                    this.release(cx);
-                    // A gRPC response without trailers carries no status: the client sees an error.
-                    this.finish_call(None, grpc::UNKNOWN);
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Ok(frame))) => {
-                    this.armed = false;
-                    if this.inner.is_end_stream() {
-                        this.release(cx);
-                    }
-                    return Poll::Ready(Some(Ok(this.passed(frame))));
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    this.link = None;
-                    this.finish_call(None, grpc::UNAVAILABLE);
-                    return Poll::Ready(Some(Err(error.into())));
-                }
-                Poll::Pending => {}
-            }
-            // The body is fed by the connection, so let it read; then look at the body once more.
-            match &mut this.link {
-                Some(link) if !drove => {
-                    drove = true;
-                    if link.poll_conn(cx).is_ready() {
+        // Over HTTP/1.1 the body is fed by the connection: both are polled together.
+        let polled = match &mut this.link {
+            Some(link) => {
+                let inner = &mut this.inner;
+                match link.drive(cx, |cx| Pin::new(&mut *inner).poll_frame(cx)) {
+                    Poll::Ready(Some(polled)) => Poll::Ready(polled),
+                    Poll::Ready(None) => {
+                        // The connection ended before the body did; hyper fails the body on its next poll.
                         this.link = None;
+                        Pin::new(&mut this.inner).poll_frame(cx)
                     }
+                    Poll::Pending => Poll::Pending,
                 }
-                _ => break,
             }
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
+        match polled {
+            Poll::Ready(None) => {
+                this.armed = false;
+                this.release(cx);
+                // A gRPC response without trailers carries no status: the client sees an error.
+                this.finish_call(None, grpc::UNKNOWN);
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.armed = false;
+                if this.inner.is_end_stream() {
+                    this.release(cx);
+                }
+                return Poll::Ready(Some(Ok(this.passed(frame))));
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.link = None;
+                this.finish_call(None, grpc::UNAVAILABLE);
+                return Poll::Ready(Some(Err(error.into())));
+            }
+            Poll::Pending => {}
         }
         if let Some(call) = &mut this.call {
             // gRPC: no idle bound, only the call's own deadline.

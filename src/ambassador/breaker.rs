@@ -106,7 +106,7 @@ impl Breaker {
         }
     }
 
-    fn settle(&self, trial: bool, success: bool, now: Instant) {
+    fn settle(&self, trial: bool, success: bool, now: impl FnOnce() -> Instant) {
         let mut state = self.lock();
         match (*state, trial, success) {
             (State::Trial, true, true) => {
@@ -116,7 +116,7 @@ impl Breaker {
             }
             (State::Trial, true, false) => {
                 *state = State::Open {
-                    until: now + self.cooldown,
+                    until: now() + self.cooldown,
                 };
                 tracing::warn!(
                     cooldown_ms = self.cooldown.as_millis() as u64,
@@ -128,7 +128,7 @@ impl Breaker {
                 let failures = failures + 1;
                 if failures >= self.threshold {
                     *state = State::Open {
-                        until: now + self.cooldown,
+                        until: now() + self.cooldown,
                     };
                     self.open.set(1);
                     self.opened.inc();
@@ -149,7 +149,17 @@ impl Breaker {
 
 impl Ticket<'_> {
     /// Reports the request's outcome at `now`: `success` is false for connect errors, timeouts and 5xx answers.
-    pub fn record(mut self, success: bool, now: Instant) {
+    pub fn record(self, success: bool, now: Instant) {
+        self.record_with(success, || now);
+    }
+
+    /// Records the outcome, reading the clock only when the outcome needs the time (a failure that may open the
+    /// circuit); a success in the closed state, nearly every request, needs none.
+    pub fn record_now(self, success: bool) {
+        self.record_with(success, Instant::now);
+    }
+
+    fn record_with(mut self, success: bool, now: impl FnOnce() -> Instant) {
         if let Some(breaker) = self.breaker.take() {
             breaker.settle(self.trial, success, now);
         }

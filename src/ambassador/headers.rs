@@ -70,27 +70,69 @@ pub(super) fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+/// Which entry of [`HOP_BY_HOP`] `name` is. Header names are stored lowercase, so one `match` on the text decides:
+/// it compares lengths first, and most names are rejected on that alone. Nine `HeaderName` comparisons per name
+/// (two messages of a request, each header) cost more than the rest of the stripping.
+fn hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
+/// Whether a `Connection` token names nothing to remove beyond the fixed list: `close`, or a hop-by-hop name.
+fn names_nothing_more(token: &str) -> bool {
+    // Tokens are case-insensitive; the few that are not short lowercase words take the slow way.
+    let mut lower = [0u8; 24];
+    let Some(buf) = lower.get_mut(..token.len()) else {
+        return false;
+    };
+    for (out, byte) in buf.iter_mut().zip(token.bytes()) {
+        *out = byte.to_ascii_lowercase();
+    }
+    match std::str::from_utf8(buf) {
+        Ok(lower) => lower == "close" || hop_index(lower).is_some(),
+        Err(_) => false,
+    }
+}
+
 /// Removes the hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the message's few names finds which of the nine are present; only those are looked up again.
     let mut present = [false; HOPS];
+    let mut any = false;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+        if let Some(i) = hop_index(name.as_str()) {
             present[i] = true;
+            any = true;
         }
+    }
+    if !any {
+        return;
     }
     if present[0] {
         debug_assert_eq!(HOP_BY_HOP[0], header::CONNECTION);
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // `keep-alive` and the like are removed below anyway.
-            .filter(|token| !HOP_BY_HOP.iter().any(|hop| token.eq_ignore_ascii_case(hop.as_str())))
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .collect();
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                // `keep-alive` and the like are removed below anyway; `close` names no header.
+                if token.is_empty() || names_nothing_more(token) {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
         for name in named {
             headers.remove(name);
         }
@@ -121,6 +163,35 @@ mod tests {
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
         headers.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn hop_index_finds_every_listed_name_and_no_other() {
+        for (i, hop) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(hop.as_str()), Some(i), "{hop}");
+            assert!(names_nothing_more(&hop.as_str().to_ascii_uppercase()), "{hop}");
+        }
+        for other in ["accept", "host", "x-private", "connectio", "upgrades", "t", ""] {
+            assert_eq!(hop_index(other), None, "{other}");
+        }
+        assert!(names_nothing_more("Close"));
+        assert!(!names_nothing_more("X-Private"));
+        assert!(!names_nothing_more("a-header-name-longer-than-the-buffer"));
+    }
+
+    #[test]
+    fn strips_headers_a_connection_close_or_upgrade_names_too() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Close, Upgrade, x-a-header-name-longer-than-24"),
+        );
+        headers.insert("x-a-header-name-longer-than-24", HeaderValue::from_static("1"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");

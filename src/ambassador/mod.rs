@@ -9,8 +9,8 @@
 //! app's protocol to HTTP/1.1, HTTP/2 or a WebSocket relay, retried as [`retry`] allows, with [`replay`] for gRPC),
 //! [`grpc`] (deadlines, statuses; the codes in [`grpc_status`]), [`upstream`] (upstream connections), [`body`] (the
 //! relayed response body), [`error_text`] (failures in words), [`access_log`] (the log line), [`metrics`] (Prometheus)
-//! and [`admin`] (readiness, liveness and metrics endpoints). [`tls`] and [`oauth2`] keep the upstream's TLS files and
-//! the OAuth2 token fresh.
+//! and [`admin`] (readiness, liveness and metrics endpoints); [`timer`] is the request-head timer of the HTTP/1.1
+//! server. [`tls`] and [`oauth2`] keep the upstream's TLS files and the OAuth2 token fresh.
 
 pub mod access_log;
 pub mod admin;
@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod oauth2;
 pub mod replay;
 pub mod retry;
+pub mod timer;
 pub mod tls;
 pub mod upstream;
 
@@ -316,8 +317,9 @@ async fn accept_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // A timer lets hyper bound how long a client may take to send a request head.
-    builder.http1().timer(TokioTimer::new());
+    // A timer lets hyper bound how long a client may take to send a request head; this one reuses its tokio timers
+    // from one request to the next (see [`timer`]).
+    builder.http1().timer(timer::ReusingTimer::default());
     // No `date` of our own on HTTP/2 answers: a gRPC status-only answer carries its headers to the app as
     // trailing metadata, which must be the server's alone.
     builder.http2().timer(TokioTimer::new()).auto_date_header(false);

@@ -68,6 +68,12 @@ pub fn after_answer(
     }
 }
 
+/// Whether [`after_answer`] may retry an answer with `status` at all: callers check this first and read the clock
+/// only then.
+pub fn may_retry(status: StatusCode) -> bool {
+    matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS)
+}
+
 /// The delay `Retry-After` asks for (RFC 9110 §10.2.3): delay-seconds or an HTTP-date (zero once past).
 /// An unreadable value counts as absent.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {

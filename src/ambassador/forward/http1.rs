@@ -1,6 +1,7 @@
 //! An HTTP/1.1 request upstream: over a pooled keep-alive connection, sent again after a connect error, a 503 or a
 //! 429 with `Retry-After` when it is replayable (an idempotent method, no body), within `--timeout`.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -38,22 +39,26 @@ impl Forwarder {
     ) -> Response<ProxyBody> {
         let replayable = self.retries > 0 && is_idempotent(method) && body.is_end_stream();
         let deadline = started + self.timeout;
-        let sent = self.send(
-            method,
-            target,
-            headers,
-            body,
-            replayable,
-            deadline,
-            &mut outcome.retries,
-        );
-        match conn.within(deadline, sent).await {
+        // Pinned here and lent to the timer, not moved into its future: the send's state is most of this future.
+        let answer = {
+            let sent = pin!(self.send(
+                method,
+                target,
+                headers,
+                body,
+                replayable,
+                deadline,
+                &mut outcome.retries,
+            ));
+            conn.within(deadline, sent).await
+        };
+        match answer {
             Some(Ok((response, link))) => {
-                ticket.record(!response.status().is_server_error(), Instant::now());
+                ticket.record_now(!response.status().is_server_error());
                 self.relay(response, link, permit)
             }
             Some(Err(error)) => {
-                ticket.record(false, Instant::now());
+                ticket.record_now(false);
                 let message = match &error {
                     ExchangeError::Connect(_) => format!("upstream unreachable: {}", error_text::chain(&error)),
                     _ => format!("upstream request failed: {}", error_text::chain(&error)),
@@ -61,7 +66,7 @@ impl Forwarder {
                 self.fail(StatusCode::BAD_GATEWAY, message, outcome)
             }
             None => {
-                ticket.record(false, Instant::now());
+                ticket.record_now(false);
                 self.metrics.failure(Failure::Timeout);
                 let message = format!("upstream timed out after {}", format_duration(self.timeout));
                 self.fail(StatusCode::GATEWAY_TIMEOUT, message, outcome)
@@ -101,9 +106,11 @@ impl Forwarder {
                 self.count_error(error);
             }
             let decision = match &attempt {
-                Ok((response, _)) => {
+                // Nearly every answer is none of the two a retry follows: no clock read for those.
+                Ok((response, _)) if retry::may_retry(response.status()) => {
                     retry::after_answer(response.status(), response.headers(), backoff, SystemTime::now())
                 }
+                Ok(_) => None,
                 Err(ExchangeError::Connect(_)) => Some((retry::Reason::Connect, backoff)),
                 Err(_) => None,
             };

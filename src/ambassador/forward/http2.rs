@@ -73,7 +73,7 @@ impl Forwarder {
         let uri = match Uri::from_parts(parts) {
             Ok(uri) => uri,
             Err(error) => {
-                ticket.record(true, Instant::now());
+                ticket.record_now(true);
                 return self.fail(
                     StatusCode::BAD_REQUEST,
                     format!("cannot build upstream URI: {error}"),
@@ -168,7 +168,7 @@ impl Forwarder {
                 strip_hop_by_hop(&mut parts.headers);
                 let head_status = if grpc { grpc::status_of(&parts.headers) } else { None };
                 let failed = parts.status.is_server_error() || head_status == Some(grpc::UNAVAILABLE);
-                ticket.record(!failed, Instant::now());
+                ticket.record_now(!failed);
                 outcome.grpc_status = head_status;
                 let mut body = UpstreamBody::detached(body, Arc::clone(&self.upstreams), self.timeout, permit);
                 if grpc && head_status.is_none() {
@@ -184,7 +184,7 @@ impl Forwarder {
                 Response::from_parts(parts, Either::Left(body))
             }
             Err(Some(error)) => {
-                ticket.record(false, Instant::now());
+                ticket.record_now(false);
                 let message = match &error {
                     ExchangeError::Connect(_) => format!("upstream unreachable: {}", error_text::chain(&error)),
                     _ => format!("upstream request failed: {}", error_text::chain(&error)),
@@ -192,7 +192,7 @@ impl Forwarder {
                 self.fail(StatusCode::BAD_GATEWAY, message, outcome)
             }
             Err(None) => {
-                ticket.record(false, Instant::now());
+                ticket.record_now(false);
                 self.metrics.failure(Failure::Timeout);
                 let message = match call_timeout {
                     Some(limit) => format!(

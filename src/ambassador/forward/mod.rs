@@ -387,18 +387,22 @@ impl Forwarder {
     fn prepare_headers(&self, headers: &mut HeaderMap, client: &HeaderValue) {
         strip_hop_by_hop(headers);
         headers.insert(header::HOST, self.upstream.host_header().clone());
-        // Appending keeps the chain an upstream may already trust; the app is its first entry here.
-        let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-            Some(prior) => {
-                let mut joined = Vec::with_capacity(prior.len() + 2 + client.len());
-                joined.extend_from_slice(prior.as_bytes());
+        // Appending keeps the chain an upstream may already trust; the app is its first entry here. One lookup: the
+        // entry either takes the joined chain in place of every prior value, or the client's address.
+        match headers.entry(X_FORWARDED_FOR) {
+            header::Entry::Occupied(mut prior) => {
+                let first = prior.get();
+                let mut joined = Vec::with_capacity(first.len() + 2 + client.len());
+                joined.extend_from_slice(first.as_bytes());
                 joined.extend_from_slice(b", ");
                 joined.extend_from_slice(client.as_bytes());
-                HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone())
+                let forwarded_for = HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone());
+                prior.insert(forwarded_for);
             }
-            None => client.clone(),
-        };
-        headers.insert(X_FORWARDED_FOR, forwarded_for);
+            header::Entry::Vacant(slot) => {
+                slot.insert(client.clone());
+            }
+        }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         if let Some(credential) = &self.credential {
             // `insert` replaces every value the client sent under the same name.

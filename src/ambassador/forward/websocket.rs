@@ -77,19 +77,19 @@ impl Forwarder {
         let mut response = match tokio::time::timeout_at(deadline.into(), self.upstreams.upgrade(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
-                ticket.record(false, Instant::now());
+                ticket.record_now(false);
                 self.count_error(&error);
                 let message = format!("upstream unreachable: {}", error_text::chain(&error));
                 return self.fail(StatusCode::BAD_GATEWAY, message, outcome);
             }
             Err(_) => {
-                ticket.record(false, Instant::now());
+                ticket.record_now(false);
                 self.metrics.failure(Failure::Timeout);
                 let message = format!("upstream timed out after {}", format_duration(self.timeout));
                 return self.fail(StatusCode::GATEWAY_TIMEOUT, message, outcome);
             }
         };
-        ticket.record(!response.status().is_server_error(), Instant::now());
+        ticket.record_now(!response.status().is_server_error());
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             // Refused (a 4xx for a bad handshake, say): an ordinary answer.
             let (mut parts, body) = response.into_parts();
