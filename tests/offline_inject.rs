@@ -4,7 +4,7 @@
 mod support;
 
 use std::{
-    io::Write,
+    io::{Read, Write},
     process::{Command, Output, Stdio},
 };
 
@@ -239,6 +239,44 @@ fn review_prints_the_answer_the_patch_and_the_patched_object() {
     assert_eq!(printed["object"], patched);
     assert_eq!(support::pod_rule_violations(&patched), Vec::<String>::new());
     assert_admissible(&[patched]);
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    // `entourage review … | head -c 64`: the reader takes a little and closes the pipe. The output here (a Pod of
+    // 300 containers, printed whole) is several times the pipe's 64 KiB buffer, so the writer meets the closed pipe.
+    let containers: Vec<Value> = (0..300)
+        .map(|i| json!({"name": format!("app-{i}"), "image": "nginx", "env": [{"name": "PADDING", "value": "x".repeat(200)}]}))
+        .collect();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "big", "namespace": "default",
+                     "annotations": {"entourage.dev/sidecar-logs": "/var/log/app/app.log"}},
+        "spec": {"containers": containers},
+    });
+    let review = support::review(("", "v1", "Pod"), "default", "CREATE", &pod).to_string();
+    for (args, input) in [
+        (vec!["review", "-"], review),
+        (vec!["inject", "-f", "-"], pod.to_string()),
+    ] {
+        let mut child = Command::new(bin())
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let mut first = [0u8; 64];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The read end was dropped with the handle: the rest of the output meets a closed pipe.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+    }
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! `entourage inject` and `entourage review`: their flags and the commands.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::{ErrorKind, Write},
+    path::{Path, PathBuf},
+};
 
 use crate::core::config::Config;
 
@@ -40,6 +43,9 @@ pub enum CommandError {
     /// The input could not be injected or reviewed.
     #[error(transparent)]
     Offline(#[from] OfflineError),
+    /// Standard output could not be written (a closed pipe is not an error: see [`print_out`]).
+    #[error("writing to standard output: {0}")]
+    Write(std::io::Error),
 }
 
 /// Prints the injected manifests on stdout, warnings on stderr.
@@ -49,19 +55,26 @@ pub fn inject(args: InjectArgs) -> Result<(), CommandError> {
     for warning in &injected.warnings {
         eprintln!("warning: {warning}");
     }
-    print!("{}", injected.to_yaml());
-    Ok(())
+    print_out(&injected.to_yaml())
 }
 
 /// Prints the webhook's answer, the patch and the patched object.
 pub fn review(args: ReviewArgs) -> Result<(), CommandError> {
     let config = load_config(args.config.as_deref())?;
     let answer = super::review(&read_input(&args.file)?, &config)?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&answer).expect("JSON values always serialise")
-    );
-    Ok(())
+    let mut text = serde_json::to_string_pretty(&answer).expect("JSON values always serialise");
+    text.push('\n');
+    print_out(&text)
+}
+
+/// Writes `text` to standard output. A reader that stops reading (`entourage review … | head`) closes the pipe, and
+/// the rest of the output is dropped quietly, as Unix tools do; `print!` would panic there.
+fn print_out(text: &str) -> Result<(), CommandError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        written => written.map_err(CommandError::Write),
+    }
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, CommandError> {
