@@ -18,6 +18,7 @@ pub mod auth;
 pub mod body;
 pub mod breaker;
 pub mod config;
+mod drive;
 pub mod error_text;
 pub mod forward;
 pub mod grpc;
