@@ -5,7 +5,7 @@ mod support;
 
 use std::{
     io::{Read, Write},
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
 };
 
 use serde::Deserialize;
@@ -23,7 +23,8 @@ fn parse_yaml(text: &str) -> Vec<Value> {
         .collect()
 }
 
-fn run(args: &[&str], stdin: Option<&str>) -> Output {
+/// The binary started with `args`, `stdin` written and closed, its output still to be read.
+fn start(args: &[&str], stdin: Option<&str>) -> Child {
     let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
@@ -36,7 +37,11 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
         input.write_all(text.as_bytes()).unwrap();
     }
     drop(input);
-    child.wait_with_output().unwrap()
+    child
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    start(args, stdin).wait_with_output().unwrap()
 }
 
 fn inject(args: &[&str], stdin: Option<&str>) -> Vec<Value> {
@@ -259,16 +264,7 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
         (vec!["review", "-"], review),
         (vec!["inject", "-f", "-"], pod.to_string()),
     ] {
-        let mut child = Command::new(bin())
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).unwrap();
-        drop(stdin);
+        let mut child = start(&args, Some(&input));
         let mut first = [0u8; 64];
         child.stdout.take().unwrap().read_exact(&mut first).unwrap();
         // The read end was dropped with the handle: the rest of the output meets a closed pipe.
