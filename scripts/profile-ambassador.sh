@@ -7,7 +7,8 @@
 #
 # scripts/profile-ambassador.sh
 # Knobs: N (2000), WARM (200), CONNS (8), PROXIES ("nginx ambassador"), AMBASSADOR (target/release/entourage),
-# BASE_PORT (28480). Output: target/profile/ambassador/<proxy>-<n>.out (callgrind_annotate them for the top entries)
+# BASE_PORT (28480), CACHE_SIM (0; 1 adds callgrind's cache and branch simulation, and the line then also gives the
+# L1 instruction and data misses and the mispredicted branches per request). Output: target/profile/ambassador/<proxy>-<n>.out (callgrind_annotate them for the top entries)
 # and one line per proxy on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -120,17 +121,34 @@ run() {
   [[ $proxy == ambassador ]] && cmd=("$AMBASSADOR" ambassador --listen "127.0.0.1:$PROXY_PORT"
     --admin "127.0.0.1:$ADMIN_PORT" --upstream "https://127.0.0.1:$UPSTREAM_PORT" --ca-file "$PKI/ca.crt"
     --client-cert "$PKI/client.crt" --client-key "$PKI/client.key")
-  valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >"$OUT/$proxy-access.log" 2>"$OUT/$proxy.log" &
+  local sim=()
+  [[ ${CACHE_SIM:-0} == 1 ]] && sim=(--cache-sim=yes --branch-sim=yes)
+  valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$out" "${cmd[@]}" >"$OUT/$proxy-access.log" 2>"$OUT/$proxy.log" &
   pid=$!
   wait_up "http://127.0.0.1:$PROXY_PORT/"
   oha --no-tui --output-format quiet -n "$n" -c "$CONNS" "http://127.0.0.1:$PROXY_PORT/" >/dev/null
   kill -TERM "$pid"
   wait "$pid" || true
-  awk '/^summary:/ {print $2}' "$out"
+  # Every event's total, named: "Ir=… I1mr=…".
+  awk '/^events:/ {for (i = 2; i <= NF; i++) name[i] = $i} /^summary:/ {for (i = 2; i <= NF; i++) printf "%s=%s ", name[i], $i}' "$out"
+}
+
+# per_request EVENT SMALL BIG: one event's count per request, from two runs' totals.
+per_request() {
+  local event=$1 small=$2 big=$3 a b
+  a=$(tr ' ' '\n' <<<"$small" | awk -F= -v e="$event" '$1 == e {print $2}')
+  b=$(tr ' ' '\n' <<<"$big" | awk -F= -v e="$event" '$1 == e {print $2}')
+  echo $(((b - a) / N))
 }
 
 for proxy in $PROXIES; do
   small=$(run "$proxy" "$WARM")
   big=$(run "$proxy" $((WARM + N)))
-  printf '%s: %d instructions per request (%s - %s over %s)\n' "$proxy" $(((big - small) / N)) "$big" "$small" "$N"
+  line=$(printf '%s: %d instructions per request' "$proxy" "$(per_request Ir "$small" "$big")")
+  if [[ ${CACHE_SIM:-0} == 1 ]]; then
+    line+=$(printf ', L1 misses %d instruction / %d data read / %d data write, %d conditional + %d indirect branches mispredicted' \
+      "$(per_request I1mr "$small" "$big")" "$(per_request D1mr "$small" "$big")" "$(per_request D1mw "$small" "$big")" \
+      "$(per_request Bcm "$small" "$big")" "$(per_request Bim "$small" "$big")")
+  fi
+  echo "$line"
 done
