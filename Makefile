@@ -4,7 +4,10 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8443
 CERTS := certs
 BIN := target/debug/entourage
-RELEASE_BIN := target/release/entourage
+# Release builds are profile-guided (scripts/pgo.sh; PGO=0 skips the profile): the host one for the benches, the
+# static musl one for the image and the cluster.
+HOST := $(shell rustc -vV | sed -n 's/^host: //p')
+RELEASE_BIN := target/$(HOST)/release/entourage
 URL ?= https://localhost:8443
 IMAGE ?= ghcr.io/entourage-dev/entourage:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 KUBECTL ?= kubectl
@@ -81,8 +84,9 @@ lint:
 build:
 	$(CARGO) build
 
+## release: the release binary for this machine, profile-guided (scripts/pgo.sh), at $(RELEASE_BIN)
 release:
-	$(CARGO) build --release
+	scripts/pgo.sh $(HOST)
 
 ## curl: POST every sample review in tests/fixtures to a running `make run`, print the answer and decoded patch
 curl:
@@ -143,10 +147,10 @@ image:
 clean:
 	$(CARGO) clean
 
-## static: the release binary, statically linked (musl), as the image ships it
+## static: the release binary, statically linked (musl) and profile-guided (scripts/pgo.sh), as the cluster runs it
 STATIC_BIN := target/x86_64-unknown-linux-musl/release/entourage
 static:
-	$(CARGO) build --release --locked --target x86_64-unknown-linux-musl --bin entourage
+	scripts/pgo.sh x86_64-unknown-linux-musl
 
 ## cluster: a real single-node Kubernetes (tests/cluster), entourage installed by its chart; KUBECONFIG=target/cluster/kubeconfig
 cluster:

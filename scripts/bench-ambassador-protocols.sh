@@ -71,8 +71,10 @@ fi
 
 rm -rf "$WORK"
 mkdir -p "$WORK/tmp"
-BIN=${AMBASSADOR_BIN:-$ROOT/target/release/entourage}
-[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --quiet --bin entourage)
+# The release build, profile-guided (scripts/pgo.sh), as scripts/bench-ambassador.sh measures it.
+HOST=$(rustc -vV | awk '/^host:/ {print $2}')
+BIN=${AMBASSADOR_BIN:-$ROOT/target/$HOST/release/entourage}
+[ -x "$BIN" ] || (cd "$ROOT" && scripts/pgo.sh "$HOST")
 
 # One gRPC message: a zero flag, a 4-byte big-endian length, then the payload; the same as request and response.
 printf '\x00\x00\x00\x00\x05hello' >"$WORK/message.bin"

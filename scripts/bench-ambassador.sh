@@ -296,8 +296,11 @@ main() {
 
     ports_free "$UPSTREAM_PORT" "$NGINX_PORT" "$AMBASSADOR_PORT" "$ADMIN_PORT" "$UPSTREAM_TLS_PORT" \
         "$BASELINE_PORT" "$BASELINE_ADMIN_PORT"
-    say "building the release binary"
-    (cd "$ROOT" && cargo build --release --quiet --bin entourage --example pace --example stalls)
+    say "building the release binary (profile-guided, scripts/pgo.sh) and the load tools"
+    local host
+    host=$(rustc -vV | awk '/^host:/ {print $2}')
+    (cd "$ROOT" && scripts/pgo.sh "$host" && cargo build --release --quiet --example pace --example stalls)
+    AMBASSADOR_BIN="$ROOT/target/$host/release/entourage"
     PACE="$ROOT/target/release/examples/pace"
     STALLS="$ROOT/target/release/examples/stalls"
 
@@ -317,7 +320,7 @@ main() {
     "${SERVER_PIN[@]}" nginx -p "$WORK" -c "$WORK/proxy.conf" -e "$WORK/proxy-error.log" &
     PIDS+=($!)
     local proxy_master=$!
-    "${SERVER_PIN[@]}" "$ROOT/target/release/entourage" ambassador \
+    "${SERVER_PIN[@]}" "$AMBASSADOR_BIN" ambassador \
         --listen "127.0.0.1:$AMBASSADOR_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
         --upstream "$PROXIED_SCHEME://127.0.0.1:$PROXIED_PORT" "${tls_flags[@]}" \
         >"$WORK/ambassador-access.log" 2>"$WORK/ambassador-stderr.log" &

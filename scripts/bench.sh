@@ -66,8 +66,11 @@ log "building (release)"
 # The commit measured; "-dirty" when the sources built differ from it.
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench/tools 2>/dev/null || commit="$commit-dirty"
-cargo build --release --quiet --bin entourage --example floor --example ready --example pace --example bench_report
-BIN=target/release/entourage
+# entourage as it is released: profile-guided (scripts/pgo.sh); the floor and the tools as plain release builds.
+HOST=$(rustc -vV | awk '/^host:/ {print $2}')
+scripts/pgo.sh "$HOST"
+cargo build --release --quiet --example floor --example ready --example pace --example bench_report
+BIN=target/$HOST/release/entourage
 FLOOR=target/release/examples/floor
 READY=target/release/examples/ready
 PACE=target/release/examples/pace

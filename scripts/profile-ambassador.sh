@@ -6,7 +6,7 @@
 # times, repeat exactly on a shared machine. The upstream runs outside valgrind.
 #
 # scripts/profile-ambassador.sh
-# Knobs: N (2000), WARM (200), CONNS (8), PROXIES ("nginx ambassador"), AMBASSADOR (target/release/entourage),
+# Knobs: N (2000), WARM (200), CONNS (8), PROXIES ("nginx ambassador"), AMBASSADOR (the profile-guided release build),
 # BASE_PORT (28480), CACHE_SIM (0; 1 adds callgrind's cache and branch simulation, and the line then also gives the
 # L1 instruction and data misses and the mispredicted branches per request). Output: target/profile/ambassador/<proxy>-<n>.out (callgrind_annotate them for the top entries)
 # and one line per proxy on stdout.
@@ -16,7 +16,8 @@ N=${N:-2000}
 WARM=${WARM:-200}
 CONNS=${CONNS:-8}
 PROXIES=${PROXIES:-nginx ambassador}
-AMBASSADOR=${AMBASSADOR:-target/release/entourage}
+HOST=$(rustc -vV | awk '/^host:/ {print $2}')
+AMBASSADOR=${AMBASSADOR:-target/$HOST/release/entourage}
 BASE_PORT=${BASE_PORT:-28480}
 UPSTREAM_PORT=$((BASE_PORT + 1))
 PROXY_PORT=$((BASE_PORT + 2))
@@ -24,7 +25,7 @@ ADMIN_PORT=$((BASE_PORT + 3))
 OUT=$PWD/target/profile/ambassador
 PKI=$OUT/pki
 mkdir -p "$OUT/tmp" "$PKI"
-[[ ${SKIP_BUILD:-0} == 1 ]] || cargo build --release --quiet --bin entourage
+[[ ${SKIP_BUILD:-0} == 1 ]] || scripts/pgo.sh "$HOST"
 
 PIDS=()
 cleanup() {

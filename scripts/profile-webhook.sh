@@ -5,7 +5,8 @@
 # handshakes and warm-up cancel out). Counts, unlike times, repeat exactly on a shared machine.
 #
 # scripts/profile-webhook.sh [FIXTURE...]   (default: the sidecar Pod and the three-pattern Pod)
-# Knobs: N (500), WARM (100), CONNS (5), SERVERS ("floor entourage"), CACHE_SIM (0; 1 adds callgrind's cache and
+# Knobs: N (500), WARM (100), CONNS (5), SERVERS ("floor entourage"), ENTOURAGE (the profile-guided release build),
+# CACHE_SIM (0; 1 adds callgrind's cache and
 # branch simulation, and the line then also gives the L1 instruction and data misses and the mispredicted branches
 # per review: what makes equal instruction counts cost different CPU time). Output:
 # target/profile/<server>-<fixture>-<n>.out (callgrind_annotate them for the top entries) and one line per server and
@@ -22,8 +23,11 @@ OUT=target/profile
 CERTS=$OUT/certs
 PORT=${PORT:-18450}
 mkdir -p "$OUT"
-[[ ${SKIP_BUILD:-0} == 1 ]] || cargo build --release --quiet --bin entourage --example floor --example ready
-target/release/entourage certs --out "$CERTS" --service entourage --namespace entourage-system >/dev/null
+# entourage as released (profile-guided, scripts/pgo.sh) unless ENTOURAGE names another build.
+HOST=$(rustc -vV | awk '/^host:/ {print $2}')
+ENTOURAGE=${ENTOURAGE:-target/$HOST/release/entourage}
+[[ ${SKIP_BUILD:-0} == 1 ]] || { scripts/pgo.sh "$HOST" && cargo build --release --quiet --example floor --example ready; }
+"$ENTOURAGE" certs --out "$CERTS" --service entourage --namespace entourage-system >/dev/null
 
 # run SERVER FIXTURE REQUESTS: total instructions of one server's life answering REQUESTS reviews.
 run() {
@@ -31,7 +35,7 @@ run() {
   name=$(basename "$fixture" .json)
   out=$OUT/$server-$name-$n.out
   local cmd=(target/release/examples/floor --listen "127.0.0.1:$PORT" --tls-cert "$CERTS/tls.crt" --tls-key "$CERTS/tls.key")
-  [[ $server == entourage ]] && cmd=(target/release/entourage --log-format json serve --listen "127.0.0.1:$PORT"
+  [[ $server == entourage ]] && cmd=("$ENTOURAGE" --log-format json serve --listen "127.0.0.1:$PORT"
     --tls-cert "$CERTS/tls.crt" --tls-key "$CERTS/tls.key")
   local sim=()
   [[ ${CACHE_SIM:-0} == 1 ]] && sim=(--cache-sim=yes --branch-sim=yes)
