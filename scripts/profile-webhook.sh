@@ -6,9 +6,9 @@
 #
 # scripts/profile-webhook.sh [FIXTURE...]   (default: the sidecar Pod and the three-pattern Pod)
 # Knobs: N (500), WARM (100), CONNS (5), SERVERS ("floor entourage"), ENTOURAGE (the profile-guided release build),
-# CACHE_SIM (0; 1 adds callgrind's cache and
-# branch simulation, and the line then also gives the L1 instruction and data misses and the mispredicted branches
-# per review: what makes equal instruction counts cost different CPU time). Output:
+# CACHE_SIM (0; 1 adds callgrind's cache and branch simulation, and the line then also gives the L1 instruction and
+# data misses and the mispredicted branches per review: what makes equal instruction counts cost different CPU
+# time). Output:
 # target/profile/<server>-<fixture>-<n>.out (callgrind_annotate them for the top entries) and one line per server and
 # fixture on stdout.
 set -euo pipefail
