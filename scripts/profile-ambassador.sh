@@ -12,6 +12,8 @@
 # and one line per proxy on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/callgrind-counts.sh
+source scripts/callgrind-counts.sh
 N=${N:-2000}
 WARM=${WARM:-200}
 CONNS=${CONNS:-8}
@@ -130,26 +132,15 @@ run() {
   oha --no-tui --output-format quiet -n "$n" -c "$CONNS" "http://127.0.0.1:$PROXY_PORT/" >/dev/null
   kill -TERM "$pid"
   wait "$pid" || true
-  # Every event's total, named: "Ir=… I1mr=…".
-  awk '/^events:/ {for (i = 2; i <= NF; i++) name[i] = $i} /^summary:/ {for (i = 2; i <= NF; i++) printf "%s=%s ", name[i], $i}' "$out"
-}
-
-# per_request EVENT SMALL BIG: one event's count per request, from two runs' totals.
-per_request() {
-  local event=$1 small=$2 big=$3 a b
-  a=$(tr ' ' '\n' <<<"$small" | awk -F= -v e="$event" '$1 == e {print $2}')
-  b=$(tr ' ' '\n' <<<"$big" | awk -F= -v e="$event" '$1 == e {print $2}')
-  echo $(((b - a) / N))
+  callgrind_totals "$out"
 }
 
 for proxy in $PROXIES; do
   small=$(run "$proxy" "$WARM")
   big=$(run "$proxy" $((WARM + N)))
-  line=$(printf '%s: %d instructions per request' "$proxy" "$(per_request Ir "$small" "$big")")
+  line=$(printf '%s: %d instructions per request' "$proxy" "$(per_request Ir "$small" "$big" "$N")")
   if [[ ${CACHE_SIM:-0} == 1 ]]; then
-    line+=$(printf ', L1 misses %d instruction / %d data read / %d data write, %d conditional + %d indirect branches mispredicted' \
-      "$(per_request I1mr "$small" "$big")" "$(per_request D1mr "$small" "$big")" "$(per_request D1mw "$small" "$big")" \
-      "$(per_request Bcm "$small" "$big")" "$(per_request Bim "$small" "$big")")
+    line+=$(cache_line "$small" "$big" "$N")
   fi
   echo "$line"
 done

@@ -13,6 +13,8 @@
 # fixture on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/callgrind-counts.sh
+source scripts/callgrind-counts.sh
 N=${N:-500}
 WARM=${WARM:-100}
 CONNS=${CONNS:-5}
@@ -46,16 +48,7 @@ run() {
     --cacert "$CERTS/ca.crt" "https://localhost:$PORT/mutate?timeout=10s" >/dev/null
   kill -TERM "$pid"
   wait "$pid" || true
-  # Every event's total, named: "Ir=… I1mr=…".
-  awk '/^events:/ {for (i = 2; i <= NF; i++) name[i] = $i} /^summary:/ {for (i = 2; i <= NF; i++) printf "%s=%s ", name[i], $i}' "$out"
-}
-
-# per_review EVENT SMALL BIG: one event's count per review, from two runs' totals.
-per_review() {
-  local event=$1 small=$2 big=$3 a b
-  a=$(tr ' ' '\n' <<<"$small" | awk -F= -v e="$event" '$1 == e {print $2}')
-  b=$(tr ' ' '\n' <<<"$big" | awk -F= -v e="$event" '$1 == e {print $2}')
-  echo $(((b - a) / N))
+  callgrind_totals "$out"
 }
 
 for fixture in "${FIXTURES[@]}"; do
@@ -63,11 +56,9 @@ for fixture in "${FIXTURES[@]}"; do
     small=$(run "$server" "$fixture" "$WARM")
     big=$(run "$server" "$fixture" $((WARM + N)))
     line=$(printf '%s %s: %d instructions per review' "$(basename "$fixture" .json)" "$server" \
-      "$(per_review Ir "$small" "$big")")
+      "$(per_request Ir "$small" "$big" "$N")")
     if [[ ${CACHE_SIM:-0} == 1 ]]; then
-      line+=$(printf ', L1 misses %d instruction / %d data read / %d data write, %d conditional + %d indirect branches mispredicted' \
-        "$(per_review I1mr "$small" "$big")" "$(per_review D1mr "$small" "$big")" "$(per_review D1mw "$small" "$big")" \
-        "$(per_review Bcm "$small" "$big")" "$(per_review Bim "$small" "$big")")
+      line+=$(cache_line "$small" "$big" "$N")
     fi
     echo "$line"
   done
