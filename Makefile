@@ -5,7 +5,7 @@ LISTEN ?= 127.0.0.1:8443
 CERTS := certs
 BIN := target/debug/entourage
 # Release builds are profile-guided (scripts/pgo.sh; PGO=0 skips the profile): the host one for the benches, the
-# static musl one for the image and the cluster.
+# static musl one for the cluster (the Dockerfile still builds plain).
 HOST := $(shell rustc -vV | sed -n 's/^host: //p')
 RELEASE_BIN := target/$(HOST)/release/entourage
 URL ?= https://localhost:8443

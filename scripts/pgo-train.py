@@ -16,7 +16,6 @@ and exits on its own, which is when the instrumented binary writes its profile.
 
 import http.client
 import json
-import os
 import pathlib
 import signal
 import socket

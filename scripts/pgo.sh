@@ -3,10 +3,10 @@
 # scripts/pgo-train.py (the webhook, the ambassador over HTTP/1.1, mutual TLS and gRPC, the log readers), merge the
 # profile, and build the release binary with it. LLVM then lays the hot code of a review or a proxied request out
 # together and moves the cold code (errors, start-up, the CLI) away from it: the same instructions, fewer of them
-# on the hot path, and far fewer instruction-cache misses (docs/performance.md, "Profile-guided build").
+# on the hot path, and far fewer instruction-cache misses (docs/performance.md, "The release build is profile-guided").
 #
 #   scripts/pgo.sh TRIPLE        e.g. x86_64-unknown-linux-gnu (make release, the benches) or
-#                                x86_64-unknown-linux-musl (make static: the image and the cluster)
+#                                x86_64-unknown-linux-musl (make static: the cluster; the Dockerfile still builds plain)
 #
 # Output: target/TRIPLE/release/entourage. The profile (target/pgo/TRIPLE.profdata) is kept and reused while it is
 # newer than every source, Cargo.toml, Cargo.lock and the training script, so a second build is cargo's usual
